@@ -1,0 +1,34 @@
+// safetensors read and write: the weights format shared with Python's safetensors package.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace lathe::ckpt {
+
+/// Named tensors in a fixed order (state-dict order when written from a module).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// Writes tensors (any device; copied to the CPU) and string metadata as one safetensors file,
+/// atomically. Supported dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL.
+///
+///   lathe::ckpt::save_safetensors("model.safetensors", {{"fc.weight", w}}, {{"format", "pt"}});
+void save_safetensors(const std::filesystem::path& file, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// The content of one safetensors file.
+struct SafetensorsFile {
+  NamedTensors tensors;                         ///< in file order of their data
+  std::map<std::string, std::string> metadata;  ///< the header's __metadata__
+};
+
+/// Reads a safetensors file onto the CPU. A missing file, a truncated header or body, bad JSON,
+/// an unknown dtype or offsets that do not fit are CheckpointErrors naming the file (and tensor).
+SafetensorsFile load_safetensors(const std::filesystem::path& file);
+
+}  // namespace lathe::ckpt

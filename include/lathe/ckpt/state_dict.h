@@ -1,0 +1,45 @@
+// State dicts of LibTorch modules by PyTorch names: extract, load with a report, weights files.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lathe/ckpt/safetensors.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace lathe::ckpt {
+
+/// Parameters then buffers of `module`, named as PyTorch's state_dict() names them
+/// ("features.0.weight", "features.1.running_mean", ...).
+NamedTensors state_dict(const torch::nn::Module& module);
+
+/// What load_state_dict found: keys the module has that the source lacks, keys the source has
+/// that the module lacks, and tensors present in both with different shapes.
+struct LoadReport {
+  std::vector<std::string> missing;
+  std::vector<std::string> unexpected;
+  std::vector<std::string> mismatched;  ///< "name: file [10, 64] vs model [5, 64]"
+  size_t loaded = 0;
+  bool clean() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  std::string summary() const;
+};
+
+/// Copies matching tensors into the module's parameters and buffers (dtype converted, device
+/// kept). strict: any missing, unexpected or mismatched key is a CheckpointError naming the
+/// tensors and `source`, and nothing is copied. Non-strict: matches load, the rest is reported.
+LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensors, bool strict,
+                           const std::string& source);
+
+/// Saves the module's state dict as safetensors (metadata "format": "pt", as PyTorch writes it).
+void save_weights(const torch::nn::Module& module, const std::filesystem::path& file,
+                  std::map<std::string, std::string> metadata = {});
+
+/// Loads a safetensors weights file into the module (see load_state_dict).
+LoadReport load_weights(torch::nn::Module& module, const std::filesystem::path& file,
+                        bool strict = true);
+
+}  // namespace lathe::ckpt

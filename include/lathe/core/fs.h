@@ -1,0 +1,39 @@
+// Atomic file writes: temporary file in the same folder, fsync, rename, fsync of the folder.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <string_view>
+
+namespace lathe {
+
+/// A file that appears at its path only when commit() succeeds; until then the old file (if
+/// any) stays untouched, and a crash or an error leaves no half-written file behind. Write
+/// errors (a full disk, say) are IoErrors naming the path and the OS reason.
+///
+///   lathe::AtomicFile f("runs/x/model.safetensors");
+///   f.write(header.data(), header.size());
+///   f.commit();
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path path);
+  ~AtomicFile();  // removes the temporary file unless committed
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t size);
+  void write(std::string_view text) { write(text.data(), text.size()); }
+  /// Flushes, fsyncs, renames over the target and fsyncs the folder.
+  void commit();
+
+ private:
+  std::filesystem::path path_;
+  std::filesystem::path tmp_;
+  std::FILE* file_ = nullptr;
+  bool committed_ = false;
+};
+
+/// Writes `text` to `path` atomically.
+void write_file_atomic(const std::filesystem::path& path, std::string_view text);
+
+}  // namespace lathe

@@ -1,0 +1,44 @@
+// A whole run from a config: data → model → fit → test → files under runs/<name>/.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lathe/config/config.h"
+#include "lathe/data/tensor_data.h"
+#include "lathe/train/trainer.h"
+
+namespace lathe::train {
+
+/// The three splits of a run's data, preprocessed the same way.
+struct RunData {
+  data::TensorDataset train, val, test;
+  std::vector<double> mean, std;  ///< normalisation actually applied (fitted on train)
+};
+
+/// Loads `cfg.data` (source, limits, hold-out split, normalisation). Normalisation statistics
+/// come from the config when given, else from the training split alone.
+RunData load_run_data(const config::DataSection& cfg, uint64_t seed);
+
+/// What a finished run produced.
+struct RunResult {
+  std::filesystem::path run_dir;
+  std::vector<EpochRecord> history;
+  Metrics test;
+  double seconds = 0;
+};
+
+/// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved, with the fitted
+/// normalisation), metrics.jsonl, model.safetensors (PyTorch names) and test_metrics.json.
+///
+///   auto cfg = lathe::config::load_config("configs/fashion_cnn.yaml");
+///   auto result = lathe::train::train_from_config(cfg);
+RunResult train_from_config(config::RunConfig cfg);
+
+/// Evaluates the weights of a finished run (or `weights` when given) on its config's test split.
+/// `overrides` apply on top of the run's config.yaml (e.g. data.limit_test=1000).
+Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem::path& weights,
+                     const std::vector<std::string>& overrides);
+
+}  // namespace lathe::train

@@ -1,0 +1,94 @@
+// lathe train / eval / info: argument parsing and the calls into the library.
+#include "src/cli/commands.h"
+
+#include <fmt/ostream.h>
+#include <fmt/ranges.h>
+#include <torch/nn/module.h>
+
+#include "lathe/config/config.h"
+#include "lathe/core/error.h"
+#include "lathe/core/log.h"
+#include "lathe/core/runtime.h"
+#include "lathe/train/run.h"
+#include "models/registry.h"
+
+namespace lathe::cli {
+namespace {
+
+void add_train(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("train", "Train the run a YAML config describes");
+  cmd->footer(
+      "Overrides are dotted keys with YAML values, e.g.\n"
+      "  lathe train configs/fashion_cnn.yaml trainer.max_epochs=3 run.name=short "
+      "data.mean=[0.5]\nThe run writes <run.dir>/<run.name>/: config.yaml, metrics.jsonl, "
+      "model.safetensors, test_metrics.json.");
+  auto config = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("config", *config, "Run config (YAML)")->required();
+  cmd->add_option("overrides", *overrides, "key=value overrides of config keys");
+  cmd->callback([=, &exit_code] {
+    auto cfg = config::load_config(*config, *overrides);
+    const auto result = train::train_from_config(std::move(cfg));
+    if (result.test.count("accuracy"))
+      fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
+    exit_code = kOk;
+  });
+}
+
+void add_eval(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("eval", "Evaluate a finished run's weights on its test split");
+  auto run_dir = std::make_shared<std::string>();
+  auto weights = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("run", *run_dir, "Run folder (runs/<name>) holding config.yaml")->required();
+  cmd->add_option("--weights", *weights, "Weights to evaluate (default: RUN/model.safetensors)");
+  cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
+  cmd->callback([=, &exit_code] {
+    const auto metrics = train::evaluate_run(*run_dir, *weights, *overrides);
+    for (const auto& [k, v] : metrics) fmt::print("test {} {:.4f}\n", k, v);
+    exit_code = kOk;
+  });
+}
+
+void add_info(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "info", "Print LibTorch, CUDA and cuDNN versions, devices and threads, or a zoo model");
+  auto model = std::make_shared<std::string>();
+  auto options = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--model", *model, "Zoo model to summarise (e.g. convnet)");
+  cmd->add_option("options", *options, "key=value options of --model (e.g. num_classes=5)");
+  cmd->callback([=, &exit_code] {
+    if (!model->empty()) {
+      auto module = models::build_model(config::parse_model_section(*model, *options));
+      fmt::print("{}\n", fmt::streamed(*module.ptr()));
+      fmt::print("parameters: {}\n", models::parameter_count(*module.ptr()));
+      exit_code = kOk;
+      return;
+    }
+    LATHE_CHECK(options->empty(), ConfigError, "lathe info: options ({}) need --model NAME",
+                fmt::join(*options, " "));
+    setup_threads(0);
+    const RuntimeInfo info = runtime_info();
+    fmt::print("lathe {}\n", info.lathe_version);
+    fmt::print("LibTorch {}\n", info.torch_version);
+    fmt::print("CUDA available: {}\n", info.cuda_available ? "yes" : "no");
+    fmt::print("cuDNN available: {}{}\n", info.cudnn_available ? "yes" : "no",
+               info.cudnn_available ? fmt::format(" (version {})", info.cudnn_version) : "");
+    fmt::print("devices: cpu{}{}\n", info.cuda_devices.empty() ? "" : ", ",
+               fmt::join(info.cuda_devices, ", "));
+    fmt::print("threads: {} intra-op, {} inter-op, {} hardware\n", info.intra_op_threads,
+               info.inter_op_threads, info.hardware_threads);
+    fmt::print("oneDNN (mkldnn): {}\n", info.mkldnn_available ? "yes" : "no");
+    exit_code = kOk;
+  });
+}
+
+}  // namespace
+
+void add_commands(CLI::App& app, int& exit_code) {
+  add_train(app, exit_code);
+  add_eval(app, exit_code);
+  add_info(app, exit_code);
+}
+
+}  // namespace lathe::cli

@@ -1,0 +1,128 @@
+// In-memory datasets: subsets, stratified seeded splits, image scaling and the batch loader.
+#include "lathe/data/tensor_data.h"
+
+#include <cmath>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/randperm.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/unique_dim.h>
+
+#include "lathe/core/error.h"
+
+namespace lathe::data {
+
+uint64_t derive_seed(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+TensorDataset TensorDataset::subset(const at::Tensor& indices) const {
+  return {inputs.index_select(0, indices), targets.index_select(0, indices)};
+}
+
+TensorDataset TensorDataset::head(int64_t n) const {
+  if (n <= 0 || n >= size()) return *this;
+  return {inputs.narrow(0, 0, n), targets.narrow(0, 0, n)};
+}
+
+std::pair<TensorDataset, TensorDataset> split_holdout(const TensorDataset& all, double fraction,
+                                                      uint64_t seed, bool stratify) {
+  LATHE_CHECK(fraction >= 0 && fraction < 1, DataError,
+              "hold-out fraction {} must be in [0, 1)", fraction);
+  const int64_t n = all.size();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(derive_seed(seed, /*stream=*/1));
+  const at::Tensor perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));  // (N)
+
+  std::vector<at::Tensor> kept, held;
+  const auto take = [&](const at::Tensor& idx) {  // idx: a shuffled group of record indices
+    const auto k = static_cast<int64_t>(std::llround(fraction * static_cast<double>(idx.size(0))));
+    held.push_back(idx.narrow(0, 0, k));
+    kept.push_back(idx.narrow(0, k, idx.size(0) - k));
+  };
+  if (stratify && all.targets.dim() == 1 && !at::isFloatingType(all.targets.scalar_type())) {
+    const at::Tensor labels = all.targets.index_select(0, perm);  // in shuffled order
+    const at::Tensor classes = std::get<0>(at::unique_dim(all.targets, 0));
+    for (int64_t c = 0; c < classes.size(0); ++c) take(perm.masked_select(labels.eq(classes[c])));
+  } else {
+    take(perm);
+  }
+  const at::Tensor kept_idx = std::get<0>(at::sort(at::cat(kept)));
+  const at::Tensor held_idx = std::get<0>(at::sort(at::cat(held)));
+  return {all.subset(kept_idx), all.subset(held_idx)};
+}
+
+at::Tensor images_to_float(const at::Tensor& images) {
+  LATHE_CHECK(images.dim() == 3 || images.dim() == 4, DataError,
+              "images must be (N, H, W) or (N, H, W, C), got {} dimensions", images.dim());
+  at::Tensor x = images.dim() == 3 ? images.unsqueeze(1) : images.permute({0, 3, 1, 2});
+  return x.to(at::kFloat).div_(255.0).contiguous();  // (N, C, H, W)
+}
+
+std::pair<std::vector<double>, std::vector<double>> channel_stats(const at::Tensor& images) {
+  LATHE_CHECK(images.dim() == 4, DataError, "channel_stats wants (N, C, H, W), got {} dims",
+              images.dim());
+  std::vector<double> mean, std;
+  for (int64_t c = 0; c < images.size(1); ++c) {
+    const at::Tensor ch = images.select(1, c).to(at::kDouble);
+    mean.push_back(ch.mean().item<double>());
+    std.push_back(ch.std().item<double>());
+  }
+  return {mean, std};
+}
+
+at::Tensor normalize(const at::Tensor& images, const std::vector<double>& mean,
+                     const std::vector<double>& std) {
+  const int64_t c = images.size(1);
+  LATHE_CHECK(mean.size() == std.size() &&
+                  (static_cast<int64_t>(mean.size()) == c || mean.size() == 1),
+              DataError, "normalisation has {} mean and {} std values for {} channels",
+              mean.size(), std.size(), c);
+  const auto opts = images.options();
+  const at::Tensor m = at::tensor(mean, opts.dtype(at::kDouble)).to(opts.dtype()).view({1, -1, 1, 1});
+  const at::Tensor s = at::tensor(std, opts.dtype(at::kDouble)).to(opts.dtype()).view({1, -1, 1, 1});
+  return images.sub(m).div_(s);
+}
+
+TensorLoader::TensorLoader(TensorDataset data, int64_t batch_size, bool shuffle, uint64_t seed,
+                           bool drop_last)
+    : data_(std::move(data)),
+      batch_size_(batch_size),
+      shuffle_(shuffle),
+      seed_(seed),
+      drop_last_(drop_last) {
+  LATHE_CHECK(batch_size_ > 0, DataError, "batch size must be positive, got {}", batch_size_);
+  LATHE_CHECK(data_.inputs.defined() && data_.targets.defined() &&
+                  data_.inputs.size(0) == data_.targets.size(0),
+              DataError, "inputs and targets must have the same number of records");
+  order_ = at::arange(data_.size(), at::TensorOptions().dtype(at::kLong));
+  set_epoch(0);
+}
+
+int64_t TensorLoader::num_batches() const {
+  const int64_t n = data_.size();
+  return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
+}
+
+void TensorLoader::set_epoch(int64_t epoch) {
+  if (!shuffle_) return;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(
+      derive_seed(seed_, /*stream=*/1000 + static_cast<uint64_t>(epoch)));
+  order_ = at::randperm(data_.size(), gen, at::TensorOptions().dtype(at::kLong));
+}
+
+Batch TensorLoader::batch(int64_t i) const {
+  LATHE_CHECK(i >= 0 && i < num_batches(), DataError, "batch {} out of range [0, {})", i,
+              num_batches());
+  const int64_t start = i * batch_size_;
+  const int64_t len = std::min(batch_size_, data_.size() - start);
+  const at::Tensor idx = order_.narrow(0, start, len);
+  return {data_.inputs.index_select(0, idx), data_.targets.index_select(0, idx)};
+}
+
+}  // namespace lathe::data

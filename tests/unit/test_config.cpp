@@ -1,0 +1,160 @@
+// Config: YAML → typed structs, overrides, and each error naming file, line and key.
+#include "lathe/config/config.h"
+
+#include "lathe/core/error.h"
+#include "models/registry.h"
+#include "tests/support.h"
+
+using lathe::ConfigError;
+using lathe::config::parse_config;
+using lathe::testing::expect_error;
+
+namespace {
+
+const char* kGood = R"(run:
+  name: demo
+  seed: 7
+data:
+  path: /data/fm
+  batch_size: 64
+  mean: [0.5]
+  std: [0.25]
+model:
+  name: convnet
+  channels: [8, 16]
+  hidden: 32
+optim:
+  name: sgd
+  lr: 0.05
+  nesterov: true
+trainer:
+  max_epochs: 3
+)";
+
+}  // namespace
+
+TEST(Config, ReadsEveryTypedField) {
+  const auto cfg = parse_config(kGood, "good.yaml");
+  EXPECT_EQ(cfg.run.name, "demo");
+  EXPECT_EQ(cfg.run.seed, 7u);
+  EXPECT_EQ(cfg.run.device, "auto");  // default
+  EXPECT_EQ(cfg.data.path, "/data/fm");
+  EXPECT_EQ(cfg.data.batch_size, 64);
+  EXPECT_EQ(cfg.data.mean, std::vector<double>{0.5});
+  EXPECT_EQ(cfg.model.name, "convnet");
+  EXPECT_EQ(cfg.model.params.get_int_list("channels", {}), (std::vector<int64_t>{8, 16}));
+  EXPECT_EQ(cfg.optim.name, "sgd");
+  EXPECT_DOUBLE_EQ(cfg.optim.lr, 0.05);
+  EXPECT_TRUE(cfg.optim.nesterov);
+  EXPECT_EQ(cfg.trainer.max_epochs, 3);
+  EXPECT_EQ(cfg.run_dir(), std::filesystem::path("runs/demo"));
+}
+
+TEST(Config, OverridesReplaceAddAndTypeValues) {
+  const auto cfg = parse_config(kGood, "good.yaml",
+                                {"trainer.max_epochs=9", "data.mean=[0.1]", "data.std=[2]",
+                                 "run.device=cpu", "model.dropout=0.5"});
+  EXPECT_EQ(cfg.trainer.max_epochs, 9);
+  EXPECT_EQ(cfg.data.mean, std::vector<double>{0.1});
+  EXPECT_EQ(cfg.run.device, "cpu");
+  EXPECT_DOUBLE_EQ(cfg.model.params.get_double("dropout", 0), 0.5);
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndSuggests) {
+  const std::string yaml = std::string(kGood) + "  max_epoch: 4\n";
+  expect_error<ConfigError>([&] { parse_config(yaml, "runs.yaml"); },
+                            {"runs.yaml:19", "unknown key 'trainer.max_epoch'",
+                             "did you mean 'trainer.max_epochs'"});
+}
+
+TEST(Config, UnknownSectionIsRejected) {
+  expect_error<ConfigError>([&] { parse_config(std::string(kGood) + "optimizer: {}\n", "a.yaml"); },
+                            {"a.yaml:19", "unknown key 'optimizer'"});
+}
+
+TEST(Config, WrongTypeNamesKeyAndValue) {
+  expect_error<ConfigError>(
+      [&] { parse_config("data: {path: x, batch_size: lots}\nmodel: {name: convnet}\n", "t.yaml"); },
+      {"t.yaml:1", "data.batch_size", "expects an integer", "'lots'"});
+  expect_error<ConfigError>(
+      [&] { parse_config("data: {path: x}\nmodel: {name: convnet}\noptim: {lr: [1]}\n", "t.yaml"); },
+      {"t.yaml:3", "optim.lr", "expects a number, got a list"});
+  expect_error<ConfigError>(
+      [&] { parse_config("data: {path: x, mean: 0.5}\nmodel: {name: convnet}\n", "t.yaml"); },
+      {"data.mean", "expects a list of numbers"});
+}
+
+TEST(Config, MissingRequiredField) {
+  expect_error<ConfigError>([&] { parse_config("model: {name: convnet}\n", "m.yaml"); },
+                            {"m.yaml", "missing required key 'data.path'"});
+  expect_error<ConfigError>([&] { parse_config("data: {path: x}\n", "m.yaml"); },
+                            {"missing required key 'model.name'"});
+}
+
+TEST(Config, BadOverrides) {
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer.max_epochs"}); },
+                            {"bad override 'trainer.max_epochs'", "expected key=value"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer.max_epochs="}); },
+                            {"no value after '='"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"run.name.x=1"}); },
+                            {"'run.name' is a value, not a section"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer..x=1"}); },
+                            {"empty name"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer.max_epochs=abc"}); },
+                            {"override 'trainer.max_epochs=abc'", "expects an integer"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer.epochs=3"}); },
+                            {"override 'trainer.epochs=3'", "unknown key 'trainer.epochs'"});
+}
+
+TEST(Config, ValuesOutOfRange) {
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"data.val_fraction=1.5"}); },
+                            {"data.val_fraction = 1.5 must be in [0, 1)"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"trainer.progress=loud"}); },
+                            {"trainer.progress = 'loud'"});
+  expect_error<ConfigError>([&] { parse_config(kGood, "g.yaml", {"data.std=[1, 2]"}); },
+                            {"data.mean has 1 values but data.std has 2"});
+}
+
+TEST(Config, InvalidYamlNamesLine) {
+  expect_error<ConfigError>([&] { parse_config("data:\n  path: [x\n", "bad.yaml"); },
+                            {"bad.yaml:", "not valid YAML"});
+  expect_error<ConfigError>([&] { parse_config("- a\n- b\n", "list.yaml"); },
+                            {"list.yaml", "mapping of sections"});
+}
+
+TEST(Config, MissingFile) {
+  expect_error<ConfigError>([&] { lathe::config::load_config("/nonexistent/run.yaml"); },
+                            {"/nonexistent/run.yaml", "no such file"});
+}
+
+TEST(Config, ModelOptionsAreCheckedByTheModel) {
+  const auto cfg = parse_config(std::string(kGood) + "", "g.yaml", {"model.hiden=3"});
+  expect_error<ConfigError>([&] { lathe::models::build_model(cfg.model); },
+                            {"override 'model.hiden=3'", "unknown key 'model.hiden'",
+                             "did you mean 'hidden'"});
+  const auto typo = parse_config(kGood, "g.yaml", {"model.name=convnett"});
+  expect_error<ConfigError>([&] { lathe::models::build_model(typo.model); },
+                            {"unknown model 'convnett'", "did you mean 'convnet'"});
+  const auto wrong = parse_config(kGood, "g.yaml", {"model.hidden=big"});
+  expect_error<ConfigError>([&] { lathe::models::build_model(wrong.model); },
+                            {"model.hidden", "expects an integer", "'big'"});
+}
+
+TEST(Config, ResolvedYamlReadsBackTheSame) {
+  const auto cfg = parse_config(kGood, "good.yaml");
+  const std::string yaml = lathe::config::to_yaml(cfg);
+  const auto again = parse_config(yaml, "resolved.yaml");
+  EXPECT_EQ(lathe::config::to_yaml(again), yaml);
+  EXPECT_EQ(again.run.seed, 7u);
+  EXPECT_EQ(again.model.params.get_int_list("channels", {}), (std::vector<int64_t>{8, 16}));
+  EXPECT_DOUBLE_EQ(again.optim.lr, 0.05);
+}
+
+TEST(Config, ShippedConfigsParse) {
+  for (const auto& entry : std::filesystem::directory_iterator(LATHE_SOURCE_DIR "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(entry.path().string());
+    const auto cfg = lathe::config::load_config(entry.path());
+    EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+  }
+}
