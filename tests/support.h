@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +79,20 @@ inline CommandResult run_command(const std::string& command) {
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
 }
+
+/// A path the test harness passes in the environment (tests/CMakeLists.txt: LATHE_SOURCE_DIR,
+/// LATHE_BINARY, LATHE_PYTHON). Missing means the test was started outside ctest: say how to fix.
+inline std::string env_path(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') {
+    ADD_FAILURE() << name << " is not set; run the tests through ctest (or export " << name << ")";
+    return {};
+  }
+  return v;
+}
+inline std::string source_dir() { return env_path("LATHE_SOURCE_DIR"); }
+inline std::string lathe_binary() { return env_path("LATHE_BINARY"); }
+inline std::string python() { return env_path("LATHE_PYTHON"); }
 
 /// Where Debian's dataset-fashion-mnist puts its IDX files (installed by scripts/bootstrap.sh).
 inline const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";

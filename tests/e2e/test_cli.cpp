@@ -9,8 +9,8 @@ using lathe::testing::TempDir;
 
 namespace {
 
-const std::string kLathe = LATHE_BINARY;
-const std::string kConfig = LATHE_SOURCE_DIR "/configs/fashion_cnn.yaml";
+const std::string kLathe = lathe::testing::lathe_binary();
+const std::string kConfig = lathe::testing::source_dir() + "/configs/fashion_cnn.yaml";
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

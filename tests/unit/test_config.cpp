@@ -151,7 +151,7 @@ TEST(Config, ResolvedYamlReadsBackTheSame) {
 }
 
 TEST(Config, ShippedConfigsParse) {
-  for (const auto& entry : std::filesystem::directory_iterator(LATHE_SOURCE_DIR "/configs")) {
+  for (const auto& entry : std::filesystem::directory_iterator(lathe::testing::source_dir() + "/configs")) {
     if (entry.path().extension() != ".yaml") continue;
     SCOPED_TRACE(entry.path().string());
     const auto cfg = lathe::config::load_config(entry.path());

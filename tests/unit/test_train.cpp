@@ -120,7 +120,7 @@ TEST(Trainer, NonFiniteLossStopsTheRun) {
 TEST(Run, FromConfigToFiles) {
   TempDir dir;
   const auto cfg = lathe::config::load_config(
-      LATHE_SOURCE_DIR "/configs/fashion_cnn.yaml",
+      lathe::testing::source_dir() + "/configs/fashion_cnn.yaml",
       {"run.dir=" + dir.path().string(), "run.name=t", "run.threads=2", "data.limit_train=1500",
        "data.limit_test=500", "trainer.max_epochs=2", "trainer.progress=none",
        "trainer.log_every_n_steps=5", "model.channels=[8]", "model.hidden=32"});
