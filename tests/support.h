@@ -80,15 +80,18 @@ inline CommandResult run_command(const std::string& command) {
   return r;
 }
 
-/// A path the test harness passes in the environment (tests/CMakeLists.txt: LATHE_SOURCE_DIR,
-/// LATHE_BINARY, LATHE_PYTHON). Missing means the test was started outside ctest: say how to fix.
+/// A path the build gives the tests (LATHE_SOURCE_DIR, LATHE_BINARY, LATHE_PYTHON): from the
+/// environment when set, else from lathe_test_paths.txt in the working folder, which ctest sets
+/// to build/<preset>/tests (tests/CMakeLists.txt writes the file).
 inline std::string env_path(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') {
-    ADD_FAILURE() << name << " is not set; run the tests through ctest (or export " << name << ")";
-    return {};
-  }
-  return v;
+  if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return v;
+  std::ifstream in("lathe_test_paths.txt");
+  const std::string prefix = std::string(name) + "=";
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  ADD_FAILURE() << name << " is unknown: run the tests through ctest, from build/<preset>/tests, "
+                << "or export " << name;
+  return {};
 }
 inline std::string source_dir() { return env_path("LATHE_SOURCE_DIR"); }
 inline std::string lathe_binary() { return env_path("LATHE_BINARY"); }
