@@ -1,18 +1,45 @@
-// Optimizer factory and learning-rate setter.
+// Optimizer factory, parameter groups and the hyperparameter setters schedules call.
 #include "lathe/optim/optimizer.h"
 
 #include <torch/nn/module.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
 #include "lathe/core/error.h"
 
 namespace lathe::optim {
+namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const config::OptimSection& cfg,
-                                                        torch::nn::Module& module) {
+std::unique_ptr<torch::optim::OptimizerOptions> options_for(const config::OptimSection& cfg,
+                                                            double wd) {
+  namespace o = torch::optim;
+  const auto betas = std::make_tuple(cfg.betas[0], cfg.betas[1]);
+  if (cfg.name == "sgd")
+    return std::make_unique<o::SGDOptions>(
+        o::SGDOptions(cfg.lr).momentum(cfg.momentum).nesterov(cfg.nesterov).weight_decay(wd));
+  if (cfg.name == "adam")
+    return std::make_unique<o::AdamOptions>(
+        o::AdamOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+  if (cfg.name == "adamw")
+    return std::make_unique<o::AdamWOptions>(
+        o::AdamWOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+  if (cfg.name == "rmsprop")
+    return std::make_unique<o::RMSpropOptions>(o::RMSpropOptions(cfg.lr)
+                                                   .alpha(cfg.alpha)
+                                                   .eps(cfg.eps)
+                                                   .momentum(cfg.momentum)
+                                                   .weight_decay(wd));
+  throw ConfigError(fmt::format(
+      "optim.name: unknown optimizer '{}'; expected sgd, adam, adamw or rmsprop", cfg.name));
+}
+
+}  // namespace
+
+OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module) {
+  namespace o = torch::optim;
   std::vector<at::Tensor> decay, no_decay;
   for (auto& p : module.parameters()) {
     if (!p.requires_grad()) continue;
@@ -20,40 +47,80 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const config::OptimSecti
   }
   LATHE_CHECK(!decay.empty() || !no_decay.empty(), TrainError,
               "the model has no trainable parameters (all frozen?); nothing to optimize");
+  LATHE_CHECK(!(cfg.name == "sgd" && cfg.nesterov && cfg.momentum <= 0), ConfigError,
+              "optim.nesterov needs optim.momentum > 0 (got {})", cfg.momentum);
 
-  const auto groups = [&](auto make_options) {
-    std::vector<torch::optim::OptimizerParamGroup> g;
-    if (!decay.empty()) g.emplace_back(decay, make_options(cfg.weight_decay));
-    if (!no_decay.empty()) g.emplace_back(no_decay, make_options(0.0));
-    return g;
-  };
-  const auto betas = std::make_tuple(cfg.betas[0], cfg.betas[1]);
-  if (cfg.name == "sgd") {
-    return std::make_unique<torch::optim::SGD>(groups([&](double wd) {
-      return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(cfg.lr)
-                                                            .momentum(cfg.momentum)
-                                                            .nesterov(cfg.nesterov)
-                                                            .weight_decay(wd));
-    }), torch::optim::SGDOptions(cfg.lr));
+  OptimizerBundle bundle;
+  bundle.kind = cfg.name;
+  std::vector<o::OptimizerParamGroup> groups;
+  if (!decay.empty()) {
+    groups.emplace_back(decay, options_for(cfg, cfg.weight_decay));
+    bundle.lr_scale.push_back(1.0);
+    bundle.decays.push_back(true);
   }
-  if (cfg.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(groups([&](double wd) {
-      return std::make_unique<torch::optim::AdamOptions>(
-          torch::optim::AdamOptions(cfg.lr).betas(betas).weight_decay(wd));
-    }), torch::optim::AdamOptions(cfg.lr));
+  if (!no_decay.empty()) {
+    groups.emplace_back(no_decay, options_for(cfg, 0.0));
+    bundle.lr_scale.push_back(1.0);
+    bundle.decays.push_back(false);
   }
-  if (cfg.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(groups([&](double wd) {
-      return std::make_unique<torch::optim::AdamWOptions>(
-          torch::optim::AdamWOptions(cfg.lr).betas(betas).weight_decay(wd));
-    }), torch::optim::AdamWOptions(cfg.lr));
-  }
-  throw ConfigError(fmt::format("optim.name: unknown optimizer '{}'; expected sgd, adam or adamw",
-                                cfg.name));
+  const auto defaults = options_for(cfg, cfg.weight_decay);
+  if (cfg.name == "sgd")
+    bundle.optimizer = std::make_unique<o::SGD>(groups, static_cast<o::SGDOptions&>(*defaults));
+  else if (cfg.name == "adam")
+    bundle.optimizer = std::make_unique<o::Adam>(groups, static_cast<o::AdamOptions&>(*defaults));
+  else if (cfg.name == "adamw")
+    bundle.optimizer = std::make_unique<o::AdamW>(groups, static_cast<o::AdamWOptions&>(*defaults));
+  else
+    bundle.optimizer = std::make_unique<o::RMSprop>(groups, static_cast<o::RMSpropOptions&>(*defaults));
+  return bundle;
 }
 
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+void set_hyperparameters(OptimizerBundle& bundle, double lr, double momentum,
+                         double weight_decay) {
+  namespace o = torch::optim;
+  auto& groups = bundle.optimizer->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto& opts = groups[g].options();
+    opts.set_lr(lr * (g < bundle.lr_scale.size() ? bundle.lr_scale[g] : 1.0));
+    const bool decays = g < bundle.decays.size() && bundle.decays[g];
+    const double wd = std::isnan(weight_decay) || !decays ? NAN : weight_decay;
+    if (bundle.kind == "sgd") {
+      auto& s = static_cast<o::SGDOptions&>(opts);
+      if (!std::isnan(momentum)) s.momentum(momentum);
+      if (!std::isnan(wd)) s.weight_decay(wd);
+    } else if (bundle.kind == "adam") {
+      auto& a = static_cast<o::AdamOptions&>(opts);
+      if (!std::isnan(momentum)) a.betas({momentum, std::get<1>(a.betas())});
+      if (!std::isnan(wd)) a.weight_decay(wd);
+    } else if (bundle.kind == "adamw") {
+      auto& a = static_cast<o::AdamWOptions&>(opts);
+      if (!std::isnan(momentum)) a.betas({momentum, std::get<1>(a.betas())});
+      if (!std::isnan(wd)) a.weight_decay(wd);
+    } else if (bundle.kind == "rmsprop") {
+      auto& r = static_cast<o::RMSpropOptions&>(opts);
+      if (!std::isnan(momentum)) r.momentum(momentum);
+      if (!std::isnan(wd)) r.weight_decay(wd);
+    }
+  }
+}
+
+GroupValues group_values(OptimizerBundle& bundle, size_t g) {
+  namespace o = torch::optim;
+  auto& opts = bundle.optimizer->param_groups().at(g).options();
+  if (bundle.kind == "sgd") {
+    auto& s = static_cast<o::SGDOptions&>(opts);
+    return {s.lr(), s.momentum(), s.weight_decay()};
+  }
+  if (bundle.kind == "adam") {
+    auto& a = static_cast<o::AdamOptions&>(opts);
+    return {a.lr(), std::get<0>(a.betas()), a.weight_decay()};
+  }
+  if (bundle.kind == "adamw") {
+    auto& a = static_cast<o::AdamWOptions&>(opts);
+    return {a.lr(), std::get<0>(a.betas()), a.weight_decay()};
+  }
+  auto& r = static_cast<o::RMSpropOptions&>(opts);
+  return {r.lr(), r.momentum(), r.weight_decay()};
 }
 
 }  // namespace lathe::optim

@@ -90,36 +90,50 @@ RunResult train_from_config(config::RunConfig cfg) {
                                   cfg.run.seed);
   data::TensorLoader val_loader(data.val, cfg.data.eval_batch_size, false, cfg.run.seed);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
-  const auto schedule = sched::make_lr_schedule(
-      cfg.optim.schedule, cfg.optim.lr, cfg.trainer.max_epochs * train_loader.num_batches(),
-      cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio);
+  const int64_t steps_per_epoch = Trainer::planned_steps(
+      [&] { auto t = cfg.trainer; t.max_epochs = 1; t.max_steps = 0; return t; }(),
+      train_loader.num_batches());
+  const int64_t total_steps = Trainer::planned_steps(cfg.trainer, train_loader.num_batches());
 
-  TrainerOptions topts;
-  topts.max_epochs = cfg.trainer.max_epochs;
-  topts.log_every_n_steps = cfg.trainer.log_every_n_steps;
-  topts.progress = cfg.trainer.progress;
-  topts.device = device;
-  topts.metrics_file = result.run_dir / "metrics.jsonl";
-  Trainer trainer(topts, model, *optimizer, schedule);
+  Trainer trainer(cfg.trainer, device, model, Task(cfg.task), optimizer,
+                  make_schedules(cfg.optim, total_steps, steps_per_epoch));
+  add_standard_callbacks(trainer, cfg, result.run_dir, /*resume=*/false);
   result.history = trainer.fit(train_loader, &val_loader);
 
   ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
                      {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
   if (data.test.size() > 0) {
-    result.test = trainer.evaluate(test_loader);
-    trainer.log().write("test", cfg.trainer.max_epochs, trainer.global_step(),
-                        {{"test/loss", result.test.at("loss")},
-                         {"test/accuracy", result.test.at("accuracy")}});
+    result.test = trainer.test(test_loader);
+    Metrics logged;
+    for (const auto& [k, v] : result.test) logged["test/" + k] = v;
+    trainer.log("test", logged);
   }
   write_json(result.run_dir / "test_metrics.json", result.test);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!result.test.empty())
-    log::info("test: loss {:.4f} accuracy {:.4f} ({} records)", result.test.at("loss"),
-              result.test.at("accuracy"), data.test.size());
-  log::info("wrote {}/{{config.yaml, metrics.jsonl, model.safetensors, test_metrics.json}} in "
-            "{:.1f}s",
+  if (!result.test.empty()) {
+    std::string line;
+    for (const auto* k : {"accuracy", "f1_macro", "roc_auc", "perplexity", "r2", "rmse", "loss"})
+      if (result.test.count(k)) line += fmt::format(" {} {:.4f}", k, result.test.at(k));
+    log::info("test:{} ({} records)", line, data.test.size());
+  }
+  log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
+            "model.safetensors, test_metrics.json}} in {:.1f}s",
             result.run_dir.string(), result.seconds);
   return result;
+}
+
+void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
+                            const std::filesystem::path& run_dir, bool resume) {
+  trainer.add_callback(std::make_shared<ProgressCallback>(cfg.trainer.progress));
+  trainer.add_callback(std::make_shared<JsonlLogger>(run_dir / "metrics.jsonl", resume));
+  if (cfg.trainer.csv) trainer.add_callback(std::make_shared<CsvLogger>(run_dir / "metrics.csv"));
+  if (cfg.trainer.tensorboard)
+    trainer.add_callback(std::make_shared<TensorBoardLogger>(run_dir / "tensorboard"));
+  trainer.add_callback(std::make_shared<LearningRateMonitor>());
+  const auto& es = cfg.trainer.early_stopping;
+  if (!es.monitor.empty())
+    trainer.add_callback(
+        std::make_shared<EarlyStopping>(es.monitor, es.mode, es.patience, es.min_delta));
 }
 
 Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem::path& weights,
@@ -138,7 +152,7 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
   ckpt::load_weights(*model.ptr(), file, /*strict=*/true);
   model.ptr()->to(device);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
-  return evaluate(model, test_loader, device);
+  return evaluate(model, Task(cfg.task), test_loader, device, cfg.trainer.precision);
 }
 
 }  // namespace lathe::train
