@@ -74,6 +74,17 @@ void convert(const YAML::Node& n, const std::string& w, const std::string& k,
 }
 
 void convert(const YAML::Node& n, const std::string& w, const std::string& k,
+             std::vector<std::string>& out) {
+  out.clear();
+  if (n.IsScalar()) {  // a single pattern may be written without brackets
+    out.push_back(n.Scalar());
+    return;
+  }
+  LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of strings, got {}", w, k,
+              describe(n));
+  for (const auto& item : n) out.push_back(scalar_of(item, w, k, "a string"));
+}
+void convert(const YAML::Node& n, const std::string& w, const std::string& k,
              std::vector<int64_t>& out) {
   LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of integers, got {}", w, k,
               describe(n));
@@ -207,12 +218,30 @@ void apply_override(YAML::Node& root, const std::string& text, Origin& origin) {
   origin.overrides[key] = fmt::format("override '{}'", text);
 }
 
-void read_model(Section& model, ModelSection& out) {
-  model.required("name", out.name);
-  out.name_where = model.where_of("name");
-  model.rest_into(out.params);
-  model.finish();
+template <class V, class S>
+void visit_model_common(V& v, S& s) {
+  v("pretrained", s.pretrained);
+  v("pretrained_strict", s.pretrained_strict);
+  v("remap", s.remap);
+  v("freeze", s.freeze);
+  v("unfreeze_at_epoch", s.unfreeze_at_epoch);
+  v("head", s.head);
+  v("backbone_lr_scale", s.backbone_lr_scale);
 }
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, CheckpointSection> {
+  v("every_n_steps", s.every_n_steps);
+  v("every_n_epochs", s.every_n_epochs);
+  v("keep_last", s.keep_last);
+  v("monitor", s.monitor);
+  v("mode", s.mode);
+  v("save_best", s.save_best);
+  v("async", s.async);
+}
+
+struct Reader;
+void read_model(Section& model, ModelSection& out);
 
 // ---- the fields of each section, listed once: read by Reader, written by Writer ----------------
 // visit(v, section) calls v(key, field) for each scalar or list field and
@@ -442,9 +471,30 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});
   v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
 
+  v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
+  v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);
+  v.at_least<int64_t>("checkpoint.keep_last", c.checkpoint.keep_last, 1);
+  if (!c.checkpoint.mode.empty()) v.choice("checkpoint.mode", c.checkpoint.mode, {"min", "max"});
+  v.at_least<int64_t>("model.unfreeze_at_epoch", c.model.unfreeze_at_epoch, 0);
+  LATHE_CHECK(c.model.backbone_lr_scale >= 0, ConfigError,
+              "{}: model.backbone_lr_scale = {} must be >= 0", v.where("model.backbone_lr_scale"),
+              c.model.backbone_lr_scale);
+  for (const auto& rule : c.model.remap)
+    LATHE_CHECK(rule.find('=') != std::string::npos, ConfigError,
+                "{}: model.remap rule '{}' must be old_prefix=new_prefix (e.g. 'backbone.=')",
+                v.where("model.remap"), rule);
   LATHE_CHECK(!c.run.name.empty() && c.run.name.find('/') == std::string::npos, ConfigError,
               "{}: run.name = '{}' must be a non-empty folder name without '/'",
               v.where("run.name"), c.run.name);
+}
+
+void read_model(Section& model, ModelSection& out) {
+  model.required("name", out.name);
+  out.name_where = model.where_of("name");
+  Reader r{model};
+  visit_model_common(r, out);
+  model.rest_into(out.params);
+  model.finish();
 }
 
 RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::string>& overrides) {
@@ -465,6 +515,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   read_section(top, "task", cfg.task);
   read_section(top, "optim", cfg.optim);
   read_section(top, "trainer", cfg.trainer);
+  read_section(top, "checkpoint", cfg.checkpoint);
   top.finish();
   validate(cfg, origin);
   return cfg;
@@ -524,7 +575,10 @@ struct Writer {
   template <class T>
   void operator()(const std::string& key, const std::vector<T>& v) {
     out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (const auto& x : v) out << fmt::format("{}", x);
+    for (const auto& x : v) {
+      if constexpr (std::is_same_v<T, std::string>) out << x;
+      else out << fmt::format("{}", x);
+    }
     out << YAML::EndSeq;
   }
   template <class T>
@@ -547,6 +601,7 @@ std::string to_yaml(const RunConfig& c) {
   w.section("data", c.data);
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.model.name;
+  visit_model_common(w, c.model);
   for (const auto& [key, v] : c.model.params.values()) {
     out << YAML::Key << key << YAML::Value;
     if (v.is_list) {
@@ -561,6 +616,7 @@ std::string to_yaml(const RunConfig& c) {
   w.section("task", c.task);
   w.section("optim", c.optim);
   w.section("trainer", c.trainer);
+  w.section("checkpoint", c.checkpoint);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -38,40 +38,52 @@ std::unique_ptr<torch::optim::OptimizerOptions> options_for(const config::OptimS
 
 }  // namespace
 
-OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module) {
+OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module,
+                               const GroupRules& rules) {
   namespace o = torch::optim;
-  std::vector<at::Tensor> decay, no_decay;
-  for (auto& p : module.parameters()) {
-    if (!p.requires_grad()) continue;
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  }
-  LATHE_CHECK(!decay.empty() || !no_decay.empty(), TrainError,
-              "the model has no trainable parameters (all frozen?); nothing to optimize");
   LATHE_CHECK(!(cfg.name == "sgd" && cfg.nesterov && cfg.momentum <= 0), ConfigError,
               "optim.nesterov needs optim.momentum > 0 (got {})", cfg.momentum);
+  // Four possible groups: (head?, decays?), in a fixed order so checkpoints line up.
+  struct Group {
+    std::vector<at::Tensor> params;
+    double lr_scale;
+    bool decays;
+  };
+  const double backbone = rules.head.empty() ? 1.0 : rules.backbone_lr_scale;
+  std::vector<Group> groups = {{{}, 1.0, true}, {{}, 1.0, false}, {{}, backbone, true},
+                               {{}, backbone, false}};
+  size_t trainable = 0;
+  for (auto& item : module.named_parameters()) {
+    auto& p = item.value();
+    if (!p.requires_grad() && !rules.include_frozen) continue;
+    trainable += p.requires_grad() ? 1 : 0;
+    bool is_head = rules.head.empty();
+    for (const auto& pattern : rules.head) is_head = is_head || config::matches_pattern(item.key(), pattern);
+    groups[(is_head ? 0 : 2) + (p.dim() >= 2 ? 0 : 1)].params.push_back(p);
+  }
+  LATHE_CHECK(trainable > 0, TrainError,
+              "the model has no trainable parameters (all frozen?); nothing to optimize");
 
   OptimizerBundle bundle;
   bundle.kind = cfg.name;
-  std::vector<o::OptimizerParamGroup> groups;
-  if (!decay.empty()) {
-    groups.emplace_back(decay, options_for(cfg, cfg.weight_decay));
-    bundle.lr_scale.push_back(1.0);
-    bundle.decays.push_back(true);
-  }
-  if (!no_decay.empty()) {
-    groups.emplace_back(no_decay, options_for(cfg, 0.0));
-    bundle.lr_scale.push_back(1.0);
-    bundle.decays.push_back(false);
+  std::vector<o::OptimizerParamGroup> param_groups;
+  for (auto& g : groups) {
+    if (g.params.empty()) continue;
+    auto options = options_for(cfg, g.decays ? cfg.weight_decay : 0.0);
+    options->set_lr(cfg.lr * g.lr_scale);
+    param_groups.emplace_back(g.params, std::move(options));
+    bundle.lr_scale.push_back(g.lr_scale);
+    bundle.decays.push_back(g.decays);
   }
   const auto defaults = options_for(cfg, cfg.weight_decay);
   if (cfg.name == "sgd")
-    bundle.optimizer = std::make_unique<o::SGD>(groups, static_cast<o::SGDOptions&>(*defaults));
+    bundle.optimizer = std::make_unique<o::SGD>(param_groups, static_cast<o::SGDOptions&>(*defaults));
   else if (cfg.name == "adam")
-    bundle.optimizer = std::make_unique<o::Adam>(groups, static_cast<o::AdamOptions&>(*defaults));
+    bundle.optimizer = std::make_unique<o::Adam>(param_groups, static_cast<o::AdamOptions&>(*defaults));
   else if (cfg.name == "adamw")
-    bundle.optimizer = std::make_unique<o::AdamW>(groups, static_cast<o::AdamWOptions&>(*defaults));
+    bundle.optimizer = std::make_unique<o::AdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
   else
-    bundle.optimizer = std::make_unique<o::RMSprop>(groups, static_cast<o::RMSpropOptions&>(*defaults));
+    bundle.optimizer = std::make_unique<o::RMSprop>(param_groups, static_cast<o::RMSpropOptions&>(*defaults));
   return bundle;
 }
 

@@ -12,6 +12,7 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
@@ -101,7 +102,8 @@ void JsonlLogger::on_log(Trainer&, const LogEvent& e) {
 
 // ---- metrics.csv -------------------------------------------------------------------------------
 
-CsvLogger::CsvLogger(std::filesystem::path file) : file_(std::move(file)) {}
+CsvLogger::CsvLogger(std::filesystem::path file, std::vector<LogEvent> earlier)
+    : file_(std::move(file)), rows_(std::move(earlier)) {}
 
 void CsvLogger::on_log(Trainer&, const LogEvent& e) {
   rows_.push_back(e);
@@ -284,6 +286,24 @@ void LearningRateMonitor::on_train_step_end(Trainer& t, int64_t, int64_t) {
     values[fmt::format("weight_decay/group{}", g)] = v.weight_decay;
   }
   t.log("lr", values);
+}
+
+// ---- unfreezing --------------------------------------------------------------------------------
+
+void UnfreezeCallback::on_train_epoch_start(Trainer& t, int64_t epoch) {
+  if (epoch < epoch_) return;  // from that epoch on (also after resuming past it)
+  int64_t count = 0;
+  for (auto& item : t.model().ptr()->named_parameters()) {
+    if (item.value().requires_grad()) continue;
+    for (const auto& p : patterns_) {
+      if (config::matches_pattern(item.key(), p)) {
+        item.value().set_requires_grad(true);
+        ++count;
+        break;
+      }
+    }
+  }
+  if (count > 0) log::info("epoch {}: unfroze {} parameter tensors", epoch, count);
 }
 
 }  // namespace lathe::train

@@ -157,7 +157,6 @@ Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val)
     if (i + 1 - group_start < group_size) continue;
 
     optimizer_step();
-    for (auto& cb : callbacks_) cb->on_train_step_end(*this, i, n);
     if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
       const Metrics w = window->compute();  // a device sync, once per log interval
       if (!scaler_.enabled()) check_finite(w.at("loss"), epoch, progress_.step);
@@ -174,6 +173,8 @@ Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val)
       run_validation(*val);
       module.train(true);
     }
+    // Last, so that a checkpoint written here already knows this step's logs and validation.
+    for (auto& cb : callbacks_) cb->on_train_step_end(*this, i, n);
     if (cfg_.max_steps > 0 && progress_.step >= cfg_.max_steps)
       request_stop(fmt::format("reached trainer.max_steps = {}", cfg_.max_steps));
   }

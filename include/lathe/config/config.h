@@ -34,11 +34,30 @@ struct DataSection {
   std::vector<double> std;
 };
 
-/// model: a zoo name plus that model's own options (checked by the model's factory).
+/// model: a zoo name plus that model's own options (checked by the model's factory), and how
+/// to start from pretrained weights.
 struct ModelSection {
   std::string name;                ///< registry name, e.g. convnet (required)
   std::string name_where;          ///< where name was set ("run.yaml:7"), for errors
+  std::string pretrained;          ///< weights to start from: .safetensors, .pt or .pth state dict
+  bool pretrained_strict = false;  ///< false: load what fits, report the rest (new heads)
+  std::vector<std::string> remap;  ///< key rules "old_prefix=new_prefix" ("backbone.=" strips)
+  std::vector<std::string> freeze; ///< parameter-name patterns (* and ? wildcards) kept frozen
+  int64_t unfreeze_at_epoch = 0;   ///< unfreeze them when this epoch starts (0 = never)
+  std::vector<std::string> head;   ///< parameter-name patterns of the head (full lr)
+  double backbone_lr_scale = 1.0;  ///< lr multiplier for parameters outside `head`
   Params params{"model"};          ///< every other key under model:
+};
+
+/// checkpoint: when full training checkpoints are written and which are kept.
+struct CheckpointSection {
+  int64_t every_n_steps = 0;       ///< also every N optimizer steps (0 = off)
+  int64_t every_n_epochs = 1;      ///< after every N epochs (0 = off)
+  int64_t keep_last = 2;           ///< newest checkpoints kept (besides the best)
+  std::string monitor;             ///< metric for "best" (empty = the task's default)
+  std::string mode;                ///< min | max (empty = from the metric's name)
+  bool save_best = true;
+  bool async = false;              ///< copy to host memory, write on a background thread
 };
 
 /// A hyperparameter schedule: a pure function of the global step (plateau alone keeps state).
@@ -125,6 +144,7 @@ struct RunConfig {
   TaskSection task;
   OptimSection optim;
   TrainerSection trainer;
+  CheckpointSection checkpoint;
   std::string source;
 
   /// runs/<name>

@@ -29,10 +29,21 @@ struct OptimizerBundle {
   torch::optim::Optimizer* operator->() { return optimizer.get(); }
 };
 
-/// Builds the optimizer of `cfg` over the trainable parameters of `module`, in two groups:
-/// weights of dimension ≥ 2 get weight_decay; biases and normalisation weights (1-d) get none.
-/// Frozen parameters (requires_grad false) are left out.
-OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module);
+/// How parameters are split into groups beyond decay / no decay (fine-tuning).
+struct GroupRules {
+  std::vector<std::string> head;   ///< name patterns of head parameters (full lr)
+  double backbone_lr_scale = 1.0;  ///< lr multiplier for the others, when `head` is given
+  bool include_frozen = false;     ///< keep frozen parameters in their groups (to unfreeze later)
+};
+
+/// Builds the optimizer of `cfg` over the parameters of `module`. Groups: weights of dimension
+/// ≥ 2 get weight_decay, biases and normalisation weights (1-d) none; with `rules.head`, head and
+/// backbone parameters are grouped apart and the backbone's lr is scaled. Frozen parameters
+/// (requires_grad false) are left out unless rules.include_frozen.
+///
+///   auto opt = make_optimizer(cfg.optim, *model, {.head = {"fc.*"}, .backbone_lr_scale = 0.1});
+OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module,
+                               const GroupRules& rules = {});
 
 /// Sets, per group, lr = lr · lr_scale[g]; momentum (sgd, rmsprop) or beta1 (adam, adamw) when
 /// not NaN; weight decay for the groups that decay when not NaN.

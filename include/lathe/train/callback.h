@@ -42,7 +42,8 @@ class Callback {
   virtual std::string name() const = 0;
   virtual void on_fit_start(Trainer&) {}
   virtual void on_train_epoch_start(Trainer&, int64_t /*epoch*/) {}
-  /// After each optimizer step; `batch` is the 0-based index in the epoch of `batches`.
+  /// After each optimizer step, its log row and any validation due at it; `batch` is the
+  /// 0-based index in the epoch of `batches`.
   virtual void on_train_step_end(Trainer&, int64_t /*batch*/, int64_t /*batches*/) {}
   virtual void on_log(Trainer&, const LogEvent&) {}
   virtual void on_validation_end(Trainer&, const Metrics& /*val, keys prefixed val/*/) {}
@@ -88,7 +89,8 @@ class JsonlLogger : public Callback {
 /// name; rewritten atomically after each epoch and test row and when fitting ends.
 class CsvLogger : public Callback {
  public:
-  explicit CsvLogger(std::filesystem::path file);
+  /// `earlier` rows (from a resumed run's metrics.jsonl) come first.
+  explicit CsvLogger(std::filesystem::path file, std::vector<LogEvent> earlier = {});
   std::string name() const override { return "csv"; }
   void on_log(Trainer&, const LogEvent&) override;
   void on_fit_end(Trainer&) override { flush(); }
@@ -140,6 +142,21 @@ class LearningRateMonitor : public Callback {
  public:
   std::string name() const override { return "lr_monitor"; }
   void on_train_step_end(Trainer&, int64_t batch, int64_t batches) override;
+};
+
+/// Unfreezes the parameters matching `patterns` when epoch `epoch` starts (fine-tuning: train
+/// the head first, then everything). Their optimizer groups must hold them already
+/// (optim::GroupRules::include_frozen).
+class UnfreezeCallback : public Callback {
+ public:
+  UnfreezeCallback(int64_t epoch, std::vector<std::string> patterns)
+      : epoch_(epoch), patterns_(std::move(patterns)) {}
+  std::string name() const override { return "unfreeze"; }
+  void on_train_epoch_start(Trainer& t, int64_t epoch) override;
+
+ private:
+  int64_t epoch_;
+  std::vector<std::string> patterns_;
 };
 
 /// CRC-32C (Castagnoli) as TFRecord frames use it, masked: ((c >> 15) | (c << 17)) + 0xa282ead8.

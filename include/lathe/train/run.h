@@ -35,7 +35,12 @@ struct RunResult {
 ///
 ///   auto cfg = lathe::config::load_config("configs/fashion_cnn.yaml");
 ///   auto result = lathe::train::train_from_config(cfg);
-RunResult train_from_config(config::RunConfig cfg);
+/// With `resume` ("auto", a checkpoint folder or a run folder) the run continues from that
+/// checkpoint exactly where it stopped, mid-epoch included.
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume = "");
+
+/// Drops the rows of a metrics.jsonl logged after `step` (and any line cut short by a crash).
+void truncate_metrics_log(const std::filesystem::path& file, int64_t step);
 
 /// Adds the callbacks every run gets from its config: progress, metrics.jsonl (appended to when
 /// resuming), metrics.csv, TensorBoard, the learning-rate monitor and early stopping.
