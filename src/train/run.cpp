@@ -86,7 +86,8 @@ c10::Device prepare_runtime(const config::RunConfig& cfg) {
 
 }  // namespace
 
-RunResult train_from_config(config::RunConfig cfg, const std::string& resume) {
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
+                            const std::vector<std::shared_ptr<Callback>>& extra) {
   const auto t0 = std::chrono::steady_clock::now();
   const c10::Device device = prepare_runtime(cfg);
   RunResult result;
@@ -143,6 +144,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume) {
     trainer.add_callback(
         std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));
   trainer.add_callback(checkpointer);
+  for (const auto& cb : extra) trainer.add_callback(cb);
   if (!resume_from.empty()) ckpt::load_checkpoint(trainer, resume_from);
   result.history = trainer.fit(train_loader, &val_loader);
 
