@@ -315,6 +315,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, OptimSect
   v("betas", s.betas);
   v("eps", s.eps);
   v("alpha", s.alpha);
+  v("fused", s.fused);
   v.section("schedule", s.schedule);
   v.section("momentum_schedule", s.momentum_schedule);
   v.section("weight_decay_schedule", s.weight_decay_schedule);
@@ -449,6 +450,7 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.at_least<int64_t>("task.top_k", c.task.top_k, 1);
 
   v.choice("optim.name", c.optim.name, {"sgd", "adam", "adamw", "rmsprop"});
+  v.choice("optim.fused", c.optim.fused, {"auto", "true", "false"});
   LATHE_CHECK(c.optim.lr > 0, ConfigError, "{}: optim.lr = {} must be positive",
               v.where("optim.lr"), c.optim.lr);
   LATHE_CHECK(c.optim.betas.size() == 2, ConfigError,

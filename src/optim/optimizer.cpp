@@ -9,6 +9,7 @@
 #include <torch/optim/sgd.h>
 
 #include "lathe/core/error.h"
+#include "lathe/optim/fused_adamw.h"
 
 namespace lathe::optim {
 namespace {
@@ -34,6 +35,15 @@ std::unique_ptr<torch::optim::OptimizerOptions> options_for(const config::OptimS
                                                    .weight_decay(wd));
   throw ConfigError(fmt::format(
       "optim.name: unknown optimizer '{}'; expected sgd, adam, adamw or rmsprop", cfg.name));
+}
+
+/// optim.fused: auto picks the fused kernel when the parameters live on CUDA.
+bool use_fused(const config::OptimSection& cfg,
+               const std::vector<torch::optim::OptimizerParamGroup>& groups) {
+  if (cfg.fused == "true") return true;
+  if (cfg.fused == "false") return false;
+  return !groups.empty() && !groups.front().params().empty() &&
+         groups.front().params().front().is_cuda();
 }
 
 }  // namespace
@@ -80,6 +90,9 @@ OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Modul
     bundle.optimizer = std::make_unique<o::SGD>(param_groups, static_cast<o::SGDOptions&>(*defaults));
   else if (cfg.name == "adam")
     bundle.optimizer = std::make_unique<o::Adam>(param_groups, static_cast<o::AdamOptions&>(*defaults));
+  else if (cfg.name == "adamw" && use_fused(cfg, param_groups))
+    bundle.optimizer =
+        std::make_unique<FusedAdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
   else if (cfg.name == "adamw")
     bundle.optimizer = std::make_unique<o::AdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
   else

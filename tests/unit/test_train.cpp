@@ -13,6 +13,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/idx.h"
+#include "lathe/optim/fused_adamw.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/sched/schedule.h"
 #include "lathe/train/amp.h"
@@ -188,6 +189,36 @@ TEST(Optimizer, GroupsAndScheduledHyperparameters) {
   size_t count = 0;
   for (const auto& g : frozen->param_groups()) count += g.params().size();
   EXPECT_EQ(count, net->parameters().size() - 1);  // frozen parameters are left out
+}
+
+TEST(Optimizer, FusedAdamWMatchesAdamW) {
+  // The fused ATen kernel (used on CUDA by default) against LibTorch's AdamW, on CPU where both run.
+  lathe::seed_everything(5);
+  const at::Tensor w0 = at::randn({16, 8}), b0 = at::randn({16});
+  std::vector<at::Tensor> a = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
+  std::vector<at::Tensor> f = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
+  const auto opts = torch::optim::AdamWOptions(0.01).weight_decay(0.1).betas({0.8, 0.99});
+  torch::optim::AdamW plain(a, opts);
+  lathe::optim::FusedAdamW fused(f, opts);
+  for (int step = 0; step < 20; ++step) {
+    const at::Tensor x = at::randn({4, 8});
+    for (auto* set : {&a, &f}) {
+      auto& p = *set;
+      p[0].mutable_grad() = at::Tensor();
+      p[1].mutable_grad() = at::Tensor();
+      ((x.matmul(p[0].t()) + p[1]).tanh().sum()).backward();
+    }
+    plain.step();
+    fused.step();
+  }
+  EXPECT_LE((a[0] - f[0]).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((a[1] - f[1]).abs().max().item<double>(), 1e-6);
+  config::OptimSection cfg;
+  cfg.fused = "true";
+  lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({4}));
+  EXPECT_NE(dynamic_cast<lathe::optim::FusedAdamW*>(
+                lathe::optim::make_optimizer(cfg, *net).optimizer.get()),
+            nullptr);
 }
 
 TEST(Trainer, GradientAccumulationMatchesTheLargeBatch) {

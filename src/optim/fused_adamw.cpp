@@ -1,0 +1,60 @@
+// FusedAdamW::step: gather each group's parameters, gradients and moments by device and dtype,
+// then one at::_fused_adamw_ call per bucket.
+#include "lathe/optim/fused_adamw.h"
+
+#include <map>
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+namespace lathe::optim {
+
+at::Tensor FusedAdamW::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  at::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+    struct Bucket {
+      std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
+    };
+    std::map<std::pair<std::string, c10::ScalarType>, Bucket> buckets;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      void* key = p.unsafeGetTensorImpl();
+      auto it = state_.find(key);
+      if (it == state_.end()) {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(0);
+        st->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+        st->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+        if (o.amsgrad()) st->max_exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state_.emplace(key, std::move(st)).first;
+      }
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      Bucket& b = buckets[{p.device().str(), p.scalar_type()}];
+      b.params.push_back(p);
+      b.grads.push_back(p.grad());
+      b.exp_avgs.push_back(st.exp_avg());
+      b.exp_avg_sqs.push_back(st.exp_avg_sq());
+      if (o.amsgrad()) b.max_exp_avg_sqs.push_back(st.max_exp_avg_sq());
+      // The kernel reads the already-incremented step as a float tensor (torch.optim's
+      // _fused_adamw increments before calling it); the state keeps the integer count.
+      st.step(st.step() + 1);
+      b.steps.push_back(at::full({}, static_cast<double>(st.step()),
+                                 p.options().dtype(at::kFloat)));
+    }
+    const auto [beta1, beta2] = o.betas();
+    for (auto& [key, b] : buckets)
+      at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
+                        o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+                        /*maximize=*/false);
+  }
+  return loss;
+}
+
+}  // namespace lathe::optim
