@@ -5,6 +5,8 @@
 
 #include "lathe/core/error.h"
 #include "models/cnn/convnet.h"
+#include "models/cnn/mobilenet.h"
+#include "models/cnn/resnet.h"
 
 namespace lathe::models {
 namespace {
@@ -21,12 +23,47 @@ torch::nn::AnyModule build_convnet(const config::Params& p) {
   return torch::nn::AnyModule(ConvNet(o));
 }
 
+/// resnetN: torchvision's ResNet of that depth; `layers` may override the blocks per stage.
+std::function<torch::nn::AnyModule(const config::Params&)> build_resnet(int64_t depth) {
+  return [depth](const config::Params& p) {
+    ResNetOptions o;
+    o.depth(depth)
+        .layers(p.get_int_list("layers", o.layers()))
+        .num_classes(p.get_int("num_classes", o.num_classes()))
+        .in_channels(p.get_int("in_channels", o.in_channels()))
+        .small_input(p.get_bool("small_input", o.small_input()))
+        .width_per_group(p.get_int("width_per_group", o.width_per_group()))
+        .zero_init_residual(p.get_bool("zero_init_residual", o.zero_init_residual()));
+    p.check_all_used();
+    return torch::nn::AnyModule(ResNet(o));
+  };
+}
+
+torch::nn::AnyModule build_mobilenet_v2(const config::Params& p) {
+  MobileNetV2Options o;
+  o.num_classes(p.get_int("num_classes", o.num_classes()))
+      .in_channels(p.get_int("in_channels", o.in_channels()))
+      .width_mult(p.get_double("width_mult", o.width_mult()))
+      .round_nearest(p.get_int("round_nearest", o.round_nearest()))
+      .dropout(p.get_double("dropout", o.dropout()));
+  p.check_all_used();
+  return torch::nn::AnyModule(MobileNetV2(o));
+}
+
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
   static const std::vector<ModelSpec> specs = {
       {"convnet", "small CNN for 28x28/32x32 images (conv-BN-ReLU-pool stages, MLP head)",
        build_convnet},
+      {"resnet18", "torchvision ResNet-18 (basic blocks [2,2,2,2]); small_input=true for 32x32",
+       build_resnet(18)},
+      {"resnet34", "torchvision ResNet-34 (basic blocks [3,4,6,3])", build_resnet(34)},
+      {"resnet50", "torchvision ResNet-50 (bottlenecks [3,4,6,3])", build_resnet(50)},
+      {"resnet101", "torchvision ResNet-101 (bottlenecks [3,4,23,3])", build_resnet(101)},
+      {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])", build_resnet(152)},
+      {"mobilenet_v2", "torchvision MobileNetV2 (inverted residuals, width_mult)",
+       build_mobilenet_v2},
   };
   return specs;
 }

@@ -49,8 +49,17 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
       copies.emplace_back(target, it->second);
     }
   }
+  // A file tensor that aliases one being loaded (a tied weight such as GPT-2's lm_head.weight,
+  // which torch.save stores as a view of transformer.wte.weight) is not reported as unexpected.
+  const auto is_tied_copy = [&](const at::Tensor& t) {
+    for (const auto& [target, src] : copies)
+      if (t.numel() > 0 && src->data_ptr() == t.data_ptr() && src->sizes() == t.sizes() &&
+          src->strides() == t.strides())
+        return true;
+    return false;
+  };
   for (const auto& [name, t] : given)
-    if (!targets.count(name)) report.unexpected.push_back(name);
+    if (!targets.count(name) && !is_tied_copy(*t)) report.unexpected.push_back(name);
 
   if (strict && !report.clean()) {
     throw CheckpointError(fmt::format(

@@ -31,6 +31,8 @@ struct LoadReport {
 /// Copies matching tensors into the module's parameters and buffers (dtype converted, device
 /// kept). strict: any missing, unexpected or mismatched key is a CheckpointError naming the
 /// tensors and `source`, and nothing is copied. Non-strict: matches load, the rest is reported.
+/// A file tensor that shares its data with one that loads (a tied weight, e.g. GPT-2's
+/// lm_head.weight aliasing transformer.wte.weight in a torch.save file) is not unexpected.
 LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensors, bool strict,
                            const std::string& source);
 

@@ -1,0 +1,171 @@
+// Model zoo: every model against its PyTorch reference (torchvision, transformers, torch.nn) on
+// the same weights and inputs, parameter counts, train-mode behaviour, registry and errors.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "lathe/ckpt/state_dict.h"
+#include "lathe/ckpt/torch_pickle.h"
+#include "lathe/core/error.h"
+#include "models/cnn/mobilenet.h"
+#include "models/cnn/resnet.h"
+#include "models/registry.h"
+#include "tests/support.h"
+
+using lathe::CheckpointError;
+using lathe::ModelError;
+using lathe::testing::expect_error;
+using lathe::testing::TempDir;
+namespace zoo = lathe::models;
+
+namespace {
+
+/// fp32, same weights, same input: every model output within this of PyTorch's.
+constexpr double kTol = 1e-4;
+
+/// What tests/parity/zoo_oracle.py wrote for one model: its folder, the reference's parameter
+/// count and the named tensors of io.safetensors.
+struct Reference {
+  TempDir dir;
+  int64_t params = -1;
+  lathe::ckpt::NamedTensors io;
+
+  at::Tensor get(const std::string& name) const {
+    for (const auto& [k, v] : io)
+      if (k == name) return v;
+    ADD_FAILURE() << "the oracle wrote no tensor '" << name << "'";
+    return at::zeros({1});
+  }
+  std::filesystem::path weights() const {
+    return std::filesystem::exists(dir / "weights.pt") ? dir / "weights.pt"
+                                                       : dir / "weights.safetensors";
+  }
+};
+
+std::unique_ptr<Reference> reference(const std::string& model) {
+  auto ref = std::make_unique<Reference>();
+  // One intra-op thread in the oracle and here: tests share 2 cores (ctest -j2), and
+  // oversubscribed OpenMP threads make these forwards several times slower.
+  at::set_num_threads(1);
+  const auto r = lathe::testing::run_command("OMP_NUM_THREADS=1 " + lathe::testing::python() + " " +
+                                             lathe::testing::source_dir() +
+                                             "/tests/parity/zoo_oracle.py " + model + " " +
+                                             ref->dir.path().string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  // The count is the last line printed (transformers may log above it).
+  const auto end = r.output.find_last_not_of('\n');
+  const auto start = r.output.find_last_of('\n', end);
+  ref->params = std::stoll(r.output.substr(start == std::string::npos ? 0 : start + 1));
+  ref->io = lathe::ckpt::load_safetensors(ref->dir / "io.safetensors").tensors;
+  return ref;
+}
+
+bool has(const Reference& ref, const std::string& name) {
+  for (const auto& [k, v] : ref.io)
+    if (k == name) return true;
+  return false;
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+/// The eval-mode parity check: max |ours - PyTorch's| ≤ kTol, printed for the record.
+void expect_parity(const at::Tensor& ours, const at::Tensor& theirs) {
+  const double d = max_diff(ours, theirs);
+  std::printf("[ parity   ] max |diff| vs PyTorch: %.3g\n", d);
+  EXPECT_LE(d, kTol);
+}
+
+/// Loads the reference's weights strictly (every name and shape must match) and checks the
+/// parameter count.
+void load_reference(torch::nn::Module& module, const Reference& ref) {
+  const auto report = lathe::ckpt::load_weights_any(module, ref.weights(), /*strict=*/true);
+  EXPECT_TRUE(report.clean()) << report.summary();
+  EXPECT_EQ(zoo::parameter_count(module), ref.params);
+}
+
+/// Eval-mode parity, dropout off (two forwards agree), then one train-mode forward: the BatchNorm
+/// buffers it leaves (running mean/var, num_batches_tracked) and, for models without dropout,
+/// its output equal PyTorch's.
+template <class Model>
+void check_image_model(Model& model, const Reference& ref) {
+  load_reference(*model, ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor out = model->forward(ref.get("input"));
+  expect_parity(out, ref.get("output"));
+  EXPECT_TRUE(out.equal(model->forward(ref.get("input"))));  // eval: deterministic
+
+  model->train();
+  const at::Tensor train_out = model->forward(ref.get("train_input"));
+  if (has(ref, "train_output"))  // models without dropout: the train-mode output too
+    EXPECT_LE(max_diff(train_out, ref.get("train_output")), kTol);
+  int64_t buffers = 0;
+  for (const auto& b : model->named_buffers()) {
+    EXPECT_LE(max_diff(b.value(), ref.get("after_train." + b.key())), kTol) << b.key();
+    ++buffers;
+  }
+  EXPECT_GT(buffers, 0);
+}
+
+}  // namespace
+
+// ---- CNN -------------------------------------------------------------------------------------
+
+TEST(ResNet, Resnet18MatchesTorchvision) {
+  const auto ref = reference("resnet18");
+  zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10));
+  check_image_model(model, *ref);
+}
+
+TEST(ResNet, Resnet18SmallInputLoadsTorchSavePt) {
+  const auto ref = reference("resnet18_small_pt");
+  zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10).small_input(true));
+  check_image_model(model, *ref);
+}
+
+TEST(ResNet, Resnet50MatchesTorchvision) {
+  const auto ref = reference("resnet50");
+  zoo::ResNet model(zoo::ResNetOptions().depth(50).num_classes(10));
+  check_image_model(model, *ref);
+}
+
+TEST(ResNet, ParameterCountsEqualTorchvisionsAtFullSize) {
+  // torchvision.models.resnetN(num_classes=1000): sum(p.numel() for p in m.parameters()).
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(18))), 11689512);
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(34))), 21797672);
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(50))), 25557032);
+  EXPECT_EQ(zoo::parameter_count(*zoo::MobileNetV2()), 3504872);
+}
+
+TEST(ResNet, BadOptionsAndInputsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::ResNet(zoo::ResNetOptions().depth(20)); },
+                           {"resnet", "depth 20"});
+  expect_error<ModelError>([] { zoo::ResNet(zoo::ResNetOptions().layers({2, 2})); },
+                           {"resnet", "4 stages", "got 2"});
+  zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
+  expect_error<ModelError>([&] { net->forward(at::zeros({1, 1, 32, 32})); },
+                           {"resnet18", "(B, 3, H, W)", "[1, 1, 32, 32]"});
+}
+
+TEST(MobileNetV2, MatchesTorchvision) {
+  const auto ref = reference("mobilenet_v2");
+  zoo::MobileNetV2 model(zoo::MobileNetV2Options().num_classes(10).width_mult(0.75));
+  check_image_model(model, *ref);
+}
+
+// ---- weights files ---------------------------------------------------------------------------
+
+TEST(TorchPickle, ErrorsNameTheFile) {
+  TempDir dir;
+  zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
+  expect_error<CheckpointError>(
+      [&] { lathe::ckpt::load_weights_any(*net, dir / "none.pt"); },
+      {"none.pt", "no such weights file"});
+  lathe::testing::write_text(dir / "junk.pt", "not a zip archive");
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_torch_state_dict(dir / "junk.pt"); },
+                                {"junk.pt", "not a readable torch.save archive"});
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_weights_any(*net, dir / "w.npz"); },
+                                {"w.npz", "unknown weights format '.npz'"});
+}
