@@ -7,6 +7,7 @@
 #include "models/cnn/convnet.h"
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
+#include "models/rnn/rnn.h"
 
 namespace lathe::models {
 namespace {
@@ -50,6 +51,40 @@ torch::nn::AnyModule build_mobilenet_v2(const config::Params& p) {
   return torch::nn::AnyModule(MobileNetV2(o));
 }
 
+/// lstm_classifier / gru_classifier: RNNClassifier with that cell.
+std::function<torch::nn::AnyModule(const config::Params&)> build_rnn_classifier(std::string cell) {
+  return [cell](const config::Params& p) {
+    RNNClassifierOptions o;
+    o.cell(cell)
+        .vocab_size(p.get_int("vocab_size", o.vocab_size()))
+        .embedding_dim(p.get_int("embedding_dim", o.embedding_dim()))
+        .input_size(p.get_int("input_size", o.input_size()))
+        .hidden_size(p.get_int("hidden_size", o.hidden_size()))
+        .num_layers(p.get_int("num_layers", o.num_layers()))
+        .bidirectional(p.get_bool("bidirectional", o.bidirectional()))
+        .dropout(p.get_double("dropout", o.dropout()))
+        .num_classes(p.get_int("num_classes", o.num_classes()))
+        .pad_id(p.get_int("pad_id", o.pad_id()));
+    p.check_all_used();
+    return torch::nn::AnyModule(RNNClassifier(o));
+  };
+}
+
+/// lstm_lm / gru_lm: RNNLanguageModel with that cell.
+std::function<torch::nn::AnyModule(const config::Params&)> build_rnn_lm(std::string cell) {
+  return [cell](const config::Params& p) {
+    RNNLanguageModelOptions o;
+    o.cell(cell)
+        .vocab_size(p.get_int("vocab_size", o.vocab_size()))
+        .embedding_dim(p.get_int("embedding_dim", o.embedding_dim()))
+        .hidden_size(p.get_int("hidden_size", o.hidden_size()))
+        .num_layers(p.get_int("num_layers", o.num_layers()))
+        .dropout(p.get_double("dropout", o.dropout()));
+    p.check_all_used();
+    return torch::nn::AnyModule(RNNLanguageModel(o));
+  };
+}
+
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
@@ -64,6 +99,14 @@ const std::vector<ModelSpec>& model_specs() {
       {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])", build_resnet(152)},
       {"mobilenet_v2", "torchvision MobileNetV2 (inverted residuals, width_mult)",
        build_mobilenet_v2},
+      {"lstm_classifier", "[embedding ->] LSTM (uni/bi, stacked, batch-first) -> last state -> fc",
+       build_rnn_classifier("lstm")},
+      {"gru_classifier", "[embedding ->] GRU (uni/bi, stacked, batch-first) -> last state -> fc",
+       build_rnn_classifier("gru")},
+      {"lstm_lm", "token/char language model: embedding -> LSTM -> fc over the vocabulary",
+       build_rnn_lm("lstm")},
+      {"gru_lm", "token/char language model: embedding -> GRU -> fc over the vocabulary",
+       build_rnn_lm("gru")},
   };
   return specs;
 }

@@ -82,11 +82,80 @@ def mobilenet_v2(out_dir):
          train_input=torch.randn(4, 3, 64, 64), train_output=False)  # classifier has dropout
 
 
+# ---- RNN (torch.nn.LSTM / GRU) -------------------------------------------------------------------
+
+class RNNClassifier(nn.Module):
+    """The layout lathe's RNNClassifier mirrors: embedding, rnn (batch_first), fc."""
+
+    def __init__(self, cell, vocab_size, embedding_dim, input_size, hidden_size, num_layers,
+                 bidirectional, dropout, num_classes, pad_id):
+        super().__init__()
+        self.vocab_size, self.pad_id, self.cell, self.dropout = vocab_size, pad_id, cell, dropout
+        if vocab_size:
+            self.embedding = nn.Embedding(vocab_size, embedding_dim)
+            input_size = embedding_dim
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(input_size, hidden_size, num_layers, batch_first=True,
+                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, x):
+        h = self.embedding(x) if self.vocab_size else x
+        if self.pad_id >= 0:
+            lengths = (x != self.pad_id).sum(1).clamp_min(1).cpu()
+            h = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        _, h_n = self.rnn(h)
+        if self.cell == "lstm":
+            h_n = h_n[0]
+        last = torch.cat([h_n[-2], h_n[-1]], 1) if self.rnn.bidirectional else h_n[-1]
+        return self.fc(nn.functional.dropout(last, self.dropout, self.training))
+
+
+class RNNLanguageModel(nn.Module):
+    def __init__(self, cell, vocab_size, embedding_dim, hidden_size, num_layers, dropout):
+        super().__init__()
+        self.dropout = dropout
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(embedding_dim, hidden_size, num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0)
+        self.fc = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, ids):
+        h, _ = self.rnn(self.embedding(ids))
+        return self.fc(nn.functional.dropout(h, self.dropout, self.training))
+
+
+def lstm_classifier(out_dir):
+    torch.manual_seed(0)
+    model = RNNClassifier("lstm", 50, 16, 0, 24, 2, True, 0.3, 3, pad_id=0)
+    ids = torch.randint(1, 50, (4, 9))
+    for row, length in enumerate([9, 5, 1, 7]):  # right padding, different lengths
+        ids[row, length:] = 0
+    dump(model, {"input": ids}, out_dir)
+
+
+def gru_classifier(out_dir):
+    torch.manual_seed(0)
+    model = RNNClassifier("gru", 0, 0, 5, 12, 2, False, 0.3, 4, pad_id=-1)
+    dump(model, {"input": torch.randn(3, 11, 5)}, out_dir, weights="weights.pt")
+
+
+def rnn_lm(out_dir, cell):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(cell, 30, 16, 32, 2, 0.2)
+    dump(model, {"input": torch.randint(0, 30, (2, 13))}, out_dir)
+
+
 COMMANDS = {
     "resnet18": lambda d: resnet(d, 18),
     "resnet18_small_pt": lambda d: resnet(d, 18, small_input=True, weights="weights.pt"),
     "resnet50": lambda d: resnet(d, 50),
     "mobilenet_v2": mobilenet_v2,
+    "lstm_classifier": lstm_classifier,
+    "gru_classifier": gru_classifier,
+    "lstm_lm": lambda d: rnn_lm(d, "lstm"),
+    "gru_lm": lambda d: rnn_lm(d, "gru"),
 }
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
+#include "models/rnn/rnn.h"
 #include "tests/support.h"
 
 using lathe::CheckpointError;
@@ -153,6 +154,70 @@ TEST(MobileNetV2, MatchesTorchvision) {
   const auto ref = reference("mobilenet_v2");
   zoo::MobileNetV2 model(zoo::MobileNetV2Options().num_classes(10).width_mult(0.75));
   check_image_model(model, *ref);
+}
+
+// ---- RNN -------------------------------------------------------------------------------------
+
+/// Loads the reference's weights, eval-mode parity (dropout is on in these models, so a match
+/// also shows it is off in eval), and the names torch.nn.LSTM / GRU give their parameters.
+template <class Model>
+void check_sequence_model(Model& model, const Reference& ref) {
+  load_reference(*model, ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  expect_parity(model->forward(ref.get("input")), ref.get("output"));
+}
+
+TEST(RNN, BidirectionalLstmClassifierWithPaddingMatchesTorch) {
+  const auto ref = reference("lstm_classifier");
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions().cell("lstm").vocab_size(50).embedding_dim(16)
+                               .hidden_size(24).num_layers(2).bidirectional(true).dropout(0.3)
+                               .num_classes(3).pad_id(0));
+  check_sequence_model(model, *ref);
+  const auto names = lathe::ckpt::state_dict(*model);
+  const auto named = [&](const std::string& n) {
+    return std::any_of(names.begin(), names.end(), [&](const auto& p) { return p.first == n; });
+  };
+  for (const char* n : {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+                        "rnn.weight_ih_l1_reverse", "rnn.bias_hh_l1_reverse"})
+    EXPECT_TRUE(named(n)) << n;
+  // Padding is skipped: appending more padding leaves the logits as they are.
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = ref->get("input");
+  const at::Tensor longer = at::cat({ids, at::zeros({ids.size(0), 3}, ids.options())}, 1);
+  EXPECT_LE(max_diff(model->forward(longer), ref->get("output")), kTol);
+}
+
+TEST(RNN, GruClassifierOnFeaturesLoadsTorchSavePt) {
+  const auto ref = reference("gru_classifier");
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions().cell("gru").input_size(5).hidden_size(12)
+                               .num_layers(2).dropout(0.3).num_classes(4));
+  check_sequence_model(model, *ref);
+}
+
+TEST(RNN, LstmLanguageModelMatchesTorch) {
+  const auto ref = reference("lstm_lm");
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions().cell("lstm").vocab_size(30)
+                                  .embedding_dim(16).hidden_size(32).num_layers(2).dropout(0.2));
+  check_sequence_model(model, *ref);
+}
+
+TEST(RNN, GruLanguageModelMatchesTorch) {
+  const auto ref = reference("gru_lm");
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions().cell("gru").vocab_size(30)
+                                  .embedding_dim(16).hidden_size(32).num_layers(2).dropout(0.2));
+  check_sequence_model(model, *ref);
+}
+
+TEST(RNN, BadOptionsAndInputsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().cell("rnn")); },
+                           {"rnn_classifier", "cell 'rnn'", "lstm, gru"});
+  expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().pad_id(0)); },
+                           {"rnn_classifier", "pad_id 0", "vocab_size"});
+  zoo::RNNLanguageModel lm(zoo::RNNLanguageModelOptions().vocab_size(10));
+  expect_error<ModelError>([&] { lm->forward(at::zeros({2, 3, 4})); },
+                           {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
 }
 
 // ---- weights files ---------------------------------------------------------------------------
