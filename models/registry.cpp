@@ -8,6 +8,9 @@
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
 #include "models/rnn/rnn.h"
+#include "models/transformer/bert.h"
+#include "models/transformer/gpt2.h"
+#include "models/transformer/vit.h"
 
 namespace lathe::models {
 namespace {
@@ -85,6 +88,59 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_rnn_lm(std::str
   };
 }
 
+torch::nn::AnyModule build_gpt2(const config::Params& p) {
+  GPT2Options o;
+  o.vocab_size(p.get_int("vocab_size", o.vocab_size()))
+      .n_positions(p.get_int("n_positions", o.n_positions()))
+      .n_embd(p.get_int("n_embd", o.n_embd()))
+      .n_layer(p.get_int("n_layer", o.n_layer()))
+      .n_head(p.get_int("n_head", o.n_head()))
+      .n_inner(p.get_int("n_inner", o.n_inner()))
+      .layer_norm_epsilon(p.get_double("layer_norm_epsilon", o.layer_norm_epsilon()))
+      .dropout(p.get_double("dropout", o.dropout()))
+      .tie_word_embeddings(p.get_bool("tie_word_embeddings", o.tie_word_embeddings()));
+  p.check_all_used();
+  return torch::nn::AnyModule(GPT2(o));
+}
+
+torch::nn::AnyModule build_bert_classifier(const config::Params& p) {
+  BertOptions b;
+  b.vocab_size(p.get_int("vocab_size", b.vocab_size()))
+      .hidden_size(p.get_int("hidden_size", b.hidden_size()))
+      .num_hidden_layers(p.get_int("num_hidden_layers", b.num_hidden_layers()))
+      .num_attention_heads(p.get_int("num_attention_heads", b.num_attention_heads()))
+      .intermediate_size(p.get_int("intermediate_size", b.intermediate_size()))
+      .max_position_embeddings(p.get_int("max_position_embeddings", b.max_position_embeddings()))
+      .type_vocab_size(p.get_int("type_vocab_size", b.type_vocab_size()))
+      .layer_norm_eps(p.get_double("layer_norm_eps", b.layer_norm_eps()))
+      .hidden_dropout_prob(p.get_double("hidden_dropout_prob", b.hidden_dropout_prob()))
+      .attention_probs_dropout_prob(
+          p.get_double("attention_probs_dropout_prob", b.attention_probs_dropout_prob()))
+      .pad_token_id(p.get_int("pad_token_id", b.pad_token_id()));
+  BertClassifierOptions o;
+  o.bert(b)
+      .num_labels(p.get_int("num_labels", o.num_labels()))
+      .classifier_dropout(p.get_double("classifier_dropout", o.classifier_dropout()));
+  p.check_all_used();
+  return torch::nn::AnyModule(BertClassifier(o));
+}
+
+torch::nn::AnyModule build_vit(const config::Params& p) {
+  ViTOptions o;
+  o.image_size(p.get_int("image_size", o.image_size()))
+      .patch_size(p.get_int("patch_size", o.patch_size()))
+      .in_channels(p.get_int("in_channels", o.in_channels()))
+      .num_layers(p.get_int("num_layers", o.num_layers()))
+      .num_heads(p.get_int("num_heads", o.num_heads()))
+      .hidden_dim(p.get_int("hidden_dim", o.hidden_dim()))
+      .mlp_dim(p.get_int("mlp_dim", o.mlp_dim()))
+      .dropout(p.get_double("dropout", o.dropout()))
+      .attention_dropout(p.get_double("attention_dropout", o.attention_dropout()))
+      .num_classes(p.get_int("num_classes", o.num_classes()));
+  p.check_all_used();
+  return torch::nn::AnyModule(ViT(o));
+}
+
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
@@ -107,6 +163,12 @@ const std::vector<ModelSpec>& model_specs() {
        build_rnn_lm("lstm")},
       {"gru_lm", "token/char language model: embedding -> GRU -> fc over the vocabulary",
        build_rnn_lm("gru")},
+      {"gpt2", "Hugging Face GPT2LMHeadModel (decoder LM, Conv1D [in, out], tied lm_head)",
+       build_gpt2},
+      {"bert_classifier", "Hugging Face BertForSequenceClassification (mask from pad_token_id)",
+       build_bert_classifier},
+      {"vit", "torchvision VisionTransformer (vit_b_16 by default; image_size, patch_size, ...)",
+       build_vit},
   };
   return specs;
 }

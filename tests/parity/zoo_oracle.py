@@ -147,6 +147,68 @@ def rnn_lm(out_dir, cell):
     dump(model, {"input": torch.randint(0, 30, (2, 13))}, out_dir)
 
 
+# ---- Transformers (Hugging Face transformers, torchvision) ---------------------------------------
+
+class _Logits(nn.Module):
+    """Calls a Hugging Face model with keyword inputs and returns .logits, for dump()."""
+
+    def __init__(self, model, keys):
+        super().__init__()
+        self.model, self.keys = model, keys
+
+    def forward(self, *args):
+        return self.model(**dict(zip(self.keys, args))).logits
+
+    def state_dict(self, *args, **kwargs):  # the wrapped model's names, no "model." prefix
+        return self.model.state_dict(*args, **kwargs)
+
+
+def gpt2(out_dir):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                        bos_token_id=0, eos_token_id=0, initializer_range=0.2)  # O(1) logits
+    model = GPT2LMHeadModel(config)
+    ids = torch.randint(0, 64, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 7:] = 0  # right padding
+    with torch.no_grad():
+        masked = model.eval()(input_ids=ids, attention_mask=mask).logits
+    # torch.save of the full state dict: lm_head.weight is there, tied to transformer.wte.weight.
+    dump(_Logits(model, ["input_ids"]), {"input": ids}, out_dir, weights="weights.pt",
+         extra={"attention_mask": mask, "output_masked": masked})
+
+
+def bert(out_dir):
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=3,
+                        initializer_range=0.2)  # O(1) logits
+    model = BertForSequenceClassification(config)
+    ids = torch.randint(1, 64, (3, 10))
+    ids[1, 6:] = 0  # padding (pad_token_id 0)
+    ids[2, 3:] = 0
+    mask = (ids != 0).long()
+    types = torch.randint(0, 2, (3, 10))
+    with torch.no_grad():
+        default = model.eval()(input_ids=ids, attention_mask=mask).logits
+    dump(_Logits(model, ["input_ids", "attention_mask", "token_type_ids"]),
+         {"input": ids, "attention_mask": mask, "token_type_ids": types}, out_dir,
+         extra={"output_default": default})
+
+
+def vit(out_dir):
+    from torchvision.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32,
+                              mlp_dim=64, dropout=0.1, attention_dropout=0.1, num_classes=10)
+    with torch.no_grad():  # torchvision starts these at zero; make them matter
+        model.heads.head.weight.normal_(0, 0.2)
+        model.class_token.normal_(0, 0.2)
+    dump(model, {"input": torch.randn(2, 3, 32, 32)}, out_dir)
+
+
 COMMANDS = {
     "resnet18": lambda d: resnet(d, 18),
     "resnet18_small_pt": lambda d: resnet(d, 18, small_input=True, weights="weights.pt"),
@@ -156,6 +218,9 @@ COMMANDS = {
     "gru_classifier": gru_classifier,
     "lstm_lm": lambda d: rnn_lm(d, "lstm"),
     "gru_lm": lambda d: rnn_lm(d, "gru"),
+    "gpt2": gpt2,
+    "bert": bert,
+    "vit": vit,
 }
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
 #include "models/rnn/rnn.h"
+#include "models/transformer/bert.h"
+#include "models/transformer/gpt2.h"
+#include "models/transformer/vit.h"
 #include "tests/support.h"
 
 using lathe::CheckpointError;
@@ -218,6 +221,90 @@ TEST(RNN, BadOptionsAndInputsAreModelErrors) {
   zoo::RNNLanguageModel lm(zoo::RNNLanguageModelOptions().vocab_size(10));
   expect_error<ModelError>([&] { lm->forward(at::zeros({2, 3, 4})); },
                            {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
+}
+
+// ---- Transformers ------------------------------------------------------------------------------
+
+zoo::GPT2Options small_gpt2() {
+  return zoo::GPT2Options().vocab_size(64).n_positions(32).n_embd(32).n_layer(2).n_head(4);
+}
+
+TEST(GPT2, MatchesTransformersWithTiedHeadFromTorchSave) {
+  const auto ref = reference("gpt2");
+  zoo::GPT2 model(small_gpt2());
+  // The .pt holds lm_head.weight as an alias of transformer.wte.weight: it loads strictly.
+  check_sequence_model(model, *ref);
+  torch::NoGradGuard no_grad;
+  // Right padding: the positions that are tokens match Hugging Face's masked forward.
+  const at::Tensor masked = model->forward(ref->get("input"), ref->get("attention_mask"));
+  const at::Tensor keep = ref->get("attention_mask").to(at::kBool);  // (B, T)
+  expect_parity(masked.index({keep}), ref->get("output_masked").index({keep}));
+  // Through AnyModule (the trainer's view) the one-argument forward is causal, unmasked.
+  torch::nn::AnyModule any(model);
+  EXPECT_LE(max_diff(any.forward<at::Tensor>(ref->get("input")), ref->get("output")), kTol);
+}
+
+TEST(GPT2, IsCausalAndCountsLikeTransformers) {
+  zoo::GPT2 model(small_gpt2().dropout(0.0));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = at::randint(0, 64, {1, 10}, at::kLong);
+  at::Tensor changed = ids.clone();
+  changed[0][9] = (ids[0][9].item<int64_t>() + 1) % 64;
+  // Changing the last token changes no earlier position's logits.
+  EXPECT_LE(max_diff(model->forward(ids).slice(1, 0, 9), model->forward(changed).slice(1, 0, 9)), 0.0);
+  // transformers GPT2LMHeadModel(GPT2Config()) (124M): lm_head tied, counted once.
+  EXPECT_EQ(zoo::parameter_count(*zoo::GPT2()), 124439808);
+  expect_error<ModelError>([&] { model->forward(at::zeros({1, 33}, at::kLong)); },
+                           {"gpt2", "33 tokens", "n_positions 32"});
+}
+
+zoo::BertOptions small_bert() {
+  return zoo::BertOptions().vocab_size(64).hidden_size(32).num_hidden_layers(2)
+      .num_attention_heads(4).intermediate_size(64).max_position_embeddings(32);
+}
+
+TEST(Bert, ClassifierMatchesTransformersWithPaddingMask) {
+  const auto ref = reference("bert");
+  zoo::BertClassifier model(zoo::BertClassifierOptions().bert(small_bert()).num_labels(3));
+  load_reference(*model, *ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  expect_parity(model->forward(ref->get("input"), ref->get("attention_mask"),
+                               ref->get("token_type_ids")),
+                ref->get("output"));
+  // One argument (AnyModule): the mask comes from pad_token_id, token types are 0.
+  torch::nn::AnyModule any(model);
+  expect_parity(any.forward<at::Tensor>(ref->get("input")), ref->get("output_default"));
+}
+
+TEST(Bert, CountsLikeTransformers) {
+  // transformers BertForSequenceClassification(BertConfig(num_labels=2)): bert-base-uncased.
+  EXPECT_EQ(zoo::parameter_count(*zoo::BertClassifier()), 109483778);
+  expect_error<ModelError>(
+      [] { zoo::Bert(zoo::BertOptions().hidden_size(30).num_attention_heads(4)); },
+      {"bert", "hidden_size 30", "num_attention_heads 4"});
+}
+
+TEST(ViT, MatchesTorchvision) {
+  const auto ref = reference("vit");
+  zoo::ViT model(zoo::ViTOptions().image_size(32).patch_size(8).num_layers(2).num_heads(4)
+                     .hidden_dim(32).mlp_dim(64).dropout(0.1).attention_dropout(0.1)
+                     .num_classes(10));
+  load_reference(*model, *ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor out = model->forward(ref->get("input"));
+  expect_parity(out, ref->get("output"));
+  EXPECT_TRUE(out.equal(model->forward(ref->get("input"))));  // dropout off in eval
+  model->train();
+  EXPECT_FALSE(model->forward(ref->get("input")).equal(out));  // and on in train
+}
+
+TEST(ViT, CountsLikeTorchvision) {
+  EXPECT_EQ(zoo::parameter_count(*zoo::ViT()), 86567656);  // torchvision vit_b_16()
+  expect_error<ModelError>([] { zoo::ViT(zoo::ViTOptions().image_size(30)); },
+                           {"vit", "image_size 30", "patch_size 16"});
 }
 
 // ---- weights files ---------------------------------------------------------------------------
