@@ -8,6 +8,7 @@
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
 #include "models/rnn/rnn.h"
+#include "models/tabular/tabular.h"
 #include "models/transformer/bert.h"
 #include "models/transformer/gpt2.h"
 #include "models/transformer/vit.h"
@@ -141,6 +142,33 @@ torch::nn::AnyModule build_vit(const config::Params& p) {
   return torch::nn::AnyModule(ViT(o));
 }
 
+torch::nn::AnyModule build_mlp(const config::Params& p) {
+  MLPOptions o;
+  o.in_features(p.get_int("in_features", o.in_features()))
+      .hidden(p.get_int_list("hidden", o.hidden()))
+      .out_features(p.get_int("out_features", o.out_features()))
+      .activation(p.get_string("activation", o.activation()))
+      .dropout(p.get_double("dropout", o.dropout()))
+      .batch_norm(p.get_bool("batch_norm", o.batch_norm()));
+  p.check_all_used();
+  return torch::nn::AnyModule(MLP(o));
+}
+
+/// linear_regression / logistic_regression / lasso / ridge: LinearModel with these defaults.
+std::function<torch::nn::AnyModule(const config::Params&)> build_linear(int64_t out, double l1,
+                                                                        double l2) {
+  return [=](const config::Params& p) {
+    LinearModelOptions o;
+    o.in_features(p.get_int("in_features", o.in_features()))
+        .out_features(p.get_int("out_features", out))
+        .l1(p.get_double("l1", l1))
+        .l2(p.get_double("l2", l2))
+        .bias(p.get_bool("bias", o.bias()));
+    p.check_all_used();
+    return torch::nn::AnyModule(LinearModel(o));
+  };
+}
+
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
@@ -169,6 +197,16 @@ const std::vector<ModelSpec>& model_specs() {
        build_bert_classifier},
       {"vit", "torchvision VisionTransformer (vit_b_16 by default; image_size, patch_size, ...)",
        build_vit},
+      {"mlp", "multilayer perceptron for tabular data (hidden widths, activation, BN, dropout)",
+       build_mlp},
+      {"linear_regression", "y = xW^T + b (MSE loss); l1 / l2 penalties optional",
+       build_linear(1, 0.0, 0.0)},
+      {"logistic_regression", "linear logits for cross-entropy; l1 / l2 penalties optional",
+       build_linear(2, 0.0, 0.0)},
+      {"lasso", "linear regression with an L1 penalty (l1 = 1e-3 unless set)",
+       build_linear(1, 1e-3, 0.0)},
+      {"ridge", "linear regression with an L2 penalty (l2 = 1e-3 unless set)",
+       build_linear(1, 0.0, 1e-3)},
   };
   return specs;
 }

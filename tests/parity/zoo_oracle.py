@@ -209,6 +209,29 @@ def vit(out_dir):
     dump(model, {"input": torch.randn(2, 3, 32, 32)}, out_dir)
 
 
+# ---- Tabular (torch.nn) ------------------------------------------------------------------------------
+
+def mlp(out_dir):
+    torch.manual_seed(0)
+    model = nn.Module()
+    # No dropout here: it would feed random values into the second BatchNorm's statistics.
+    model.layers = nn.Sequential(nn.Linear(7, 16), nn.BatchNorm1d(16), nn.GELU(),
+                                 nn.Linear(16, 8), nn.BatchNorm1d(8), nn.GELU(), nn.Linear(8, 3))
+    model.forward = model.layers.forward
+    _warm_batchnorm(model, lambda: torch.randn(16, 7))
+    dump(model, {"input": torch.randn(5, 7)}, out_dir, train_input=torch.randn(16, 7))
+
+
+def linear(out_dir):
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.linear = nn.Linear(5, 2)
+    model.forward = model.linear.forward
+    w = model.linear.weight.detach()
+    penalty = 0.01 * w.abs().sum() + 0.1 * (w ** 2).sum()  # l1 = 0.01, l2 = 0.1
+    dump(model, {"input": torch.randn(4, 5)}, out_dir, extra={"penalty": penalty})
+
+
 COMMANDS = {
     "resnet18": lambda d: resnet(d, 18),
     "resnet18_small_pt": lambda d: resnet(d, 18, small_input=True, weights="weights.pt"),
@@ -221,6 +244,8 @@ COMMANDS = {
     "gpt2": gpt2,
     "bert": bert,
     "vit": vit,
+    "mlp": mlp,
+    "linear": linear,
 }
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
 #include "models/rnn/rnn.h"
+#include "models/tabular/tabular.h"
 #include "models/transformer/bert.h"
 #include "models/transformer/gpt2.h"
 #include "models/transformer/vit.h"
@@ -93,7 +94,7 @@ void load_reference(torch::nn::Module& module, const Reference& ref) {
 /// buffers it leaves (running mean/var, num_batches_tracked) and, for models without dropout,
 /// its output equal PyTorch's.
 template <class Model>
-void check_image_model(Model& model, const Reference& ref) {
+void check_batchnorm_model(Model& model, const Reference& ref) {
   load_reference(*model, ref);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -120,19 +121,19 @@ void check_image_model(Model& model, const Reference& ref) {
 TEST(ResNet, Resnet18MatchesTorchvision) {
   const auto ref = reference("resnet18");
   zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10));
-  check_image_model(model, *ref);
+  check_batchnorm_model(model, *ref);
 }
 
 TEST(ResNet, Resnet18SmallInputLoadsTorchSavePt) {
   const auto ref = reference("resnet18_small_pt");
   zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10).small_input(true));
-  check_image_model(model, *ref);
+  check_batchnorm_model(model, *ref);
 }
 
 TEST(ResNet, Resnet50MatchesTorchvision) {
   const auto ref = reference("resnet50");
   zoo::ResNet model(zoo::ResNetOptions().depth(50).num_classes(10));
-  check_image_model(model, *ref);
+  check_batchnorm_model(model, *ref);
 }
 
 TEST(ResNet, ParameterCountsEqualTorchvisionsAtFullSize) {
@@ -156,7 +157,7 @@ TEST(ResNet, BadOptionsAndInputsAreModelErrors) {
 TEST(MobileNetV2, MatchesTorchvision) {
   const auto ref = reference("mobilenet_v2");
   zoo::MobileNetV2 model(zoo::MobileNetV2Options().num_classes(10).width_mult(0.75));
-  check_image_model(model, *ref);
+  check_batchnorm_model(model, *ref);
 }
 
 // ---- RNN -------------------------------------------------------------------------------------
@@ -305,6 +306,99 @@ TEST(ViT, CountsLikeTorchvision) {
   EXPECT_EQ(zoo::parameter_count(*zoo::ViT()), 86567656);  // torchvision vit_b_16()
   expect_error<ModelError>([] { zoo::ViT(zoo::ViTOptions().image_size(30)); },
                            {"vit", "image_size 30", "patch_size 16"});
+}
+
+// ---- Tabular -----------------------------------------------------------------------------------
+
+TEST(Tabular, MlpWithBatchNormMatchesTorch) {
+  const auto ref = reference("mlp");
+  zoo::MLP model(zoo::MLPOptions().in_features(7).hidden({16, 8}).out_features(3)
+                     .activation("gelu").batch_norm(true));
+  check_batchnorm_model(model, *ref);  // eval parity, train-mode output and BN buffers
+}
+
+TEST(Tabular, LinearModelAndItsPenaltyMatchTorch) {
+  const auto ref = reference("linear");
+  zoo::LinearModel model(zoo::LinearModelOptions().in_features(5).out_features(2).l1(0.01).l2(0.1));
+  load_reference(*model, *ref);
+  expect_parity(model->forward(ref->get("input")), ref->get("output"));
+  const at::Tensor penalty = zoo::penalty_of(*model);
+  EXPECT_LE(max_diff(penalty, ref->get("penalty")), 1e-6);
+  // Differentiable, bias untouched: d/dW = l1 · sign(W) + 2 · l2 · W.
+  penalty.backward();
+  const at::Tensor w = model->linear->weight.detach();
+  EXPECT_LE(max_diff(model->linear->weight.grad(), 0.01 * w.sign() + 0.2 * w), 1e-6);
+  EXPECT_FALSE(model->linear->bias.grad().defined());
+  // Models without a penalty give an undefined tensor: nothing to add to the loss.
+  EXPECT_FALSE(zoo::penalty_of(*zoo::MLP(zoo::MLPOptions().in_features(5))).defined());
+}
+
+TEST(Tabular, BadOptionsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::MLP(zoo::MLPOptions().activation("swish")); },
+                           {"mlp", "activation 'swish'", "relu, gelu, tanh"});
+  expect_error<ModelError>([] { zoo::LinearModel(zoo::LinearModelOptions().l1(-1)); },
+                           {"linear", "l1 (-1)"});
+  zoo::MLP m(zoo::MLPOptions().in_features(4));
+  expect_error<ModelError>([&] { m->forward(at::zeros({2, 5})); }, {"mlp", "(B, 4)", "[2, 5]"});
+}
+
+// ---- registry ----------------------------------------------------------------------------------
+
+TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
+  // name, options (small sizes), an input of the shape the model takes, output shape
+  struct Case {
+    std::string name;
+    std::vector<std::string> options;
+    at::Tensor input;
+    std::vector<int64_t> out;
+  };
+  const at::Tensor image = at::randn({2, 3, 32, 32});
+  const at::Tensor ids = at::randint(1, 20, {2, 6}, at::kLong);
+  const std::vector<Case> cases = {
+      {"convnet", {"num_classes=4", "channels=[4]", "hidden=8"}, at::randn({2, 1, 28, 28}), {2, 4}},
+      {"resnet18", {"num_classes=4", "small_input=true"}, image, {2, 4}},
+      {"resnet34", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet50", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet101", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet152", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"mobilenet_v2", {"num_classes=4", "width_mult=0.25"}, image, {2, 4}},
+      {"lstm_classifier", {"vocab_size=20", "hidden_size=8", "bidirectional=true", "pad_id=0"}, ids, {2, 2}},
+      {"gru_classifier", {"input_size=3", "hidden_size=8", "num_layers=2", "num_classes=5"},
+       at::randn({2, 6, 3}), {2, 5}},
+      {"lstm_lm", {"vocab_size=20", "hidden_size=8"}, ids, {2, 6, 20}},
+      {"gru_lm", {"vocab_size=20", "hidden_size=8", "num_layers=1"}, ids, {2, 6, 20}},
+      {"gpt2", {"vocab_size=20", "n_positions=8", "n_embd=16", "n_layer=1", "n_head=2"}, ids, {2, 6, 20}},
+      {"bert_classifier", {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1",
+                           "num_attention_heads=2", "intermediate_size=32", "num_labels=3"},
+       ids, {2, 3}},
+      {"vit", {"image_size=32", "patch_size=8", "num_layers=1", "num_heads=2", "hidden_dim=16",
+               "mlp_dim=32", "num_classes=4"}, image, {2, 4}},
+      {"mlp", {"in_features=5", "hidden=[8]", "out_features=2"}, at::randn({2, 5}), {2, 2}},
+      {"linear_regression", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
+      {"logistic_regression", {"in_features=5", "out_features=3"}, at::randn({2, 5}), {2, 3}},
+      {"lasso", {"in_features=5", "l1=0.1"}, at::randn({2, 5}), {2, 1}},
+      {"ridge", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
+  };
+  ASSERT_EQ(cases.size(), zoo::model_specs().size()) << "a zoo model has no case here";
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto model = zoo::build_model(lathe::config::parse_model_section(c.name, c.options));
+    model.ptr()->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(model.forward<at::Tensor>(c.input).sizes(), at::IntArrayRef(c.out));
+  }
+}
+
+TEST(Registry, UnknownOptionsAndNamesAreConfigErrors) {
+  expect_error<lathe::ConfigError>(
+      [] { zoo::build_model(lathe::config::parse_model_section("resnet18", {"num_clases=3"})); },
+      {"num_clases", "num_classes"});
+  expect_error<lathe::ConfigError>(
+      [] { zoo::build_model(lathe::config::parse_model_section("resnet19", {})); },
+      {"unknown model 'resnet19'", "resnet18"});
+  // The penalty reaches the trainer through AnyModule.
+  auto lasso = zoo::build_model(lathe::config::parse_model_section("lasso", {"in_features=3"}));
+  EXPECT_TRUE(zoo::penalty_of(*lasso.ptr()).defined());
 }
 
 // ---- weights files ---------------------------------------------------------------------------
