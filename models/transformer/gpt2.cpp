@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <memory>
+#include <ostream>
 
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
@@ -28,6 +29,10 @@ Conv1DImpl::Conv1DImpl(int64_t in, int64_t out)
 
 at::Tensor Conv1DImpl::forward(const at::Tensor& x) {
   return at::matmul(x, weight) + bias;  // (..., in) → (..., out)
+}
+
+void Conv1DImpl::pretty_print(std::ostream& stream) const {
+  stream << "lathe::models::Conv1D(in=" << weight.size(0) << ", out=" << weight.size(1) << ")";
 }
 
 GPT2BlockImpl::GPT2BlockImpl(const GPT2Options& o) : options(o) {

@@ -34,6 +34,7 @@ class Conv1DImpl : public torch::nn::Module {
   Conv1DImpl(int64_t in, int64_t out);
   /// (..., in) → (..., out)
   at::Tensor forward(const at::Tensor& x);
+  void pretty_print(std::ostream& stream) const override;
   at::Tensor weight;  ///< [in, out]
   at::Tensor bias;    ///< [out]
 };

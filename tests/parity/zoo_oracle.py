@@ -261,6 +261,28 @@ def linear(out_dir):
     dump(model, {"input": torch.randn(4, 5)}, out_dir, extra={"penalty": penalty})
 
 
+# ---- torch.save files ------------------------------------------------------------------------------
+
+def pt_files(out_dir):
+    """torch.save files the C++ reader must handle: dtypes, views (transposed, offset), a tied
+    alias, a {"state_dict": ...} wrapper; one with a non-tensor entry; one in the legacy format."""
+    torch.manual_seed(0)
+    base = torch.randn(4, 6)
+    tensors = {
+        "f32": torch.randn(3, 5), "f64": torch.randn(2).double(), "f16": torch.randn(4).half(),
+        "bf16": torch.randn(2, 2).bfloat16(), "i64": torch.arange(6).reshape(2, 3),
+        "i32": torch.arange(3, dtype=torch.int32), "u8": torch.arange(4, dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5),
+        "transposed": base.t(), "offset": base[1:3, 2:], "base": base,
+    }
+    torch.save({"state_dict": tensors, "epoch": 3}, os.path.join(out_dir, "wrapped.pt"))
+    torch.save({"w": torch.ones(2), "epoch": 3}, os.path.join(out_dir, "not_tensors.pt"))
+    torch.save({"w": torch.ones(2)}, os.path.join(out_dir, "legacy.pt"),
+               _use_new_zipfile_serialization=False)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out_dir, "io.safetensors"))
+    print(len(tensors))
+
+
 COMMANDS = {
     "resnet18": lambda d: resnet(d, 18),
     "resnet18_small_pt": lambda d: resnet(d, 18, small_input=True, weights="weights.pt"),
@@ -276,6 +298,7 @@ COMMANDS = {
     "minilm": minilm,
     "mlp": mlp,
     "linear": linear,
+    "pt_files": pt_files,
 }
 
 if __name__ == "__main__":

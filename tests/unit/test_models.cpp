@@ -428,6 +428,30 @@ TEST(Registry, UnknownOptionsAndNamesAreConfigErrors) {
 
 // ---- weights files ---------------------------------------------------------------------------
 
+TEST(TorchPickle, ReadsDtypesViewsAliasesAndWrappedStateDicts) {
+  const auto ref = reference("pt_files");
+  const auto loaded = lathe::ckpt::load_torch_state_dict(ref->dir / "wrapped.pt");
+  ASSERT_EQ(static_cast<int64_t>(loaded.size()), ref->params);  // the "state_dict" entry
+  for (const auto& [name, t] : loaded) {
+    const at::Tensor want = ref->get(name);
+    EXPECT_EQ(t.scalar_type(), want.scalar_type()) << name;
+    EXPECT_TRUE(t.equal(want)) << name;  // bit-exact, views included
+  }
+  // Views of one storage stay views of one tensor, as in Python.
+  const auto get = [&](const std::string& n) {
+    for (const auto& [k, v] : loaded)
+      if (k == n) return v;
+    return at::Tensor();
+  };
+  EXPECT_EQ(get("transposed").data_ptr(), get("base").data_ptr());
+  expect_error<CheckpointError>(
+      [&] { lathe::ckpt::load_torch_state_dict(ref->dir / "not_tensors.pt"); },
+      {"not_tensors.pt", "entry 'epoch' is not a tensor"});
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_torch_state_dict(ref->dir / "legacy.pt"); },
+                                {"legacy.pt", "not a readable torch.save archive",
+                                 "_use_new_zipfile_serialization=False"});
+}
+
 TEST(TorchPickle, ErrorsNameTheFile) {
   TempDir dir;
   zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
