@@ -219,10 +219,9 @@ torch::nn::AnyModule build_model(const config::ModelSection& model) {
     names.push_back(spec.name);
   }
   const std::string hint = config::closest_key(name, names);
-  throw ConfigError(fmt::format("{}: model.name: unknown model '{}'{}; the zoo has: {}",
-                                model.name_where, name,
-                                hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint),
-                                fmt::join(names, ", ")));
+  throw ConfigError(fmt::format(
+      "{}: model.name: unknown model '{}'{}; the zoo has: {}", model.name_where, name,
+      hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint), fmt::join(names, ", ")));
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

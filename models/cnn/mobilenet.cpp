@@ -1,9 +1,6 @@
 // MobileNetV2: torchvision's stage table, channel rounding, initialisation and forward pass.
 #include "models/cnn/mobilenet.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
@@ -11,6 +8,9 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "lathe/core/error.h"
 
@@ -21,7 +21,8 @@ namespace nn = torch::nn;
 
 /// torchvision's _make_divisible: the nearest multiple of `divisor`, never below 90% of v.
 int64_t make_divisible(double v, int64_t divisor) {
-  int64_t rounded = std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
+  int64_t rounded =
+      std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
   if (static_cast<double>(rounded) < 0.9 * v) rounded += divisor;
   return rounded;
 }
@@ -109,9 +110,9 @@ at::Tensor MobileNetV2Impl::forward(const at::Tensor& x) {
   LATHE_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), ModelError,
               "mobilenet_v2: expected input (B, {}, H, W), got {}", options.in_channels(),
               x.sizes());
-  at::Tensor h = features->forward(x);                        // (B, C, H/32, W/32)
-  h = at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);     // (B, C)
-  return classifier->forward(h);                              // (B, num_classes)
+  at::Tensor h = features->forward(x);                     // (B, C, H/32, W/32)
+  h = at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);  // (B, C)
+  return classifier->forward(h);                           // (B, num_classes)
 }
 
 }  // namespace lathe::models

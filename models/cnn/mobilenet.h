@@ -1,11 +1,11 @@
 // MobileNetV2 with torchvision's architecture and state-dict names.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
 
 namespace lathe::models {
 

@@ -41,7 +41,8 @@ at::Tensor BasicBlockImpl::forward(const at::Tensor& x) {
   return at::relu(out + (downsample ? downsample->forward(x) : x));
 }
 
-BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride, int64_t width_per_group) {
+BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride,
+                               int64_t width_per_group) {
   const int64_t width = planes * width_per_group / 64;
   conv1 = register_module("conv1", conv1x1(in, width, 1));
   bn1 = register_module("bn1", nn::BatchNorm2d(width));
@@ -67,13 +68,27 @@ void ResNetImpl::reset() {
   std::vector<int64_t> layers = o.layers();
   bool bottleneck = false;
   switch (o.depth()) {
-    case 18: layers = layers.empty() ? std::vector<int64_t>{2, 2, 2, 2} : layers; break;
-    case 34: layers = layers.empty() ? std::vector<int64_t>{3, 4, 6, 3} : layers; break;
-    case 50: layers = layers.empty() ? std::vector<int64_t>{3, 4, 6, 3} : layers; bottleneck = true; break;
-    case 101: layers = layers.empty() ? std::vector<int64_t>{3, 4, 23, 3} : layers; bottleneck = true; break;
-    case 152: layers = layers.empty() ? std::vector<int64_t>{3, 8, 36, 3} : layers; bottleneck = true; break;
+    case 18:
+      layers = layers.empty() ? std::vector<int64_t>{2, 2, 2, 2} : layers;
+      break;
+    case 34:
+      layers = layers.empty() ? std::vector<int64_t>{3, 4, 6, 3} : layers;
+      break;
+    case 50:
+      layers = layers.empty() ? std::vector<int64_t>{3, 4, 6, 3} : layers;
+      bottleneck = true;
+      break;
+    case 101:
+      layers = layers.empty() ? std::vector<int64_t>{3, 4, 23, 3} : layers;
+      bottleneck = true;
+      break;
+    case 152:
+      layers = layers.empty() ? std::vector<int64_t>{3, 8, 36, 3} : layers;
+      bottleneck = true;
+      break;
     default:
-      throw ModelError(fmt::format("resnet: depth {} is not one of 18, 34, 50, 101, 152", o.depth()));
+      throw ModelError(
+          fmt::format("resnet: depth {} is not one of 18, 34, 50, 101, 152", o.depth()));
   }
   LATHE_CHECK(layers.size() == 4, ModelError,
               "resnet: layers must give 4 stages (blocks per stage), got {}", layers.size());
@@ -88,9 +103,10 @@ void ResNetImpl::reset() {
               "resnet: width_per_group {} needs bottleneck blocks (depth 50, 101 or 152)",
               o.width_per_group());
 
-  conv1 = o.small_input()
-              ? nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 3).stride(1).padding(1).bias(false))
-              : nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false));
+  conv1 =
+      o.small_input()
+          ? nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 3).stride(1).padding(1).bias(false))
+          : nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false));
   register_module("conv1", conv1);
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
 
@@ -100,8 +116,10 @@ void ResNetImpl::reset() {
     nn::Sequential seq;
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t s = b == 0 ? stride : 1;
-      if (bottleneck) seq->push_back(Bottleneck(in, planes, s, o.width_per_group()));
-      else seq->push_back(BasicBlock(in, planes, s));
+      if (bottleneck)
+        seq->push_back(Bottleneck(in, planes, s, o.width_per_group()));
+      else
+        seq->push_back(BasicBlock(in, planes, s));
       in = planes * expansion;
     }
     return seq;
@@ -136,7 +154,7 @@ at::Tensor ResNetImpl::forward_features(const at::Tensor& x) {
   at::Tensor h = at::relu(bn1(conv1(x)));  // (B, 64, H/2, W/2), or (B, 64, H, W) small_input
   if (!options.small_input()) h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});  // (B, 64, H/4, W/4)
   h = layer4->forward(layer3->forward(layer2->forward(layer1->forward(h))));  // (B, C, h, w)
-  return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);  // (B, C)
+  return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);                  // (B, C)
 }
 
 at::Tensor ResNetImpl::forward(const at::Tensor& x) { return fc(forward_features(x)); }

@@ -1,15 +1,15 @@
 // ResNet-18/34/50/101/152 with torchvision's architecture and state-dict names.
 #pragma once
 
-#include <cstdint>
-#include <vector>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <vector>
 
 namespace lathe::models {
 
@@ -20,13 +20,13 @@ namespace lathe::models {
 ///   ResNet net(ResNetOptions().depth(18).num_classes(10).small_input(true));  // CIFAR-style
 struct ResNetOptions {
   TORCH_ARG(int64_t, depth) = 18;
-  TORCH_ARG(std::vector<int64_t>, layers) = {};   ///< blocks per stage; empty = from depth
+  TORCH_ARG(std::vector<int64_t>, layers) = {};  ///< blocks per stage; empty = from depth
   TORCH_ARG(int64_t, num_classes) = 1000;
   TORCH_ARG(int64_t, in_channels) = 3;
   /// 3×3 stride-1 conv1 and no max-pool (for 32×32 inputs) instead of 7×7 stride 2 + max-pool.
   TORCH_ARG(bool, small_input) = false;
-  TORCH_ARG(int64_t, width_per_group) = 64;       ///< bottleneck inner width (128: wide_resnet50_2)
-  TORCH_ARG(bool, zero_init_residual) = false;    ///< last BN of each block starts at zero
+  TORCH_ARG(int64_t, width_per_group) = 64;     ///< bottleneck inner width (128: wide_resnet50_2)
+  TORCH_ARG(bool, zero_init_residual) = false;  ///< last BN of each block starts at zero
 };
 
 /// torchvision's BasicBlock (expansion 1): conv1 3×3 → bn1 → relu → conv2 3×3 → bn2, plus the

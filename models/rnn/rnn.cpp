@@ -13,24 +13,28 @@ namespace nn = torch::nn;
 
 /// Builds the LSTM or GRU `cell` names into `lstm` / `gru` and registers it as "rnn".
 void make_rnn(nn::Module& owner, const char* model, const std::string& cell, int64_t input,
-              int64_t hidden, int64_t layers, bool bidirectional, double dropout,
-              nn::LSTM& lstm, nn::GRU& gru) {
-  LATHE_CHECK(cell == "lstm" || cell == "gru", ModelError,
-              "{}: cell '{}' is not one of lstm, gru", model, cell);
+              int64_t hidden, int64_t layers, bool bidirectional, double dropout, nn::LSTM& lstm,
+              nn::GRU& gru) {
+  LATHE_CHECK(cell == "lstm" || cell == "gru", ModelError, "{}: cell '{}' is not one of lstm, gru",
+              model, cell);
   LATHE_CHECK(input > 0 && hidden > 0 && layers > 0, ModelError,
               "{}: input size ({}), hidden_size ({}) and num_layers ({}) must be positive", model,
               input, hidden, layers);
-  LATHE_CHECK(dropout >= 0 && dropout < 1, ModelError, "{}: dropout {} must be in [0, 1)",
-              model, dropout);
+  LATHE_CHECK(dropout >= 0 && dropout < 1, ModelError, "{}: dropout {} must be in [0, 1)", model,
+              dropout);
   const double between = layers > 1 ? dropout : 0.0;  // as torch.nn.LSTM: only between layers
   if (cell == "lstm") {
-    lstm = owner.register_module(
-        "rnn", nn::LSTM(nn::LSTMOptions(input, hidden).num_layers(layers).batch_first(true)
-                            .bidirectional(bidirectional).dropout(between)));
+    lstm = owner.register_module("rnn", nn::LSTM(nn::LSTMOptions(input, hidden)
+                                                     .num_layers(layers)
+                                                     .batch_first(true)
+                                                     .bidirectional(bidirectional)
+                                                     .dropout(between)));
   } else {
-    gru = owner.register_module(
-        "rnn", nn::GRU(nn::GRUOptions(input, hidden).num_layers(layers).batch_first(true)
-                           .bidirectional(bidirectional).dropout(between)));
+    gru = owner.register_module("rnn", nn::GRU(nn::GRUOptions(input, hidden)
+                                                   .num_layers(layers)
+                                                   .batch_first(true)
+                                                   .bidirectional(bidirectional)
+                                                   .dropout(between)));
   }
 }
 
@@ -57,8 +61,8 @@ void RNNClassifierImpl::reset() {
   }
   make_rnn(*this, "rnn_classifier", o.cell(), input, o.hidden_size(), o.num_layers(),
            o.bidirectional(), o.dropout(), lstm, gru);
-  fc = register_module("fc", nn::Linear(o.hidden_size() * (o.bidirectional() ? 2 : 1),
-                                        o.num_classes()));
+  fc = register_module("fc",
+                       nn::Linear(o.hidden_size() * (o.bidirectional() ? 2 : 1), o.num_classes()));
 }
 
 at::Tensor RNNClassifierImpl::forward(const at::Tensor& x) {
@@ -110,7 +114,7 @@ at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
   LATHE_CHECK(ids.dim() == 2 && !at::isFloatingType(ids.scalar_type()), ModelError,
               "rnn_lm: expected token ids (B, T) of an integer type, got {} {}",
               c10::toString(ids.scalar_type()), ids.sizes());
-  const at::Tensor e = embedding(ids);                                         // (B, T, E)
+  const at::Tensor e = embedding(ids);                                                 // (B, T, E)
   at::Tensor h = lstm ? std::get<0>(lstm->forward(e)) : std::get<0>(gru->forward(e));  // (B, T, H)
   h = at::dropout(h, options.dropout(), is_training());
   return fc(h);  // (B, T, vocab_size)

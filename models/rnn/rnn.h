@@ -1,14 +1,14 @@
 // Recurrent models: LSTM / GRU sequence classifiers and a token-level language model.
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/rnn.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
 
 namespace lathe::models {
 
@@ -16,19 +16,19 @@ namespace lathe::models {
 /// `rnn` so that its parameters are named as torch.nn.LSTM / GRU's (rnn.weight_ih_l0,
 /// rnn.weight_hh_l0_reverse, rnn.bias_ih_l1, ...).
 struct RecurrentOptions {
-  TORCH_ARG(std::string, cell) = "lstm";   ///< lstm | gru
+  TORCH_ARG(std::string, cell) = "lstm";  ///< lstm | gru
   TORCH_ARG(int64_t, input_size) = 64;
   TORCH_ARG(int64_t, hidden_size) = 128;
   TORCH_ARG(int64_t, num_layers) = 1;
   TORCH_ARG(bool, bidirectional) = false;
-  TORCH_ARG(double, dropout) = 0.0;        ///< between stacked layers (torch.nn.LSTM's dropout)
+  TORCH_ARG(double, dropout) = 0.0;  ///< between stacked layers (torch.nn.LSTM's dropout)
 };
 
 /// Options of RNNClassifier.
 ///
 ///   RNNClassifier net(RNNClassifierOptions().vocab_size(5000).num_classes(2).cell("gru"));
 struct RNNClassifierOptions {
-  TORCH_ARG(std::string, cell) = "lstm";   ///< lstm | gru
+  TORCH_ARG(std::string, cell) = "lstm";  ///< lstm | gru
   /// > 0: the input is token ids (B, T) looked up in an `embedding`; 0: the input is already
   /// features (B, T, input_size).
   TORCH_ARG(int64_t, vocab_size) = 0;
@@ -37,7 +37,7 @@ struct RNNClassifierOptions {
   TORCH_ARG(int64_t, hidden_size) = 128;
   TORCH_ARG(int64_t, num_layers) = 1;
   TORCH_ARG(bool, bidirectional) = false;
-  TORCH_ARG(double, dropout) = 0.0;        ///< between layers and before the head
+  TORCH_ARG(double, dropout) = 0.0;  ///< between layers and before the head
   TORCH_ARG(int64_t, num_classes) = 2;
   /// >= 0 (token inputs only): the padding id. Sequences are right-padded; each is read up to
   /// its length (packed), so padding does not change the result.
@@ -66,12 +66,12 @@ TORCH_MODULE(RNNClassifier);
 ///
 ///   RNNLanguageModel lm(RNNLanguageModelOptions().vocab_size(96).hidden_size(256).num_layers(2));
 struct RNNLanguageModelOptions {
-  TORCH_ARG(std::string, cell) = "lstm";   ///< lstm | gru
-  TORCH_ARG(int64_t, vocab_size) = 256;    ///< characters or tokens
+  TORCH_ARG(std::string, cell) = "lstm";  ///< lstm | gru
+  TORCH_ARG(int64_t, vocab_size) = 256;   ///< characters or tokens
   TORCH_ARG(int64_t, embedding_dim) = 64;
   TORCH_ARG(int64_t, hidden_size) = 256;
   TORCH_ARG(int64_t, num_layers) = 2;
-  TORCH_ARG(double, dropout) = 0.0;        ///< between layers and before the head
+  TORCH_ARG(double, dropout) = 0.0;  ///< between layers and before the head
 };
 
 /// A causal (unidirectional) character / token language model: embedding → LSTM/GRU → dropout

@@ -33,9 +33,12 @@ void MLPImpl::reset() {
     LATHE_CHECK(width > 0, ModelError, "mlp: hidden widths must be positive, got {}", width);
     layers->push_back(nn::Linear(in, width));
     if (o.batch_norm()) layers->push_back(nn::BatchNorm1d(width));
-    if (o.activation() == "relu") layers->push_back(nn::ReLU());
-    else if (o.activation() == "gelu") layers->push_back(nn::GELU());
-    else layers->push_back(nn::Tanh());
+    if (o.activation() == "relu")
+      layers->push_back(nn::ReLU());
+    else if (o.activation() == "gelu")
+      layers->push_back(nn::GELU());
+    else
+      layers->push_back(nn::Tanh());
     if (o.dropout() > 0) layers->push_back(nn::Dropout(o.dropout()));
     in = width;
   }
@@ -61,8 +64,8 @@ void LinearModelImpl::reset() {
   LATHE_CHECK(o.l1() >= 0 && o.l2() >= 0, ModelError,
               "linear: penalties l1 ({}) and l2 ({}) must not be negative", o.l1(), o.l2());
   linear = register_module(
-      "linear",
-      torch::nn::Linear(torch::nn::LinearOptions(o.in_features(), o.out_features()).bias(o.bias())));
+      "linear", torch::nn::Linear(
+                    torch::nn::LinearOptions(o.in_features(), o.out_features()).bias(o.bias())));
 }
 
 at::Tensor LinearModelImpl::forward(const at::Tensor& x) {

@@ -1,14 +1,14 @@
 // Tabular models for the CSV pipeline: an MLP, and linear / logistic regression with L1 / L2.
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <vector>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
 
 #include "models/regularized.h"
 
@@ -20,10 +20,10 @@ namespace lathe::models {
 struct MLPOptions {
   TORCH_ARG(int64_t, in_features) = 1;
   TORCH_ARG(std::vector<int64_t>, hidden) = std::vector<int64_t>{64, 64};
-  TORCH_ARG(int64_t, out_features) = 1;     ///< classes (logits) or regression targets
+  TORCH_ARG(int64_t, out_features) = 1;         ///< classes (logits) or regression targets
   TORCH_ARG(std::string, activation) = "relu";  ///< relu | gelu | tanh
-  TORCH_ARG(double, dropout) = 0.0;         ///< after each hidden activation (when > 0)
-  TORCH_ARG(bool, batch_norm) = false;      ///< BatchNorm1d after each hidden Linear
+  TORCH_ARG(double, dropout) = 0.0;             ///< after each hidden activation (when > 0)
+  TORCH_ARG(bool, batch_norm) = false;          ///< BatchNorm1d after each hidden Linear
 };
 
 /// A multilayer perceptron as one nn.Sequential `layers`: per hidden width Linear →

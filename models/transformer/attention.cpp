@@ -26,7 +26,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     at::Tensor allowed = key_mask.to(at::kBool).view({B, 1, 1, k.size(1)});  // (B, 1, 1, S)
     if (causal) {
       allowed = allowed & at::ones({T, k.size(1)}, allowed.options()).tril();  // (B, 1, T, S)
-      const at::Tensor none = ~allowed.any(-1, /*keepdim=*/true);             // (B, 1, T, 1)
+      const at::Tensor none = ~allowed.any(-1, /*keepdim=*/true);              // (B, 1, T, 1)
       allowed = allowed | (none & at::eye(T, k.size(1), allowed.options()));
     }
     y = at::scaled_dot_product_attention(split(q), split(k), split(v), allowed, p, false);

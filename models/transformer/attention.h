@@ -1,9 +1,9 @@
 // Multi-head attention on at::scaled_dot_product_attention, with causal and padding masks.
 #pragma once
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 namespace lathe::models {
 

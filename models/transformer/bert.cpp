@@ -1,11 +1,11 @@
 // BERT: embeddings, post-LayerNorm encoder layers, pooler, classifier and Hugging Face's init.
 #include "models/transformer/bert.h"
 
-#include <memory>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/init.h>
+
+#include <memory>
 
 #include "lathe/core/error.h"
 #include "models/transformer/attention.h"
@@ -46,8 +46,8 @@ BertLayerImpl::BertLayerImpl(const BertOptions& o) : options(o) {
   auto attention_output = group(*attention, "output");
   attention_dense = attention_output->register_module("dense", nn::Linear(H, H));
   attention_norm = attention_output->register_module("LayerNorm", layer_norm(o));
-  intermediate = group(*this, "intermediate")
-                     ->register_module("dense", nn::Linear(H, o.intermediate_size()));
+  intermediate =
+      group(*this, "intermediate")->register_module("dense", nn::Linear(H, o.intermediate_size()));
   auto output = group(*this, "output");
   output_dense = output->register_module("dense", nn::Linear(o.intermediate_size(), H));
   output_norm = output->register_module("LayerNorm", layer_norm(o));
@@ -55,9 +55,9 @@ BertLayerImpl::BertLayerImpl(const BertOptions& o) : options(o) {
 
 at::Tensor BertLayerImpl::forward(const at::Tensor& x, const at::Tensor& attention_mask) {
   const double p = options.hidden_dropout_prob();
-  const at::Tensor a = attend(query(x), key(x), value(x), options.num_attention_heads(),
-                              attention_mask, /*causal=*/false,
-                              options.attention_probs_dropout_prob(), is_training());  // (B, T, H)
+  const at::Tensor a =
+      attend(query(x), key(x), value(x), options.num_attention_heads(), attention_mask,
+             /*causal=*/false, options.attention_probs_dropout_prob(), is_training());  // (B, T, H)
   const at::Tensor h = attention_norm(x + at::dropout(attention_dense(a), p, is_training()));
   const at::Tensor m = output_dense(at::gelu(intermediate(h)));  // (B, T, H), erf GELU
   return output_norm(h + at::dropout(m, p, is_training()));
@@ -70,8 +70,9 @@ void BertImpl::reset() {
   LATHE_CHECK(o.vocab_size() > 0 && o.hidden_size() > 0 && o.num_hidden_layers() > 0 &&
                   o.num_attention_heads() > 0 && o.intermediate_size() > 0 &&
                   o.max_position_embeddings() > 0 && o.type_vocab_size() > 0,
-              ModelError, "bert: every size (vocab, hidden, layers, heads, intermediate, "
-                          "positions, token types) must be positive");
+              ModelError,
+              "bert: every size (vocab, hidden, layers, heads, intermediate, "
+              "positions, token types) must be positive");
   LATHE_CHECK(o.hidden_size() % o.num_attention_heads() == 0, ModelError,
               "bert: hidden_size {} is not divisible by num_attention_heads {}", o.hidden_size(),
               o.num_attention_heads());
@@ -81,7 +82,8 @@ void BertImpl::reset() {
   auto embeddings = group(*this, "embeddings");
   word_embeddings = embeddings->register_module(
       "word_embeddings",
-      nn::Embedding(nn::EmbeddingOptions(o.vocab_size(), o.hidden_size()).padding_idx(o.pad_token_id())));
+      nn::Embedding(
+          nn::EmbeddingOptions(o.vocab_size(), o.hidden_size()).padding_idx(o.pad_token_id())));
   position_embeddings = embeddings->register_module(
       "position_embeddings", nn::Embedding(o.max_position_embeddings(), o.hidden_size()));
   token_type_embeddings = embeddings->register_module(
@@ -115,7 +117,7 @@ at::Tensor BertImpl::forward(const at::Tensor& ids, const at::Tensor& attention_
   const at::Tensor types = token_type_ids.defined() ? token_type_ids : at::zeros_like(ids);
   at::Tensor x = word_embeddings(ids) + position_embeddings(pos) + token_type_embeddings(types);
   x = at::dropout(embeddings_norm(x), o.hidden_dropout_prob(), is_training());  // (B, T, H)
-  const at::Tensor mask = mask_for(ids, attention_mask);                          // (B, T)
+  const at::Tensor mask = mask_for(ids, attention_mask);                        // (B, T)
   for (const auto& l : *layer) x = l->as<BertLayer>()->forward(x, mask);
   return x;  // (B, T, H)
 }
@@ -131,12 +133,13 @@ BertClassifierImpl::BertClassifierImpl(const BertClassifierOptions& options_) : 
 }
 
 void BertClassifierImpl::reset() {
-  LATHE_CHECK(options.num_labels() > 0, ModelError, "bert_classifier: num_labels {} must be positive",
-              options.num_labels());
+  LATHE_CHECK(options.num_labels() > 0, ModelError,
+              "bert_classifier: num_labels {} must be positive", options.num_labels());
   BertOptions encoder = options.bert();
   encoder.add_pooling_layer(true);
   bert = register_module("bert", Bert(encoder));
-  classifier = register_module("classifier", nn::Linear(encoder.hidden_size(), options.num_labels()));
+  classifier =
+      register_module("classifier", nn::Linear(encoder.hidden_size(), options.num_labels()));
   nn::init::normal_(classifier->weight, 0.0, 0.02);
   nn::init::zeros_(classifier->bias);
 }
@@ -145,8 +148,9 @@ at::Tensor BertClassifierImpl::forward(const at::Tensor& ids, const at::Tensor& 
                                        const at::Tensor& token_type_ids) {
   const double p = options.classifier_dropout() >= 0 ? options.classifier_dropout()
                                                      : options.bert().hidden_dropout_prob();
-  const at::Tensor pooled = bert->pool(bert->forward(ids, attention_mask, token_type_ids));  // (B, H)
-  return classifier(at::dropout(pooled, p, is_training()));  // (B, num_labels)
+  const at::Tensor pooled =
+      bert->pool(bert->forward(ids, attention_mask, token_type_ids));  // (B, H)
+  return classifier(at::dropout(pooled, p, is_training()));            // (B, num_labels)
 }
 
 }  // namespace lathe::models

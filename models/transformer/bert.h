@@ -1,7 +1,6 @@
-// BERT encoder and sequence classifier with Hugging Face BertModel / BertForSequenceClassification names.
+// BERT encoder and sequence classifier with Hugging Face BertModel / BertForSequenceClassification
+// names.
 #pragma once
-
-#include <cstdint>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
@@ -10,6 +9,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
 
 namespace lathe::models {
 

@@ -1,12 +1,12 @@
 // GPT-2: Conv1D, decoder blocks, Hugging Face's initialisation and the forward pass.
 #include "models/transformer/gpt2.h"
 
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
 #include <cmath>
 #include <memory>
 #include <ostream>
-
-#include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
 #include "lathe/core/error.h"
 #include "models/transformer/attention.h"
@@ -37,7 +37,9 @@ void Conv1DImpl::pretty_print(std::ostream& stream) const {
 
 GPT2BlockImpl::GPT2BlockImpl(const GPT2Options& o) : options(o) {
   const int64_t C = o.n_embd(), inner = o.n_inner() > 0 ? o.n_inner() : 4 * o.n_embd();
-  const auto norm = [&] { return nn::LayerNorm(nn::LayerNormOptions({C}).eps(o.layer_norm_epsilon())); };
+  const auto norm = [&] {
+    return nn::LayerNorm(nn::LayerNormOptions({C}).eps(o.layer_norm_epsilon()));
+  };
   ln_1 = register_module("ln_1", norm());
   auto attn = group(*this, "attn");
   c_attn = attn->register_module("c_attn", Conv1D(C, 3 * C));
@@ -57,8 +59,8 @@ at::Tensor GPT2BlockImpl::forward(const at::Tensor& x, const at::Tensor& attenti
   const std::vector<at::Tensor> qkv = c_attn(ln_1(x)).chunk(3, -1);  // 3 × (B, T, C)
   at::Tensor a = attend(qkv[0], qkv[1], qkv[2], options.n_head(), attention_mask,
                         /*causal=*/true, p, is_training());
-  at::Tensor h = x + at::dropout(attn_c_proj(a), p, is_training());            // (B, T, C)
-  const at::Tensor m = mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));           // gelu_new
+  at::Tensor h = x + at::dropout(attn_c_proj(a), p, is_training());  // (B, T, C)
+  const at::Tensor m = mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));  // gelu_new
   return h + at::dropout(m, p, is_training());
 }
 
@@ -86,8 +88,8 @@ void GPT2Impl::reset() {
   nn::init::normal_(wte->weight, 0.0, 0.02);
   nn::init::normal_(wpe->weight, 0.0, 0.02);
   if (!o.tie_word_embeddings()) {
-    lm_head = register_module("lm_head",
-                              nn::Linear(nn::LinearOptions(o.n_embd(), o.vocab_size()).bias(false)));
+    lm_head = register_module(
+        "lm_head", nn::Linear(nn::LinearOptions(o.n_embd(), o.vocab_size()).bias(false)));
     nn::init::normal_(lm_head->weight, 0.0, 0.02);
   }
 }
@@ -98,16 +100,17 @@ at::Tensor GPT2Impl::forward_hidden(const at::Tensor& ids, const at::Tensor& att
               c10::toString(ids.scalar_type()), ids.sizes());
   const int64_t T = ids.size(1);
   LATHE_CHECK(T <= options.n_positions(), ModelError,
-              "gpt2: sequence of {} tokens is longer than n_positions {}", T, options.n_positions());
-  const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));  // (T,)
+              "gpt2: sequence of {} tokens is longer than n_positions {}", T,
+              options.n_positions());
+  const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));               // (T,)
   at::Tensor x = at::dropout(wte(ids) + wpe(pos), options.dropout(), is_training());  // (B, T, C)
   for (const auto& block : *h) x = block->as<GPT2Block>()->forward(x, attention_mask);
   return ln_f(x);  // (B, T, C)
 }
 
 at::Tensor GPT2Impl::forward(const at::Tensor& ids, const at::Tensor& attention_mask) {
-  const at::Tensor x = forward_hidden(ids, attention_mask);       // (B, T, C)
-  return lm_head ? lm_head(x) : at::linear(x, wte->weight);      // (B, T, vocab_size)
+  const at::Tensor x = forward_hidden(ids, attention_mask);  // (B, T, C)
+  return lm_head ? lm_head(x) : at::linear(x, wte->weight);  // (B, T, vocab_size)
 }
 
 }  // namespace lathe::models

@@ -1,8 +1,6 @@
 // GPT-2 decoder language model with Hugging Face GPT2LMHeadModel's names and layouts.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -11,6 +9,8 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstdint>
+
 namespace lathe::models {
 
 /// Options of GPT2 (Hugging Face GPT2Config's names; defaults are the 124M "gpt2").
@@ -18,14 +18,14 @@ namespace lathe::models {
 ///   GPT2 lm(GPT2Options().vocab_size(96).n_positions(256).n_embd(128).n_layer(4).n_head(4));
 struct GPT2Options {
   TORCH_ARG(int64_t, vocab_size) = 50257;
-  TORCH_ARG(int64_t, n_positions) = 1024;      ///< longest sequence
+  TORCH_ARG(int64_t, n_positions) = 1024;  ///< longest sequence
   TORCH_ARG(int64_t, n_embd) = 768;
   TORCH_ARG(int64_t, n_layer) = 12;
   TORCH_ARG(int64_t, n_head) = 12;
-  TORCH_ARG(int64_t, n_inner) = 0;             ///< MLP width; 0 = 4 · n_embd
+  TORCH_ARG(int64_t, n_inner) = 0;  ///< MLP width; 0 = 4 · n_embd
   TORCH_ARG(double, layer_norm_epsilon) = 1e-5;
-  TORCH_ARG(double, dropout) = 0.1;            ///< embd_pdrop = attn_pdrop = resid_pdrop
-  TORCH_ARG(bool, tie_word_embeddings) = true; ///< lm_head shares transformer.wte.weight
+  TORCH_ARG(double, dropout) = 0.1;             ///< embd_pdrop = attn_pdrop = resid_pdrop
+  TORCH_ARG(bool, tie_word_embeddings) = true;  ///< lm_head shares transformer.wte.weight
 };
 
 /// Hugging Face's Conv1D: a linear layer whose weight is stored [in, out] (y = x W + b).
@@ -55,7 +55,7 @@ class GPT2BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(GPT2Block);
 
-/// GPT2LMHeadModel: transformer.wte + transformer.wpe → dropout → transformer.h.N → 
+/// GPT2LMHeadModel: transformer.wte + transformer.wpe → dropout → transformer.h.N →
 /// transformer.ln_f → lm_head (tied to wte unless tie_word_embeddings is false). State-dict
 /// names and shapes equal Hugging Face's; a tied lm_head.weight is not a separate parameter (as
 /// in save_pretrained's files; a torch.save state dict that holds it as an alias of wte loads).

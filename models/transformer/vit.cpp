@@ -1,13 +1,13 @@
 // ViT: patch embedding, encoder blocks on SDPA, torchvision's initialisation and forward pass.
 #include "models/transformer/vit.h"
 
-#include <cmath>
-#include <memory>
-#include <string>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/init.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
 
 #include "lathe/core/error.h"
 #include "models/transformer/attention.h"
@@ -66,8 +66,9 @@ void ViTImpl::reset() {
               ModelError, "vit: hidden_dim {} must be a positive multiple of num_heads {}",
               o.hidden_dim(), o.num_heads());
   LATHE_CHECK(o.num_layers() > 0 && o.mlp_dim() > 0 && o.num_classes() > 0 && o.in_channels() > 0,
-              ModelError, "vit: num_layers ({}), mlp_dim ({}), num_classes ({}) and in_channels "
-                          "({}) must be positive",
+              ModelError,
+              "vit: num_layers ({}), mlp_dim ({}), num_classes ({}) and in_channels "
+              "({}) must be positive",
               o.num_layers(), o.mlp_dim(), o.num_classes(), o.in_channels());
   const int64_t D = o.hidden_dim();
   const int64_t side = o.image_size() / o.patch_size();
@@ -104,7 +105,7 @@ at::Tensor ViTImpl::forward(const at::Tensor& x) {
               ModelError, "vit: expected input (B, {}, {}, {}), got {}", o.in_channels(),
               o.image_size(), o.image_size(), x.sizes());
   const int64_t B = x.size(0);
-  at::Tensor h = conv_proj(x).flatten(2).transpose(1, 2);              // (B, N, D)
+  at::Tensor h = conv_proj(x).flatten(2).transpose(1, 2);                // (B, N, D)
   h = at::cat({class_token.expand({B, -1, -1}), h}, 1) + pos_embedding;  // (B, N + 1, D)
   h = at::dropout(h, o.dropout(), is_training());
   for (auto& block : layers) h = block(h);

@@ -1,14 +1,14 @@
 // Vision Transformer with torchvision's VisionTransformer (vit_b_16) architecture and names.
 #pragma once
 
-#include <cstdint>
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
 
 namespace lathe::models {
 
@@ -40,8 +40,8 @@ class ViTBlockImpl : public torch::nn::Module {
 
   ViTOptions options;
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
-  at::Tensor in_proj_weight, in_proj_bias;  ///< self_attention.in_proj_*
-  torch::nn::Linear out_proj{nullptr};      ///< self_attention.out_proj
+  at::Tensor in_proj_weight, in_proj_bias;       ///< self_attention.in_proj_*
+  torch::nn::Linear out_proj{nullptr};           ///< self_attention.out_proj
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};  ///< mlp.0, mlp.3
 };
 TORCH_MODULE(ViTBlock);

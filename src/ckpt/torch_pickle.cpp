@@ -6,14 +6,14 @@
 // unpickler treats as a function call (it fails with "Expected GenericDict but got None").
 #include "lathe/ckpt/torch_pickle.h"
 
+#include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+
 #include <bit>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
 
 #include "lathe/core/error.h"
 
@@ -27,22 +27,28 @@ struct PyObject {
   enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Tensor, Global } kind;
   int64_t i = 0;
   double f = 0;
-  std::string s;                            ///< Str; Global as "module.name"
-  std::vector<Obj> items;                   ///< Tuple, List
-  std::vector<std::pair<Obj, Obj>> dict;    ///< Dict, in insertion order
-  at::Tensor tensor;                        ///< Tensor (also a storage: 1-D, its dtype)
+  std::string s;                          ///< Str; Global as "module.name"
+  std::vector<Obj> items;                 ///< Tuple, List
+  std::vector<std::pair<Obj, Obj>> dict;  ///< Dict, in insertion order
+  at::Tensor tensor;                      ///< Tensor (also a storage: 1-D, its dtype)
 };
 
 Obj make(PyObject::Kind k) { return std::make_shared<PyObject>(PyObject{k}); }
 
 const std::map<std::string, at::ScalarType>& storage_dtypes() {
   static const std::map<std::string, at::ScalarType> m = {
-      {"DoubleStorage", at::kDouble}, {"FloatStorage", at::kFloat},
-      {"HalfStorage", at::kHalf},     {"BFloat16Storage", at::kBFloat16},
-      {"LongStorage", at::kLong},     {"IntStorage", at::kInt},
-      {"ShortStorage", at::kShort},   {"CharStorage", at::kChar},
-      {"ByteStorage", at::kByte},     {"BoolStorage", at::kBool},
-      {"ComplexFloatStorage", at::kComplexFloat}, {"ComplexDoubleStorage", at::kComplexDouble}};
+      {"DoubleStorage", at::kDouble},
+      {"FloatStorage", at::kFloat},
+      {"HalfStorage", at::kHalf},
+      {"BFloat16Storage", at::kBFloat16},
+      {"LongStorage", at::kLong},
+      {"IntStorage", at::kInt},
+      {"ShortStorage", at::kShort},
+      {"CharStorage", at::kChar},
+      {"ByteStorage", at::kByte},
+      {"BoolStorage", at::kBool},
+      {"ComplexFloatStorage", at::kComplexFloat},
+      {"ComplexDoubleStorage", at::kComplexDouble}};
   return m;
 }
 
@@ -140,7 +146,8 @@ class StateDictUnpickler {
   /// persistent_id ('storage', torch.FloatStorage, key, location, numel) → a 1-D tensor holding
   /// the archive's data/<key>, shared by every tensor viewing that storage.
   Obj storage(const Obj& pid) {
-    if (pid->kind != PyObject::Kind::Tuple || pid->items.size() < 5 || pid->items[0]->s != "storage")
+    if (pid->kind != PyObject::Kind::Tuple || pid->items.size() < 5 ||
+        pid->items[0]->s != "storage")
       fail("unsupported persistent id in data.pkl (expected a tensor storage)");
     const std::string& key = pid->items[2]->s;
     if (const auto it = storages_.find(key); it != storages_.end()) return it->second;
@@ -178,32 +185,65 @@ class StateDictUnpickler {
         name == "torch._utils._rebuild_parameter_with_state") {
       return args->items.at(0);  // (data, requires_grad, hooks[, state])
     }
-    fail(fmt::format("the pickle holds a {} object; only state dicts of tensors load (save "
-                     "model.state_dict(), not the model)",
-                     name));
+    fail(
+        fmt::format("the pickle holds a {} object; only state dicts of tensors load (save "
+                    "model.state_dict(), not the model)",
+                    name));
   }
 
   void step(uint8_t op) {
     using K = PyObject::Kind;
     switch (op) {
-      case 0x80: byte(); break;                     // PROTO
-      case 0x95: le<uint64_t>(); break;             // FRAME
-      case '(': marks_.push_back(stack_.size()); break;
-      case '}': stack_.push_back(make(K::Dict)); break;
-      case ']': stack_.push_back(make(K::List)); break;
-      case ')': stack_.push_back(tuple({})); break;
-      case 't': stack_.push_back(tuple(pop_to_mark())); break;
-      case 0x85: { Obj a = pop(); stack_.push_back(tuple({a})); } break;
-      case 0x86: { Obj b = pop(), a = pop(); stack_.push_back(tuple({a, b})); } break;
-      case 0x87: { Obj c = pop(), b = pop(), a = pop(); stack_.push_back(tuple({a, b, c})); } break;
-      case 'l': { Obj l = make(K::List); l->items = pop_to_mark(); stack_.push_back(l); } break;
-      case 'a': { Obj v = pop(); stack_.back()->items.push_back(v); } break;
+      case 0x80:
+        byte();
+        break;  // PROTO
+      case 0x95:
+        le<uint64_t>();
+        break;  // FRAME
+      case '(':
+        marks_.push_back(stack_.size());
+        break;
+      case '}':
+        stack_.push_back(make(K::Dict));
+        break;
+      case ']':
+        stack_.push_back(make(K::List));
+        break;
+      case ')':
+        stack_.push_back(tuple({}));
+        break;
+      case 't':
+        stack_.push_back(tuple(pop_to_mark()));
+        break;
+      case 0x85: {
+        Obj a = pop();
+        stack_.push_back(tuple({a}));
+      } break;
+      case 0x86: {
+        Obj b = pop(), a = pop();
+        stack_.push_back(tuple({a, b}));
+      } break;
+      case 0x87: {
+        Obj c = pop(), b = pop(), a = pop();
+        stack_.push_back(tuple({a, b, c}));
+      } break;
+      case 'l': {
+        Obj l = make(K::List);
+        l->items = pop_to_mark();
+        stack_.push_back(l);
+      } break;
+      case 'a': {
+        Obj v = pop();
+        stack_.back()->items.push_back(v);
+      } break;
       case 'e': {
         auto v = pop_to_mark();
         auto& items = stack_.back()->items;
         items.insert(items.end(), v.begin(), v.end());
       } break;
-      case 'd': case 's': case 'u': {
+      case 'd':
+      case 's':
+      case 'u': {
         std::vector<Obj> kv;
         Obj target;
         if (op == 's') {
@@ -218,44 +258,100 @@ class StateDictUnpickler {
         if (target->kind != K::Dict) fail("malformed pickle (SETITEM on a non-dict)");
         for (size_t i = 0; i + 1 < kv.size(); i += 2) target->dict.emplace_back(kv[i], kv[i + 1]);
       } break;
-      case 'q': memo_put(static_cast<uint8_t>(byte())); break;
-      case 'r': memo_put(le<uint32_t>()); break;
-      case 0x94: memo_put(memo_.size()); break;     // MEMOIZE
-      case 'h': stack_.push_back(memo_get(static_cast<uint8_t>(byte()))); break;
-      case 'j': stack_.push_back(memo_get(le<uint32_t>())); break;
-      case 'c': { std::string m = line(); stack_.push_back(global(m, line())); } break;
-      case 0x93: { Obj n = pop(), m = pop(); stack_.push_back(global(m->s, n->s)); } break;
-      case 'R': case 0x81: { Obj args = pop(), fn = pop(); stack_.push_back(call(fn, args)); } break;
-      case 'b': pop(); break;  // BUILD: an OrderedDict's __dict__ (_metadata), not needed
-      case 'Q': { Obj pid = pop(); stack_.push_back(storage(pid)); } break;
-      case 'J': stack_.push_back(integer(le<int32_t>())); break;
-      case 'K': stack_.push_back(integer(static_cast<uint8_t>(byte()))); break;
-      case 'M': stack_.push_back(integer(le<uint16_t>())); break;
-      case 0x8a: {                                  // LONG1
+      case 'q':
+        memo_put(static_cast<uint8_t>(byte()));
+        break;
+      case 'r':
+        memo_put(le<uint32_t>());
+        break;
+      case 0x94:
+        memo_put(memo_.size());
+        break;  // MEMOIZE
+      case 'h':
+        stack_.push_back(memo_get(static_cast<uint8_t>(byte())));
+        break;
+      case 'j':
+        stack_.push_back(memo_get(le<uint32_t>()));
+        break;
+      case 'c': {
+        std::string m = line();
+        stack_.push_back(global(m, line()));
+      } break;
+      case 0x93: {
+        Obj n = pop(), m = pop();
+        stack_.push_back(global(m->s, n->s));
+      } break;
+      case 'R':
+      case 0x81: {
+        Obj args = pop(), fn = pop();
+        stack_.push_back(call(fn, args));
+      } break;
+      case 'b':
+        pop();
+        break;  // BUILD: an OrderedDict's __dict__ (_metadata), not needed
+      case 'Q': {
+        Obj pid = pop();
+        stack_.push_back(storage(pid));
+      } break;
+      case 'J':
+        stack_.push_back(integer(le<int32_t>()));
+        break;
+      case 'K':
+        stack_.push_back(integer(static_cast<uint8_t>(byte())));
+        break;
+      case 'M':
+        stack_.push_back(integer(le<uint16_t>()));
+        break;
+      case 0x8a: {  // LONG1
         const auto n = static_cast<uint8_t>(byte());
         if (n > 8) fail("integer too large in data.pkl");
         const std::string b = bytes(n);
         uint64_t v = 0;
-        for (size_t k = 0; k < n; ++k) v |= static_cast<uint64_t>(static_cast<uint8_t>(b[k])) << (8 * k);
+        for (size_t k = 0; k < n; ++k)
+          v |= static_cast<uint64_t>(static_cast<uint8_t>(b[k])) << (8 * k);
         if (n > 0 && n < 8 && (static_cast<uint8_t>(b[n - 1]) & 0x80)) v |= ~uint64_t{0} << (8 * n);
         stack_.push_back(integer(static_cast<int64_t>(v)));
       } break;
-      case 'G': {                                   // BINFLOAT, big-endian
+      case 'G': {  // BINFLOAT, big-endian
         uint64_t bits = le<uint64_t>();
         if constexpr (std::endian::native == std::endian::little) bits = __builtin_bswap64(bits);
         Obj o = make(K::Float);
         std::memcpy(&o->f, &bits, sizeof bits);
         stack_.push_back(o);
       } break;
-      case 'N': stack_.push_back(make(K::None)); break;
-      case 0x88: case 0x89: { Obj o = make(K::Bool); o->i = op == 0x88; stack_.push_back(o); } break;
-      case 'X': stack_.push_back(str(bytes(le<uint32_t>()))); break;
-      case 0x8c: case 'U': case 'C': stack_.push_back(str(bytes(static_cast<uint8_t>(byte())))); break;
-      case 0x8d: stack_.push_back(str(bytes(le<uint64_t>()))); break;
-      case 'T': case 'B': stack_.push_back(str(bytes(le<uint32_t>()))); break;
-      case '0': pop(); break;
-      case '1': pop_to_mark(); break;
-      case '2': stack_.push_back(stack_.at(stack_.size() - 1)); break;
+      case 'N':
+        stack_.push_back(make(K::None));
+        break;
+      case 0x88:
+      case 0x89: {
+        Obj o = make(K::Bool);
+        o->i = op == 0x88;
+        stack_.push_back(o);
+      } break;
+      case 'X':
+        stack_.push_back(str(bytes(le<uint32_t>())));
+        break;
+      case 0x8c:
+      case 'U':
+      case 'C':
+        stack_.push_back(str(bytes(static_cast<uint8_t>(byte()))));
+        break;
+      case 0x8d:
+        stack_.push_back(str(bytes(le<uint64_t>())));
+        break;
+      case 'T':
+      case 'B':
+        stack_.push_back(str(bytes(le<uint32_t>())));
+        break;
+      case '0':
+        pop();
+        break;
+      case '1':
+        pop_to_mark();
+        break;
+      case '2':
+        stack_.push_back(stack_.at(stack_.size() - 1));
+        break;
       default:
         fail(fmt::format("unsupported pickle opcode 0x{:02x} in data.pkl", op));
     }
@@ -305,8 +401,7 @@ NamedTensors load_torch_state_dict(const std::filesystem::path& file) {
               "model.state_dict() with torch.save instead",
               name);
   auto [pkl, size] = zip->getRecord("data.pkl");
-  const Obj root =
-      StateDictUnpickler(*zip, static_cast<const char*>(pkl.get()), size, name).run();
+  const Obj root = StateDictUnpickler(*zip, static_cast<const char*>(pkl.get()), size, name).run();
   NamedTensors out;
   for (const auto& [k, v] : state_dict_of(root, name).dict) {
     LATHE_CHECK(k->kind == PyObject::Kind::Str, CheckpointError,

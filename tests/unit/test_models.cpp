@@ -30,7 +30,7 @@ constexpr double kTol = 1e-4;
 /// What tests/parity/zoo_oracle.py wrote for one model: its folder, the reference's parameter
 /// count and the named tensors of io.safetensors.
 struct Reference {
-  TempDir dir;
+  std::filesystem::path dir;
   int64_t params = -1;
   lathe::ckpt::NamedTensors io;
 
@@ -46,20 +46,41 @@ struct Reference {
   }
 };
 
+/// Runs the oracle for `model` once per version of the oracle and of the pinned Python
+/// packages: its files go to zoo_fixtures/<model>-<hash> in the tests' working folder (the build
+/// tree) and later runs reuse them. The oracles are seeded, so the files are the same each time;
+/// what this saves is Python's start-up (importing torch and transformers takes seconds).
 std::unique_ptr<Reference> reference(const std::string& model) {
-  auto ref = std::make_unique<Reference>();
+  namespace fs = std::filesystem;
   // One intra-op thread in the oracle and here: tests share 2 cores (ctest -j2), and
   // oversubscribed OpenMP threads make these forwards several times slower.
   at::set_num_threads(1);
-  const auto r = lathe::testing::run_command("OMP_NUM_THREADS=1 " + lathe::testing::python() + " " +
-                                             lathe::testing::source_dir() +
-                                             "/tests/parity/zoo_oracle.py " + model + " " +
-                                             ref->dir.path().string());
-  EXPECT_EQ(r.status, 0) << r.output;
-  // The count is the last line printed (transformers may log above it).
-  const auto end = r.output.find_last_not_of('\n');
-  const auto start = r.output.find_last_of('\n', end);
-  ref->params = std::stoll(r.output.substr(start == std::string::npos ? 0 : start + 1));
+  const std::string src = lathe::testing::source_dir();
+  const std::string oracle = src + "/tests/parity/zoo_oracle.py";
+  const size_t version = std::hash<std::string>{}(
+      lathe::testing::read_text(oracle) + lathe::testing::read_text(src + "/scripts/requirements.txt"));
+  auto ref = std::make_unique<Reference>();
+  ref->dir = fs::current_path() / "zoo_fixtures" / fmt::format("{}-{:016x}", model, version);
+  if (!fs::exists(ref->dir / "params.txt")) {
+    const fs::path tmp = ref->dir.string() + fmt::format(".tmp{}", ::getpid());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const auto r = lathe::testing::run_command("OMP_NUM_THREADS=1 " + lathe::testing::python() +
+                                               " " + oracle + " " + model + " " + tmp.string());
+    if (r.status != 0) {  // nothing is kept; the test stops here with the oracle's output
+      fs::remove_all(tmp);
+      throw std::runtime_error("tests/parity/zoo_oracle.py " + model + " failed:\n" + r.output);
+    }
+    // The count is the last line printed (transformers may log above it).
+    const auto end = r.output.find_last_not_of('\n');
+    const auto start = r.output.find_last_of('\n', end);
+    lathe::testing::write_text(tmp / "params.txt",
+                               r.output.substr(start == std::string::npos ? 0 : start + 1));
+    std::error_code ec;
+    fs::rename(tmp, ref->dir, ec);  // atomic; another process may have won the race
+    if (ec) fs::remove_all(tmp);
+  }
+  ref->params = std::stoll(lathe::testing::read_text(ref->dir / "params.txt"));
   ref->io = lathe::ckpt::load_safetensors(ref->dir / "io.safetensors").tensors;
   return ref;
 }
@@ -147,11 +168,17 @@ TEST(ResNet, ParameterCountsEqualTorchvisionsAtFullSize) {
 TEST(ResNet, BadOptionsAndInputsAreModelErrors) {
   expect_error<ModelError>([] { zoo::ResNet(zoo::ResNetOptions().depth(20)); },
                            {"resnet", "depth 20"});
-  expect_error<ModelError>([] { zoo::ResNet(zoo::ResNetOptions().layers({2, 2})); },
-                           {"resnet", "4 stages", "got 2"});
+  expect_error<ModelError>(
+      [] {
+        zoo::ResNet(zoo::ResNetOptions().layers({2, 2}));
+      },
+      {"resnet", "4 stages", "got 2"});
   zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
-  expect_error<ModelError>([&] { net->forward(at::zeros({1, 1, 32, 32})); },
-                           {"resnet18", "(B, 3, H, W)", "[1, 1, 32, 32]"});
+  expect_error<ModelError>(
+      [&] {
+        net->forward(at::zeros({1, 1, 32, 32}));
+      },
+      {"resnet18", "(B, 3, H, W)", "[1, 1, 32, 32]"});
 }
 
 TEST(MobileNetV2, MatchesTorchvision) {
@@ -174,9 +201,16 @@ void check_sequence_model(Model& model, const Reference& ref) {
 
 TEST(RNN, BidirectionalLstmClassifierWithPaddingMatchesTorch) {
   const auto ref = reference("lstm_classifier");
-  zoo::RNNClassifier model(zoo::RNNClassifierOptions().cell("lstm").vocab_size(50).embedding_dim(16)
-                               .hidden_size(24).num_layers(2).bidirectional(true).dropout(0.3)
-                               .num_classes(3).pad_id(0));
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions()
+                               .cell("lstm")
+                               .vocab_size(50)
+                               .embedding_dim(16)
+                               .hidden_size(24)
+                               .num_layers(2)
+                               .bidirectional(true)
+                               .dropout(0.3)
+                               .num_classes(3)
+                               .pad_id(0));
   check_sequence_model(model, *ref);
   const auto names = lathe::ckpt::state_dict(*model);
   const auto named = [&](const std::string& n) {
@@ -195,22 +229,37 @@ TEST(RNN, BidirectionalLstmClassifierWithPaddingMatchesTorch) {
 
 TEST(RNN, GruClassifierOnFeaturesLoadsTorchSavePt) {
   const auto ref = reference("gru_classifier");
-  zoo::RNNClassifier model(zoo::RNNClassifierOptions().cell("gru").input_size(5).hidden_size(12)
-                               .num_layers(2).dropout(0.3).num_classes(4));
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions()
+                               .cell("gru")
+                               .input_size(5)
+                               .hidden_size(12)
+                               .num_layers(2)
+                               .dropout(0.3)
+                               .num_classes(4));
   check_sequence_model(model, *ref);
 }
 
 TEST(RNN, LstmLanguageModelMatchesTorch) {
   const auto ref = reference("lstm_lm");
-  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions().cell("lstm").vocab_size(30)
-                                  .embedding_dim(16).hidden_size(32).num_layers(2).dropout(0.2));
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions()
+                                  .cell("lstm")
+                                  .vocab_size(30)
+                                  .embedding_dim(16)
+                                  .hidden_size(32)
+                                  .num_layers(2)
+                                  .dropout(0.2));
   check_sequence_model(model, *ref);
 }
 
 TEST(RNN, GruLanguageModelMatchesTorch) {
   const auto ref = reference("gru_lm");
-  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions().cell("gru").vocab_size(30)
-                                  .embedding_dim(16).hidden_size(32).num_layers(2).dropout(0.2));
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions()
+                                  .cell("gru")
+                                  .vocab_size(30)
+                                  .embedding_dim(16)
+                                  .hidden_size(32)
+                                  .num_layers(2)
+                                  .dropout(0.2));
   check_sequence_model(model, *ref);
 }
 
@@ -220,8 +269,11 @@ TEST(RNN, BadOptionsAndInputsAreModelErrors) {
   expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().pad_id(0)); },
                            {"rnn_classifier", "pad_id 0", "vocab_size"});
   zoo::RNNLanguageModel lm(zoo::RNNLanguageModelOptions().vocab_size(10));
-  expect_error<ModelError>([&] { lm->forward(at::zeros({2, 3, 4})); },
-                           {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
+  expect_error<ModelError>(
+      [&] {
+        lm->forward(at::zeros({2, 3, 4}));
+      },
+      {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
 }
 
 // ---- Transformers ------------------------------------------------------------------------------
@@ -253,16 +305,25 @@ TEST(GPT2, IsCausalAndCountsLikeTransformers) {
   at::Tensor changed = ids.clone();
   changed[0][9] = (ids[0][9].item<int64_t>() + 1) % 64;
   // Changing the last token changes no earlier position's logits.
-  EXPECT_LE(max_diff(model->forward(ids).slice(1, 0, 9), model->forward(changed).slice(1, 0, 9)), 0.0);
+  EXPECT_LE(max_diff(model->forward(ids).slice(1, 0, 9), model->forward(changed).slice(1, 0, 9)),
+            0.0);
   // transformers GPT2LMHeadModel(GPT2Config()) (124M): lm_head tied, counted once.
   EXPECT_EQ(zoo::parameter_count(*zoo::GPT2()), 124439808);
-  expect_error<ModelError>([&] { model->forward(at::zeros({1, 33}, at::kLong)); },
-                           {"gpt2", "33 tokens", "n_positions 32"});
+  expect_error<ModelError>(
+      [&] {
+        model->forward(at::zeros({1, 33}, at::kLong));
+      },
+      {"gpt2", "33 tokens", "n_positions 32"});
 }
 
 zoo::BertOptions small_bert() {
-  return zoo::BertOptions().vocab_size(64).hidden_size(32).num_hidden_layers(2)
-      .num_attention_heads(4).intermediate_size(64).max_position_embeddings(32);
+  return zoo::BertOptions()
+      .vocab_size(64)
+      .hidden_size(32)
+      .num_hidden_layers(2)
+      .num_attention_heads(4)
+      .intermediate_size(64)
+      .max_position_embeddings(32);
 }
 
 TEST(Bert, ClassifierMatchesTransformersWithPaddingMask) {
@@ -271,9 +332,9 @@ TEST(Bert, ClassifierMatchesTransformersWithPaddingMask) {
   load_reference(*model, *ref);
   model->eval();
   torch::NoGradGuard no_grad;
-  expect_parity(model->forward(ref->get("input"), ref->get("attention_mask"),
-                               ref->get("token_type_ids")),
-                ref->get("output"));
+  expect_parity(
+      model->forward(ref->get("input"), ref->get("attention_mask"), ref->get("token_type_ids")),
+      ref->get("output"));
   // One argument (AnyModule): the mask comes from pad_token_id, token types are 0.
   torch::nn::AnyModule any(model);
   expect_parity(any.forward<at::Tensor>(ref->get("input")), ref->get("output_default"));
@@ -289,7 +350,10 @@ TEST(Bert, CountsLikeTransformers) {
 
 TEST(Bert, LoadsRealAllMiniLmL6V2AndMatchesTransformers) {
   const auto ref = reference("minilm");  // sentence-transformers' all-MiniLM-L6-v2 (PyPI package)
-  zoo::Bert model(zoo::BertOptions().hidden_size(384).num_hidden_layers(6).num_attention_heads(12)
+  zoo::Bert model(zoo::BertOptions()
+                      .hidden_size(384)
+                      .num_hidden_layers(6)
+                      .num_attention_heads(12)
                       .intermediate_size(1536));
   // The file predates transformers' non-persistent position_ids buffer and still carries it;
   // Hugging Face skips it on load, so do we. Everything else loads unchanged.
@@ -307,15 +371,22 @@ TEST(Bert, LoadsRealAllMiniLmL6V2AndMatchesTransformers) {
   expect_parity(hidden.index({keep}), ref->get("output").index({keep}));
   expect_parity(model->pool(hidden), ref->get("pooled"));
   // The sentence embedding: mean over tokens, L2-normalised.
-  const at::Tensor m = mask.unsqueeze(-1).to(at::kFloat);                       // (B, T, 1)
-  const at::Tensor mean = (hidden * m).sum(1) / m.sum(1);                       // (B, 384)
+  const at::Tensor m = mask.unsqueeze(-1).to(at::kFloat);  // (B, T, 1)
+  const at::Tensor mean = (hidden * m).sum(1) / m.sum(1);  // (B, 384)
   expect_parity(mean / mean.norm(2, -1, true), ref->get("embedding"));
 }
 
 TEST(ViT, MatchesTorchvision) {
   const auto ref = reference("vit");
-  zoo::ViT model(zoo::ViTOptions().image_size(32).patch_size(8).num_layers(2).num_heads(4)
-                     .hidden_dim(32).mlp_dim(64).dropout(0.1).attention_dropout(0.1)
+  zoo::ViT model(zoo::ViTOptions()
+                     .image_size(32)
+                     .patch_size(8)
+                     .num_layers(2)
+                     .num_heads(4)
+                     .hidden_dim(32)
+                     .mlp_dim(64)
+                     .dropout(0.1)
+                     .attention_dropout(0.1)
                      .num_classes(10));
   load_reference(*model, *ref);
   model->eval();
@@ -337,8 +408,12 @@ TEST(ViT, CountsLikeTorchvision) {
 
 TEST(Tabular, MlpWithBatchNormMatchesTorch) {
   const auto ref = reference("mlp");
-  zoo::MLP model(zoo::MLPOptions().in_features(7).hidden({16, 8}).out_features(3)
-                     .activation("gelu").batch_norm(true));
+  zoo::MLP model(zoo::MLPOptions()
+                     .in_features(7)
+                     .hidden({16, 8})
+                     .out_features(3)
+                     .activation("gelu")
+                     .batch_norm(true));
   check_batchnorm_model(model, *ref);  // eval parity, train-mode output and BN buffers
 }
 
@@ -387,17 +462,30 @@ TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
       {"resnet101", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
       {"resnet152", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
       {"mobilenet_v2", {"num_classes=4", "width_mult=0.25"}, image, {2, 4}},
-      {"lstm_classifier", {"vocab_size=20", "hidden_size=8", "bidirectional=true", "pad_id=0"}, ids, {2, 2}},
-      {"gru_classifier", {"input_size=3", "hidden_size=8", "num_layers=2", "num_classes=5"},
-       at::randn({2, 6, 3}), {2, 5}},
+      {"lstm_classifier",
+       {"vocab_size=20", "hidden_size=8", "bidirectional=true", "pad_id=0"},
+       ids,
+       {2, 2}},
+      {"gru_classifier",
+       {"input_size=3", "hidden_size=8", "num_layers=2", "num_classes=5"},
+       at::randn({2, 6, 3}),
+       {2, 5}},
       {"lstm_lm", {"vocab_size=20", "hidden_size=8"}, ids, {2, 6, 20}},
       {"gru_lm", {"vocab_size=20", "hidden_size=8", "num_layers=1"}, ids, {2, 6, 20}},
-      {"gpt2", {"vocab_size=20", "n_positions=8", "n_embd=16", "n_layer=1", "n_head=2"}, ids, {2, 6, 20}},
-      {"bert_classifier", {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1",
-                           "num_attention_heads=2", "intermediate_size=32", "num_labels=3"},
-       ids, {2, 3}},
-      {"vit", {"image_size=32", "patch_size=8", "num_layers=1", "num_heads=2", "hidden_dim=16",
-               "mlp_dim=32", "num_classes=4"}, image, {2, 4}},
+      {"gpt2",
+       {"vocab_size=20", "n_positions=8", "n_embd=16", "n_layer=1", "n_head=2"},
+       ids,
+       {2, 6, 20}},
+      {"bert_classifier",
+       {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1", "num_attention_heads=2",
+        "intermediate_size=32", "num_labels=3"},
+       ids,
+       {2, 3}},
+      {"vit",
+       {"image_size=32", "patch_size=8", "num_layers=1", "num_heads=2", "hidden_dim=16",
+        "mlp_dim=32", "num_classes=4"},
+       image,
+       {2, 4}},
       {"mlp", {"in_features=5", "hidden=[8]", "out_features=2"}, at::randn({2, 5}), {2, 2}},
       {"linear_regression", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
       {"logistic_regression", {"in_features=5", "out_features=3"}, at::randn({2, 5}), {2, 3}},
@@ -447,17 +535,16 @@ TEST(TorchPickle, ReadsDtypesViewsAliasesAndWrappedStateDicts) {
   expect_error<CheckpointError>(
       [&] { lathe::ckpt::load_torch_state_dict(ref->dir / "not_tensors.pt"); },
       {"not_tensors.pt", "entry 'epoch' is not a tensor"});
-  expect_error<CheckpointError>([&] { lathe::ckpt::load_torch_state_dict(ref->dir / "legacy.pt"); },
-                                {"legacy.pt", "not a readable torch.save archive",
-                                 "_use_new_zipfile_serialization=False"});
+  expect_error<CheckpointError>(
+      [&] { lathe::ckpt::load_torch_state_dict(ref->dir / "legacy.pt"); },
+      {"legacy.pt", "not a readable torch.save archive", "_use_new_zipfile_serialization=False"});
 }
 
 TEST(TorchPickle, ErrorsNameTheFile) {
   TempDir dir;
   zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
-  expect_error<CheckpointError>(
-      [&] { lathe::ckpt::load_weights_any(*net, dir / "none.pt"); },
-      {"none.pt", "no such weights file"});
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_weights_any(*net, dir / "none.pt"); },
+                                {"none.pt", "no such weights file"});
   lathe::testing::write_text(dir / "junk.pt", "not a zip archive");
   expect_error<CheckpointError>([&] { lathe::ckpt::load_torch_state_dict(dir / "junk.pt"); },
                                 {"junk.pt", "not a readable torch.save archive"});
