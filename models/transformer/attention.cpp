@@ -1,4 +1,4 @@
-// Multi-head attention: head split/merge, mask construction, and the SDPA call.
+// Transformer pieces: head split/merge, mask construction, the SDPA call, name groups.
 #include "models/transformer/attention.h"
 
 #include <ATen/ATen.h>
@@ -32,6 +32,10 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     y = at::scaled_dot_product_attention(split(q), split(k), split(v), allowed, p, false);
   }
   return y.transpose(1, 2).reshape({B, T, C});  // (B, T, C)
+}
+
+std::shared_ptr<torch::nn::Module> group(torch::nn::Module& parent, const std::string& name) {
+  return parent.register_module(name, std::make_shared<torch::nn::Module>());
 }
 
 }  // namespace lathe::models

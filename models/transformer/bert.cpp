@@ -14,10 +14,6 @@ namespace lathe::models {
 namespace {
 namespace nn = torch::nn;
 
-std::shared_ptr<nn::Module> group(nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<nn::Module>());
-}
-
 nn::LayerNorm layer_norm(const BertOptions& o) {
   return nn::LayerNorm(nn::LayerNormOptions({o.hidden_size()}).eps(o.layer_norm_eps()));
 }

@@ -12,14 +12,7 @@
 #include "models/transformer/attention.h"
 
 namespace lathe::models {
-namespace {
 namespace nn = torch::nn;
-
-/// A plain container module, so that names nest as Hugging Face's (transformer.h.0.attn...).
-std::shared_ptr<nn::Module> group(nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<nn::Module>());
-}
-}  // namespace
 
 Conv1DImpl::Conv1DImpl(int64_t in, int64_t out)
     : weight(register_parameter("weight", at::empty({in, out}))),

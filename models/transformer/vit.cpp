@@ -16,10 +16,6 @@ namespace lathe::models {
 namespace {
 namespace nn = torch::nn;
 
-std::shared_ptr<nn::Module> group(nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<nn::Module>());
-}
-
 nn::LayerNorm layer_norm(int64_t d) { return nn::LayerNorm(nn::LayerNormOptions({d}).eps(1e-6)); }
 
 }  // namespace
