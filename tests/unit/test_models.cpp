@@ -2,6 +2,7 @@
 // the same weights and inputs, parameter counts, train-mode behaviour, registry and errors.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/cuda.h>
 
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
@@ -438,17 +439,19 @@ TEST(Tabular, BadOptionsAreModelErrors) {
 
 // ---- registry ----------------------------------------------------------------------------------
 
-TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
-  // name, options (small sizes), an input of the shape the model takes, output shape
-  struct Case {
-    std::string name;
-    std::vector<std::string> options;
-    at::Tensor input;
-    std::vector<int64_t> out;
-  };
+/// One zoo model at small size for the registry tests: its name, config options, an input of
+/// the shape it takes and the output shape it gives.
+struct RegistryCase {
+  std::string name;
+  std::vector<std::string> options;
+  at::Tensor input;
+  std::vector<int64_t> out;
+};
+
+std::vector<RegistryCase> registry_cases() {
   const at::Tensor image = at::randn({2, 3, 32, 32});
   const at::Tensor ids = at::randint(1, 20, {2, 6}, at::kLong);
-  const std::vector<Case> cases = {
+  return {
       {"convnet", {"num_classes=4", "channels=[4]", "hidden=8"}, at::randn({2, 1, 28, 28}), {2, 4}},
       {"resnet18", {"num_classes=4", "small_input=true"}, image, {2, 4}},
       {"resnet34", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
@@ -486,6 +489,10 @@ TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
       {"lasso", {"in_features=5", "l1=0.1"}, at::randn({2, 5}), {2, 1}},
       {"ridge", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
   };
+}
+
+TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
+  const auto cases = registry_cases();
   ASSERT_EQ(cases.size(), zoo::model_specs().size()) << "a zoo model has no case here";
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -493,6 +500,24 @@ TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
     model.ptr()->eval();
     torch::NoGradGuard no_grad;
     EXPECT_EQ(model.forward<at::Tensor>(c.input).sizes(), at::IntArrayRef(c.out));
+  }
+}
+
+TEST(Cuda, EveryModelGivesItsCpuOutputOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  // fp32 without TF32 on both sides, so the CPU tolerance applies.
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  for (const auto& c : registry_cases()) {
+    SCOPED_TRACE(c.name);
+    auto model = zoo::build_model(lathe::config::parse_model_section(c.name, c.options));
+    model.ptr()->eval();
+    torch::NoGradGuard no_grad;
+    const at::Tensor cpu = model.forward<at::Tensor>(c.input);
+    model.ptr()->to(at::kCUDA);
+    const at::Tensor gpu = model.forward<at::Tensor>(c.input.to(at::kCUDA));
+    EXPECT_TRUE(gpu.is_cuda());
+    EXPECT_LE(max_diff(gpu.cpu(), cpu), kTol);
   }
 }
 
