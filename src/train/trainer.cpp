@@ -14,6 +14,7 @@
 #include "lathe/core/log.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/train/metrics.h"
+#include "models/regularized.h"
 
 namespace lathe::train {
 
@@ -86,7 +87,10 @@ Metrics Trainer::train_epoch(data::TensorLoader& loader, int64_t epoch) {
     optimizer_.zero_grad(/*set_to_none=*/true);
     const at::Tensor logits = model_.forward<at::Tensor>(x);  // (B, K)
     const at::Tensor loss = at::cross_entropy_loss(logits, y);  // ()
-    loss.backward();
+    // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
+    // logged loss stays the task's.
+    const at::Tensor penalty = models::penalty_of(module);
+    (penalty.defined() ? loss + penalty : loss).backward();
     optimizer_.step();
     ++step_;
     meter.update(logits, y, loss);

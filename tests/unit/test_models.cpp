@@ -7,6 +7,9 @@
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
+#include "lathe/data/tensor_data.h"
+#include "lathe/optim/optimizer.h"
+#include "lathe/train/trainer.h"
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
@@ -426,6 +429,33 @@ TEST(Tabular, LinearModelAndItsPenaltyMatchTorch) {
   EXPECT_FALSE(model->linear->bias.grad().defined());
   // Models without a penalty give an undefined tensor: nothing to add to the loss.
   EXPECT_FALSE(zoo::penalty_of(*zoo::MLP(zoo::MLPOptions().in_features(5))).defined());
+}
+
+TEST(Tabular, TrainerMinimisesTheLassoPenalty) {
+  // Two informative features of 8; with a strong L1 penalty the other weights go to ~0.
+  torch::manual_seed(0);
+  const at::Tensor x = at::randn({256, 8});
+  const at::Tensor y = (x.select(1, 0) + x.select(1, 1) > 0).to(at::kLong);  // (256,)
+  const auto weights_after = [&](double l1) {
+    torch::manual_seed(1);
+    auto model = zoo::build_model(lathe::config::parse_model_section(
+        "logistic_regression", {"in_features=8", fmt::format("l1={}", l1)}));
+    lathe::config::OptimSection opt;
+    opt.name = "sgd";
+    opt.lr = 0.1;
+    opt.momentum = 0.0;
+    auto optimizer = lathe::optim::make_optimizer(opt, *model.ptr());
+    lathe::train::TrainerOptions to;
+    to.max_epochs = 30;
+    to.progress = "none";
+    lathe::train::Trainer trainer(to, model, *optimizer, {"constant", 0.1, 1, 0, 0.0});
+    lathe::data::TensorLoader loader({x, y}, 64, /*shuffle=*/true, 0);
+    trainer.fit(loader, nullptr);
+    return model.ptr()->as<zoo::LinearModel>()->linear->weight.detach().clone();  // (2, 8)
+  };
+  const at::Tensor plain = weights_after(0.0), lasso = weights_after(0.02);
+  const auto noise = [](const at::Tensor& w) { return w.slice(1, 2).abs().sum().item<double>(); };
+  EXPECT_LT(noise(lasso), 0.5 * noise(plain));  // the penalty reached the optimizer
 }
 
 TEST(Tabular, BadOptionsAreModelErrors) {
