@@ -104,7 +104,8 @@ torch::nn::AnyModule build_gpt2(const config::Params& p) {
   return torch::nn::AnyModule(GPT2(o));
 }
 
-torch::nn::AnyModule build_bert_classifier(const config::Params& p) {
+/// The encoder's options (BertConfig's names), shared by bert and bert_classifier.
+BertOptions bert_options(const config::Params& p) {
   BertOptions b;
   b.vocab_size(p.get_int("vocab_size", b.vocab_size()))
       .hidden_size(p.get_int("hidden_size", b.hidden_size()))
@@ -118,8 +119,19 @@ torch::nn::AnyModule build_bert_classifier(const config::Params& p) {
       .attention_probs_dropout_prob(
           p.get_double("attention_probs_dropout_prob", b.attention_probs_dropout_prob()))
       .pad_token_id(p.get_int("pad_token_id", b.pad_token_id()));
+  return b;
+}
+
+torch::nn::AnyModule build_bert(const config::Params& p) {
+  BertOptions b = bert_options(p);
+  b.add_pooling_layer(p.get_bool("add_pooling_layer", b.add_pooling_layer()));
+  p.check_all_used();
+  return torch::nn::AnyModule(Bert(b));
+}
+
+torch::nn::AnyModule build_bert_classifier(const config::Params& p) {
   BertClassifierOptions o;
-  o.bert(b)
+  o.bert(bert_options(p))
       .num_labels(p.get_int("num_labels", o.num_labels()))
       .classifier_dropout(p.get_double("classifier_dropout", o.classifier_dropout()));
   p.check_all_used();
@@ -195,6 +207,8 @@ const std::vector<ModelSpec>& model_specs() {
        build_gpt2},
       {"bert_classifier", "Hugging Face BertForSequenceClassification (mask from pad_token_id)",
        build_bert_classifier},
+      {"bert", "Hugging Face BertModel encoder: token ids -> hidden states (B, T, hidden_size)",
+       build_bert},
       {"vit", "torchvision VisionTransformer (vit_b_16 by default; image_size, patch_size, ...)",
        build_vit},
       {"mlp", "multilayer perceptron for tabular data (hidden widths, activation, BN, dropout)",

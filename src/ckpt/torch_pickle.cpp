@@ -24,7 +24,8 @@ namespace {
 struct PyObject;
 using Obj = std::shared_ptr<PyObject>;
 struct PyObject {
-  enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Tensor, Global } kind;
+  enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Tensor, Global };
+  Kind kind = Kind::None;
   int64_t i = 0;
   double f = 0;
   std::string s;                          ///< Str; Global as "module.name"
@@ -33,7 +34,11 @@ struct PyObject {
   at::Tensor tensor;                      ///< Tensor (also a storage: 1-D, its dtype)
 };
 
-Obj make(PyObject::Kind k) { return std::make_shared<PyObject>(PyObject{k}); }
+Obj make(PyObject::Kind k) {
+  auto o = std::make_shared<PyObject>();
+  o->kind = k;
+  return o;
+}
 
 const std::map<std::string, at::ScalarType>& storage_dtypes() {
   static const std::map<std::string, at::ScalarType> m = {

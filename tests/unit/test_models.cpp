@@ -130,8 +130,9 @@ void check_batchnorm_model(Model& model, const Reference& ref) {
 
   model->train();
   const at::Tensor train_out = model->forward(ref.get("train_input"));
-  if (has(ref, "train_output"))  // models without dropout: the train-mode output too
+  if (has(ref, "train_output")) {  // models without dropout: the train-mode output too
     EXPECT_LE(max_diff(train_out, ref.get("train_output")), kTol);
+  }
   int64_t buffers = 0;
   for (const auto& b : model->named_buffers()) {
     EXPECT_LE(max_diff(b.value(), ref.get("after_train." + b.key())), kTol) << b.key();
@@ -508,6 +509,11 @@ std::vector<RegistryCase> registry_cases() {
         "intermediate_size=32", "num_labels=3"},
        ids,
        {2, 3}},
+      {"bert",
+       {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1", "num_attention_heads=2",
+        "intermediate_size=32", "add_pooling_layer=false"},
+       ids,
+       {2, 6, 16}},
       {"vit",
        {"image_size=32", "patch_size=8", "num_layers=1", "num_heads=2", "hidden_dim=16",
         "mlp_dim=32", "num_classes=4"},
