@@ -8,6 +8,7 @@
 #include <torch/optim/optimizer.h>
 
 #include "lathe/ckpt/state_dict.h"
+#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/core/log.h"
@@ -135,7 +136,7 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
-  ckpt::load_weights(*model.ptr(), file, /*strict=*/true);
+  ckpt::load_weights_any(*model.ptr(), file, /*strict=*/true);  // .safetensors or torch.save .pt
   model.ptr()->to(device);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
   return evaluate(model, test_loader, device);
