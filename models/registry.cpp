@@ -83,7 +83,8 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_rnn_lm(std::str
         .embedding_dim(p.get_int("embedding_dim", o.embedding_dim()))
         .hidden_size(p.get_int("hidden_size", o.hidden_size()))
         .num_layers(p.get_int("num_layers", o.num_layers()))
-        .dropout(p.get_double("dropout", o.dropout()));
+        .dropout(p.get_double("dropout", o.dropout()))
+        .tie_weights(p.get_bool("tie_weights", o.tie_weights()));
     p.check_all_used();
     return torch::nn::AnyModule(RNNLanguageModel(o));
   };

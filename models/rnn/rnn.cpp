@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 #include <torch/nn/utils/rnn.h>
 
+#include <cmath>
+#include <memory>
+
 #include "lathe/core/error.h"
 
 namespace lathe::models {
@@ -107,7 +110,16 @@ void RNNLanguageModelImpl::reset() {
   embedding = register_module("embedding", nn::Embedding(o.vocab_size(), o.embedding_dim()));
   make_rnn(*this, "rnn_lm", o.cell(), o.embedding_dim(), o.hidden_size(), o.num_layers(),
            /*bidirectional=*/false, o.dropout(), lstm, gru);
-  fc = register_module("fc", nn::Linear(o.hidden_size(), o.vocab_size()));
+  if (!o.tie_weights()) {
+    fc = register_module("fc", nn::Linear(o.hidden_size(), o.vocab_size()));
+    return;
+  }
+  LATHE_CHECK(o.embedding_dim() == o.hidden_size(), ModelError,
+              "rnn_lm: tie_weights needs embedding_dim ({}) == hidden_size ({})", o.embedding_dim(),
+              o.hidden_size());
+  const double bound = 1.0 / std::sqrt(static_cast<double>(o.hidden_size()));  // as nn.Linear
+  auto head = register_module("fc", std::make_shared<nn::Module>());
+  tied_bias = head->register_parameter("bias", at::empty({o.vocab_size()}).uniform_(-bound, bound));
 }
 
 at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
@@ -117,7 +129,7 @@ at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
   const at::Tensor e = embedding(ids);                                                 // (B, T, E)
   at::Tensor h = lstm ? std::get<0>(lstm->forward(e)) : std::get<0>(gru->forward(e));  // (B, T, H)
   h = at::dropout(h, options.dropout(), is_training());
-  return fc(h);  // (B, T, vocab_size)
+  return fc ? fc(h) : at::linear(h, embedding->weight, tied_bias);  // (B, T, vocab_size)
 }
 
 }  // namespace lathe::models

@@ -72,10 +72,14 @@ struct RNNLanguageModelOptions {
   TORCH_ARG(int64_t, hidden_size) = 256;
   TORCH_ARG(int64_t, num_layers) = 2;
   TORCH_ARG(double, dropout) = 0.0;  ///< between layers and before the head
+  /// The output layer reuses embedding.weight (needs embedding_dim == hidden_size); fc keeps
+  /// only its bias, as PyTorch's word_language_model with `decoder.weight = encoder.weight`.
+  TORCH_ARG(bool, tie_weights) = false;
 };
 
 /// A causal (unidirectional) character / token language model: embedding → LSTM/GRU → dropout
-/// → `fc` over the vocabulary at every position. Names as RNNClassifier's.
+/// → `fc` over the vocabulary at every position. Names as RNNClassifier's. Tied, fc.weight is
+/// not a parameter of its own (a torch.save file whose fc.weight aliases embedding.weight loads).
 class RNNLanguageModelImpl : public torch::nn::Module {
  public:
   explicit RNNLanguageModelImpl(const RNNLanguageModelOptions& options = {});
@@ -87,7 +91,8 @@ class RNNLanguageModelImpl : public torch::nn::Module {
   torch::nn::Embedding embedding{nullptr};
   torch::nn::LSTM lstm{nullptr};
   torch::nn::GRU gru{nullptr};
-  torch::nn::Linear fc{nullptr};
+  torch::nn::Linear fc{nullptr};  ///< null when tied
+  at::Tensor tied_bias;           ///< fc.bias when tied
 };
 TORCH_MODULE(RNNLanguageModel);
 

@@ -116,7 +116,8 @@ class RNNClassifier(nn.Module):
 
 
 class RNNLanguageModel(nn.Module):
-    def __init__(self, cell, vocab_size, embedding_dim, hidden_size, num_layers, dropout):
+    def __init__(self, cell, vocab_size, embedding_dim, hidden_size, num_layers, dropout,
+                 tie_weights=False):
         super().__init__()
         self.dropout = dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
@@ -124,6 +125,8 @@ class RNNLanguageModel(nn.Module):
         self.rnn = rnn(embedding_dim, hidden_size, num_layers, batch_first=True,
                        dropout=dropout if num_layers > 1 else 0.0)
         self.fc = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            self.fc.weight = self.embedding.weight
 
     def forward(self, ids):
         h, _ = self.rnn(self.embedding(ids))
@@ -149,6 +152,13 @@ def rnn_lm(out_dir, cell):
     torch.manual_seed(0)
     model = RNNLanguageModel(cell, 30, 16, 32, 2, 0.2)
     dump(model, {"input": torch.randint(0, 30, (2, 13))}, out_dir)
+
+
+def lstm_lm_tied(out_dir):
+    torch.manual_seed(0)
+    model = RNNLanguageModel("lstm", 30, 32, 32, 1, 0.2, tie_weights=True)
+    # torch.save keeps fc.weight as an alias of embedding.weight.
+    dump(model, {"input": torch.randint(0, 30, (2, 13))}, out_dir, weights="weights.pt")
 
 
 # ---- Transformers (Hugging Face transformers, torchvision) ---------------------------------------
@@ -296,6 +306,7 @@ COMMANDS = {
     "gru_classifier": gru_classifier,
     "lstm_lm": lambda d: rnn_lm(d, "lstm"),
     "gru_lm": lambda d: rnn_lm(d, "gru"),
+    "lstm_lm_tied": lstm_lm_tied,
     "gpt2": gpt2,
     "bert": bert,
     "vit": vit,

@@ -262,6 +262,18 @@ TEST(RNN, LstmLanguageModelMatchesTorch) { check_rnn_lm("lstm"); }
 
 TEST(RNN, GruLanguageModelMatchesTorch) { check_rnn_lm("gru"); }
 
+TEST(RNN, TiedLanguageModelLoadsTorchSavePtAndMatches) {
+  const auto ref = reference("lstm_lm_tied");
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions()
+                                  .vocab_size(30)
+                                  .embedding_dim(32)
+                                  .hidden_size(32)
+                                  .num_layers(1)
+                                  .dropout(0.2)
+                                  .tie_weights(true));
+  check_sequence_model(model, *ref);  // parameter count: the tied weight once, as PyTorch's
+}
+
 TEST(RNN, BadOptionsAndInputsAreModelErrors) {
   expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().cell("rnn")); },
                            {"rnn_classifier", "cell 'rnn'", "lstm, gru"});
