@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <fmt/ranges.h>
 
+#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
 
 namespace lathe::ckpt {
@@ -77,6 +78,16 @@ void save_weights(const torch::nn::Module& module, const std::filesystem::path& 
                   std::map<std::string, std::string> metadata) {
   metadata.emplace("format", "pt");
   save_safetensors(file, state_dict(module), metadata);
+}
+
+NamedTensors load_state_dict_file(const std::filesystem::path& file) {
+  const std::string ext = file.extension().string();
+  if (ext == ".pt" || ext == ".pth" || ext == ".bin") return load_torch_state_dict(file);
+  LATHE_CHECK(ext == ".safetensors", CheckpointError,
+              "{}: unknown weights format '{}'; lathe reads .safetensors and torch.save "
+              ".pt / .pth / .bin state dicts",
+              file.string(), ext);
+  return load_safetensors(file).tensors;
 }
 
 LoadReport load_weights(torch::nn::Module& module, const std::filesystem::path& file,

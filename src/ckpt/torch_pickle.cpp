@@ -420,12 +420,7 @@ NamedTensors load_torch_state_dict(const std::filesystem::path& file) {
 
 LoadReport load_weights_any(torch::nn::Module& module, const std::filesystem::path& file,
                             bool strict) {
-  const std::string ext = file.extension().string();
-  if (ext == ".safetensors") return load_weights(module, file, strict);
-  LATHE_CHECK(ext == ".pt" || ext == ".pth" || ext == ".bin", CheckpointError,
-              "{}: unknown weights format '{}'; expected .safetensors, .pt, .pth or .bin",
-              file.string(), ext);
-  return load_state_dict(module, load_torch_state_dict(file), strict, file.string());
+  return load_state_dict(module, load_state_dict_file(file), strict, file.string());
 }
 
 }  // namespace lathe::ckpt

@@ -458,11 +458,12 @@ TEST(Tabular, TrainerMinimisesTheLassoPenalty) {
     opt.lr = 0.1;
     opt.momentum = 0.0;
     auto optimizer = lathe::optim::make_optimizer(opt, *model.ptr());
-    lathe::train::TrainerOptions to;
-    to.max_epochs = 30;
-    to.progress = "none";
-    lathe::train::Trainer trainer(to, model, *optimizer, {"constant", 0.1, 1, 0, 0.0});
+    lathe::config::TrainerSection ts;
+    ts.max_epochs = 30;
+    ts.progress = "none";
     lathe::data::TensorLoader loader({x, y}, 64, /*shuffle=*/true, 0);
+    lathe::train::Trainer trainer(ts, c10::kCPU, model, lathe::train::Task(), optimizer,
+                                  lathe::train::make_schedules(opt, 30 * 4, 4));
     trainer.fit(loader, nullptr);
     return model.ptr()->as<zoo::LinearModel>()->linear->weight.detach().clone();  // (2, 8)
   };

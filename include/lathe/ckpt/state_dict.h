@@ -40,6 +40,10 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
 void save_weights(const torch::nn::Module& module, const std::filesystem::path& file,
                   std::map<std::string, std::string> metadata = {});
 
+/// Reads a state dict from a weights file, chosen by extension: .safetensors, or .pt / .pth /
+/// .bin written by torch.save(model.state_dict()) (see load_torch_state_dict).
+NamedTensors load_state_dict_file(const std::filesystem::path& file);
+
 /// Loads a safetensors weights file into the module (see load_state_dict).
 LoadReport load_weights(torch::nn::Module& module, const std::filesystem::path& file,
                         bool strict = true);

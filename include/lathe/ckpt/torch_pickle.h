@@ -17,9 +17,9 @@ namespace lathe::ckpt {
 ///   auto tensors = lathe::ckpt::load_torch_state_dict("resnet18.pth");
 NamedTensors load_torch_state_dict(const std::filesystem::path& file);
 
-/// Loads weights into `module` by the file's extension: .safetensors, or .pt / .pth / .bin
-/// (torch.save). Any other extension is a CheckpointError naming the file. See load_state_dict
-/// for `strict` and the report.
+/// Loads weights into `module` by the file's extension (load_state_dict_file): .safetensors, or
+/// .pt / .pth / .bin (torch.save). Any other extension is a CheckpointError naming the file. See
+/// load_state_dict for `strict` and the report.
 ///
 ///   lathe::ckpt::load_weights_any(*model, "resnet18-f37072fd.pth", /*strict=*/true);
 LoadReport load_weights_any(torch::nn::Module& module, const std::filesystem::path& file,
