@@ -5,7 +5,7 @@ fixed seed, writes its weights, an input and the outputs; the C++ test loads and
 
 writes OUT_DIR/weights.safetensors (or weights.pt for the models marked so), OUT_DIR/io.safetensors
 (input, output, and for BatchNorm models train_input, train_output and after_train.<buffer>), and
-prints the reference's parameter count (sum of p.numel() over model.parameters()).
+OUT_DIR/params.txt: the reference's parameter count (sum of p.numel() over model.parameters()).
 """
 import os
 import sys
@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+
+def _write_count(out_dir, n):
+    with open(os.path.join(out_dir, "params.txt"), "w") as f:
+        f.write(f"{n}\n")
 
 
 def _save_weights(model, path, drop=()):
@@ -55,7 +60,7 @@ def dump(model, inputs, out_dir, weights="weights.safetensors", train_input=None
             io["after_train." + name] = buf
     io.update(extra or {})
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(out_dir, "io.safetensors"))
-    print(sum(p.numel() for p in model.parameters()))
+    _write_count(out_dir, sum(p.numel() for p in model.parameters()))
 
 
 # ---- CNN (torchvision) -------------------------------------------------------------------------
@@ -191,6 +196,8 @@ def gpt2(out_dir):
     # torch.save of the full state dict: lm_head.weight is there, tied to transformer.wte.weight.
     dump(_Logits(model, ["input_ids"]), {"input": ids}, out_dir, weights="weights.pt",
          extra={"attention_mask": mask, "output_masked": masked})
+    # And the Hugging Face format (save_pretrained: model.safetensors without the tied head).
+    model.save_pretrained(os.path.join(out_dir, "hf"))
 
 
 def bert(out_dir):
@@ -249,7 +256,7 @@ def minilm(out_dir):
                "pooled": out.pooler_output,
                "embedding": nn.functional.normalize(mean, dim=-1)},
               os.path.join(out_dir, "io.safetensors"))
-    print(sum(p.numel() for p in model.parameters()))
+    _write_count(out_dir, sum(p.numel() for p in model.parameters()))
 
 
 # ---- Tabular (torch.nn) ------------------------------------------------------------------------------
@@ -294,7 +301,7 @@ def pt_files(out_dir):
     torch.save({"w": torch.ones(2)}, os.path.join(out_dir, "legacy.pt"),
                _use_new_zipfile_serialization=False)
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out_dir, "io.safetensors"))
-    print(len(tensors))
+    _write_count(out_dir, len(tensors))
 
 
 COMMANDS = {

@@ -66,7 +66,7 @@ std::unique_ptr<Reference> reference(const std::string& model) {
                                lathe::testing::read_text(src + "/scripts/requirements.txt"));
   auto ref = std::make_unique<Reference>();
   ref->dir = fs::current_path() / "zoo_fixtures" / fmt::format("{}-{:016x}", model, version);
-  if (!fs::exists(ref->dir / "params.txt")) {
+  if (!fs::exists(ref->dir / "io.safetensors")) {
     const fs::path tmp = ref->dir.string() + fmt::format(".tmp{}", ::getpid());
     fs::remove_all(tmp);
     fs::create_directories(tmp);
@@ -76,11 +76,6 @@ std::unique_ptr<Reference> reference(const std::string& model) {
       fs::remove_all(tmp);
       throw std::runtime_error("tests/parity/zoo_oracle.py " + model + " failed:\n" + r.output);
     }
-    // The count is the last line printed (transformers may log above it).
-    const auto end = r.output.find_last_not_of('\n');
-    const auto start = r.output.find_last_of('\n', end);
-    lathe::testing::write_text(tmp / "params.txt",
-                               r.output.substr(start == std::string::npos ? 0 : start + 1));
     std::error_code ec;
     fs::rename(tmp, ref->dir, ec);  // atomic; another process may have won the race
     if (ec) fs::remove_all(tmp);
@@ -306,6 +301,13 @@ TEST(GPT2, MatchesTransformersWithTiedHeadFromTorchSave) {
   // Through AnyModule (the trainer's view) the one-argument forward is causal, unmasked.
   torch::nn::AnyModule any(model);
   EXPECT_LE(max_diff(any.forward<at::Tensor>(ref->get("input")), ref->get("output")), kTol);
+  // save_pretrained's model.safetensors (no lm_head.weight: tied) loads strictly into a fresh
+  // model and gives the same logits.
+  zoo::GPT2 hf(small_gpt2());
+  const auto report = lathe::ckpt::load_weights(*hf, ref->dir / "hf" / "model.safetensors");
+  EXPECT_TRUE(report.clean()) << report.summary();
+  hf->eval();
+  EXPECT_LE(max_diff(hf->forward(ref->get("input")), ref->get("output")), kTol);
 }
 
 TEST(GPT2, IsCausalAndCountsLikeTransformers) {
