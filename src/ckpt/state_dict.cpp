@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <fmt/ranges.h>
 
+#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
 
 namespace lathe::ckpt {
@@ -49,8 +50,17 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
       copies.emplace_back(target, it->second);
     }
   }
+  // A file tensor that aliases one being loaded (a tied weight such as GPT-2's lm_head.weight,
+  // which torch.save stores as a view of transformer.wte.weight) is not reported as unexpected.
+  const auto is_tied_copy = [&](const at::Tensor& t) {
+    for (const auto& [target, src] : copies)
+      if (t.numel() > 0 && src->data_ptr() == t.data_ptr() && src->sizes() == t.sizes() &&
+          src->strides() == t.strides())
+        return true;
+    return false;
+  };
   for (const auto& [name, t] : given)
-    if (!targets.count(name)) report.unexpected.push_back(name);
+    if (!targets.count(name) && !is_tied_copy(*t)) report.unexpected.push_back(name);
 
   if (strict && !report.clean()) {
     throw CheckpointError(fmt::format(
@@ -72,9 +82,11 @@ void save_weights(const torch::nn::Module& module, const std::filesystem::path& 
 
 NamedTensors load_state_dict_file(const std::filesystem::path& file) {
   const std::string ext = file.extension().string();
+  if (ext == ".pt" || ext == ".pth" || ext == ".bin") return load_torch_state_dict(file);
   LATHE_CHECK(ext == ".safetensors", CheckpointError,
-              "{}: unknown weights format '{}'; lathe reads .safetensors files", file.string(),
-              ext);
+              "{}: unknown weights format '{}'; lathe reads .safetensors and torch.save "
+              ".pt / .pth / .bin state dicts",
+              file.string(), ext);
   return load_safetensors(file).tensors;
 }
 

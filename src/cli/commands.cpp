@@ -53,7 +53,9 @@ void add_eval(CLI::App& app, int& exit_code) {
   auto weights = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   cmd->add_option("run", *run_dir, "Run folder (runs/<name>) holding config.yaml")->required();
-  cmd->add_option("--weights", *weights, "Weights to evaluate (default: RUN/model.safetensors)");
+  cmd->add_option("--weights", *weights,
+                  "Weights to evaluate: .safetensors or torch.save .pt/.pth "
+                  "(default: RUN/model.safetensors)");
   cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
   cmd->callback([=, &exit_code] {
     const auto metrics = train::evaluate_run(*run_dir, *weights, *overrides);

@@ -11,6 +11,7 @@
 
 #include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/state_dict.h"
+#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/core/log.h"
@@ -223,7 +224,7 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
-  ckpt::load_weights(*model.ptr(), file, /*strict=*/true);
+  ckpt::load_weights_any(*model.ptr(), file, /*strict=*/true);  // .safetensors or torch.save .pt
   model.ptr()->to(device);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
   return evaluate(model, Task(cfg.task), test_loader, device, cfg.trainer.precision);

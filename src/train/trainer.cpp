@@ -13,6 +13,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "models/regularized.h"
 
 namespace lathe::train {
 namespace {
@@ -152,7 +153,11 @@ Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val)
     // is scaled by its own size so its gradient is a mean too.
     const int64_t group_start = (i / accumulate) * accumulate;
     const int64_t group_size = std::min(accumulate, n - group_start);
-    scaler_.scale(loss / static_cast<double>(group_size)).backward();
+    // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
+    // logged loss stays the task's.
+    const at::Tensor penalty = models::penalty_of(module);
+    const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
+    scaler_.scale(objective / static_cast<double>(group_size)).backward();
     progress_.batch_in_epoch = i + 1;
     if (i + 1 - group_start < group_size) continue;
 

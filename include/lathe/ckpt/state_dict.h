@@ -31,6 +31,8 @@ struct LoadReport {
 /// Copies matching tensors into the module's parameters and buffers (dtype converted, device
 /// kept). strict: any missing, unexpected or mismatched key is a CheckpointError naming the
 /// tensors and `source`, and nothing is copied. Non-strict: matches load, the rest is reported.
+/// A file tensor that shares its data with one that loads (a tied weight, e.g. GPT-2's
+/// lm_head.weight aliasing transformer.wte.weight in a torch.save file) is not unexpected.
 LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensors, bool strict,
                            const std::string& source);
 
@@ -38,8 +40,8 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
 void save_weights(const torch::nn::Module& module, const std::filesystem::path& file,
                   std::map<std::string, std::string> metadata = {});
 
-/// Reads a state dict from a weights file, chosen by extension: .safetensors (PyTorch's .pt /
-/// .pth state dicts once supported by the zoo's loader).
+/// Reads a state dict from a weights file, chosen by extension: .safetensors, or .pt / .pth /
+/// .bin written by torch.save(model.state_dict()) (see load_torch_state_dict).
 NamedTensors load_state_dict_file(const std::filesystem::path& file);
 
 /// Loads a safetensors weights file into the module (see load_state_dict).

@@ -1,0 +1,84 @@
+// GPT-2 decoder language model with Hugging Face GPT2LMHeadModel's names and layouts.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+
+namespace lathe::models {
+
+/// Options of GPT2 (Hugging Face GPT2Config's names; defaults are the 124M "gpt2").
+///
+///   GPT2 lm(GPT2Options().vocab_size(96).n_positions(256).n_embd(128).n_layer(4).n_head(4));
+struct GPT2Options {
+  TORCH_ARG(int64_t, vocab_size) = 50257;
+  TORCH_ARG(int64_t, n_positions) = 1024;  ///< longest sequence
+  TORCH_ARG(int64_t, n_embd) = 768;
+  TORCH_ARG(int64_t, n_layer) = 12;
+  TORCH_ARG(int64_t, n_head) = 12;
+  TORCH_ARG(int64_t, n_inner) = 0;  ///< MLP width; 0 = 4 · n_embd
+  TORCH_ARG(double, layer_norm_epsilon) = 1e-5;
+  TORCH_ARG(double, dropout) = 0.1;             ///< embd_pdrop = attn_pdrop = resid_pdrop
+  TORCH_ARG(bool, tie_word_embeddings) = true;  ///< lm_head shares transformer.wte.weight
+};
+
+/// Hugging Face's Conv1D: a linear layer whose weight is stored [in, out] (y = x W + b).
+class Conv1DImpl : public torch::nn::Module {
+ public:
+  Conv1DImpl(int64_t in, int64_t out);
+  /// (..., in) → (..., out)
+  at::Tensor forward(const at::Tensor& x);
+  void pretty_print(std::ostream& stream) const override;
+  at::Tensor weight;  ///< [in, out]
+  at::Tensor bias;    ///< [out]
+};
+TORCH_MODULE(Conv1D);
+
+/// One pre-LayerNorm decoder block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Names: ln_1,
+/// attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj.
+class GPT2BlockImpl : public torch::nn::Module {
+ public:
+  explicit GPT2BlockImpl(const GPT2Options& options);
+  /// (B, T, C), optional attention_mask (B, T) → (B, T, C)
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& attention_mask);
+
+  GPT2Options options;
+  torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  Conv1D c_attn{nullptr}, attn_c_proj{nullptr};  ///< attn.c_attn, attn.c_proj
+  Conv1D c_fc{nullptr}, mlp_c_proj{nullptr};     ///< mlp.c_fc, mlp.c_proj
+};
+TORCH_MODULE(GPT2Block);
+
+/// GPT2LMHeadModel: transformer.wte + transformer.wpe → dropout → transformer.h.N →
+/// transformer.ln_f → lm_head (tied to wte unless tie_word_embeddings is false). State-dict
+/// names and shapes equal Hugging Face's; a tied lm_head.weight is not a separate parameter (as
+/// in save_pretrained's files; a torch.save state dict that holds it as an alias of wte loads).
+/// The MLP uses gelu_new (the tanh approximation), attention is causal.
+class GPT2Impl : public torch::nn::Module {
+ public:
+  explicit GPT2Impl(const GPT2Options& options = {});
+  /// ids (B, T) int64, optional attention_mask (B, T) (1 = token, 0 = padding) → logits
+  /// (B, T, vocab_size)
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask = {});
+  /// The final hidden states (B, T, n_embd), after ln_f.
+  at::Tensor forward_hidden(const at::Tensor& ids, const at::Tensor& attention_mask = {});
+  void reset();
+
+  GPT2Options options;
+  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  torch::nn::ModuleList h{nullptr};
+  torch::nn::LayerNorm ln_f{nullptr};
+  torch::nn::Linear lm_head{nullptr};  ///< null when tied
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})
+};
+TORCH_MODULE(GPT2);
+
+}  // namespace lathe::models

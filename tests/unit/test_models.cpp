@@ -1,0 +1,623 @@
+// Model zoo: every model against its PyTorch reference (torchvision, transformers, torch.nn) on
+// the same weights and inputs, parameter counts, train-mode behaviour, registry and errors.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/cuda.h>
+
+#include "lathe/ckpt/state_dict.h"
+#include "lathe/ckpt/torch_pickle.h"
+#include "lathe/core/error.h"
+#include "lathe/data/tensor_data.h"
+#include "lathe/optim/optimizer.h"
+#include "lathe/train/trainer.h"
+#include "models/cnn/mobilenet.h"
+#include "models/cnn/resnet.h"
+#include "models/registry.h"
+#include "models/rnn/rnn.h"
+#include "models/tabular/tabular.h"
+#include "models/transformer/bert.h"
+#include "models/transformer/gpt2.h"
+#include "models/transformer/vit.h"
+#include "tests/support.h"
+
+using lathe::CheckpointError;
+using lathe::ModelError;
+using lathe::testing::expect_error;
+using lathe::testing::TempDir;
+namespace zoo = lathe::models;
+
+namespace {
+
+/// fp32, same weights, same input: every model output within this of PyTorch's.
+constexpr double kTol = 1e-4;
+
+/// What tests/parity/zoo_oracle.py wrote for one model: its folder, the reference's parameter
+/// count and the named tensors of io.safetensors.
+struct Reference {
+  std::filesystem::path dir;
+  int64_t params = -1;
+  lathe::ckpt::NamedTensors io;
+
+  at::Tensor get(const std::string& name) const {
+    for (const auto& [k, v] : io)
+      if (k == name) return v;
+    ADD_FAILURE() << "the oracle wrote no tensor '" << name << "'";
+    return at::zeros({1});
+  }
+  std::filesystem::path weights() const {
+    return std::filesystem::exists(dir / "weights.pt") ? dir / "weights.pt"
+                                                       : dir / "weights.safetensors";
+  }
+};
+
+/// Runs the oracle for `model` once per version of the oracle and of the pinned Python
+/// packages: its files go to zoo_fixtures/<model>-<hash> in the tests' working folder (the build
+/// tree) and later runs reuse them. The oracles are seeded, so the files are the same each time;
+/// what this saves is Python's start-up (importing torch and transformers takes seconds).
+std::unique_ptr<Reference> reference(const std::string& model) {
+  namespace fs = std::filesystem;
+  // One intra-op thread in the oracle and here: tests share 2 cores (ctest -j2), and
+  // oversubscribed OpenMP threads make these forwards several times slower.
+  at::set_num_threads(1);
+  const std::string src = lathe::testing::source_dir();
+  const std::string oracle = src + "/tests/parity/zoo_oracle.py";
+  const size_t version =
+      std::hash<std::string>{}(lathe::testing::read_text(oracle) +
+                               lathe::testing::read_text(src + "/scripts/requirements.txt"));
+  auto ref = std::make_unique<Reference>();
+  ref->dir = fs::current_path() / "zoo_fixtures" / fmt::format("{}-{:016x}", model, version);
+  if (!fs::exists(ref->dir / "io.safetensors")) {
+    const fs::path tmp = ref->dir.string() + fmt::format(".tmp{}", ::getpid());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const auto r = lathe::testing::run_command("OMP_NUM_THREADS=1 " + lathe::testing::python() +
+                                               " " + oracle + " " + model + " " + tmp.string());
+    if (r.status != 0) {  // nothing is kept; the test stops here with the oracle's output
+      fs::remove_all(tmp);
+      throw std::runtime_error("tests/parity/zoo_oracle.py " + model + " failed:\n" + r.output);
+    }
+    std::error_code ec;
+    fs::rename(tmp, ref->dir, ec);  // atomic; another process may have won the race
+    if (ec) fs::remove_all(tmp);
+  }
+  ref->params = std::stoll(lathe::testing::read_text(ref->dir / "params.txt"));
+  ref->io = lathe::ckpt::load_safetensors(ref->dir / "io.safetensors").tensors;
+  return ref;
+}
+
+bool has(const Reference& ref, const std::string& name) {
+  for (const auto& [k, v] : ref.io)
+    if (k == name) return true;
+  return false;
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+/// The eval-mode parity check: max |ours - PyTorch's| ≤ kTol, printed for the record.
+void expect_parity(const at::Tensor& ours, const at::Tensor& theirs) {
+  const double d = max_diff(ours, theirs);
+  std::printf("[ parity   ] max |diff| vs PyTorch: %.3g\n", d);
+  EXPECT_LE(d, kTol);
+}
+
+/// Loads the reference's weights strictly (every name and shape must match) and checks the
+/// parameter count.
+void load_reference(torch::nn::Module& module, const Reference& ref) {
+  const auto report = lathe::ckpt::load_weights_any(module, ref.weights(), /*strict=*/true);
+  EXPECT_TRUE(report.clean()) << report.summary();
+  EXPECT_EQ(zoo::parameter_count(module), ref.params);
+}
+
+/// Eval-mode parity, dropout off (two forwards agree), then one train-mode forward: the BatchNorm
+/// buffers it leaves (running mean/var, num_batches_tracked) and, for models without dropout,
+/// its output equal PyTorch's.
+template <class Model>
+void check_batchnorm_model(Model& model, const Reference& ref) {
+  load_reference(*model, ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor out = model->forward(ref.get("input"));
+  expect_parity(out, ref.get("output"));
+  EXPECT_TRUE(out.equal(model->forward(ref.get("input"))));  // eval: deterministic
+
+  model->train();
+  const at::Tensor train_out = model->forward(ref.get("train_input"));
+  if (has(ref, "train_output")) {  // models without dropout: the train-mode output too
+    EXPECT_LE(max_diff(train_out, ref.get("train_output")), kTol);
+  }
+  int64_t buffers = 0;
+  for (const auto& b : model->named_buffers()) {
+    EXPECT_LE(max_diff(b.value(), ref.get("after_train." + b.key())), kTol) << b.key();
+    ++buffers;
+  }
+  EXPECT_GT(buffers, 0);
+}
+
+}  // namespace
+
+// ---- CNN -------------------------------------------------------------------------------------
+
+TEST(ResNet, Resnet18MatchesTorchvision) {
+  const auto ref = reference("resnet18");
+  zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10));
+  check_batchnorm_model(model, *ref);
+}
+
+TEST(ResNet, Resnet18SmallInputLoadsTorchSavePt) {
+  const auto ref = reference("resnet18_small_pt");
+  zoo::ResNet model(zoo::ResNetOptions().depth(18).num_classes(10).small_input(true));
+  check_batchnorm_model(model, *ref);
+}
+
+TEST(ResNet, Resnet50MatchesTorchvision) {
+  const auto ref = reference("resnet50");
+  zoo::ResNet model(zoo::ResNetOptions().depth(50).num_classes(10));
+  check_batchnorm_model(model, *ref);
+}
+
+TEST(ResNet, ParameterCountsEqualTorchvisionsAtFullSize) {
+  // torchvision.models.resnetN(num_classes=1000): sum(p.numel() for p in m.parameters()).
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(18))), 11689512);
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(34))), 21797672);
+  EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(50))), 25557032);
+  EXPECT_EQ(zoo::parameter_count(*zoo::MobileNetV2()), 3504872);
+}
+
+TEST(ResNet, BadOptionsAndInputsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::ResNet(zoo::ResNetOptions().depth(20)); },
+                           {"resnet", "depth 20"});
+  expect_error<ModelError>(
+      [] {
+        zoo::ResNet(zoo::ResNetOptions().layers({2, 2}));
+      },
+      {"resnet", "4 stages", "got 2"});
+  zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
+  expect_error<ModelError>(
+      [&] {
+        net->forward(at::zeros({1, 1, 32, 32}));
+      },
+      {"resnet18", "(B, 3, H, W)", "[1, 1, 32, 32]"});
+}
+
+TEST(MobileNetV2, MatchesTorchvision) {
+  const auto ref = reference("mobilenet_v2");
+  zoo::MobileNetV2 model(zoo::MobileNetV2Options().num_classes(10).width_mult(0.75));
+  check_batchnorm_model(model, *ref);
+}
+
+// ---- RNN -------------------------------------------------------------------------------------
+
+/// Loads the reference's weights, eval-mode parity (dropout is on in these models, so a match
+/// also shows it is off in eval), and the names torch.nn.LSTM / GRU give their parameters.
+template <class Model>
+void check_sequence_model(Model& model, const Reference& ref) {
+  load_reference(*model, ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  expect_parity(model->forward(ref.get("input")), ref.get("output"));
+}
+
+TEST(RNN, BidirectionalLstmClassifierWithPaddingMatchesTorch) {
+  const auto ref = reference("lstm_classifier");
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions()
+                               .cell("lstm")
+                               .vocab_size(50)
+                               .embedding_dim(16)
+                               .hidden_size(24)
+                               .num_layers(2)
+                               .bidirectional(true)
+                               .dropout(0.3)
+                               .num_classes(3)
+                               .pad_id(0));
+  check_sequence_model(model, *ref);
+  const auto names = lathe::ckpt::state_dict(*model);
+  const auto named = [&](const std::string& n) {
+    return std::any_of(names.begin(), names.end(), [&](const auto& p) { return p.first == n; });
+  };
+  for (const char* n : {"rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+                        "rnn.weight_ih_l1_reverse", "rnn.bias_hh_l1_reverse"})
+    EXPECT_TRUE(named(n)) << n;
+  // Padding is skipped: appending more padding leaves the logits as they are.
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = ref->get("input");
+  const at::Tensor longer = at::cat({ids, at::zeros({ids.size(0), 3}, ids.options())}, 1);
+  EXPECT_LE(max_diff(model->forward(longer), ref->get("output")), kTol);
+}
+
+TEST(RNN, GruClassifierOnFeaturesLoadsTorchSavePt) {
+  const auto ref = reference("gru_classifier");
+  zoo::RNNClassifier model(zoo::RNNClassifierOptions()
+                               .cell("gru")
+                               .input_size(5)
+                               .hidden_size(12)
+                               .num_layers(2)
+                               .dropout(0.3)
+                               .num_classes(4));
+  check_sequence_model(model, *ref);
+}
+
+/// The LSTM or GRU language model at the oracle's size against torch.nn.
+void check_rnn_lm(const std::string& cell) {
+  const auto ref = reference(cell + "_lm");
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions()
+                                  .cell(cell)
+                                  .vocab_size(30)
+                                  .embedding_dim(16)
+                                  .hidden_size(32)
+                                  .num_layers(2)
+                                  .dropout(0.2));
+  check_sequence_model(model, *ref);
+}
+
+TEST(RNN, LstmLanguageModelMatchesTorch) { check_rnn_lm("lstm"); }
+
+TEST(RNN, GruLanguageModelMatchesTorch) { check_rnn_lm("gru"); }
+
+TEST(RNN, TiedLanguageModelLoadsTorchSavePtAndMatches) {
+  const auto ref = reference("lstm_lm_tied");
+  zoo::RNNLanguageModel model(zoo::RNNLanguageModelOptions()
+                                  .vocab_size(30)
+                                  .embedding_dim(32)
+                                  .hidden_size(32)
+                                  .num_layers(1)
+                                  .dropout(0.2)
+                                  .tie_weights(true));
+  check_sequence_model(model, *ref);  // parameter count: the tied weight once, as PyTorch's
+}
+
+TEST(RNN, BadOptionsAndInputsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().cell("rnn")); },
+                           {"rnn_classifier", "cell 'rnn'", "lstm, gru"});
+  expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().pad_id(0)); },
+                           {"rnn_classifier", "pad_id 0", "vocab_size"});
+  zoo::RNNLanguageModel lm(zoo::RNNLanguageModelOptions().vocab_size(10));
+  expect_error<ModelError>(
+      [&] {
+        lm->forward(at::zeros({2, 3, 4}));
+      },
+      {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
+}
+
+// ---- Transformers ------------------------------------------------------------------------------
+
+zoo::GPT2Options small_gpt2() {
+  return zoo::GPT2Options().vocab_size(64).n_positions(32).n_embd(32).n_layer(2).n_head(4);
+}
+
+TEST(GPT2, MatchesTransformersWithTiedHeadFromTorchSave) {
+  const auto ref = reference("gpt2");
+  zoo::GPT2 model(small_gpt2());
+  // The .pt holds lm_head.weight as an alias of transformer.wte.weight: it loads strictly.
+  check_sequence_model(model, *ref);
+  torch::NoGradGuard no_grad;
+  // Right padding: the positions that are tokens match Hugging Face's masked forward.
+  const at::Tensor masked = model->forward(ref->get("input"), ref->get("attention_mask"));
+  const at::Tensor keep = ref->get("attention_mask").to(at::kBool);  // (B, T)
+  expect_parity(masked.index({keep}), ref->get("output_masked").index({keep}));
+  // Through AnyModule (the trainer's view) the one-argument forward is causal, unmasked.
+  torch::nn::AnyModule any(model);
+  EXPECT_LE(max_diff(any.forward<at::Tensor>(ref->get("input")), ref->get("output")), kTol);
+  // save_pretrained's model.safetensors (no lm_head.weight: tied) loads strictly into a fresh
+  // model and gives the same logits.
+  zoo::GPT2 hf(small_gpt2());
+  const auto report = lathe::ckpt::load_weights(*hf, ref->dir / "hf" / "model.safetensors");
+  EXPECT_TRUE(report.clean()) << report.summary();
+  hf->eval();
+  EXPECT_LE(max_diff(hf->forward(ref->get("input")), ref->get("output")), kTol);
+}
+
+TEST(GPT2, IsCausalAndCountsLikeTransformers) {
+  zoo::GPT2 model(small_gpt2().dropout(0.0));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = at::randint(0, 64, {1, 10}, at::kLong);
+  at::Tensor changed = ids.clone();
+  changed[0][9] = (ids[0][9].item<int64_t>() + 1) % 64;
+  // Changing the last token changes no earlier position's logits.
+  EXPECT_LE(max_diff(model->forward(ids).slice(1, 0, 9), model->forward(changed).slice(1, 0, 9)),
+            0.0);
+  // transformers GPT2LMHeadModel(GPT2Config()) (124M): lm_head tied, counted once.
+  EXPECT_EQ(zoo::parameter_count(*zoo::GPT2()), 124439808);
+  expect_error<ModelError>(
+      [&] {
+        model->forward(at::zeros({1, 33}, at::kLong));
+      },
+      {"gpt2", "33 tokens", "n_positions 32"});
+}
+
+zoo::BertOptions small_bert() {
+  return zoo::BertOptions()
+      .vocab_size(64)
+      .hidden_size(32)
+      .num_hidden_layers(2)
+      .num_attention_heads(4)
+      .intermediate_size(64)
+      .max_position_embeddings(32);
+}
+
+TEST(Bert, ClassifierMatchesTransformersWithPaddingMask) {
+  const auto ref = reference("bert");
+  zoo::BertClassifier model(zoo::BertClassifierOptions().bert(small_bert()).num_labels(3));
+  load_reference(*model, *ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  expect_parity(
+      model->forward(ref->get("input"), ref->get("attention_mask"), ref->get("token_type_ids")),
+      ref->get("output"));
+  // One argument (AnyModule): the mask comes from pad_token_id, token types are 0.
+  torch::nn::AnyModule any(model);
+  expect_parity(any.forward<at::Tensor>(ref->get("input")), ref->get("output_default"));
+}
+
+TEST(Bert, CountsLikeTransformers) {
+  // transformers BertForSequenceClassification(BertConfig(num_labels=2)): bert-base-uncased.
+  EXPECT_EQ(zoo::parameter_count(*zoo::BertClassifier()), 109483778);
+  expect_error<ModelError>(
+      [] { zoo::Bert(zoo::BertOptions().hidden_size(30).num_attention_heads(4)); },
+      {"bert", "hidden_size 30", "num_attention_heads 4"});
+}
+
+TEST(Bert, LoadsRealAllMiniLmL6V2AndMatchesTransformers) {
+  const auto ref = reference("minilm");  // sentence-transformers' all-MiniLM-L6-v2 (PyPI package)
+  zoo::Bert model(zoo::BertOptions()
+                      .hidden_size(384)
+                      .num_hidden_layers(6)
+                      .num_attention_heads(12)
+                      .intermediate_size(1536));
+  // The file predates transformers' non-persistent position_ids buffer and still carries it;
+  // Hugging Face skips it on load, so do we. Everything else loads unchanged.
+  const auto report = lathe::ckpt::load_weights(*model, ref->weights(), /*strict=*/false);
+  EXPECT_TRUE(report.missing.empty() && report.mismatched.empty()) << report.summary();
+  EXPECT_EQ(report.unexpected, std::vector<std::string>{"embeddings.position_ids"});
+  EXPECT_EQ(zoo::parameter_count(*model), ref->params);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor mask = ref->get("attention_mask");
+  const at::Tensor hidden =
+      model->forward(ref->get("input"), mask, ref->get("token_type_ids"));  // (B, T, 384)
+  // Padding positions' states are not used by anyone; compare the tokens.
+  const at::Tensor keep = mask.to(at::kBool);
+  expect_parity(hidden.index({keep}), ref->get("output").index({keep}));
+  expect_parity(model->pool(hidden), ref->get("pooled"));
+  // The sentence embedding: mean over tokens, L2-normalised.
+  const at::Tensor m = mask.unsqueeze(-1).to(at::kFloat);  // (B, T, 1)
+  const at::Tensor mean = (hidden * m).sum(1) / m.sum(1);  // (B, 384)
+  expect_parity(mean / mean.norm(2, -1, true), ref->get("embedding"));
+}
+
+TEST(ViT, MatchesTorchvision) {
+  const auto ref = reference("vit");
+  zoo::ViT model(zoo::ViTOptions()
+                     .image_size(32)
+                     .patch_size(8)
+                     .num_layers(2)
+                     .num_heads(4)
+                     .hidden_dim(32)
+                     .mlp_dim(64)
+                     .dropout(0.1)
+                     .attention_dropout(0.1)
+                     .num_classes(10));
+  load_reference(*model, *ref);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const at::Tensor out = model->forward(ref->get("input"));
+  expect_parity(out, ref->get("output"));
+  EXPECT_TRUE(out.equal(model->forward(ref->get("input"))));  // dropout off in eval
+  model->train();
+  EXPECT_FALSE(model->forward(ref->get("input")).equal(out));  // and on in train
+}
+
+TEST(ViT, CountsLikeTorchvision) {
+  EXPECT_EQ(zoo::parameter_count(*zoo::ViT()), 86567656);  // torchvision vit_b_16()
+  expect_error<ModelError>([] { zoo::ViT(zoo::ViTOptions().image_size(30)); },
+                           {"vit", "image_size 30", "patch_size 16"});
+}
+
+// ---- Tabular -----------------------------------------------------------------------------------
+
+TEST(Tabular, MlpWithBatchNormMatchesTorch) {
+  const auto ref = reference("mlp");
+  zoo::MLP model(zoo::MLPOptions()
+                     .in_features(7)
+                     .hidden({16, 8})
+                     .out_features(3)
+                     .activation("gelu")
+                     .batch_norm(true));
+  check_batchnorm_model(model, *ref);  // eval parity, train-mode output and BN buffers
+}
+
+TEST(Tabular, LinearModelAndItsPenaltyMatchTorch) {
+  const auto ref = reference("linear");
+  zoo::LinearModel model(zoo::LinearModelOptions().in_features(5).out_features(2).l1(0.01).l2(0.1));
+  load_reference(*model, *ref);
+  expect_parity(model->forward(ref->get("input")), ref->get("output"));
+  const at::Tensor penalty = zoo::penalty_of(*model);
+  EXPECT_LE(max_diff(penalty, ref->get("penalty")), 1e-6);
+  // Differentiable, bias untouched: d/dW = l1 · sign(W) + 2 · l2 · W.
+  penalty.backward();
+  const at::Tensor w = model->linear->weight.detach();
+  EXPECT_LE(max_diff(model->linear->weight.grad(), 0.01 * w.sign() + 0.2 * w), 1e-6);
+  EXPECT_FALSE(model->linear->bias.grad().defined());
+  // Models without a penalty give an undefined tensor: nothing to add to the loss.
+  EXPECT_FALSE(zoo::penalty_of(*zoo::MLP(zoo::MLPOptions().in_features(5))).defined());
+}
+
+TEST(Tabular, TrainerMinimisesTheLassoPenalty) {
+  // Two informative features of 8; with a strong L1 penalty the other weights go to ~0.
+  torch::manual_seed(0);
+  const at::Tensor x = at::randn({256, 8});
+  const at::Tensor y = (x.select(1, 0) + x.select(1, 1) > 0).to(at::kLong);  // (256,)
+  const auto weights_after = [&](double l1) {
+    torch::manual_seed(1);
+    auto model = zoo::build_model(lathe::config::parse_model_section(
+        "logistic_regression", {"in_features=8", fmt::format("l1={}", l1)}));
+    lathe::config::OptimSection opt;
+    opt.name = "sgd";
+    opt.lr = 0.1;
+    opt.momentum = 0.0;
+    auto optimizer = lathe::optim::make_optimizer(opt, *model.ptr());
+    lathe::config::TrainerSection ts;
+    ts.max_epochs = 30;
+    ts.progress = "none";
+    lathe::data::TensorLoader loader({x, y}, 64, /*shuffle=*/true, 0);
+    lathe::train::Trainer trainer(ts, c10::kCPU, model, lathe::train::Task(), optimizer,
+                                  lathe::train::make_schedules(opt, 30 * 4, 4));
+    trainer.fit(loader, nullptr);
+    return model.ptr()->as<zoo::LinearModel>()->linear->weight.detach().clone();  // (2, 8)
+  };
+  const at::Tensor plain = weights_after(0.0), lasso = weights_after(0.02);
+  const auto noise = [](const at::Tensor& w) { return w.slice(1, 2).abs().sum().item<double>(); };
+  EXPECT_LT(noise(lasso), 0.5 * noise(plain));  // the penalty reached the optimizer
+}
+
+TEST(Tabular, BadOptionsAreModelErrors) {
+  expect_error<ModelError>([] { zoo::MLP(zoo::MLPOptions().activation("swish")); },
+                           {"mlp", "activation 'swish'", "relu, gelu, tanh"});
+  expect_error<ModelError>([] { zoo::LinearModel(zoo::LinearModelOptions().l1(-1)); },
+                           {"linear", "l1 (-1)"});
+  zoo::MLP m(zoo::MLPOptions().in_features(4));
+  expect_error<ModelError>([&] { m->forward(at::zeros({2, 5})); }, {"mlp", "(B, 4)", "[2, 5]"});
+}
+
+// ---- registry ----------------------------------------------------------------------------------
+
+/// One zoo model at small size for the registry tests: its name, config options, an input of
+/// the shape it takes and the output shape it gives.
+struct RegistryCase {
+  std::string name;
+  std::vector<std::string> options;
+  at::Tensor input;
+  std::vector<int64_t> out;
+};
+
+std::vector<RegistryCase> registry_cases() {
+  const at::Tensor image = at::randn({2, 3, 32, 32});
+  const at::Tensor ids = at::randint(1, 20, {2, 6}, at::kLong);
+  return {
+      {"convnet", {"num_classes=4", "channels=[4]", "hidden=8"}, at::randn({2, 1, 28, 28}), {2, 4}},
+      {"resnet18", {"num_classes=4", "small_input=true"}, image, {2, 4}},
+      {"resnet34", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet50", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet101", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"resnet152", {"num_classes=4", "layers=[1, 1, 1, 1]"}, image, {2, 4}},
+      {"mobilenet_v2", {"num_classes=4", "width_mult=0.25"}, image, {2, 4}},
+      {"lstm_classifier",
+       {"vocab_size=20", "hidden_size=8", "bidirectional=true", "pad_id=0"},
+       ids,
+       {2, 2}},
+      {"gru_classifier",
+       {"input_size=3", "hidden_size=8", "num_layers=2", "num_classes=5"},
+       at::randn({2, 6, 3}),
+       {2, 5}},
+      {"lstm_lm", {"vocab_size=20", "hidden_size=8"}, ids, {2, 6, 20}},
+      {"gru_lm", {"vocab_size=20", "hidden_size=8", "num_layers=1"}, ids, {2, 6, 20}},
+      {"gpt2",
+       {"vocab_size=20", "n_positions=8", "n_embd=16", "n_layer=1", "n_head=2"},
+       ids,
+       {2, 6, 20}},
+      {"bert_classifier",
+       {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1", "num_attention_heads=2",
+        "intermediate_size=32", "num_labels=3"},
+       ids,
+       {2, 3}},
+      {"bert",
+       {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1", "num_attention_heads=2",
+        "intermediate_size=32", "add_pooling_layer=false"},
+       ids,
+       {2, 6, 16}},
+      {"vit",
+       {"image_size=32", "patch_size=8", "num_layers=1", "num_heads=2", "hidden_dim=16",
+        "mlp_dim=32", "num_classes=4"},
+       image,
+       {2, 4}},
+      {"mlp", {"in_features=5", "hidden=[8]", "out_features=2"}, at::randn({2, 5}), {2, 2}},
+      {"linear_regression", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
+      {"logistic_regression", {"in_features=5", "out_features=3"}, at::randn({2, 5}), {2, 3}},
+      {"lasso", {"in_features=5", "l1=0.1"}, at::randn({2, 5}), {2, 1}},
+      {"ridge", {"in_features=5"}, at::randn({2, 5}), {2, 1}},
+  };
+}
+
+TEST(Registry, EveryModelBuildsFromConfigOptionsAndRuns) {
+  const auto cases = registry_cases();
+  ASSERT_EQ(cases.size(), zoo::model_specs().size()) << "a zoo model has no case here";
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto model = zoo::build_model(lathe::config::parse_model_section(c.name, c.options));
+    model.ptr()->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(model.forward<at::Tensor>(c.input).sizes(), at::IntArrayRef(c.out));
+  }
+}
+
+TEST(Cuda, EveryModelGivesItsCpuOutputOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  // fp32 without TF32 on both sides, so the CPU tolerance applies.
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  for (const auto& c : registry_cases()) {
+    SCOPED_TRACE(c.name);
+    auto model = zoo::build_model(lathe::config::parse_model_section(c.name, c.options));
+    model.ptr()->eval();
+    torch::NoGradGuard no_grad;
+    const at::Tensor cpu = model.forward<at::Tensor>(c.input);
+    model.ptr()->to(at::kCUDA);
+    const at::Tensor gpu = model.forward<at::Tensor>(c.input.to(at::kCUDA));
+    EXPECT_TRUE(gpu.is_cuda());
+    EXPECT_LE(max_diff(gpu.cpu(), cpu), kTol);
+  }
+}
+
+TEST(Registry, UnknownOptionsAndNamesAreConfigErrors) {
+  expect_error<lathe::ConfigError>(
+      [] { zoo::build_model(lathe::config::parse_model_section("resnet18", {"num_clases=3"})); },
+      {"num_clases", "num_classes"});
+  expect_error<lathe::ConfigError>(
+      [] { zoo::build_model(lathe::config::parse_model_section("resnet19", {})); },
+      {"unknown model 'resnet19'", "resnet18"});
+  // The penalty reaches the trainer through AnyModule.
+  auto lasso = zoo::build_model(lathe::config::parse_model_section("lasso", {"in_features=3"}));
+  EXPECT_TRUE(zoo::penalty_of(*lasso.ptr()).defined());
+}
+
+// ---- weights files ---------------------------------------------------------------------------
+
+TEST(TorchPickle, ReadsDtypesViewsAliasesAndWrappedStateDicts) {
+  const auto ref = reference("pt_files");
+  const auto loaded = lathe::ckpt::load_torch_state_dict(ref->dir / "wrapped.pt");
+  ASSERT_EQ(static_cast<int64_t>(loaded.size()), ref->params);  // the "state_dict" entry
+  for (const auto& [name, t] : loaded) {
+    const at::Tensor want = ref->get(name);
+    EXPECT_EQ(t.scalar_type(), want.scalar_type()) << name;
+    EXPECT_TRUE(t.equal(want)) << name;  // bit-exact, views included
+  }
+  // Views of one storage stay views of one tensor, as in Python.
+  const auto get = [&](const std::string& n) {
+    for (const auto& [k, v] : loaded)
+      if (k == n) return v;
+    return at::Tensor();
+  };
+  EXPECT_EQ(get("transposed").data_ptr(), get("base").data_ptr());
+  expect_error<CheckpointError>(
+      [&] { lathe::ckpt::load_torch_state_dict(ref->dir / "not_tensors.pt"); },
+      {"not_tensors.pt", "entry 'epoch' is not a tensor"});
+  expect_error<CheckpointError>(
+      [&] { lathe::ckpt::load_torch_state_dict(ref->dir / "legacy.pt"); },
+      {"legacy.pt", "not a readable torch.save archive", "_use_new_zipfile_serialization=False"});
+}
+
+TEST(TorchPickle, ErrorsNameTheFile) {
+  TempDir dir;
+  zoo::ResNet net(zoo::ResNetOptions().depth(18).num_classes(3));
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_weights_any(*net, dir / "none.pt"); },
+                                {"none.pt", "no such weights file"});
+  lathe::testing::write_text(dir / "junk.pt", "not a zip archive");
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_torch_state_dict(dir / "junk.pt"); },
+                                {"junk.pt", "not a readable torch.save archive"});
+  expect_error<CheckpointError>([&] { lathe::ckpt::load_weights_any(*net, dir / "w.npz"); },
+                                {"w.npz", "unknown weights format '.npz'"});
+}
