@@ -65,6 +65,13 @@ void convert(const YAML::Node& n, const std::string& w, const std::string& k, bo
   out = parse_bool(scalar_of(n, w, k, "true or false"), w, k);
 }
 void convert(const YAML::Node& n, const std::string& w, const std::string& k,
+             std::vector<std::string>& out) {
+  LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of strings, got {}", w, k,
+              describe(n));
+  out.clear();
+  for (const auto& item : n) out.push_back(scalar_of(item, w, k, "a string"));
+}
+void convert(const YAML::Node& n, const std::string& w, const std::string& k,
              std::vector<double>& out) {
   LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of numbers, got {}", w, k,
               describe(n));
@@ -229,13 +236,31 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   Section data = top.child("data");
   data.optional("source", cfg.data.source);
   data.required("path", cfg.data.path);
+  data.optional("test_path", cfg.data.test_path);
   data.optional("val_fraction", cfg.data.val_fraction);
+  data.optional("test_fraction", cfg.data.test_fraction);
   data.optional("batch_size", cfg.data.batch_size);
   data.optional("eval_batch_size", cfg.data.eval_batch_size);
   data.optional("limit_train", cfg.data.limit_train);
   data.optional("limit_test", cfg.data.limit_test);
   data.optional("mean", cfg.data.mean);
   data.optional("std", cfg.data.std);
+  data.optional("num_workers", cfg.data.num_workers);
+  data.optional("skip_bad_records", cfg.data.skip_bad_records);
+  data.optional("target", cfg.data.target);
+  data.optional("task", cfg.data.task);
+  data.optional("impute", cfg.data.impute);
+  data.optional("outliers", cfg.data.outliers);
+  data.optional("scale", cfg.data.scale);
+  data.optional("encode", cfg.data.encode);
+  Section columns = data.child("columns");
+  columns.rest_into(cfg.data.columns);
+  data.optional("image_size", cfg.data.image_size);
+  data.optional("augment", cfg.data.augment);
+  data.optional("seq_len", cfg.data.seq_len);
+  data.optional("vocab", cfg.data.vocab);
+  data.optional("max_length", cfg.data.max_length);
+  data.optional("text_column", cfg.data.text_column);
   data.finish();
 
   Section model = top.child("model");
@@ -269,6 +294,17 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   LATHE_CHECK(cfg.data.val_fraction >= 0 && cfg.data.val_fraction < 1, ConfigError,
               "{}: data.val_fraction = {} must be in [0, 1)", where("data.val_fraction"),
               cfg.data.val_fraction);
+  const auto& src = cfg.data.source;
+  LATHE_CHECK(src == "idx" || src == "csv" || src == "image_folder" || src == "text" ||
+                  src == "text_csv",
+              ConfigError, "{}: data.source = '{}' must be one of idx, csv, image_folder, text, "
+              "text_csv", where("data.source"), src);
+  LATHE_CHECK(cfg.data.test_fraction >= 0 && cfg.data.val_fraction + cfg.data.test_fraction < 1,
+              ConfigError, "{}: data.val_fraction + data.test_fraction = {} must be below 1",
+              where("data.test_fraction"), cfg.data.val_fraction + cfg.data.test_fraction);
+  LATHE_CHECK(cfg.data.num_workers >= -1, ConfigError,
+              "{}: data.num_workers = {} must be -1 (default), 0 (inline) or positive",
+              where("data.num_workers"), cfg.data.num_workers);
   LATHE_CHECK(cfg.data.batch_size > 0, ConfigError, "{}: data.batch_size = {} must be positive",
               where("data.batch_size"), cfg.data.batch_size);
   LATHE_CHECK(cfg.data.eval_batch_size > 0, ConfigError,
@@ -360,7 +396,9 @@ std::string to_yaml(const RunConfig& c) {
   out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "source" << YAML::Value << c.data.source;
   out << YAML::Key << "path" << YAML::Value << c.data.path;
+  out << YAML::Key << "test_path" << YAML::Value << c.data.test_path;
   out << YAML::Key << "val_fraction" << YAML::Value << num(c.data.val_fraction);
+  out << YAML::Key << "test_fraction" << YAML::Value << num(c.data.test_fraction);
   out << YAML::Key << "batch_size" << YAML::Value << c.data.batch_size;
   out << YAML::Key << "eval_batch_size" << YAML::Value << c.data.eval_batch_size;
   out << YAML::Key << "limit_train" << YAML::Value << c.data.limit_train;
@@ -372,6 +410,29 @@ std::string to_yaml(const RunConfig& c) {
   };
   list("mean", c.data.mean);
   list("std", c.data.std);
+  out << YAML::Key << "num_workers" << YAML::Value << c.data.num_workers;
+  out << YAML::Key << "skip_bad_records" << YAML::Value << c.data.skip_bad_records;
+  out << YAML::Key << "target" << YAML::Value << c.data.target;
+  out << YAML::Key << "task" << YAML::Value << c.data.task;
+  out << YAML::Key << "impute" << YAML::Value << c.data.impute;
+  out << YAML::Key << "outliers" << YAML::Value << c.data.outliers;
+  out << YAML::Key << "scale" << YAML::Value << c.data.scale;
+  out << YAML::Key << "encode" << YAML::Value << c.data.encode;
+  out << YAML::Key << "columns" << YAML::Value << YAML::BeginMap;
+  for (const auto& [key, v] : c.data.columns.values()) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const auto& item : v.items) out << item;
+    out << YAML::EndSeq;
+  }
+  out << YAML::EndMap;
+  out << YAML::Key << "image_size" << YAML::Value << c.data.image_size;
+  out << YAML::Key << "augment" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& a : c.data.augment) out << a;
+  out << YAML::EndSeq;
+  out << YAML::Key << "seq_len" << YAML::Value << c.data.seq_len;
+  out << YAML::Key << "vocab" << YAML::Value << c.data.vocab;
+  out << YAML::Key << "max_length" << YAML::Value << c.data.max_length;
+  out << YAML::Key << "text_column" << YAML::Value << c.data.text_column;
   out << YAML::EndMap;
 
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;

@@ -137,6 +137,18 @@ void ColumnSteps::validate(const std::string& where) const {
   one_of(encode, {"onehot", "label"}, "encode", where);
 }
 
+std::string infer_task(const CsvTable& table, const std::string& target) {
+  const int64_t col = table.column_index(target);
+  if (!column_is_numeric(table, col)) return "classification";
+  std::set<std::string> keys;
+  for (int64_t r = 0; r < table.num_rows() && keys.size() <= 20; ++r) {
+    const std::string k = class_key(table, r, col, true);
+    if (k.find_first_of(".e") != std::string::npos) return "regression";  // not an integer
+    keys.insert(k);
+  }
+  return keys.size() <= 20 ? "classification" : "regression";
+}
+
 at::Tensor target_strata(const CsvTable& table, const std::string& target) {
   const int64_t col = table.column_index(target);
   const bool numeric = column_is_numeric(table, col);
@@ -171,12 +183,7 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
   std::set<std::string> keys;
   for (int64_t r = 0; r < train.num_rows(); ++r)
     keys.insert(class_key(train, r, tcol, p.target_numeric_));
-  p.task_ = spec.task;
-  if (p.task_ == "auto") {  // text, or few integer values → classification
-    bool integers = p.target_numeric_;
-    for (const auto& k : keys) integers = integers && k.find_first_of(".e") == std::string::npos;
-    p.task_ = !p.target_numeric_ || (integers && keys.size() <= 20) ? "classification" : "regression";
-  }
+  p.task_ = spec.task == "auto" ? infer_task(train, spec.target) : spec.task;
   LATHE_CHECK(p.task_ == "classification" || p.target_numeric_, DataError,
               "{}: regression needs a numeric target, but column '{}' holds text",
               train.origin, spec.target);

@@ -98,6 +98,17 @@ Transform resize(int64_t height, int64_t width) {
   return [height, width](at::Tensor x, Rng&) { return resize_image(x, height, width); };
 }
 
+Transform resize_shorter(int64_t size) {
+  LATHE_CHECK(size > 0, DataError, "resize_shorter: size {} must be positive", size);
+  return [size](at::Tensor x, Rng&) {
+    check_image(x, "resize_shorter");
+    const int64_t h = x.size(1), w = x.size(2);
+    // torchvision: the longer side is int(size * long / short), truncated.
+    if (h <= w) return resize_image(x, size, size * w / h);
+    return resize_image(x, size * h / w, size);
+  };
+}
+
 Transform center_crop(int64_t size) {
   LATHE_CHECK(size > 0, DataError, "center_crop: size {} must be positive", size);
   return [size](at::Tensor x, Rng&) {

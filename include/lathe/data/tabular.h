@@ -95,6 +95,10 @@ class TabularPreprocessor {
   std::vector<Column> columns_;
 };
 
+/// The task a target column suggests: classification for text or at most 20 distinct integer
+/// values, else regression.
+std::string infer_task(const CsvTable& table, const std::string& target);
+
 /// The class id of every row's target in `table` (sorted distinct values → 0..K-1), for
 /// stratified splitting before anything is fitted: (N) int64.
 at::Tensor target_strata(const CsvTable& table, const std::string& target);

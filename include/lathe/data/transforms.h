@@ -31,6 +31,9 @@ Transform horizontal_flip(double p = 0.5);
 /// Resize(antialias=True) on tensors); uint8 in, uint8 out (rounded), float stays float.
 Transform resize(int64_t height, int64_t width);
 
+/// Resizes so the shorter side is `size`, keeping the aspect ratio (torchvision's Resize(int)).
+Transform resize_shorter(int64_t size);
+
 /// The central (size, size) window (padded with zeros when the image is smaller).
 Transform center_crop(int64_t size);
 
