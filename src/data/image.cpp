@@ -40,8 +40,9 @@ tjhandle decompressor() {
 bool is_jpeg(std::string_view b) { return b.size() >= 3 && b.substr(0, 3) == "\xFF\xD8\xFF"; }
 bool is_png(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1A\n"; }
 
-/// (H, W, C) interleaved pixels → (C, H, W).
-at::Tensor hwc_to_chw(at::Tensor hwc) { return hwc.permute({2, 0, 1}).contiguous(); }
+/// (H, W, C) interleaved pixels → a (C, H, W) view of them (channels-last strides, as
+/// torchvision's decode_jpeg): ATen's fast uint8 resize works on this layout; collation copies.
+at::Tensor hwc_to_chw(at::Tensor hwc) { return hwc.permute({2, 0, 1}); }
 
 at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int channels,
                        int min_side) {

@@ -1,6 +1,8 @@
 // DataLoader: per-epoch worker threads claiming whole batches, in-order hand-out, pinned collation.
 #include "lathe/data/loader.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <numeric>
 
@@ -12,7 +14,6 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/stack.h>
-#include <c10/util/ParallelGuard.h>
 
 #include "lathe/core/error.h"
 
@@ -43,6 +44,19 @@ at::Tensor collate(const std::vector<at::Tensor>& parts, bool pin, int64_t first
 }
 
 }  // namespace
+
+namespace detail {
+
+void single_threaded_ops() {
+  // torch's CPU kernels parallelise with OpenMP, whose thread count is per thread: set it to 1
+  // for this thread only (at::set_num_threads would also change the default of threads created
+  // later). libgomp is already loaded by libtorch_cpu; a build without OpenMP has no symbol.
+  using SetThreads = void (*)(int);
+  static const auto omp_set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (omp_set != nullptr) omp_set(1);
+}
+
+}  // namespace detail
 
 int default_num_workers() {
   const auto hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -142,7 +156,7 @@ void DataLoader::stop_workers() {
 
 void DataLoader::worker_loop() {
   at::init_num_threads();
-  c10::ParallelGuard single_threaded(true);  // at::parallel_for runs inline: no oversubscription
+  detail::single_threaded_ops();  // N workers use N cores, not N × intra-op threads
   const int64_t end = num_batches();
   const int64_t window = static_cast<int64_t>(workers_count_) * options_.prefetch;
   for (;;) {

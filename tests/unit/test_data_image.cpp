@@ -5,7 +5,7 @@
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/transforms.h"
-#include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::DataError;
 using lathe::testing::expect_error;
@@ -14,13 +14,6 @@ using namespace lathe::data;
 namespace tf = lathe::data::transforms;
 
 namespace {
-
-void run_oracle(const TempDir& dir) {
-  const auto r = lathe::testing::run_command(lathe::testing::python() + " " +
-                                             lathe::testing::source_dir() +
-                                             "/tests/parity/image_oracle.py " + dir.path().string());
-  ASSERT_EQ(r.status, 0) << r.output;
-}
 
 /// A raw file of `shape` values of `dtype`.
 at::Tensor read_raw(const std::filesystem::path& file, std::vector<int64_t> shape, at::ScalarType dtype) {
@@ -37,7 +30,7 @@ at::Tensor pattern(int64_t h, int64_t w) {
 
 TEST(Image, FolderDecodesLikePilAndNamesBadFiles) {
   TempDir dir;
-  run_oracle(dir);
+  lathe::testing::run_oracle("image_oracle.py", dir);
   ImageFolder folder(dir / "folder");
   EXPECT_EQ(folder.classes(), (std::vector<std::string>{"cat", "dog", "empty"}));
   ASSERT_EQ(folder.size(), 4);  // notes.txt is not an image
@@ -76,7 +69,7 @@ TEST(Image, FolderDecodesLikePilAndNamesBadFiles) {
 
 TEST(Image, ResizeMatchesTorchvisionAntialiased) {
   TempDir dir;
-  run_oracle(dir);
+  lathe::testing::run_oracle("image_oracle.py", dir);
   const at::Tensor cat = read_image(dir / "folder" / "cat" / "0.png");  // (3, 40, 52)
   for (auto [h, w] : {std::pair<int64_t, int64_t>{13, 21}, {70, 90}}) {
     const at::Tensor u8 = tf::resize_image(cat, h, w);

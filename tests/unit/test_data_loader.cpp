@@ -123,6 +123,20 @@ TEST(Loader, WorkerErrorsNameTheRecordAndStopCleanly) {
   { DataLoader loader(big, LoaderOptions().with_batch_size(2).with_num_workers(4)); loader.next(); }
 }
 
+TEST(Loader, WorkersRunTorchOpsSingleThreaded) {
+  std::atomic<int> max_threads{0};
+  const Transform probe = [&](at::Tensor x, Rng&) {
+    max_threads = std::max(max_threads.load(), at::get_num_threads());
+    return x;
+  };
+  const int main_threads = at::get_num_threads();
+  DataLoader loader(std::make_shared<Numbers>(64),
+                    LoaderOptions().with_batch_size(8).with_num_workers(2).with_transform(probe));
+  run_epoch(loader, 0);
+  EXPECT_EQ(max_threads.load(), 1);                // no intra-op teams inside workers
+  EXPECT_EQ(at::get_num_threads(), main_threads);  // the training thread keeps its threads
+}
+
 TEST(Loader, CollationErrorsAndDefaults) {
   class Ragged : public Dataset {
    public:

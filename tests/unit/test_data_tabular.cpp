@@ -5,7 +5,7 @@
 #include "lathe/data/csv.h"
 #include "lathe/data/split.h"
 #include "lathe/data/tabular.h"
-#include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::ConfigError;
 using lathe::DataError;
@@ -14,14 +14,6 @@ using lathe::testing::TempDir;
 using namespace lathe::data;
 
 namespace {
-
-/// Runs tests/parity/tabular_oracle.py into `dir` (scikit-learn writes the CSVs and references).
-void run_oracle(const TempDir& dir) {
-  const auto r = lathe::testing::run_command(lathe::testing::python() + " " +
-                                             lathe::testing::source_dir() +
-                                             "/tests/parity/tabular_oracle.py " + dir.path().string());
-  ASSERT_EQ(r.status, 0) << r.output;
-}
 
 /// A headerless CSV of numbers → (N, F) float64.
 at::Tensor read_matrix(const std::filesystem::path& file) {
@@ -87,7 +79,7 @@ TEST(Csv, MalformedRecordsNameFileAndLineOrAreSkipped) {
 
 TEST(Tabular, WineMatchesScikitLearnPipelines) {
   TempDir dir;
-  run_oracle(dir);
+  lathe::testing::run_oracle("tabular_oracle.py", dir);
   const CsvTable table = read_csv(dir / "wine.csv");
   ASSERT_EQ(table.num_rows(), 178);
   TabularSpec spec;
@@ -126,7 +118,7 @@ TEST(Tabular, WineMatchesScikitLearnPipelines) {
 
 TEST(Tabular, DiabetesRegressionMinMaxAndLabelEncoding) {
   TempDir dir;
-  run_oracle(dir);
+  lathe::testing::run_oracle("tabular_oracle.py", dir);
   const CsvTable table = read_csv(dir / "diabetes.csv");
   TabularSpec spec;
   spec.target = "target";

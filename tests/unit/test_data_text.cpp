@@ -5,7 +5,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/data/text.h"
-#include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::DataError;
 using lathe::testing::expect_error;
@@ -25,10 +25,7 @@ TEST(Text, ByteCorpusWindowsShiftByOne) {
 
 TEST(Text, WordPieceMatchesHuggingFaceBertTokenizer) {
   TempDir dir;
-  const auto r = lathe::testing::run_command(lathe::testing::python() + " " +
-                                             lathe::testing::source_dir() +
-                                             "/tests/parity/wordpiece_oracle.py " + dir.path().string());
-  ASSERT_EQ(r.status, 0) << r.output;
+  lathe::testing::run_oracle("wordpiece_oracle.py", dir);
   const WordPiece tok(dir / "vocab.txt");
   const auto cases = nlohmann::json::parse(lathe::testing::read_text(dir / "cases.json"));
   ASSERT_GE(cases.size(), 30u);

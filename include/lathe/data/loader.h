@@ -19,6 +19,11 @@
 
 namespace lathe::data {
 
+namespace detail {
+/// Makes torch's CPU ops run single-threaded in the calling thread only (loader workers).
+void single_threaded_ops();
+}  // namespace detail
+
 /// Worker threads that leave the cores to training: half the hardware threads, at least 1,
 /// at most 8 (2 cores → 1 worker).
 int default_num_workers();
