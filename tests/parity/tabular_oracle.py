@@ -6,6 +6,8 @@ missing cells and a categorical column added) and the features scikit-learn's pr
        OUT_DIR/wine_expected.csv the features for every row, fitted on rows 0..139
        OUT_DIR/diabetes.csv      diabetes (442 rows) with a header, 'sex' as a category
        OUT_DIR/diabetes_expected.csv  min-max features, 'sex' ordinal-encoded, fitted on rows 0..352
+       OUT_DIR/cancer.csv        breast cancer (569 rows), target 'malignant' / 'benign'
+       OUT_DIR/cancer_expected.csv    z-score clipping (k = 3) then standardisation, rows 0..454
 The C++ test fits the same steps on the same rows and compares (tolerance 1e-5).
 """
 import csv
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_diabetes, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
@@ -110,9 +112,20 @@ def diabetes(out: Path):
                fmt="%.17g")
 
 
+def cancer(out: Path):
+    d = load_breast_cancer()
+    cols = [d.data[:, j].astype(float) for j in range(d.data.shape[1])]
+    write_csv(out / "cancer.csv", list(d.feature_names) + ["diagnosis"],
+              cols + [[d.target_names[t] for t in d.target]])
+    steps = [make_pipeline(Clip("zscore", 3.0), StandardScaler()) for _ in cols]
+    np.savetxt(out / "cancer_expected.csv", fit_transform(cols, steps, 455), delimiter=",",
+               fmt="%.17g")
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     wine(out)
     diabetes(out)
+    cancer(out)
     print("ok")

@@ -133,6 +133,20 @@ TEST(Tabular, DiabetesRegressionMinMaxAndLabelEncoding) {
   EXPECT_FLOAT_EQ(out.targets[0].item<float>(), 151.0f);
 }
 
+TEST(Tabular, BreastCancerZScoreClippingThenStandardisation) {
+  TempDir dir;
+  lathe::testing::run_oracle("tabular_oracle.py", dir);
+  const CsvTable table = read_csv(dir / "cancer.csv");
+  TabularSpec spec;
+  spec.target = "diagnosis";
+  spec.all = ColumnSteps().with("outliers=zscore", "test").with("scale=standard", "test");
+  const auto prep = TabularPreprocessor::fit(table.select(range(0, 455)), spec);
+  EXPECT_EQ(prep.classes(), (std::vector<std::string>{"benign", "malignant"}));
+  const at::Tensor expected = read_matrix(dir / "cancer_expected.csv");  // (569, 30)
+  const at::Tensor ours = prep.transform(table).inputs.to(at::kDouble);
+  EXPECT_TRUE(at::allclose(ours, expected, 1e-6, 1e-5)) << (ours - expected).abs().max().item<double>();
+}
+
 TEST(Tabular, MissingValuesUnknownCategoriesAndErrors) {
   const CsvTable t = parse_csv("x,colour,y\n1,red,a\n,blue,b\n3,,a\n5,red,b\n", "small.csv");
   TabularSpec spec;
