@@ -49,7 +49,8 @@ void write_jpegs(const fs::path& dir, int n) {
   const at::Tensor y = at::arange(375, at::kFloat).view({1, 375, 1});
   const at::Tensor x = at::arange(500, at::kFloat).view({1, 1, 500});
   for (int i = 0; i < n; ++i) {
-    const at::Tensor f = at::tensor({7.0f + static_cast<float>(rng() % 9), 9.0f, 13.0f}).view({3, 1, 1});
+    const at::Tensor f =
+        at::tensor({7.0f + static_cast<float>(rng() % 9), 9.0f, 13.0f}).view({3, 1, 1});
     at::Tensor img = 128 + 100 * at::sin(x / f + y / (f + 4) + static_cast<float>(rng() % 7));
     img = (img + 8 * at::randn({3, 375, 500})).clamp(0, 255).to(at::kByte);  // (3, 375, 500)
     std::ofstream(dir / fmt::format("{:05d}.jpg", i), std::ios::binary) << encode_jpeg(img, 90);
@@ -90,36 +91,51 @@ int main(int argc, char** argv) try {
   int images = 512;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--python") python = argv[i + 1];
-    else if (a == "--script") script = argv[i + 1];
-    else if (a == "--batches") max_batches = std::stoll(argv[i + 1]);
-    else if (a == "--images") images = std::stoi(argv[i + 1]);
+    if (a == "--python")
+      python = argv[i + 1];
+    else if (a == "--script")
+      script = argv[i + 1];
+    else if (a == "--batches")
+      max_batches = std::stoll(argv[i + 1]);
+    else if (a == "--images")
+      images = std::stoi(argv[i + 1]);
   }
   const fs::path jpeg_dir = fs::temp_directory_path() / fmt::format("lathe-bench-jpegs-{}", images);
   if (!fs::exists(jpeg_dir / fmt::format("{:05d}.jpg", images - 1))) write_jpegs(jpeg_dir, images);
-  fmt::print("data_bench: {} cores; Fashion-MNIST (batch 128, random crop 28 pad 4 + flip + "
-             "normalise), {} JPEGs 500x375 (decode + random resized crop 224 + flip)\n",
-             std::thread::hardware_concurrency(), images);
+  fmt::print(
+      "data_bench: {} cores; Fashion-MNIST (batch 128, random crop 28 pad 4 + flip + "
+      "normalise), {} JPEGs 500x375 (decode + random resized crop 224 + flip)\n",
+      std::thread::hardware_concurrency(), images);
 
   // Fashion-MNIST: [0, 1] floats in memory, the transforms per record in the workers.
   const IdxSplit train = load_idx_split(kFashion, "train");
-  auto fashion = std::make_shared<TensorSource>(TensorDataset{images_to_float(train.images), train.labels});
-  const Transform fashion_tf = compose({tf::random_crop(28, 4), tf::horizontal_flip(), tf::normalize({0.286}, {0.353})});
-  DataLoader fl(fashion, LoaderOptions().with_batch_size(128).with_shuffle(true).with_seed(1)
-                             .with_num_workers(2).with_transform(fashion_tf));
+  auto fashion =
+      std::make_shared<TensorSource>(TensorDataset{images_to_float(train.images), train.labels});
+  const Transform fashion_tf =
+      compose({tf::random_crop(28, 4), tf::horizontal_flip(), tf::normalize({0.286}, {0.353})});
+  DataLoader fl(fashion, LoaderOptions()
+                             .with_batch_size(128)
+                             .with_shuffle(true)
+                             .with_seed(1)
+                             .with_num_workers(2)
+                             .with_transform(fashion_tf));
   const double ours_fashion = rate(fl, max_batches).first;
 
   auto jpegs = std::make_shared<JpegFiles>(jpeg_dir);
   const Transform jpeg_tf = compose({tf::random_resized_crop(224), tf::horizontal_flip()});
   const auto jpeg_rate = [&](int workers) {
-    DataLoader jl(jpegs, LoaderOptions().with_batch_size(32).with_shuffle(true).with_seed(1)
-                             .with_num_workers(workers).with_transform(jpeg_tf));
+    DataLoader jl(jpegs, LoaderOptions()
+                             .with_batch_size(32)
+                             .with_shuffle(true)
+                             .with_seed(1)
+                             .with_num_workers(workers)
+                             .with_transform(jpeg_tf));
     return rate(jl, 1 << 30).second;
   };
   const double ours_jpeg = jpeg_rate(2), ours_jpeg_core = jpeg_rate(1);  // 1 worker = 1 core
 
-  const auto py = nlohmann::json::parse(run(fmt::format("{} {} {} {} {} 2>&1", python, script, kFashion,
-                                                        jpeg_dir.string(), max_batches)));
+  const auto py = nlohmann::json::parse(run(fmt::format("{} {} {} {} {} 2>&1", python, script,
+                                                        kFashion, jpeg_dir.string(), max_batches)));
   const double py_fashion = py["fashion_batches_per_s"], py_jpeg = py["jpeg_images_per_s"],
                py_jpeg_core = py["jpeg_images_per_s_core"];
   fmt::print("{:<46} {:>10} {:>10} {:>7}\n", "", "lathe", "PyTorch", "ratio");

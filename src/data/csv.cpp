@@ -14,7 +14,8 @@ namespace {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -75,8 +76,10 @@ class RecordReader {
         quoted = true;
       } else if (after_quote) {
         if (c != ' ' && c != '\t' && r.error.empty())
-          r.error = fmt::format("unexpected '{}' after a closing quote (write \"\" for a quote "
-                                "inside a quoted field)", c);
+          r.error = fmt::format(
+              "unexpected '{}' after a closing quote (write \"\" for a quote "
+              "inside a quoted field)",
+              c);
       } else {
         field.push_back(c);
       }
@@ -111,8 +114,7 @@ int64_t CsvTable::column_index(const std::string& name) const {
 }
 
 bool CsvTable::is_missing(int64_t row, int64_t col) const {
-  const std::string_view cell =
-      trim(rows[static_cast<size_t>(row)][static_cast<size_t>(col)]);
+  const std::string_view cell = trim(rows[static_cast<size_t>(row)][static_cast<size_t>(col)]);
   return std::find(missing.begin(), missing.end(), cell) != missing.end();
 }
 

@@ -22,7 +22,8 @@ double uniform(Rng& rng, double lo, double hi) {
 TensorSource::TensorSource(TensorDataset data) : data_(std::move(data)) {
   LATHE_CHECK(data_.inputs.defined() && data_.targets.defined() &&
                   data_.inputs.size(0) == data_.targets.size(0),
-              DataError, "TensorSource: inputs ({}) and targets ({}) must have the same number "
+              DataError,
+              "TensorSource: inputs ({}) and targets ({}) must have the same number "
               "of records",
               data_.inputs.defined() ? data_.inputs.size(0) : 0,
               data_.targets.defined() ? data_.targets.size(0) : 0);

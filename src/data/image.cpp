@@ -81,9 +81,9 @@ at::Tensor decode_png(std::string_view bytes, const std::string& origin, int cha
   LATHE_CHECK(png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()) != 0, DataError,
               "{}: not a readable PNG: {}", origin, img.message);
   img.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
-  at::Tensor hwc = at::empty({static_cast<int64_t>(img.height), static_cast<int64_t>(img.width),
-                              channels},
-                             at::TensorOptions().dtype(at::kByte));
+  at::Tensor hwc =
+      at::empty({static_cast<int64_t>(img.height), static_cast<int64_t>(img.width), channels},
+                at::TensorOptions().dtype(at::kByte));
   const int ok = png_image_finish_read(&img, nullptr, hwc.data_ptr<uint8_t>(), 0, nullptr);
   if (ok == 0) {
     const std::string msg = img.message;
@@ -113,7 +113,8 @@ std::string read_bytes(const std::filesystem::path& file) {
 
 bool is_image_name(const std::filesystem::path& p) {
   std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
@@ -125,9 +126,10 @@ at::Tensor decode_image(std::string_view bytes, const std::string& origin, int c
               "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
   if (is_jpeg(bytes)) return decode_jpeg(bytes, origin, channels, min_side);
   if (is_png(bytes)) return decode_png(bytes, origin, channels);
-  throw DataError(fmt::format("{}: neither a JPEG nor a PNG ({} bytes; a JPEG starts with "
-                              "FF D8 FF, a PNG with 89 50 4E 47)",
-                              origin, bytes.size()));
+  throw DataError(
+      fmt::format("{}: neither a JPEG nor a PNG ({} bytes; a JPEG starts with "
+                  "FF D8 FF, a PNG with 89 50 4E 47)",
+                  origin, bytes.size()));
 }
 
 at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side) {
@@ -156,9 +158,9 @@ std::string encode_png(const at::Tensor& image) {
   img.height = static_cast<png_uint_32>(hwc.size(0));
   img.format = hwc.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   png_alloc_size_t size = 0;
-  LATHE_CHECK(png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr<uint8_t>(), 0,
-                                        nullptr) != 0,
-              DataError, "cannot encode a PNG: {}", img.message);
+  LATHE_CHECK(
+      png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr<uint8_t>(), 0, nullptr) != 0,
+      DataError, "cannot encode a PNG: {}", img.message);
   std::string out(size, '\0');
   LATHE_CHECK(png_image_write_to_memory(&img, out.data(), &size, 0, hwc.data_ptr<uint8_t>(), 0,
                                         nullptr) != 0,
@@ -179,9 +181,8 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) dirs.push_back(e.path());
   std::sort(dirs.begin(), dirs.end());
-  LATHE_CHECK(!dirs.empty(), DataError,
-              "{}: no class subfolders (expected {}/<class>/<image>.jpg)", root.string(),
-              root.string());
+  LATHE_CHECK(!dirs.empty(), DataError, "{}: no class subfolders (expected {}/<class>/<image>.jpg)",
+              root.string(), root.string());
   for (const auto& dir : dirs) {
     std::vector<fs::path> images;
     for (const auto& e : fs::recursive_directory_iterator(dir))

@@ -52,7 +52,8 @@ void single_threaded_ops() {
   // for this thread only (at::set_num_threads would also change the default of threads created
   // later). libgomp is already loaded by libtorch_cpu; a build without OpenMP has no symbol.
   using SetThreads = void (*)(int);
-  static const auto omp_set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  static const auto omp_set =
+      reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
   if (omp_set != nullptr) omp_set(1);
 }
 
@@ -74,7 +75,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> data, LoaderOptions option
               "num_workers must be -1 (default), 0 (inline) or positive, got {}",
               options_.num_workers);
   workers_count_ = options_.num_workers < 0 ? default_num_workers() : options_.num_workers;
-  workers_count_ = static_cast<int>(std::min<int64_t>(workers_count_, std::max<int64_t>(num_batches(), 1)));
+  workers_count_ =
+      static_cast<int>(std::min<int64_t>(workers_count_, std::max<int64_t>(num_batches(), 1)));
   pin_ = options_.pin_memory && at::globalContext().hasCUDA();
   restore({0, 0});
 }
@@ -96,7 +98,8 @@ at::Tensor DataLoader::epoch_order(int64_t epoch) const {
 
 void DataLoader::restore(LoaderPosition position) {
   LATHE_CHECK(position.epoch >= 0 && position.batch >= 0 && position.batch <= num_batches(),
-              DataError, "loader position (epoch {}, batch {}) out of range: an epoch has {} "
+              DataError,
+              "loader position (epoch {}, batch {}) out of range: an epoch has {} "
               "batches; was the checkpoint made with another dataset or batch size?",
               position.epoch, position.batch, num_batches());
   stop_workers();
@@ -129,8 +132,8 @@ Batch DataLoader::make_batch(int64_t b) const {
       inputs.push_back(std::move(ex.input));
       targets.push_back(std::move(ex.target));
     } catch (const std::exception& e) {
-      throw DataError(fmt::format("record {} (batch {} of epoch {}): {}", record, b, epoch_,
-                                  e.what()));
+      throw DataError(
+          fmt::format("record {} (batch {} of epoch {}): {}", record, b, epoch_, e.what()));
     }
   }
   return {collate(inputs, pin_, order_[static_cast<size_t>(start)]),
@@ -163,7 +166,8 @@ void DataLoader::worker_loop() {
     int64_t b = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || next_to_make_ >= end || next_to_make_ < taken_ + window; });
+      cv_.wait(lock,
+               [&] { return stop_ || next_to_make_ >= end || next_to_make_ < taken_ + window; });
       if (stop_ || next_to_make_ >= end) return;
       b = next_to_make_++;
     }

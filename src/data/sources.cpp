@@ -25,7 +25,8 @@ std::vector<int64_t> head(std::vector<int64_t> v, int64_t n) {
   return v;
 }
 
-std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base, std::vector<int64_t> idx) {
+std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
+                                      std::vector<int64_t> idx) {
   return std::make_shared<SubsetSource>(std::move(base), std::move(idx));
 }
 
@@ -69,14 +70,18 @@ DataSplits load_idx(const config::DataSection& cfg, uint64_t seed) {
 
   DataSplits out;
   out.task = "classification";
-  for (int64_t c = 0; c <= train.targets.max().item<int64_t>(); ++c) out.classes.push_back(std::to_string(c));
-  if (cfg.mean.empty()) std::tie(out.mean, out.std) = channel_stats(train.inputs);  // train only
-  else std::tie(out.mean, out.std) = std::pair(cfg.mean, cfg.std);
+  for (int64_t c = 0; c <= train.targets.max().item<int64_t>(); ++c)
+    out.classes.push_back(std::to_string(c));
+  if (cfg.mean.empty())
+    std::tie(out.mean, out.std) = channel_stats(train.inputs);  // train only
+  else
+    std::tie(out.mean, out.std) = std::pair(cfg.mean, cfg.std);
   const int64_t native = train.inputs.size(2);
   const int64_t size = cfg.image_size > 0 ? cfg.image_size : native;
   std::vector<Transform> eval_steps;
   if (size != native) eval_steps.push_back(transforms::resize(size, size));
-  std::vector<Transform> train_steps = has_resized_crop(cfg.augment) ? std::vector<Transform>{} : eval_steps;
+  std::vector<Transform> train_steps =
+      has_resized_crop(cfg.augment) ? std::vector<Transform>{} : eval_steps;
   for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
@@ -166,7 +171,8 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   out.std = cfg.std.empty() ? std::vector<double>{0.229, 0.224, 0.225} : cfg.std;
   const std::vector<Transform> eval_steps = {transforms::resize_shorter(size),
                                              transforms::center_crop(size)};
-  std::vector<Transform> train_steps = has_resized_crop(cfg.augment) ? std::vector<Transform>{} : eval_steps;
+  std::vector<Transform> train_steps =
+      has_resized_crop(cfg.augment) ? std::vector<Transform>{} : eval_steps;
   for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
@@ -177,11 +183,12 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
 DataSplits load_text(const config::DataSection& cfg) {
   auto corpus = std::make_shared<ByteCorpus>(cfg.path, cfg.seq_len);
   const int64_t n = corpus->size();
-  const auto n_test = static_cast<int64_t>(std::llround(cfg.test_fraction * static_cast<double>(n)));
+  const auto n_test =
+      static_cast<int64_t>(std::llround(cfg.test_fraction * static_cast<double>(n)));
   const auto n_val = static_cast<int64_t>(std::llround(cfg.val_fraction * static_cast<double>(n)));
   LATHE_CHECK(n - n_val - n_test > 0, DataError,
-              "{}: {} windows of {} bytes leave none for training after val and test",
-              cfg.path, n, cfg.seq_len);
+              "{}: {} windows of {} bytes leave none for training after val and test", cfg.path, n,
+              cfg.seq_len);
   std::vector<int64_t> idx(static_cast<size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);
   const auto range = [&](int64_t lo, int64_t hi) {
@@ -214,9 +221,8 @@ DataSplits load_text_csv(const config::DataSection& cfg, uint64_t seed) {
     split_into(out, all, cfg, seed, all->labels(), true);
   } else {
     split_into(out, all, cfg, seed, all->labels(), false);
-    auto test = std::make_shared<TextClassificationCsv>(read_csv(cfg.test_path, opts),
-                                                        cfg.text_column, cfg.target, tok,
-                                                        cfg.max_length);
+    auto test = std::make_shared<TextClassificationCsv>(
+        read_csv(cfg.test_path, opts), cfg.text_column, cfg.target, tok, cfg.max_length);
     LATHE_CHECK(test->classes() == out.classes, DataError,
                 "{}: its labels differ from {}'s ({} vs {} classes)", cfg.test_path, cfg.path,
                 test->classes().size(), out.classes.size());
@@ -247,9 +253,10 @@ std::vector<Transform> parse_augment(const std::vector<std::string>& augment, in
     } else if (name == "random_resized_crop") {
       out.push_back(transforms::random_resized_crop(size, {arg < 0 ? 0.08 : arg, 1.0}));
     } else {
-      throw ConfigError(fmt::format("data.augment: unknown augmentation '{}'; known: "
-                                    "random_crop[:pad], hflip[:p], random_resized_crop[:min_scale]",
-                                    item));
+      throw ConfigError(
+          fmt::format("data.augment: unknown augmentation '{}'; known: "
+                      "random_crop[:pad], hflip[:p], random_resized_crop[:min_scale]",
+                      item));
     }
   }
   return out;
@@ -257,15 +264,21 @@ std::vector<Transform> parse_augment(const std::vector<std::string>& augment, in
 
 DataSplits load_splits(const config::DataSection& cfg, uint64_t seed) {
   DataSplits out;
-  if (cfg.source == "idx") out = load_idx(cfg, seed);
-  else if (cfg.source == "csv") out = load_csv(cfg, seed);
-  else if (cfg.source == "image_folder") out = load_image_folder(cfg, seed);
-  else if (cfg.source == "text") out = load_text(cfg);
-  else if (cfg.source == "text_csv") out = load_text_csv(cfg, seed);
+  if (cfg.source == "idx")
+    out = load_idx(cfg, seed);
+  else if (cfg.source == "csv")
+    out = load_csv(cfg, seed);
+  else if (cfg.source == "image_folder")
+    out = load_image_folder(cfg, seed);
+  else if (cfg.source == "text")
+    out = load_text(cfg);
+  else if (cfg.source == "text_csv")
+    out = load_text_csv(cfg, seed);
   else
-    throw ConfigError(fmt::format("data.source: unknown source '{}'; available: idx, csv, "
-                                  "image_folder, text, text_csv",
-                                  cfg.source));
+    throw ConfigError(
+        fmt::format("data.source: unknown source '{}'; available: idx, csv, "
+                    "image_folder, text, text_csv",
+                    cfg.source));
   LATHE_CHECK(out.train->size() > 0, DataError,
               "{}: no training records left (limit_train {}, val_fraction {}, test_fraction {})",
               cfg.path, cfg.limit_train, cfg.val_fraction, cfg.test_fraction);

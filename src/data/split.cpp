@@ -16,7 +16,8 @@ namespace lathe::data {
 SplitIndices split_indices(int64_t n, double val_fraction, double test_fraction, uint64_t seed,
                            const at::Tensor& strata) {
   LATHE_CHECK(val_fraction >= 0 && test_fraction >= 0 && val_fraction + test_fraction < 1,
-              DataError, "split fractions val {} + test {} must be non-negative and sum to less "
+              DataError,
+              "split fractions val {} + test {} must be non-negative and sum to less "
               "than 1 (the rest is train)",
               val_fraction, test_fraction);
   LATHE_CHECK(!strata.defined() || (strata.dim() == 1 && strata.size(0) == n), DataError,
@@ -36,8 +37,8 @@ SplitIndices split_indices(int64_t n, double val_fraction, double test_fraction,
   for (const auto& [label, idx] : groups) {
     const auto size = static_cast<double>(idx.size());
     const auto n_test = static_cast<size_t>(std::llround(test_fraction * size));
-    const auto n_val = std::min(idx.size() - n_test,
-                                static_cast<size_t>(std::llround(val_fraction * size)));
+    const auto n_val =
+        std::min(idx.size() - n_test, static_cast<size_t>(std::llround(val_fraction * size)));
     out.test.insert(out.test.end(), idx.begin(), idx.begin() + static_cast<long>(n_test));
     out.val.insert(out.val.end(), idx.begin() + static_cast<long>(n_test),
                    idx.begin() + static_cast<long>(n_test + n_val));

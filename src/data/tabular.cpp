@@ -88,9 +88,8 @@ std::string class_key(const CsvTable& t, int64_t row, int64_t col, bool numeric)
               t.where(row), t.columns[static_cast<size_t>(col)]);
   if (!numeric) return trimmed(cell);
   double v = 0;
-  LATHE_CHECK(parse_number(cell, v), DataError,
-              "{}: target column '{}': '{}' is not a number", t.where(row),
-              t.columns[static_cast<size_t>(col)], cell);
+  LATHE_CHECK(parse_number(cell, v), DataError, "{}: target column '{}': '{}' is not a number",
+              t.where(row), t.columns[static_cast<size_t>(col)], cell);
   return canonical_number(v);
 }
 
@@ -98,8 +97,9 @@ std::string class_key(const CsvTable& t, int64_t row, int64_t col, bool numeric)
 std::vector<std::string> sorted_classes(std::set<std::string> keys, bool numeric) {
   std::vector<std::string> out(keys.begin(), keys.end());
   if (numeric)
-    std::sort(out.begin(), out.end(),
-              [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+    std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+      return std::stod(a) < std::stod(b);
+    });
   return out;
 }
 
@@ -109,21 +109,29 @@ ColumnSteps ColumnSteps::with(const std::string& key_value, const std::string& w
   const auto eq = key_value.find('=');
   LATHE_CHECK(eq != std::string::npos, ConfigError,
               "{}: column step '{}' must be key=value (e.g. impute=median)", where, key_value);
-  const std::string key = trimmed(key_value.substr(0, eq)), value = trimmed(key_value.substr(eq + 1));
+  const std::string key = trimmed(key_value.substr(0, eq)),
+                    value = trimmed(key_value.substr(eq + 1));
   ColumnSteps out = *this;
-  if (key == "kind") out.kind = value;
-  else if (key == "impute") out.impute = value;
-  else if (key == "fill") out.fill = value;
-  else if (key == "outliers") out.outliers = value;
-  else if (key == "scale") out.scale = value;
-  else if (key == "encode") out.encode = value;
+  if (key == "kind")
+    out.kind = value;
+  else if (key == "impute")
+    out.impute = value;
+  else if (key == "fill")
+    out.fill = value;
+  else if (key == "outliers")
+    out.outliers = value;
+  else if (key == "scale")
+    out.scale = value;
+  else if (key == "encode")
+    out.encode = value;
   else if (key == "outlier_k") {
     LATHE_CHECK(parse_number(value, out.outlier_k) && out.outlier_k >= 0, ConfigError,
                 "{}: outlier_k = '{}' must be a non-negative number", where, value);
   } else {
-    throw ConfigError(fmt::format("{}: unknown column step '{}'; known: kind, impute, fill, "
-                                  "outliers, outlier_k, scale, encode",
-                                  where, key));
+    throw ConfigError(
+        fmt::format("{}: unknown column step '{}'; known: kind, impute, fill, "
+                    "outliers, outlier_k, scale, encode",
+                    where, key));
   }
   out.validate(where);
   return out;
@@ -161,7 +169,8 @@ at::Tensor target_strata(const CsvTable& table, const std::string& target) {
     p[r] = std::lower_bound(classes.begin(), classes.end(), keys[r],
                             [&](const std::string& a, const std::string& b) {
                               return numeric ? std::stod(a) < std::stod(b) : a < b;
-                            }) - classes.begin();
+                            }) -
+           classes.begin();
   return out;
 }
 
@@ -172,7 +181,8 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
               train.origin);
   for (const auto& [name, steps] : spec.columns) {
     LATHE_CHECK(name != spec.target, ConfigError,
-                "column steps for '{}', the target column: the target is encoded by the task", name);
+                "column steps for '{}', the target column: the target is encoded by the task",
+                name);
     train.column_index(name);  // names an unknown column
   }
   one_of(spec.task, {"auto", "classification", "regression"}, "task", train.origin);
@@ -185,8 +195,8 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
     keys.insert(class_key(train, r, tcol, p.target_numeric_));
   p.task_ = spec.task == "auto" ? infer_task(train, spec.target) : spec.task;
   LATHE_CHECK(p.task_ == "classification" || p.target_numeric_, DataError,
-              "{}: regression needs a numeric target, but column '{}' holds text",
-              train.origin, spec.target);
+              "{}: regression needs a numeric target, but column '{}' holds text", train.origin,
+              spec.target);
   if (p.task_ == "classification") p.classes_ = sorted_classes(keys, p.target_numeric_);
 
   for (int64_t c = 0; c < static_cast<int64_t>(train.columns.size()); ++c) {
@@ -214,17 +224,20 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
         }
         double v = 0;
         const std::string& cell = train.rows[static_cast<size_t>(r)][static_cast<size_t>(c)];
-        LATHE_CHECK(parse_number(cell, v), DataError,
-                    "{}: column '{}' is numeric but holds '{}'", train.where(r), name, cell);
+        LATHE_CHECK(parse_number(cell, v), DataError, "{}: column '{}' is numeric but holds '{}'",
+                    train.where(r), name, cell);
         present.push_back(v);
       }
       LATHE_CHECK(!present.empty(), DataError, "{}: column '{}' has no values in the training rows",
                   train.origin, name);
       std::vector<double> sorted = present;
       std::sort(sorted.begin(), sorted.end());
-      if (impute == "mean") col.fill_number = mean_of(present);
-      else if (impute == "median") col.fill_number = quantile(sorted, 0.5);
-      else if (impute == "most_frequent") col.fill_number = most_frequent(present);
+      if (impute == "mean")
+        col.fill_number = mean_of(present);
+      else if (impute == "median")
+        col.fill_number = quantile(sorted, 0.5);
+      else if (impute == "most_frequent")
+        col.fill_number = most_frequent(present);
       else if (impute == "constant")
         LATHE_CHECK(col.steps.fill.empty() || parse_number(col.steps.fill, col.fill_number),
                     ConfigError, "column '{}': fill = '{}' must be a number for a numeric column",
@@ -260,14 +273,16 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
         col.divide = *hi > *lo ? *hi - *lo : 1.0;
       }
     } else {
-      LATHE_CHECK(impute == "none" || impute == "drop" || impute == "most_frequent" ||
-                      impute == "constant",
-                  ConfigError, "{}: column '{}' is categorical: impute = '{}' needs numbers (use "
-                  "most_frequent, constant or drop)",
-                  train.origin, name, impute);
-      LATHE_CHECK(col.steps.scale == "none" && col.steps.outliers == "none", ConfigError,
-                  "{}: column '{}' is categorical: scale and outliers apply to numeric columns only",
-                  train.origin, name);
+      LATHE_CHECK(
+          impute == "none" || impute == "drop" || impute == "most_frequent" || impute == "constant",
+          ConfigError,
+          "{}: column '{}' is categorical: impute = '{}' needs numbers (use "
+          "most_frequent, constant or drop)",
+          train.origin, name, impute);
+      LATHE_CHECK(
+          col.steps.scale == "none" && col.steps.outliers == "none", ConfigError,
+          "{}: column '{}' is categorical: scale and outliers apply to numeric columns only",
+          train.origin, name);
       std::vector<std::string> present;
       for (int64_t r = 0; r < train.num_rows(); ++r) {
         if (train.is_missing(r, c)) {
@@ -367,8 +382,10 @@ TabularData TabularPreprocessor::transform(const CsvTable& t) const {
   const bool cls = task_ == "classification";
   out.targets = at::empty({n}, at::TensorOptions().dtype(cls ? at::kLong : at::kFloat));  // (N)
   for (int64_t i = 0; i < n; ++i) {
-    if (cls) out.targets.data_ptr<int64_t>()[i] = static_cast<int64_t>(targets[static_cast<size_t>(i)]);
-    else out.targets.data_ptr<float>()[i] = static_cast<float>(targets[static_cast<size_t>(i)]);
+    if (cls)
+      out.targets.data_ptr<int64_t>()[i] = static_cast<int64_t>(targets[static_cast<size_t>(i)]);
+    else
+      out.targets.data_ptr<float>()[i] = static_cast<float>(targets[static_cast<size_t>(i)]);
   }
   return out;
 }
@@ -376,7 +393,8 @@ TabularData TabularPreprocessor::transform(const CsvTable& t) const {
 std::vector<std::string> TabularPreprocessor::feature_names() const {
   std::vector<std::string> names;
   for (const auto& col : columns_) {
-    if (col.numeric || col.steps.encode == "label") names.push_back(col.name);
+    if (col.numeric || col.steps.encode == "label")
+      names.push_back(col.name);
     else
       for (const auto& cat : col.categories) names.push_back(col.name + "=" + cat);
   }

@@ -36,7 +36,10 @@ bool is_whitespace(UChar32 c) {
 bool is_control(UChar32 c) {
   if (c == '\t' || c == '\n' || c == '\r') return false;
   switch (u_charType(c)) {
-    case U_CONTROL_CHAR: case U_FORMAT_CHAR: case U_PRIVATE_USE_CHAR: case U_SURROGATE:
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
     case U_UNASSIGNED:
       return true;
     default:
@@ -44,11 +47,16 @@ bool is_control(UChar32 c) {
   }
 }
 bool is_punctuation(UChar32 c) {
-  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126))
+  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+      (c >= 123 && c <= 126))
     return true;
   switch (u_charType(c)) {
-    case U_DASH_PUNCTUATION: case U_START_PUNCTUATION: case U_END_PUNCTUATION:
-    case U_CONNECTOR_PUNCTUATION: case U_OTHER_PUNCTUATION: case U_INITIAL_PUNCTUATION:
+    case U_DASH_PUNCTUATION:
+    case U_START_PUNCTUATION:
+    case U_END_PUNCTUATION:
+    case U_CONNECTOR_PUNCTUATION:
+    case U_OTHER_PUNCTUATION:
+    case U_INITIAL_PUNCTUATION:
     case U_FINAL_PUNCTUATION:
       return true;
     default:
@@ -70,8 +78,8 @@ std::string to_utf8(const icu::UnicodeString& s) {
 
 const icu::Normalizer2& normalizer(bool nfd) {
   UErrorCode status = U_ZERO_ERROR;
-  const icu::Normalizer2* n = nfd ? icu::Normalizer2::getNFDInstance(status)
-                                  : icu::Normalizer2::getNFCInstance(status);
+  const icu::Normalizer2* n =
+      nfd ? icu::Normalizer2::getNFDInstance(status) : icu::Normalizer2::getNFCInstance(status);
   LATHE_CHECK(U_SUCCESS(status) && n != nullptr, DataError, "ICU normaliser unavailable: {}",
               u_errorName(status));
   return *n;
@@ -80,7 +88,8 @@ const icu::Normalizer2& normalizer(bool nfd) {
 icu::UnicodeString normalize(const icu::UnicodeString& s, bool nfd) {
   UErrorCode status = U_ZERO_ERROR;
   icu::UnicodeString out = normalizer(nfd).normalize(s, status);
-  LATHE_CHECK(U_SUCCESS(status), DataError, "Unicode normalisation failed: {}", u_errorName(status));
+  LATHE_CHECK(U_SUCCESS(status), DataError, "Unicode normalisation failed: {}",
+              u_errorName(status));
   return out;
 }
 
@@ -109,7 +118,7 @@ Example ByteCorpus::get(int64_t index) const {
   LATHE_CHECK(index >= 0 && index < size(), DataError, "window {} out of range [0, {})", index,
               size());
   const at::Tensor w = bytes_.narrow(0, index * stride_, seq_len_ + 1).to(at::kLong);  // (T + 1)
-  return {w.narrow(0, 0, seq_len_), w.narrow(0, 1, seq_len_)};                          // (T), (T)
+  return {w.narrow(0, 0, seq_len_), w.narrow(0, 1, seq_len_)};                         // (T), (T)
 }
 
 // ---- WordPiece ------------------------------------------------------------------------------
@@ -150,16 +159,19 @@ int64_t WordPiece::token_id(const std::string& token) const {
 }
 
 std::vector<std::string> WordPiece::basic_tokens(std::string_view text) const {
-  const icu::UnicodeString raw =
-      icu::UnicodeString::fromUTF8(icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+  const icu::UnicodeString raw = icu::UnicodeString::fromUTF8(
+      icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
   // Clean (drop NUL, U+FFFD and controls; whitespace → ' '), space out CJK ideographs.
   icu::UnicodeString clean;
   for (int32_t i = 0; i < raw.length(); i = raw.moveIndex32(i, 1)) {
     const UChar32 c = raw.char32At(i);
     if (c == 0 || c == 0xFFFD || is_control(c)) continue;
-    if (is_whitespace(c)) clean.append(UChar32{' '});
-    else if (is_cjk(c)) clean.append(UChar32{' '}).append(c).append(UChar32{' '});
-    else clean.append(c);
+    if (is_whitespace(c))
+      clean.append(UChar32{' '});
+    else if (is_cjk(c))
+      clean.append(UChar32{' '}).append(c).append(UChar32{' '});
+    else
+      clean.append(c);
   }
   clean = normalize(clean, /*nfd=*/false);  // NFC, as BasicTokenizer does first
 
@@ -186,7 +198,8 @@ std::vector<std::string> WordPiece::basic_tokens(std::string_view text) const {
     if (!piece.isEmpty()) out.push_back(to_utf8(piece));
   };
   icu::UnicodeString word;
-  for (int32_t i = 0; i <= clean.length(); i = i < clean.length() ? clean.moveIndex32(i, 1) : i + 1) {
+  for (int32_t i = 0; i <= clean.length();
+       i = i < clean.length() ? clean.moveIndex32(i, 1) : i + 1) {
     if (i == clean.length() || clean.char32At(i) == ' ') {
       if (!word.isEmpty()) emit_word(word);
       word.remove();
@@ -244,7 +257,8 @@ std::vector<std::string> WordPiece::tokenize(std::string_view text) const {
         special = &s;
       }
     }
-    const std::string_view chunk = text.substr(pos, next == std::string_view::npos ? text.npos : next - pos);
+    const std::string_view chunk =
+        text.substr(pos, next == std::string_view::npos ? text.npos : next - pos);
     for (const auto& w : basic_tokens(chunk)) wordpiece(w, out);
     if (special == nullptr) break;
     out.push_back(*special);

@@ -1,4 +1,5 @@
-// Image transforms: conversions, normalisation, crops (fixed, random, random-resized), flip, resize.
+// Image transforms: conversions, normalisation, crops (fixed, random, random-resized), flip,
+// resize.
 #include "lathe/data/transforms.h"
 
 #include <cmath>
@@ -79,9 +80,7 @@ Transform random_crop(int64_t size, int64_t padding) {
 }
 
 Transform horizontal_flip(double p) {
-  return [p](at::Tensor x, Rng& rng) {
-    return uniform(rng, 0.0, 1.0) < p ? x.flip({-1}) : x;
-  };
+  return [p](at::Tensor x, Rng& rng) { return uniform(rng, 0.0, 1.0) < p ? x.flip({-1}) : x; };
 }
 
 at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width) {
@@ -133,8 +132,10 @@ Box random_resized_box(int64_t height, int64_t width, Rng& rng, std::pair<double
   }
   const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
   int64_t w = width, h = height;
-  if (in_ratio < ratio.first) h = static_cast<int64_t>(std::round(static_cast<double>(w) / ratio.first));
-  else if (in_ratio > ratio.second) w = static_cast<int64_t>(std::round(static_cast<double>(h) * ratio.second));
+  if (in_ratio < ratio.first)
+    h = static_cast<int64_t>(std::round(static_cast<double>(w) / ratio.first));
+  else if (in_ratio > ratio.second)
+    w = static_cast<int64_t>(std::round(static_cast<double>(h) * ratio.second));
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
@@ -142,7 +143,8 @@ Transform random_resized_crop(int64_t size, std::pair<double, double> scale,
                               std::pair<double, double> ratio) {
   LATHE_CHECK(size > 0 && scale.first > 0 && scale.first <= scale.second && ratio.first > 0 &&
                   ratio.first <= ratio.second,
-              DataError, "random_resized_crop: size {} scale ({}, {}) ratio ({}, {}): want "
+              DataError,
+              "random_resized_crop: size {} scale ({}, {}) ratio ({}, {}): want "
               "size > 0, 0 < lo <= hi",
               size, scale.first, scale.second, ratio.first, ratio.second);
   return [=](at::Tensor x, Rng& rng) {

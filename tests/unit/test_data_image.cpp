@@ -16,7 +16,8 @@ namespace tf = lathe::data::transforms;
 namespace {
 
 /// A raw file of `shape` values of `dtype`.
-at::Tensor read_raw(const std::filesystem::path& file, std::vector<int64_t> shape, at::ScalarType dtype) {
+at::Tensor read_raw(const std::filesystem::path& file, std::vector<int64_t> shape,
+                    at::ScalarType dtype) {
   std::string bytes = lathe::testing::read_text(file);
   return at::from_blob(bytes.data(), shape, dtype).clone();
 }
@@ -59,7 +60,8 @@ TEST(Image, FolderDecodesLikePilAndNamesBadFiles) {
   ImageFolder bad(dir / "bad");
   expect_error<DataError>([&] { bad.get(0); }, {"cut.jpg", "JPEG"});
   expect_error<DataError>([&] { bad.get(1); }, {"fake.png", "neither a JPEG nor a PNG"});
-  DataLoader loader(std::make_shared<ImageFolder>(dir / "bad"), LoaderOptions().with_batch_size(3).with_num_workers(1));
+  DataLoader loader(std::make_shared<ImageFolder>(dir / "bad"),
+                    LoaderOptions().with_batch_size(3).with_num_workers(1));
   expect_error<DataError>([&] { loader.next(); }, {"record 0", "cut.jpg"});
   ImageFolder skipping(dir / "bad", ImageFolderOptions{.skip_bad_files = true});
   EXPECT_EQ(skipping.size(), 1);
@@ -73,11 +75,13 @@ TEST(Image, ResizeMatchesTorchvisionAntialiased) {
   const at::Tensor cat = read_image(dir / "folder" / "cat" / "0.png");  // (3, 40, 52)
   for (auto [h, w] : {std::pair<int64_t, int64_t>{13, 21}, {70, 90}}) {
     const at::Tensor u8 = tf::resize_image(cat, h, w);
-    const at::Tensor ref_u8 = read_raw(dir / fmt::format("resize_u8_{}x{}.bin", h, w), {3, h, w}, at::kByte);
+    const at::Tensor ref_u8 =
+        read_raw(dir / fmt::format("resize_u8_{}x{}.bin", h, w), {3, h, w}, at::kByte);
     EXPECT_EQ(u8.scalar_type(), at::kByte);
     EXPECT_LE((u8.to(at::kInt) - ref_u8.to(at::kInt)).abs().max().item<int>(), 1) << h << "x" << w;
     const at::Tensor f = tf::resize_image(cat.to(at::kFloat).div(255), h, w);
-    const at::Tensor ref_f = read_raw(dir / fmt::format("resize_f32_{}x{}.bin", h, w), {3, h, w}, at::kFloat);
+    const at::Tensor ref_f =
+        read_raw(dir / fmt::format("resize_f32_{}x{}.bin", h, w), {3, h, w}, at::kFloat);
     EXPECT_TRUE(at::allclose(f, ref_f, 1e-5, 1e-6)) << h << "x" << w;
   }
 }
@@ -92,7 +96,8 @@ TEST(Transforms, CropsFlipNormaliseAreSeededAndCorrect) {
     ASSERT_EQ(c.sizes(), (std::vector<int64_t>{3, 8, 8}));
     bool found = false;
     for (int64_t t = 0; t <= 6 && !found; ++t)
-      for (int64_t l = 0; l <= 8 && !found; ++l) found = padded.narrow(1, t, 8).narrow(2, l, 8).equal(c);
+      for (int64_t l = 0; l <= 8 && !found; ++l)
+        found = padded.narrow(1, t, 8).narrow(2, l, 8).equal(c);
     EXPECT_TRUE(found);
   }
   // Flip: p=1 mirrors, p=0 keeps; p=0.5 flips about half the time.
@@ -106,11 +111,13 @@ TEST(Transforms, CropsFlipNormaliseAreSeededAndCorrect) {
   const Transform aug = compose({tf::random_resized_crop(6), tf::horizontal_flip()});
   EXPECT_TRUE(aug(img, a).equal(aug(img, b)));
   // Normalise after to_float.
-  const at::Tensor n = compose({tf::to_float(), tf::normalize({0.5}, {0.25})})(at::full({1, 2, 2}, 255, at::kByte), rng);
+  const at::Tensor n = compose({tf::to_float(), tf::normalize({0.5}, {0.25})})(
+      at::full({1, 2, 2}, 255, at::kByte), rng);
   EXPECT_FLOAT_EQ(n[0][0][0].item<float>(), 2.0f);
   EXPECT_EQ(tf::center_crop(4)(img, rng).sizes(), (std::vector<int64_t>{3, 4, 4}));
   EXPECT_TRUE(tf::center_crop(4)(img, rng).equal(img.narrow(1, 3, 4).narrow(2, 4, 4)));
-  expect_error<DataError>([&] { tf::random_crop(20)(img, rng); }, {"20x20 crop does not fit a 10x12"});
+  expect_error<DataError>([&] { tf::random_crop(20)(img, rng); },
+                          {"20x20 crop does not fit a 10x12"});
 }
 
 TEST(Transforms, RandomResizedBoxFollowsTorchvisionRules) {

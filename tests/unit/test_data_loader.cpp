@@ -51,26 +51,29 @@ Transform add_noise() {
 
 TEST(Loader, ShuffledEpochsAreDeterministicAndIndependentOfWorkers) {
   auto data = std::make_shared<Numbers>(103);
-  const auto opts = LoaderOptions().with_batch_size(10).with_shuffle(true).with_seed(7).with_transform(add_noise());
+  const auto opts =
+      LoaderOptions().with_batch_size(10).with_shuffle(true).with_seed(7).with_transform(
+          add_noise());
   DataLoader inline_loader(data, LoaderOptions(opts).with_num_workers(0));
   DataLoader threaded(data, LoaderOptions(opts).with_num_workers(3).with_prefetch(1));
   EXPECT_EQ(threaded.num_batches(), 11);
   EXPECT_EQ(threaded.num_workers(), 3);
   const auto [ids0, sum0] = run_epoch(inline_loader, 0);
   const auto [ids0t, sum0t] = run_epoch(threaded, 0);
-  EXPECT_EQ(ids0, ids0t);             // same seed, same batches, whatever the thread count
-  EXPECT_DOUBLE_EQ(sum0, sum0t);      // transforms seeded per (seed, epoch, record)
+  EXPECT_EQ(ids0, ids0t);         // same seed, same batches, whatever the thread count
+  EXPECT_DOUBLE_EQ(sum0, sum0t);  // transforms seeded per (seed, epoch, record)
   EXPECT_EQ(std::set<int64_t>(ids0.begin(), ids0.end()).size(), 103u);  // each record once
   const auto [ids1, sum1] = run_epoch(threaded, 1);
-  EXPECT_NE(ids0, ids1);              // the next epoch has another order
-  EXPECT_NE(sum0, sum1);              // and other transform draws
+  EXPECT_NE(ids0, ids1);  // the next epoch has another order
+  EXPECT_NE(sum0, sum1);  // and other transform draws
   DataLoader other_seed(data, LoaderOptions(opts).with_seed(8));
   EXPECT_NE(run_epoch(other_seed, 0).first, ids0);
 }
 
 TEST(Loader, InOrderWithoutShuffleAndDropLast) {
   auto data = std::make_shared<Numbers>(10);
-  DataLoader loader(data, LoaderOptions().with_batch_size(4).with_drop_last(true).with_num_workers(2));
+  DataLoader loader(data,
+                    LoaderOptions().with_batch_size(4).with_drop_last(true).with_num_workers(2));
   EXPECT_EQ(loader.num_batches(), 2);
   const auto [ids, sum] = run_epoch(loader, 0);
   EXPECT_EQ(ids, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
@@ -85,8 +88,12 @@ TEST(Loader, InOrderWithoutShuffleAndDropLast) {
 
 TEST(Loader, ResumesMidEpochExactly) {
   auto data = std::make_shared<Numbers>(50);
-  const auto opts = LoaderOptions().with_batch_size(6).with_shuffle(true).with_seed(3)
-                        .with_num_workers(2).with_transform(add_noise());
+  const auto opts = LoaderOptions()
+                        .with_batch_size(6)
+                        .with_shuffle(true)
+                        .with_seed(3)
+                        .with_num_workers(2)
+                        .with_transform(add_noise());
   DataLoader a(data, opts);
   a.set_epoch(2);
   std::vector<Batch> seen;
@@ -105,7 +112,11 @@ TEST(Loader, ResumesMidEpochExactly) {
     EXPECT_TRUE(batch->inputs.equal(seen[k].inputs)) << "batch " << k;
   }
   EXPECT_FALSE(c.next().has_value());
-  expect_error<DataError>([&] { c.restore({0, 99}); }, {"position (epoch 0, batch 99)", "9 batches"});
+  expect_error<DataError>(
+      [&] {
+        c.restore({0, 99});
+      },
+      {"position (epoch 0, batch 99)", "9 batches"});
 }
 
 TEST(Loader, WorkerErrorsNameTheRecordAndStopCleanly) {
@@ -114,13 +125,16 @@ TEST(Loader, WorkerErrorsNameTheRecordAndStopCleanly) {
     DataLoader loader(data, LoaderOptions().with_batch_size(5).with_num_workers(workers));
     loader.set_epoch(0);
     for (int i = 0; i < 3; ++i) EXPECT_TRUE(loader.next().has_value());
-    expect_error<DataError>([&] { loader.next(); },
-                            {"record 17 (batch 3 of epoch 0)", "numbers.bin: record 17 is corrupt"});
+    expect_error<DataError>([&] { loader.next(); }, {"record 17 (batch 3 of epoch 0)",
+                                                     "numbers.bin: record 17 is corrupt"});
     EXPECT_EQ(loader.position(), (LoaderPosition{0, 3}));
   }
   // Destroyed mid-epoch with batches in flight: the destructor joins the workers.
   auto big = std::make_shared<Numbers>(1000);
-  { DataLoader loader(big, LoaderOptions().with_batch_size(2).with_num_workers(4)); loader.next(); }
+  {
+    DataLoader loader(big, LoaderOptions().with_batch_size(2).with_num_workers(4));
+    loader.next();
+  }
 }
 
 TEST(Loader, WorkersRunTorchOpsSingleThreaded) {
@@ -143,17 +157,21 @@ TEST(Loader, CollationErrorsAndDefaults) {
     int64_t size() const override { return 4; }
     Example get(int64_t i) const override { return {at::zeros({i + 1}), at::scalar_tensor(i)}; }
   };
-  DataLoader loader(std::make_shared<Ragged>(), LoaderOptions().with_batch_size(4).with_num_workers(0));
-  expect_error<DataError>([&] { loader.next(); }, {"cannot collate", "record 1 has shape [2]", "[1]"});
+  DataLoader loader(std::make_shared<Ragged>(),
+                    LoaderOptions().with_batch_size(4).with_num_workers(0));
+  expect_error<DataError>([&] { loader.next(); },
+                          {"cannot collate", "record 1 has shape [2]", "[1]"});
   EXPECT_GE(default_num_workers(), 1);
   EXPECT_LE(default_num_workers(), std::max(1u, std::thread::hardware_concurrency()));
-  expect_error<DataError>([&] { DataLoader(std::make_shared<Ragged>(), LoaderOptions().with_batch_size(0)); },
-                          {"batch size must be positive, got 0"});
+  expect_error<DataError>(
+      [&] { DataLoader(std::make_shared<Ragged>(), LoaderOptions().with_batch_size(0)); },
+      {"batch size must be positive, got 0"});
 }
 
 TEST(Loader, TensorSourceBatchesEqualTheTensors) {
   const TensorDataset td{at::arange(24).view({12, 2}).to(at::kFloat), at::arange(12)};
-  DataLoader loader(std::make_shared<TensorSource>(td), LoaderOptions().with_batch_size(5).with_num_workers(1));
+  DataLoader loader(std::make_shared<TensorSource>(td),
+                    LoaderOptions().with_batch_size(5).with_num_workers(1));
   loader.set_epoch(0);
   auto b = loader.next();
   EXPECT_TRUE(b->inputs.equal(td.inputs.narrow(0, 0, 5)));
@@ -165,7 +183,8 @@ TEST(Loader, TensorSourceBatchesEqualTheTensors) {
 TEST(Split, RatiosAreStratifiedSeededAndDisjoint) {
   // Classes of 50, 30 and 20 records (like a small imbalanced set).
   std::vector<int64_t> labels;
-  for (int64_t c = 0; c < 3; ++c) labels.insert(labels.end(), std::vector<int64_t>{50, 30, 20}[c], c);
+  for (int64_t c = 0; c < 3; ++c)
+    labels.insert(labels.end(), std::vector<int64_t>{50, 30, 20}[c], c);
   const at::Tensor strata = at::tensor(labels);
   const SplitIndices s = split_indices(100, 0.1, 0.1, 42, strata);
   EXPECT_EQ(s.train.size(), 80u);

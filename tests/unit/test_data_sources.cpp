@@ -16,7 +16,8 @@ using namespace lathe::data;
 namespace {
 
 lathe::config::DataSection data_section(const std::string& yaml) {
-  return lathe::config::parse_config("data:\n" + yaml + "model: {name: convnet}\n", "run.yaml").data;
+  return lathe::config::parse_config("data:\n" + yaml + "model: {name: convnet}\n", "run.yaml")
+      .data;
 }
 
 }  // namespace
@@ -24,8 +25,10 @@ lathe::config::DataSection data_section(const std::string& yaml) {
 TEST(Sources, CsvIrisSplitsStratifiedAndPreprocessesFromConfig) {
   const auto cfg = data_section(
       "  source: csv\n"
-      "  path: " + lathe::testing::source_dir() + "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
-      "  target: virginica\n"          // scikit-learn's first line is a count, not names
+      "  path: " +
+      lathe::testing::source_dir() +
+      "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
+      "  target: virginica\n"  // scikit-learn's first line is a count, not names
       "  batch_size: 32\n"
       "  num_workers: 1\n"
       "  columns:\n"
@@ -52,9 +55,11 @@ TEST(Sources, CsvIrisSplitsStratifiedAndPreprocessesFromConfig) {
   // A bad per-column step names the config line.
   expect_error<ConfigError>(
       [&] {
-        load_splits(data_section("  source: csv\n  path: " + lathe::testing::source_dir() +
-                                 "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
-                                 "  target: virginica\n  columns:\n    '4': [scale=big]\n"), 1);
+        load_splits(
+            data_section("  source: csv\n  path: " + lathe::testing::source_dir() +
+                         "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
+                         "  target: virginica\n  columns:\n    '4': [scale=big]\n"),
+            1);
       },
       {"run.yaml:6", "scale = 'big' is not one of: none, standard, minmax"});
 }
@@ -62,15 +67,18 @@ TEST(Sources, CsvIrisSplitsStratifiedAndPreprocessesFromConfig) {
 TEST(Sources, ConfigErrorsForDataKeys) {
   expect_error<ConfigError>([] { data_section("  source: parquet\n  path: x\n"); },
                             {"data.source = 'parquet' must be one of idx, csv"});
-  expect_error<ConfigError>([] { data_section("  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
-                            {"data.val_fraction + data.test_fraction = 1.1"});
+  expect_error<ConfigError>(
+      [] { data_section("  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
+      {"data.val_fraction + data.test_fraction = 1.1"});
   expect_error<ConfigError>([] { load_splits(data_section("  source: csv\n  path: x.csv\n"), 1); },
                             {"data.target"});
-  expect_error<ConfigError>([] { parse_augment({"jitter"}, 28); }, {"unknown augmentation 'jitter'"});
+  expect_error<ConfigError>([] { parse_augment({"jitter"}, 28); },
+                            {"unknown augmentation 'jitter'"});
   // The resolved config writes the new keys and reads them back unchanged.
   const auto cfg = lathe::config::parse_config(
       "data: {source: csv, path: a.csv, target: y, augment: [hflip], columns: {a: [impute=mean]}}\n"
-      "model: {name: convnet}\n", "run.yaml");
+      "model: {name: convnet}\n",
+      "run.yaml");
   const auto again = lathe::config::parse_config(lathe::config::to_yaml(cfg), "resolved.yaml");
   EXPECT_EQ(again.data.augment, (std::vector<std::string>{"hflip"}));
   EXPECT_EQ(again.data.target, "y");
@@ -103,8 +111,9 @@ TEST(Sources, ImageFolderAndTextCorpus) {
     for (int i = 0; i < 10; ++i) {
       std::filesystem::create_directories(dir / "imgs" / cls);
       const at::Tensor img = at::randint(0, 255, {3, 20 + i, 30 - i}, at::kByte);
-      lathe::testing::write_text(dir / "imgs" / cls / fmt::format("{}.{}", i, i % 2 ? "png" : "jpg"),
-                                 i % 2 ? encode_png(img) : encode_jpeg(img));
+      lathe::testing::write_text(
+          dir / "imgs" / cls / fmt::format("{}.{}", i, i % 2 ? "png" : "jpg"),
+          i % 2 ? encode_png(img) : encode_jpeg(img));
     }
   const auto cfg = data_section("  source: image_folder\n  path: " + (dir / "imgs").string() +
                                 "\n  image_size: 16\n  batch_size: 4\n  val_fraction: 0.2\n"

@@ -62,9 +62,10 @@ TEST(Csv, QuotedFieldsEmbeddedNewlinesAndLineNumbers) {
 
 TEST(Csv, MalformedRecordsNameFileAndLineOrAreSkipped) {
   const std::string text = "a,b,c\n1,2,3\n4,5\n6,\"7\"x,8\n9,10,11\n12,\"open,13\n";
-  expect_error<DataError>([&] { parse_csv(text, "bad.csv"); },
-                          {"bad.csv:3: malformed record: expected 3 fields (as in the header), got 2",
-                           "skip_bad_rows"});
+  expect_error<DataError>(
+      [&] { parse_csv(text, "bad.csv"); },
+      {"bad.csv:3: malformed record: expected 3 fields (as in the header), got 2",
+       "skip_bad_rows"});
   const CsvTable t = parse_csv(text, "bad.csv", CsvOptions{.skip_bad_rows = true});
   EXPECT_EQ(t.skipped, 3);  // line 3 (short), line 4 (text after a quote), line 6 (unterminated)
   ASSERT_EQ(t.num_rows(), 2);
@@ -144,7 +145,8 @@ TEST(Tabular, BreastCancerZScoreClippingThenStandardisation) {
   EXPECT_EQ(prep.classes(), (std::vector<std::string>{"benign", "malignant"}));
   const at::Tensor expected = read_matrix(dir / "cancer_expected.csv");  // (569, 30)
   const at::Tensor ours = prep.transform(table).inputs.to(at::kDouble);
-  EXPECT_TRUE(at::allclose(ours, expected, 1e-6, 1e-5)) << (ours - expected).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(ours, expected, 1e-6, 1e-5))
+      << (ours - expected).abs().max().item<double>();
 }
 
 TEST(Tabular, MissingValuesUnknownCategoriesAndErrors) {
@@ -175,12 +177,15 @@ TEST(Tabular, MissingValuesUnknownCategoriesAndErrors) {
 }
 
 TEST(Tabular, IrisStrataSplitEvenly) {
-  const CsvTable iris = parse_csv(lathe::testing::read_text(
-      lathe::testing::source_dir() + "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv"),
-      "iris.csv");
+  const CsvTable iris =
+      parse_csv(lathe::testing::read_text(
+                    lathe::testing::source_dir() +
+                    "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv"),
+                "iris.csv");
   ASSERT_EQ(iris.num_rows(), 150);  // scikit-learn's first line, "150,4,setosa,...", is the header
   const at::Tensor strata = target_strata(iris, "virginica");  // the class column's "name"
   EXPECT_TRUE(at::bincount(strata).equal(at::full({3}, 50, at::kLong)));
   const SplitIndices s = split_indices(iris.num_rows(), 0.1, 0.1, 42, strata);
-  EXPECT_TRUE(at::bincount(strata.index_select(0, at::tensor(s.test))).equal(at::full({3}, 5, at::kLong)));
+  EXPECT_TRUE(
+      at::bincount(strata.index_select(0, at::tensor(s.test))).equal(at::full({3}, 5, at::kLong)));
 }

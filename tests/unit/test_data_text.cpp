@@ -35,8 +35,8 @@ TEST(Text, WordPieceMatchesHuggingFaceBertTokenizer) {
     const Encoding e = tok.encode(text, max_length);
     std::string ours;
     for (int64_t id : e.ids) ours += tok.token(id) + " ";
-    EXPECT_EQ(e.ids, c["ids"].get<std::vector<int64_t>>()) << text << " (max_length " << max_length
-                                                          << ")\nours: " << ours;
+    EXPECT_EQ(e.ids, c["ids"].get<std::vector<int64_t>>())
+        << text << " (max_length " << max_length << ")\nours: " << ours;
     EXPECT_EQ(e.attention_mask, c["attention_mask"].get<std::vector<int64_t>>()) << text;
   }
   // (text, label) CSV → fixed-length ids and sorted class ids.
@@ -45,6 +45,9 @@ TEST(Text, WordPieceMatchesHuggingFaceBertTokenizer) {
   EXPECT_EQ(reviews.ids().sizes(), (std::vector<int64_t>{3, 12}));
   EXPECT_TRUE(reviews.labels().equal(at::tensor(std::vector<int64_t>{1, 0, 1})));
   EXPECT_EQ(reviews.get(0).input[0].item<int64_t>(), tok.cls_id());
-  expect_error<DataError>([&] { WordPiece(std::vector<std::string>{"[PAD]", "a"}, true, "v.txt"); },
-                          {"v.txt: the vocabulary has no [UNK] token"});
+  expect_error<DataError>(
+      [&] {
+        WordPiece(std::vector<std::string>{"[PAD]", "a"}, true, "v.txt");
+      },
+      {"v.txt: the vocabulary has no [UNK] token"});
 }

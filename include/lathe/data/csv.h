@@ -12,20 +12,21 @@ namespace lathe::data {
 /// How a CSV file is read.
 struct CsvOptions {
   char delimiter = ',';
-  bool header = true;          ///< the first record names the columns (else c0, c1, ...)
-  bool skip_bad_rows = false;  ///< skip malformed records (counted in CsvTable::skipped) instead of failing
+  bool header = true;  ///< the first record names the columns (else c0, c1, ...)
+  bool skip_bad_rows =
+      false;  ///< skip malformed records (counted in CsvTable::skipped) instead of failing
   /// Cells that mean "missing" (compared after trimming spaces).
   std::vector<std::string> missing = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"};
 };
 
 /// A CSV file as strings: one row per record, every row as wide as the header.
 struct CsvTable {
-  std::string origin;                         ///< the file (or name) errors cite
+  std::string origin;  ///< the file (or name) errors cite
   std::vector<std::string> columns;
   std::vector<std::vector<std::string>> rows;
-  std::vector<int64_t> lines;                 ///< the 1-based line each row starts on
-  int64_t skipped = 0;                        ///< malformed records skipped (skip_bad_rows)
-  std::vector<std::string> missing;           ///< the missing-value tokens it was read with
+  std::vector<int64_t> lines;        ///< the 1-based line each row starts on
+  int64_t skipped = 0;               ///< malformed records skipped (skip_bad_rows)
+  std::vector<std::string> missing;  ///< the missing-value tokens it was read with
 
   int64_t num_rows() const { return static_cast<int64_t>(rows.size()); }
   /// Index of column `name`; a DataError listing the columns when there is none.

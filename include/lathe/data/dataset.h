@@ -24,7 +24,8 @@ struct Example {
 ///
 ///   class Squares : public lathe::data::Dataset {
 ///     int64_t size() const override { return 10; }
-///     Example get(int64_t i) const override { return {at::scalar_tensor(i), at::scalar_tensor(i * i)}; }
+///     Example get(int64_t i) const override { return {at::scalar_tensor(i), at::scalar_tensor(i *
+///     i)}; }
 ///   };
 class Dataset {
  public:

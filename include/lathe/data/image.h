@@ -32,9 +32,9 @@ std::string encode_png(const at::Tensor& image);
 
 /// How an image folder is read.
 struct ImageFolderOptions {
-  int channels = 3;            ///< 3 (RGB) or 1 (grey)
-  int min_side = 0;            ///< decode JPEGs at a reduced scale down to this shorter side (0: full)
-  bool skip_bad_files = false; ///< check every header up front and leave out unreadable files
+  int channels = 3;  ///< 3 (RGB) or 1 (grey)
+  int min_side = 0;  ///< decode JPEGs at a reduced scale down to this shorter side (0: full)
+  bool skip_bad_files = false;  ///< check every header up front and leave out unreadable files
 };
 
 /// One subfolder per class (classes sorted by name, ids 0..K-1), images (.jpg, .jpeg, .png, any
@@ -50,7 +50,9 @@ class ImageFolder : public Dataset {
   Example get(int64_t index) const override;
 
   const std::vector<std::string>& classes() const { return classes_; }
-  const std::filesystem::path& file(int64_t index) const { return files_[static_cast<size_t>(index)]; }
+  const std::filesystem::path& file(int64_t index) const {
+    return files_[static_cast<size_t>(index)];
+  }
   int64_t label(int64_t index) const { return labels_[static_cast<size_t>(index)]; }
   /// Files left out because they could not be read (skip_bad_files).
   int64_t skipped() const { return skipped_; }

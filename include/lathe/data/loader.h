@@ -1,4 +1,4 @@
-// DataLoader: worker threads, a bounded prefetch queue, collation, seeded order, resumable position.
+// DataLoader: worker threads, bounded prefetch, collation, seeded order, resumable position.
 #pragma once
 
 #include <condition_variable>
@@ -34,7 +34,7 @@ struct LoaderOptions {
   bool shuffle = false;          ///< a new order each epoch, a pure function of (seed, epoch)
   bool drop_last = false;        ///< drop the last, partial batch
   uint64_t seed = 0;             ///< drives the order and every transform's RNG
-  int num_workers = -1;          ///< threads that read, transform and collate; -1 = default, 0 = inline
+  int num_workers = -1;          ///< reading/transforming threads; -1 = default, 0 = inline
   int prefetch = 2;              ///< batches each worker may have ready ahead of the consumer
   bool pin_memory = true;        ///< collate into page-locked memory when CUDA is present
   Transform transform;           ///< input transform run in the workers (empty = none)
@@ -65,7 +65,8 @@ struct LoaderPosition {
 /// An error while reading record i reaches the consumer as a DataError naming i. Threads are
 /// joined when the epoch ends, on set_epoch/restore and in the destructor.
 ///
-///   DataLoader loader(train, LoaderOptions().with_batch_size(128).with_shuffle(true).with_seed(42));
+///   auto opts = LoaderOptions().with_batch_size(128).with_shuffle(true).with_seed(42);
+///   DataLoader loader(train, opts);
 ///   for (int64_t epoch = 0; epoch < 10; ++epoch) {
 ///     loader.set_epoch(epoch);
 ///     while (auto batch = loader.next()) train_step(to_device(*batch, device));

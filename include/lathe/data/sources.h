@@ -15,15 +15,15 @@ namespace lathe::data {
 /// The three splits of a run's data and everything fitted on the training split.
 struct DataSplits {
   std::shared_ptr<const Dataset> train, val, test;
-  Transform train_transform;           ///< augmentation + normalisation, run in loader workers
-  Transform eval_transform;            ///< deterministic resizing + normalisation (val, test)
-  std::string task;                    ///< classification | regression | language_model
-  std::vector<std::string> classes;    ///< class names in id order (classification)
-  std::vector<double> mean, std;       ///< image normalisation applied by the transforms
-  std::string preprocessing_json;      ///< csv: the fitted TabularPreprocessor (save with the run)
-  std::vector<int64_t> input_shape;    ///< one record's input shape after the transforms
-  int64_t vocab_size = 0;              ///< text: 256 (bytes) or the WordPiece vocabulary
-  int64_t skipped = 0;                 ///< bad records left out (skip_bad_records)
+  Transform train_transform;         ///< augmentation + normalisation, run in loader workers
+  Transform eval_transform;          ///< deterministic resizing + normalisation (val, test)
+  std::string task;                  ///< classification | regression | language_model
+  std::vector<std::string> classes;  ///< class names in id order (classification)
+  std::vector<double> mean, std;     ///< image normalisation applied by the transforms
+  std::string preprocessing_json;    ///< csv: the fitted TabularPreprocessor (save with the run)
+  std::vector<int64_t> input_shape;  ///< one record's input shape after the transforms
+  int64_t vocab_size = 0;            ///< text: 256 (bytes) or the WordPiece vocabulary
+  int64_t skipped = 0;               ///< bad records left out (skip_bad_records)
 };
 
 /// Loads `cfg.source` and splits it, seeded by `seed`:

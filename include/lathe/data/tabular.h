@@ -16,13 +16,20 @@ namespace lathe::data {
 
 /// The steps for one column (or, as TabularSpec::all, for every column).
 struct ColumnSteps {
-  std::string kind = "auto";      ///< auto (numeric when every present cell is a number) | numeric | categorical | ignore
-  std::string impute = "none";    ///< none (a missing cell is an error) | drop (the row) | mean | median | most_frequent | constant
-  std::string fill;               ///< the constant's value (default 0, or "missing_value" for categories)
-  std::string outliers = "none";  ///< none | zscore (clip to mean ± k·std) | iqr (clip to [q1 - k·iqr, q3 + k·iqr])
-  double outlier_k = 0;           ///< k; 0 = 3 for zscore, 1.5 for iqr
-  std::string scale = "none";     ///< none | standard ((x - mean) / std) | minmax (to [0, 1])
-  std::string encode = "onehot";  ///< categorical columns: onehot (unknown → all zeros) | label (unknown → -1)
+  /// auto (numeric when every present cell is a number) | numeric | categorical | ignore
+  std::string kind = "auto";
+  /// none (a missing cell is an error) | drop (the row) | mean | median | most_frequent | constant
+  std::string impute = "none";
+  /// the constant's value (default 0, or "missing_value" for categories)
+  std::string fill;
+  /// none | zscore (clip to mean ± k·std) | iqr (clip to [q1 - k·iqr, q3 + k·iqr])
+  std::string outliers = "none";
+  /// k; 0 = 3 for zscore, 1.5 for iqr
+  double outlier_k = 0;
+  /// none | standard ((x - mean) / std) | minmax (to [0, 1])
+  std::string scale = "none";
+  /// categorical columns: onehot (unknown → all zeros) | label (unknown → -1)
+  std::string encode = "onehot";
 
   /// This with one "key=value" change (kind, impute, fill, outliers, outlier_k, scale, encode);
   /// a bad key or value is a ConfigError naming `where`.
@@ -79,10 +86,10 @@ class TabularPreprocessor {
     std::string name;
     bool numeric = true;
     ColumnSteps steps;
-    double fill_number = 0;             ///< numeric imputation value
-    std::string fill_category;          ///< categorical imputation value
-    double clip_lo = 0, clip_hi = 0;    ///< outlier bounds (when outliers != none)
-    double shift = 0, divide = 1;       ///< scaling: (x - shift) / divide
+    double fill_number = 0;               ///< numeric imputation value
+    std::string fill_category;            ///< categorical imputation value
+    double clip_lo = 0, clip_hi = 0;      ///< outlier bounds (when outliers != none)
+    double shift = 0, divide = 1;         ///< scaling: (x - shift) / divide
     std::vector<std::string> categories;  ///< sorted (categorical)
   };
   const std::vector<Column>& columns() const { return columns_; }

@@ -51,7 +51,8 @@ struct Encoding {
 /// kept whole.
 ///
 ///   WordPiece tok("bert-base-uncased/vocab.txt");
-///   Encoding e = tok.encode("Hello, world!", /*max_length=*/16);   // [CLS] hello , world ! [SEP] [PAD]...
+///   Encoding e = tok.encode("Hello, world!", /*max_length=*/16);   // [CLS] hello , world ! [SEP]
+///   [PAD]...
 class WordPiece {
  public:
   explicit WordPiece(const std::filesystem::path& vocab_file, bool lower_case = true);
@@ -85,7 +86,8 @@ class WordPiece {
 /// A CSV of (text, label) rows for classification: input = token ids (max_length) int64 (the
 /// attention mask is ids != tokenizer.pad_id()), target = class id (labels sorted, 0..K-1).
 ///
-///   auto reviews = std::make_shared<TextClassificationCsv>(read_csv("reviews.csv"), "text", "label", tok, 128);
+///   auto reviews = std::make_shared<TextClassificationCsv>(read_csv("reviews.csv"), "text",
+///   "label", tok, 128);
 class TextClassificationCsv : public Dataset {
  public:
   TextClassificationCsv(const CsvTable& table, const std::string& text_column,
