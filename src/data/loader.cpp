@@ -153,7 +153,8 @@ void DataLoader::stop_workers() {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   threads_.clear();
-  ready_.clear();
+  ready_.clear();  // batches made ahead are dropped: the next start makes them again from taken_
+  next_to_make_ = taken_;
   stop_ = false;
 }
 
@@ -203,12 +204,11 @@ std::optional<Batch> DataLoader::next() {
     auto it = ready_.find(taken_);
     slot = std::move(it->second);
     ready_.erase(it);
-    ++taken_;
+    if (!slot.error) ++taken_;  // after an error the position stays at the failed batch
   }
   cv_.notify_all();
   if (slot.error) {
     stop_workers();
-    --taken_;  // the position stays at the failed batch
     std::rethrow_exception(slot.error);
   }
   return std::move(slot.batch);

@@ -128,6 +128,10 @@ TEST(Loader, WorkerErrorsNameTheRecordAndStopCleanly) {
     expect_error<DataError>([&] { loader.next(); }, {"record 17 (batch 3 of epoch 0)",
                                                      "numbers.bin: record 17 is corrupt"});
     EXPECT_EQ(loader.position(), (LoaderPosition{0, 3}));
+    // Asking again retries the same batch (and fails the same way) rather than skipping it.
+    expect_error<DataError>([&] { loader.next(); }, {"record 17"});
+    loader.restore({0, 4});  // past the bad batch, the epoch goes on
+    EXPECT_EQ(loader.next()->targets[0].item<int64_t>(), 20);
   }
   // Destroyed mid-epoch with batches in flight: the destructor joins the workers.
   auto big = std::make_shared<Numbers>(1000);
