@@ -5,7 +5,7 @@
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
 #include "lathe/data/sources.h"
-#include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::ConfigError;
 using lathe::DataError;
@@ -138,4 +138,27 @@ TEST(Sources, ImageFolderAndTextCorpus) {
   const Example first_test = t.test->get(0);  // the test part is the corpus' tail
   EXPECT_EQ(first_test.input[0].item<int64_t>(),
             static_cast<unsigned char>(text[static_cast<size_t>((windows - t.test->size()) * 32)]));
+}
+
+TEST(Sources, TextCsvTokenizesWithTheVocabulary) {
+  TempDir dir;
+  lathe::testing::run_oracle("wordpiece_oracle.py", dir);
+  const std::string common = "  source: text_csv\n  path: " + (dir / "reviews.csv").string() +
+                             "\n  vocab: " + (dir / "vocab.txt").string() +
+                             "\n  target: label\n  max_length: 12\n";
+  const DataSplits s =
+      load_splits(data_section(common + "  val_fraction: 0\n  test_fraction: 0\n"), 1);
+  EXPECT_EQ(s.train->size(), 3);
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"neg", "pos"}));
+  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{12}));
+  EXPECT_GT(s.vocab_size, 700);
+  // A separate test file: its records become the test split as they are.
+  const DataSplits t =
+      load_splits(data_section(common + "  test_path: " + (dir / "reviews.csv").string() +
+                               "\n  val_fraction: 0\n"),
+                  1);
+  EXPECT_EQ(t.test->size(), 3);
+  EXPECT_TRUE(t.test->get(1).input.equal(s.train->get(1).input));
+  expect_error<ConfigError>(
+      [&] { load_splits(data_section("  source: text_csv\n  path: x.csv\n"), 1); }, {"data.vocab"});
 }
