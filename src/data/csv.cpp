@@ -3,11 +3,10 @@
 
 #include <algorithm>
 #include <charconv>
-#include <fstream>
-#include <sstream>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
@@ -175,12 +174,7 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
 }
 
 CsvTable read_csv(const std::filesystem::path& file, const CsvOptions& options) {
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), DataError, "{}: cannot open the CSV file ({})", file.string(),
-              std::filesystem::exists(file) ? "not readable" : "no such file");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return parse_csv(buf.str(), file.string(), options);
+  return parse_csv(detail::read_file(file, "CSV file"), file.string(), options);
 }
 
 }  // namespace lathe::data

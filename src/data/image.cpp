@@ -6,15 +6,14 @@
 
 #include <algorithm>
 #include <cctype>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
@@ -102,15 +101,6 @@ at::Tensor to_hwc(const at::Tensor& image, const char* what) {
   return image.permute({1, 2, 0}).contiguous();
 }
 
-std::string read_bytes(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), DataError, "{}: cannot open the image ({})", file.string(),
-              std::filesystem::exists(file) ? "not readable" : "no such file");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 bool is_image_name(const std::filesystem::path& p) {
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(),
@@ -133,7 +123,7 @@ at::Tensor decode_image(std::string_view bytes, const std::string& origin, int c
 }
 
 at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side) {
-  return decode_image(read_bytes(file), file.string(), channels, min_side);
+  return decode_image(detail::read_file(file, "image"), file.string(), channels, min_side);
 }
 
 std::string encode_jpeg(const at::Tensor& image, int quality) {
@@ -193,7 +183,7 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
     for (auto& f : images) {
       if (options_.skip_bad_files) {
         try {
-          const std::string bytes = read_bytes(f);
+          const std::string bytes = detail::read_file(f, "image");
           decode_image(bytes, f.string(), options_.channels, /*min_side=*/1);
         } catch (const DataError& e) {
           if (skipped_++ == 0) log::warn("skipping unreadable image: {}", e.what());

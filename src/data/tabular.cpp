@@ -3,17 +3,16 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <ATen/ops/empty.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
@@ -477,11 +476,7 @@ void TabularPreprocessor::save(const std::filesystem::path& file) const {
 }
 
 TabularPreprocessor TabularPreprocessor::load(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), DataError, "{}: cannot open the preprocessing file", file.string());
-  std::stringstream s;
-  s << in.rdbuf();
-  return from_json(s.str(), file.string());
+  return from_json(detail::read_file(file, "preprocessing file"), file.string());
 }
 
 }  // namespace lathe::data

@@ -7,7 +7,6 @@
 #include <unicode/unistr.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -16,18 +15,10 @@
 #include <ATen/ops/scalar_tensor.h>
 
 #include "lathe/core/error.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
-
-std::string read_all(const std::filesystem::path& file, const char* what) {
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), DataError, "{}: cannot open the {} ({})", file.string(), what,
-              std::filesystem::exists(file) ? "not readable" : "no such file");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Character classes exactly as BertTokenizer's _is_whitespace, _is_control, _is_punctuation.
 bool is_whitespace(UChar32 c) {
@@ -100,7 +91,7 @@ const std::vector<std::string> kSpecial = {"[CLS]", "[SEP]", "[PAD]", "[UNK]", "
 // ---- ByteCorpus -----------------------------------------------------------------------------
 
 ByteCorpus::ByteCorpus(const std::filesystem::path& file, int64_t seq_len, int64_t stride)
-    : ByteCorpus(read_all(file, "text corpus"), file.string(), seq_len, stride) {}
+    : ByteCorpus(detail::read_file(file, "text corpus"), file.string(), seq_len, stride) {}
 
 ByteCorpus::ByteCorpus(std::string text, std::string origin, int64_t seq_len, int64_t stride)
     : seq_len_(seq_len), stride_(stride > 0 ? stride : seq_len) {
@@ -127,7 +118,7 @@ WordPiece::WordPiece(const std::filesystem::path& vocab_file, bool lower_case)
     : WordPiece(
           [&] {
             std::vector<std::string> lines;
-            std::stringstream in(read_all(vocab_file, "vocabulary"));
+            std::stringstream in(detail::read_file(vocab_file, "vocabulary"));
             for (std::string line; std::getline(in, line);) {
               while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
               lines.push_back(line);
