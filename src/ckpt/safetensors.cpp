@@ -110,11 +110,19 @@ SafetensorsFile load_safetensors(const std::filesystem::path& file) {
   std::vector<std::pair<uint64_t, std::string>> order;  // (begin offset, name)
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
+      LATHE_CHECK(entry.is_object(), CheckpointError, "{}: __metadata__ is not an object", where);
       for (const auto& [k, v] : entry.items())
         out.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
       continue;
     }
-    order.emplace_back(entry.value("data_offsets", std::vector<uint64_t>{0, 0}).at(0), name);
+    LATHE_CHECK(entry.is_object(), CheckpointError,
+                "{}: tensor '{}': header entry is not an object of dtype, shape, data_offsets",
+                where, name);
+    uint64_t begin = 0;
+    if (const auto it = entry.find("data_offsets");
+        it != entry.end() && it->is_array() && !it->empty() && (*it)[0].is_number_unsigned())
+      begin = (*it)[0].get<uint64_t>();
+    order.emplace_back(begin, name);
   }
   std::sort(order.begin(), order.end());
 
@@ -137,11 +145,21 @@ SafetensorsFile load_safetensors(const std::filesystem::path& file) {
                 "{}: truncated: tensor '{}' needs bytes up to {} of the data section but the file "
                 "holds only {}; the file is incomplete, write or download it again",
                 where, name, offsets[1], data_size);
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype_of(dtype, name, where)));
-    const uint64_t bytes = t.numel() * t.element_size();
+    const c10::ScalarType type = dtype_of(dtype, name, where);
+    // Validate the shape before allocating: negative or absurd sizes must not reach ATen.
+    uint64_t bytes = c10::elementSize(type);
+    for (int64_t d : shape) {
+      LATHE_CHECK(d >= 0, CheckpointError, "{}: tensor '{}': negative dimension in shape [{}]",
+                  where, name, fmt::join(shape, ", "));
+      LATHE_CHECK(d == 0 || bytes <= data_size / static_cast<uint64_t>(d) + 1, CheckpointError,
+                  "{}: tensor '{}': shape [{}] is larger than the whole file", where, name,
+                  fmt::join(shape, ", "));
+      bytes *= static_cast<uint64_t>(d);
+    }
     LATHE_CHECK(bytes == offsets[1] - offsets[0], CheckpointError,
                 "{}: tensor '{}': shape [{}] of {} needs {} bytes but its data_offsets span {}",
                 where, name, fmt::join(shape, ", "), dtype, bytes, offsets[1] - offsets[0]);
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
     in.seekg(static_cast<std::streamoff>(data_start + offsets[0]));
     LATHE_CHECK(in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(bytes)),
                 CheckpointError, "{}: read failed for tensor '{}'", where, name);

@@ -70,6 +70,14 @@ void save_weights(const torch::nn::Module& module, const std::filesystem::path& 
   save_safetensors(file, state_dict(module), metadata);
 }
 
+NamedTensors load_state_dict_file(const std::filesystem::path& file) {
+  const std::string ext = file.extension().string();
+  LATHE_CHECK(ext == ".safetensors", CheckpointError,
+              "{}: unknown weights format '{}'; lathe reads .safetensors files", file.string(),
+              ext);
+  return load_safetensors(file).tensors;
+}
+
 LoadReport load_weights(torch::nn::Module& module, const std::filesystem::path& file,
                         bool strict) {
   return load_state_dict(module, load_safetensors(file).tensors, strict, file.string());

@@ -21,14 +21,25 @@ void add_train(CLI::App& app, int& exit_code) {
       "Overrides are dotted keys with YAML values, e.g.\n"
       "  lathe train configs/fashion_cnn.yaml trainer.max_epochs=3 run.name=short "
       "data.mean=[0.5]\nThe run writes <run.dir>/<run.name>/: config.yaml, metrics.jsonl, "
-      "model.safetensors, test_metrics.json.");
+      "model.safetensors, test_metrics.json, checkpoints/ (step-N folders, last, best).");
   auto config = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   cmd->add_option("config", *config, "Run config (YAML)")->required();
+  auto resume = std::make_shared<std::string>();
   cmd->add_option("overrides", *overrides, "key=value overrides of config keys");
+  auto* resume_opt = cmd->add_option("--resume", *resume,
+                                     "Continue from a checkpoint: auto (the default: the run's "
+                                     "checkpoints/last), a checkpoint folder or a run folder")
+                         ->expected(0, 1);
   cmd->callback([=, &exit_code] {
+    if (resume_opt->count() > 0 && resume->empty()) *resume = "auto";
+    // `--resume key=value` (no path given) means auto, followed by an override.
+    if (resume->find('=') != std::string::npos && !std::filesystem::exists(*resume)) {
+      overrides->push_back(*resume);
+      *resume = "auto";
+    }
     auto cfg = config::load_config(*config, *overrides);
-    const auto result = train::train_from_config(std::move(cfg));
+    const auto result = train::train_from_config(std::move(cfg), *resume);
     if (result.test.count("accuracy"))
       fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
     exit_code = kOk;

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
 #include <yaml-cpp/yaml.h>
 
@@ -65,18 +66,30 @@ void convert(const YAML::Node& n, const std::string& w, const std::string& k, bo
   out = parse_bool(scalar_of(n, w, k, "true or false"), w, k);
 }
 void convert(const YAML::Node& n, const std::string& w, const std::string& k,
-             std::vector<std::string>& out) {
-  LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of strings, got {}", w, k,
-              describe(n));
-  out.clear();
-  for (const auto& item : n) out.push_back(scalar_of(item, w, k, "a string"));
-}
-void convert(const YAML::Node& n, const std::string& w, const std::string& k,
              std::vector<double>& out) {
   LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of numbers, got {}", w, k,
               describe(n));
   out.clear();
   for (const auto& item : n) out.push_back(parse_double(scalar_of(item, w, k, "a number"), w, k));
+}
+
+void convert(const YAML::Node& n, const std::string& w, const std::string& k,
+             std::vector<std::string>& out) {
+  out.clear();
+  if (n.IsScalar()) {  // a single pattern may be written without brackets
+    out.push_back(n.Scalar());
+    return;
+  }
+  LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of strings, got {}", w, k,
+              describe(n));
+  for (const auto& item : n) out.push_back(scalar_of(item, w, k, "a string"));
+}
+void convert(const YAML::Node& n, const std::string& w, const std::string& k,
+             std::vector<int64_t>& out) {
+  LATHE_CHECK(n.IsSequence(), ConfigError, "{}: key '{}' expects a list of integers, got {}", w, k,
+              describe(n));
+  out.clear();
+  for (const auto& item : n) out.push_back(parse_int(scalar_of(item, w, k, "an integer"), w, k));
 }
 
 /// Reads the keys of one mapping into struct fields; `finish` rejects the keys nobody read.
@@ -205,17 +218,319 @@ void apply_override(YAML::Node& root, const std::string& text, Origin& origin) {
   origin.overrides[key] = fmt::format("override '{}'", text);
 }
 
+template <class V, class S>
+void visit_model_common(V& v, S& s) {
+  v("pretrained", s.pretrained);
+  v("pretrained_strict", s.pretrained_strict);
+  v("remap", s.remap);
+  v("freeze", s.freeze);
+  v("unfreeze_at_epoch", s.unfreeze_at_epoch);
+  v("head", s.head);
+  v("backbone_lr_scale", s.backbone_lr_scale);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, CheckpointSection> {
+  v("every_n_steps", s.every_n_steps);
+  v("every_n_epochs", s.every_n_epochs);
+  v("keep_last", s.keep_last);
+  v("monitor", s.monitor);
+  v("mode", s.mode);
+  v("save_best", s.save_best);
+  v("async", s.async);
+}
+
+struct Reader;
+void read_model(Section& model, ModelSection& out);
+
+// ---- the fields of each section, listed once: read by Reader, written by Writer ----------------
+// visit(v, section) calls v(key, field) for each scalar or list field and
+// v.section(key, sub, visit) for nested sections; `required` marks fields without a default.
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, RunSection> {
+  v("name", s.name);
+  v("dir", s.dir);
+  v("seed", s.seed);
+  v("device", s.device);
+  v("threads", s.threads);
+  v("deterministic", s.deterministic);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSection> {
+  v("source", s.source);
+  v.required("path", s.path);
+  v("test_path", s.test_path);
+  v("val_fraction", s.val_fraction);
+  v("test_fraction", s.test_fraction);
+  v("batch_size", s.batch_size);
+  v("eval_batch_size", s.eval_batch_size);
+  v("limit_train", s.limit_train);
+  v("limit_test", s.limit_test);
+  v("mean", s.mean);
+  v("std", s.std);
+  v("num_workers", s.num_workers);
+  v("skip_bad_records", s.skip_bad_records);
+  v("target", s.target);
+  v("task", s.task);
+  v("impute", s.impute);
+  v("outliers", s.outliers);
+  v("scale", s.scale);
+  v("encode", s.encode);
+  v("columns", s.columns);
+  v("image_size", s.image_size);
+  v("augment", s.augment);
+  v("seq_len", s.seq_len);
+  v("vocab", s.vocab);
+  v("max_length", s.max_length);
+  v("text_column", s.text_column);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TaskSection> {
+  v("kind", s.kind);
+  v("loss", s.loss);
+  v("label_smoothing", s.label_smoothing);
+  v("class_weights", s.class_weights);
+  v("huber_delta", s.huber_delta);
+  v("top_k", s.top_k);
+  v("ignore_index", s.ignore_index);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, ScheduleSection> {
+  v("name", s.name);
+  v("interval", s.interval);
+  v("warmup_steps", s.warmup_steps);
+  v("warmup_fraction", s.warmup_fraction);
+  v("warmup_start_factor", s.warmup_start_factor);
+  v("min_ratio", s.min_ratio);
+  v("step_size", s.step_size);
+  v("gamma", s.gamma);
+  v("milestones", s.milestones);
+  v("power", s.power);
+  v("pct_start", s.pct_start);
+  v("div_factor", s.div_factor);
+  v("final_div_factor", s.final_div_factor);
+  v("decay_fraction", s.decay_fraction);
+  v("monitor", s.monitor);
+  v("mode", s.mode);
+  v("factor", s.factor);
+  v("patience", s.patience);
+  v("threshold", s.threshold);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, OptimSection> {
+  v("name", s.name);
+  v("lr", s.lr);
+  v("weight_decay", s.weight_decay);
+  v("momentum", s.momentum);
+  v("nesterov", s.nesterov);
+  v("betas", s.betas);
+  v("eps", s.eps);
+  v("alpha", s.alpha);
+  v.section("schedule", s.schedule);
+  v.section("momentum_schedule", s.momentum_schedule);
+  v.section("weight_decay_schedule", s.weight_decay_schedule);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, EarlyStoppingSection> {
+  v("monitor", s.monitor);
+  v("mode", s.mode);
+  v("patience", s.patience);
+  v("min_delta", s.min_delta);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSection> {
+  v("max_epochs", s.max_epochs);
+  v("max_steps", s.max_steps);
+  v("val_every_n_steps", s.val_every_n_steps);
+  v("accumulate_grad_batches", s.accumulate_grad_batches);
+  v("gradient_clip_val", s.gradient_clip_val);
+  v("gradient_clip_algorithm", s.gradient_clip_algorithm);
+  v("precision", s.precision);
+  v("log_every_n_steps", s.log_every_n_steps);
+  v("progress", s.progress);
+  v("csv", s.csv);
+  v("tensorboard", s.tensorboard);
+  v.section("early_stopping", s.early_stopping);
+}
+
+/// Reads a section's fields from a Section (see visit).
+struct Reader {
+  Section& sec;
+  template <class T>
+  void operator()(const std::string& key, T& field) { sec.optional(key, field); }
+  /// A mapping of free keys (data.columns): each key's scalar or list, checked by its user.
+  void operator()(const std::string& key, Params& field) {
+    Section child = sec.child(key);
+    child.rest_into(field);
+  }
+  template <class T>
+  void required(const std::string& key, T& field) { sec.required(key, field); }
+  template <class S>
+  void section(const std::string& key, S& sub) {
+    Section child = sec.child(key);
+    Reader r{child};
+    visit(r, sub);
+    child.finish();
+  }
+};
+
+template <class S>
+void read_section(Section& top, const std::string& key, S& out) {
+  Section sec = top.child(key);
+  Reader r{sec};
+  visit(r, out);
+  sec.finish();
+}
+
+/// Checks that cannot be expressed by types: ranges and choices, naming the key and its origin.
+class Validator {
+ public:
+  explicit Validator(const Origin& origin) : origin_(origin) {}
+  std::string where(const std::string& key) const {
+    const auto it = origin_.overrides.find(key);
+    return it != origin_.overrides.end() ? it->second : origin_.file;
+  }
+  void choice(const std::string& key, const std::string& value,
+              std::initializer_list<const char*> allowed) const {
+    std::string list;
+    for (const auto* a : allowed) {
+      if (value == a) return;
+      list += (list.empty() ? "" : ", ") + std::string(a);
+    }
+    throw ConfigError(fmt::format("{}: {} = '{}' must be one of {}", where(key), key, value, list));
+  }
+  template <class T>
+  void at_least(const std::string& key, T value, T low) const {
+    LATHE_CHECK(value >= low, ConfigError, "{}: {} = {} must be at least {}", where(key), key,
+                value, low);
+  }
+  void fraction(const std::string& key, double value) const {
+    LATHE_CHECK(value >= 0 && value < 1, ConfigError, "{}: {} = {} must be in [0, 1)", where(key),
+                key, value);
+  }
+
+ private:
+  const Origin& origin_;
+};
+
+void validate_schedule(const Validator& v, const std::string& key, const ScheduleSection& s,
+                       bool may_be_none) {
+  if (may_be_none && s.name == "none") return;
+  v.choice(key + ".name", s.name,
+           {"constant", "step", "multistep", "exponential", "cosine", "polynomial", "onecycle",
+            "wsd", "plateau", "none"});
+  LATHE_CHECK(s.name != "none" || may_be_none, ConfigError,
+              "{}: {}.name = 'none' is only for momentum_schedule and weight_decay_schedule",
+              v.where(key + ".name"), key);
+  v.choice(key + ".interval", s.interval, {"step", "epoch"});
+  v.choice(key + ".mode", s.mode, {"min", "max"});
+  v.fraction(key + ".warmup_fraction", s.warmup_fraction);
+  v.at_least<int64_t>(key + ".warmup_steps", s.warmup_steps, 0);
+  v.at_least<int64_t>(key + ".step_size", s.step_size, 1);
+  v.fraction(key + ".decay_fraction", s.decay_fraction);
+  LATHE_CHECK(s.pct_start > 0 && s.pct_start < 1, ConfigError, "{}: {}.pct_start = {} must be in (0, 1)",
+              v.where(key + ".pct_start"), key, s.pct_start);
+  LATHE_CHECK(s.factor > 0 && s.factor < 1, ConfigError, "{}: {}.factor = {} must be in (0, 1)",
+              v.where(key + ".factor"), key, s.factor);
+  for (size_t i = 1; i < s.milestones.size(); ++i)
+    LATHE_CHECK(s.milestones[i] > s.milestones[i - 1], ConfigError,
+                "{}: {}.milestones must increase, got {} after {}", v.where(key + ".milestones"),
+                key, s.milestones[i], s.milestones[i - 1]);
+}
+
+void validate(const RunConfig& c, const Origin& origin) {
+  const Validator v(origin);
+  v.fraction("data.val_fraction", c.data.val_fraction);
+  v.choice("data.source", c.data.source, {"idx", "csv", "image_folder", "text", "text_csv"});
+  LATHE_CHECK(c.data.test_fraction >= 0 && c.data.val_fraction + c.data.test_fraction < 1,
+              ConfigError, "{}: data.val_fraction + data.test_fraction = {} must be below 1",
+              v.where("data.test_fraction"), c.data.val_fraction + c.data.test_fraction);
+  v.at_least("data.num_workers", c.data.num_workers, -1);
+  v.choice("data.task", c.data.task, {"auto", "classification", "regression"});
+  v.at_least<int64_t>("data.seq_len", c.data.seq_len, 1);
+  v.at_least<int64_t>("data.max_length", c.data.max_length, 2);
+  v.at_least<int64_t>("data.batch_size", c.data.batch_size, 1);
+  v.at_least<int64_t>("data.eval_batch_size", c.data.eval_batch_size, 1);
+  LATHE_CHECK(c.data.mean.size() == c.data.std.size(), ConfigError,
+              "{}: data.mean has {} values but data.std has {}; give both per channel or neither",
+              v.where("data.mean"), c.data.mean.size(), c.data.std.size());
+  for (double s : c.data.std)
+    LATHE_CHECK(s > 0, ConfigError, "{}: data.std values must be positive, got {}",
+                v.where("data.std"), s);
+
+  v.choice("task.kind", c.task.kind, {"classification", "regression", "lm"});
+  if (!c.task.loss.empty()) {
+    if (c.task.kind == "regression")
+      v.choice("task.loss", c.task.loss, {"mse", "l1", "huber"});
+    else
+      v.choice("task.loss", c.task.loss, {"cross_entropy"});
+  }
+  LATHE_CHECK(c.task.label_smoothing >= 0 && c.task.label_smoothing < 1, ConfigError,
+              "{}: task.label_smoothing = {} must be in [0, 1)", v.where("task.label_smoothing"),
+              c.task.label_smoothing);
+  v.at_least<int64_t>("task.top_k", c.task.top_k, 1);
+
+  v.choice("optim.name", c.optim.name, {"sgd", "adam", "adamw", "rmsprop"});
+  LATHE_CHECK(c.optim.lr > 0, ConfigError, "{}: optim.lr = {} must be positive",
+              v.where("optim.lr"), c.optim.lr);
+  LATHE_CHECK(c.optim.betas.size() == 2, ConfigError,
+              "{}: optim.betas needs two values [beta1, beta2], got {}", v.where("optim.betas"),
+              c.optim.betas.size());
+  v.at_least("optim.weight_decay", c.optim.weight_decay, 0.0);
+  validate_schedule(v, "optim.schedule", c.optim.schedule, false);
+  validate_schedule(v, "optim.momentum_schedule", c.optim.momentum_schedule, true);
+  validate_schedule(v, "optim.weight_decay_schedule", c.optim.weight_decay_schedule, true);
+
+  const auto& t = c.trainer;
+  v.at_least<int64_t>("trainer.max_epochs", t.max_epochs, 1);
+  v.at_least<int64_t>("trainer.max_steps", t.max_steps, 0);
+  v.at_least<int64_t>("trainer.val_every_n_steps", t.val_every_n_steps, 0);
+  v.at_least<int64_t>("trainer.accumulate_grad_batches", t.accumulate_grad_batches, 1);
+  v.at_least("trainer.gradient_clip_val", t.gradient_clip_val, 0.0);
+  v.choice("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, {"norm", "value"});
+  v.choice("trainer.precision", t.precision, {"32", "bf16", "fp16"});
+  v.at_least<int64_t>("trainer.log_every_n_steps", t.log_every_n_steps, 1);
+  v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
+  v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});
+  v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
+
+  v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
+  v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);
+  v.at_least<int64_t>("checkpoint.keep_last", c.checkpoint.keep_last, 1);
+  if (!c.checkpoint.mode.empty()) v.choice("checkpoint.mode", c.checkpoint.mode, {"min", "max"});
+  v.at_least<int64_t>("model.unfreeze_at_epoch", c.model.unfreeze_at_epoch, 0);
+  LATHE_CHECK(c.model.backbone_lr_scale >= 0, ConfigError,
+              "{}: model.backbone_lr_scale = {} must be >= 0", v.where("model.backbone_lr_scale"),
+              c.model.backbone_lr_scale);
+  for (const auto& rule : c.model.remap)
+    LATHE_CHECK(rule.find('=') != std::string::npos, ConfigError,
+                "{}: model.remap rule '{}' must be old_prefix=new_prefix (e.g. 'backbone.=')",
+                v.where("model.remap"), rule);
+  LATHE_CHECK(!c.run.name.empty() && c.run.name.find('/') == std::string::npos, ConfigError,
+              "{}: run.name = '{}' must be a non-empty folder name without '/'",
+              v.where("run.name"), c.run.name);
+}
+
 void read_model(Section& model, ModelSection& out) {
   model.required("name", out.name);
   out.name_where = model.where_of("name");
+  Reader r{model};
+  visit_model_common(r, out);
   model.rest_into(out.params);
   model.finish();
 }
 
 RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::string>& overrides) {
   LATHE_CHECK(root.IsMap() || root.IsNull(), ConfigError,
-              "{}: a run config is a mapping of sections (run, data, model, optim, trainer), "
-              "got {}",
+              "{}: a run config is a mapping of sections (run, data, model, task, optim, "
+              "trainer), got {}",
               origin.file, describe(root));
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   for (const auto& o : overrides) apply_override(root, o, origin);
@@ -223,120 +538,16 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   RunConfig cfg;
   cfg.source = origin.file;
   Section top(root, "", origin);
-
-  Section run = top.child("run");
-  run.optional("name", cfg.run.name);
-  run.optional("dir", cfg.run.dir);
-  run.optional("seed", cfg.run.seed);
-  run.optional("device", cfg.run.device);
-  run.optional("threads", cfg.run.threads);
-  run.optional("deterministic", cfg.run.deterministic);
-  run.finish();
-
-  Section data = top.child("data");
-  data.optional("source", cfg.data.source);
-  data.required("path", cfg.data.path);
-  data.optional("test_path", cfg.data.test_path);
-  data.optional("val_fraction", cfg.data.val_fraction);
-  data.optional("test_fraction", cfg.data.test_fraction);
-  data.optional("batch_size", cfg.data.batch_size);
-  data.optional("eval_batch_size", cfg.data.eval_batch_size);
-  data.optional("limit_train", cfg.data.limit_train);
-  data.optional("limit_test", cfg.data.limit_test);
-  data.optional("mean", cfg.data.mean);
-  data.optional("std", cfg.data.std);
-  data.optional("num_workers", cfg.data.num_workers);
-  data.optional("skip_bad_records", cfg.data.skip_bad_records);
-  data.optional("target", cfg.data.target);
-  data.optional("task", cfg.data.task);
-  data.optional("impute", cfg.data.impute);
-  data.optional("outliers", cfg.data.outliers);
-  data.optional("scale", cfg.data.scale);
-  data.optional("encode", cfg.data.encode);
-  Section columns = data.child("columns");
-  columns.rest_into(cfg.data.columns);
-  data.optional("image_size", cfg.data.image_size);
-  data.optional("augment", cfg.data.augment);
-  data.optional("seq_len", cfg.data.seq_len);
-  data.optional("vocab", cfg.data.vocab);
-  data.optional("max_length", cfg.data.max_length);
-  data.optional("text_column", cfg.data.text_column);
-  data.finish();
-
+  read_section(top, "run", cfg.run);
+  read_section(top, "data", cfg.data);
   Section model = top.child("model");
   read_model(model, cfg.model);
-
-  Section optim = top.child("optim");
-  optim.optional("name", cfg.optim.name);
-  optim.optional("lr", cfg.optim.lr);
-  optim.optional("weight_decay", cfg.optim.weight_decay);
-  optim.optional("momentum", cfg.optim.momentum);
-  optim.optional("nesterov", cfg.optim.nesterov);
-  optim.optional("betas", cfg.optim.betas);
-  optim.optional("schedule", cfg.optim.schedule);
-  optim.optional("warmup_fraction", cfg.optim.warmup_fraction);
-  optim.optional("min_lr_ratio", cfg.optim.min_lr_ratio);
-  optim.finish();
-
-  Section trainer = top.child("trainer");
-  trainer.optional("max_epochs", cfg.trainer.max_epochs);
-  trainer.optional("log_every_n_steps", cfg.trainer.log_every_n_steps);
-  trainer.optional("progress", cfg.trainer.progress);
-  trainer.finish();
-
+  read_section(top, "task", cfg.task);
+  read_section(top, "optim", cfg.optim);
+  read_section(top, "trainer", cfg.trainer);
+  read_section(top, "checkpoint", cfg.checkpoint);
   top.finish();
-
-  // Values that parse but make no sense: say which key and what range is allowed.
-  const auto where = [&](const std::string& key) {
-    const auto it = origin.overrides.find(key);
-    return it != origin.overrides.end() ? it->second : origin.file;
-  };
-  LATHE_CHECK(cfg.data.val_fraction >= 0 && cfg.data.val_fraction < 1, ConfigError,
-              "{}: data.val_fraction = {} must be in [0, 1)", where("data.val_fraction"),
-              cfg.data.val_fraction);
-  const auto& src = cfg.data.source;
-  LATHE_CHECK(src == "idx" || src == "csv" || src == "image_folder" || src == "text" ||
-                  src == "text_csv",
-              ConfigError, "{}: data.source = '{}' must be one of idx, csv, image_folder, text, "
-              "text_csv", where("data.source"), src);
-  LATHE_CHECK(cfg.data.test_fraction >= 0 && cfg.data.val_fraction + cfg.data.test_fraction < 1,
-              ConfigError, "{}: data.val_fraction + data.test_fraction = {} must be below 1",
-              where("data.test_fraction"), cfg.data.val_fraction + cfg.data.test_fraction);
-  LATHE_CHECK(cfg.data.num_workers >= -1, ConfigError,
-              "{}: data.num_workers = {} must be -1 (default), 0 (inline) or positive",
-              where("data.num_workers"), cfg.data.num_workers);
-  LATHE_CHECK(cfg.data.batch_size > 0, ConfigError, "{}: data.batch_size = {} must be positive",
-              where("data.batch_size"), cfg.data.batch_size);
-  LATHE_CHECK(cfg.data.eval_batch_size > 0, ConfigError,
-              "{}: data.eval_batch_size = {} must be positive", where("data.eval_batch_size"),
-              cfg.data.eval_batch_size);
-  LATHE_CHECK(cfg.data.mean.size() == cfg.data.std.size(), ConfigError,
-              "{}: data.mean has {} values but data.std has {}; give both per channel or neither",
-              where("data.mean"), cfg.data.mean.size(), cfg.data.std.size());
-  for (double s : cfg.data.std)
-    LATHE_CHECK(s > 0, ConfigError, "{}: data.std values must be positive, got {}",
-                where("data.std"), s);
-  LATHE_CHECK(cfg.optim.lr > 0, ConfigError, "{}: optim.lr = {} must be positive",
-              where("optim.lr"), cfg.optim.lr);
-  LATHE_CHECK(cfg.optim.betas.size() == 2, ConfigError,
-              "{}: optim.betas needs two values [beta1, beta2], got {}", where("optim.betas"),
-              cfg.optim.betas.size());
-  LATHE_CHECK(cfg.optim.warmup_fraction >= 0 && cfg.optim.warmup_fraction < 1, ConfigError,
-              "{}: optim.warmup_fraction = {} must be in [0, 1)", where("optim.warmup_fraction"),
-              cfg.optim.warmup_fraction);
-  LATHE_CHECK(cfg.trainer.max_epochs > 0, ConfigError,
-              "{}: trainer.max_epochs = {} must be positive", where("trainer.max_epochs"),
-              cfg.trainer.max_epochs);
-  LATHE_CHECK(cfg.trainer.log_every_n_steps > 0, ConfigError,
-              "{}: trainer.log_every_n_steps = {} must be positive",
-              where("trainer.log_every_n_steps"), cfg.trainer.log_every_n_steps);
-  const auto& p = cfg.trainer.progress;
-  LATHE_CHECK(p == "auto" || p == "bar" || p == "plain" || p == "none", ConfigError,
-              "{}: trainer.progress = '{}' must be one of auto, bar, plain, none",
-              where("trainer.progress"), p);
-  LATHE_CHECK(!cfg.run.name.empty() && cfg.run.name.find('/') == std::string::npos, ConfigError,
-              "{}: run.name = '{}' must be a non-empty folder name without '/'",
-              where("run.name"), cfg.run.name);
+  validate(cfg, origin);
   return cfg;
 }
 
@@ -378,65 +589,54 @@ ModelSection parse_model_section(const std::string& name,
 }
 
 namespace {
-std::string num(double v) { return fmt::format("{}", v); }
+
+/// Writes a section's fields as YAML (see visit); doubles in shortest round-trip form.
+struct Writer {
+  YAML::Emitter& out;
+  void operator()(const std::string& key, const std::string& v) { out << YAML::Key << key << YAML::Value << v; }
+  void operator()(const std::string& key, bool v) { out << YAML::Key << key << YAML::Value << v; }
+  void operator()(const std::string& key, double v) {
+    out << YAML::Key << key << YAML::Value << fmt::format("{}", v);
+  }
+  template <class T>
+  void operator()(const std::string& key, const T& v) requires std::is_integral_v<T> {
+    out << YAML::Key << key << YAML::Value << v;
+  }
+  template <class T>
+  void operator()(const std::string& key, const std::vector<T>& v) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const auto& x : v) {
+      if constexpr (std::is_same_v<T, std::string>) out << x;
+      else out << fmt::format("{}", x);
+    }
+    out << YAML::EndSeq;
+  }
+  void operator()(const std::string& key, const Params& p) {
+    out << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, v] : p.values()) (*this)(name, v.items);
+    out << YAML::EndMap;
+  }
+  template <class T>
+  void required(const std::string& key, const T& v) { (*this)(key, v); }
+  template <class S>
+  void section(const std::string& key, const S& sub) {
+    out << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    visit(*this, sub);
+    out << YAML::EndMap;
+  }
+};
+
 }  // namespace
 
 std::string to_yaml(const RunConfig& c) {
   YAML::Emitter out;
+  Writer w{out};
   out << YAML::BeginMap;
-  out << YAML::Key << "run" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value << c.run.name;
-  out << YAML::Key << "dir" << YAML::Value << c.run.dir;
-  out << YAML::Key << "seed" << YAML::Value << c.run.seed;
-  out << YAML::Key << "device" << YAML::Value << c.run.device;
-  out << YAML::Key << "threads" << YAML::Value << c.run.threads;
-  out << YAML::Key << "deterministic" << YAML::Value << c.run.deterministic;
-  out << YAML::EndMap;
-
-  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "source" << YAML::Value << c.data.source;
-  out << YAML::Key << "path" << YAML::Value << c.data.path;
-  out << YAML::Key << "test_path" << YAML::Value << c.data.test_path;
-  out << YAML::Key << "val_fraction" << YAML::Value << num(c.data.val_fraction);
-  out << YAML::Key << "test_fraction" << YAML::Value << num(c.data.test_fraction);
-  out << YAML::Key << "batch_size" << YAML::Value << c.data.batch_size;
-  out << YAML::Key << "eval_batch_size" << YAML::Value << c.data.eval_batch_size;
-  out << YAML::Key << "limit_train" << YAML::Value << c.data.limit_train;
-  out << YAML::Key << "limit_test" << YAML::Value << c.data.limit_test;
-  const auto list = [&](const char* key, const std::vector<double>& v) {
-    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (double x : v) out << num(x);
-    out << YAML::EndSeq;
-  };
-  list("mean", c.data.mean);
-  list("std", c.data.std);
-  out << YAML::Key << "num_workers" << YAML::Value << c.data.num_workers;
-  out << YAML::Key << "skip_bad_records" << YAML::Value << c.data.skip_bad_records;
-  out << YAML::Key << "target" << YAML::Value << c.data.target;
-  out << YAML::Key << "task" << YAML::Value << c.data.task;
-  out << YAML::Key << "impute" << YAML::Value << c.data.impute;
-  out << YAML::Key << "outliers" << YAML::Value << c.data.outliers;
-  out << YAML::Key << "scale" << YAML::Value << c.data.scale;
-  out << YAML::Key << "encode" << YAML::Value << c.data.encode;
-  out << YAML::Key << "columns" << YAML::Value << YAML::BeginMap;
-  for (const auto& [key, v] : c.data.columns.values()) {
-    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (const auto& item : v.items) out << item;
-    out << YAML::EndSeq;
-  }
-  out << YAML::EndMap;
-  out << YAML::Key << "image_size" << YAML::Value << c.data.image_size;
-  out << YAML::Key << "augment" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (const auto& a : c.data.augment) out << a;
-  out << YAML::EndSeq;
-  out << YAML::Key << "seq_len" << YAML::Value << c.data.seq_len;
-  out << YAML::Key << "vocab" << YAML::Value << c.data.vocab;
-  out << YAML::Key << "max_length" << YAML::Value << c.data.max_length;
-  out << YAML::Key << "text_column" << YAML::Value << c.data.text_column;
-  out << YAML::EndMap;
-
+  w.section("run", c.run);
+  w.section("data", c.data);
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << c.model.name;
+  visit_model_common(w, c.model);
   for (const auto& [key, v] : c.model.params.values()) {
     out << YAML::Key << key << YAML::Value;
     if (v.is_list) {
@@ -448,24 +648,10 @@ std::string to_yaml(const RunConfig& c) {
     }
   }
   out << YAML::EndMap;
-
-  out << YAML::Key << "optim" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value << c.optim.name;
-  out << YAML::Key << "lr" << YAML::Value << num(c.optim.lr);
-  out << YAML::Key << "weight_decay" << YAML::Value << num(c.optim.weight_decay);
-  out << YAML::Key << "momentum" << YAML::Value << num(c.optim.momentum);
-  out << YAML::Key << "nesterov" << YAML::Value << c.optim.nesterov;
-  list("betas", c.optim.betas);
-  out << YAML::Key << "schedule" << YAML::Value << c.optim.schedule;
-  out << YAML::Key << "warmup_fraction" << YAML::Value << num(c.optim.warmup_fraction);
-  out << YAML::Key << "min_lr_ratio" << YAML::Value << num(c.optim.min_lr_ratio);
-  out << YAML::EndMap;
-
-  out << YAML::Key << "trainer" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "max_epochs" << YAML::Value << c.trainer.max_epochs;
-  out << YAML::Key << "log_every_n_steps" << YAML::Value << c.trainer.log_every_n_steps;
-  out << YAML::Key << "progress" << YAML::Value << c.trainer.progress;
-  out << YAML::EndMap;
+  w.section("task", c.task);
+  w.section("optim", c.optim);
+  w.section("trainer", c.trainer);
+  w.section("checkpoint", c.checkpoint);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -52,6 +52,24 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
+bool matches_pattern(const std::string& name, const std::string& pattern) {
+  // Iterative wildcard match with backtracking on the last '*'.
+  size_t n = 0, p = 0, star = std::string::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++n, ++p;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++, mark = n;
+    } else if (star != std::string::npos) {
+      p = star + 1, n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
 std::string closest_key(const std::string& key, const std::vector<std::string>& known) {
   std::string best;
   size_t best_d = 3;

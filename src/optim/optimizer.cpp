@@ -1,59 +1,138 @@
-// Optimizer factory and learning-rate setter.
+// Optimizer factory, parameter groups and the hyperparameter setters schedules call.
 #include "lathe/optim/optimizer.h"
 
 #include <torch/nn/module.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
 #include "lathe/core/error.h"
 
 namespace lathe::optim {
+namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const config::OptimSection& cfg,
-                                                        torch::nn::Module& module) {
-  std::vector<at::Tensor> decay, no_decay;
-  for (auto& p : module.parameters()) {
-    if (!p.requires_grad()) continue;
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
-  }
-  LATHE_CHECK(!decay.empty() || !no_decay.empty(), TrainError,
-              "the model has no trainable parameters (all frozen?); nothing to optimize");
-
-  const auto groups = [&](auto make_options) {
-    std::vector<torch::optim::OptimizerParamGroup> g;
-    if (!decay.empty()) g.emplace_back(decay, make_options(cfg.weight_decay));
-    if (!no_decay.empty()) g.emplace_back(no_decay, make_options(0.0));
-    return g;
-  };
+std::unique_ptr<torch::optim::OptimizerOptions> options_for(const config::OptimSection& cfg,
+                                                            double wd) {
+  namespace o = torch::optim;
   const auto betas = std::make_tuple(cfg.betas[0], cfg.betas[1]);
-  if (cfg.name == "sgd") {
-    return std::make_unique<torch::optim::SGD>(groups([&](double wd) {
-      return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(cfg.lr)
-                                                            .momentum(cfg.momentum)
-                                                            .nesterov(cfg.nesterov)
-                                                            .weight_decay(wd));
-    }), torch::optim::SGDOptions(cfg.lr));
-  }
-  if (cfg.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(groups([&](double wd) {
-      return std::make_unique<torch::optim::AdamOptions>(
-          torch::optim::AdamOptions(cfg.lr).betas(betas).weight_decay(wd));
-    }), torch::optim::AdamOptions(cfg.lr));
-  }
-  if (cfg.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(groups([&](double wd) {
-      return std::make_unique<torch::optim::AdamWOptions>(
-          torch::optim::AdamWOptions(cfg.lr).betas(betas).weight_decay(wd));
-    }), torch::optim::AdamWOptions(cfg.lr));
-  }
-  throw ConfigError(fmt::format("optim.name: unknown optimizer '{}'; expected sgd, adam or adamw",
-                                cfg.name));
+  if (cfg.name == "sgd")
+    return std::make_unique<o::SGDOptions>(
+        o::SGDOptions(cfg.lr).momentum(cfg.momentum).nesterov(cfg.nesterov).weight_decay(wd));
+  if (cfg.name == "adam")
+    return std::make_unique<o::AdamOptions>(
+        o::AdamOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+  if (cfg.name == "adamw")
+    return std::make_unique<o::AdamWOptions>(
+        o::AdamWOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+  if (cfg.name == "rmsprop")
+    return std::make_unique<o::RMSpropOptions>(o::RMSpropOptions(cfg.lr)
+                                                   .alpha(cfg.alpha)
+                                                   .eps(cfg.eps)
+                                                   .momentum(cfg.momentum)
+                                                   .weight_decay(wd));
+  throw ConfigError(fmt::format(
+      "optim.name: unknown optimizer '{}'; expected sgd, adam, adamw or rmsprop", cfg.name));
 }
 
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}  // namespace
+
+OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module,
+                               const GroupRules& rules) {
+  namespace o = torch::optim;
+  LATHE_CHECK(!(cfg.name == "sgd" && cfg.nesterov && cfg.momentum <= 0), ConfigError,
+              "optim.nesterov needs optim.momentum > 0 (got {})", cfg.momentum);
+  // Four possible groups: (head?, decays?), in a fixed order so checkpoints line up.
+  struct Group {
+    std::vector<at::Tensor> params;
+    double lr_scale;
+    bool decays;
+  };
+  const double backbone = rules.head.empty() ? 1.0 : rules.backbone_lr_scale;
+  std::vector<Group> groups = {{{}, 1.0, true}, {{}, 1.0, false}, {{}, backbone, true},
+                               {{}, backbone, false}};
+  size_t trainable = 0;
+  for (auto& item : module.named_parameters()) {
+    auto& p = item.value();
+    if (!p.requires_grad() && !rules.include_frozen) continue;
+    trainable += p.requires_grad() ? 1 : 0;
+    bool is_head = rules.head.empty();
+    for (const auto& pattern : rules.head) is_head = is_head || config::matches_pattern(item.key(), pattern);
+    groups[(is_head ? 0 : 2) + (p.dim() >= 2 ? 0 : 1)].params.push_back(p);
+  }
+  LATHE_CHECK(trainable > 0, TrainError,
+              "the model has no trainable parameters (all frozen?); nothing to optimize");
+
+  OptimizerBundle bundle;
+  bundle.kind = cfg.name;
+  std::vector<o::OptimizerParamGroup> param_groups;
+  for (auto& g : groups) {
+    if (g.params.empty()) continue;
+    auto options = options_for(cfg, g.decays ? cfg.weight_decay : 0.0);
+    options->set_lr(cfg.lr * g.lr_scale);
+    param_groups.emplace_back(g.params, std::move(options));
+    bundle.lr_scale.push_back(g.lr_scale);
+    bundle.decays.push_back(g.decays);
+  }
+  const auto defaults = options_for(cfg, cfg.weight_decay);
+  if (cfg.name == "sgd")
+    bundle.optimizer = std::make_unique<o::SGD>(param_groups, static_cast<o::SGDOptions&>(*defaults));
+  else if (cfg.name == "adam")
+    bundle.optimizer = std::make_unique<o::Adam>(param_groups, static_cast<o::AdamOptions&>(*defaults));
+  else if (cfg.name == "adamw")
+    bundle.optimizer = std::make_unique<o::AdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
+  else
+    bundle.optimizer = std::make_unique<o::RMSprop>(param_groups, static_cast<o::RMSpropOptions&>(*defaults));
+  return bundle;
+}
+
+void set_hyperparameters(OptimizerBundle& bundle, double lr, double momentum,
+                         double weight_decay) {
+  namespace o = torch::optim;
+  auto& groups = bundle.optimizer->param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto& opts = groups[g].options();
+    opts.set_lr(lr * (g < bundle.lr_scale.size() ? bundle.lr_scale[g] : 1.0));
+    const bool decays = g < bundle.decays.size() && bundle.decays[g];
+    const double wd = std::isnan(weight_decay) || !decays ? NAN : weight_decay;
+    if (bundle.kind == "sgd") {
+      auto& s = static_cast<o::SGDOptions&>(opts);
+      if (!std::isnan(momentum)) s.momentum(momentum);
+      if (!std::isnan(wd)) s.weight_decay(wd);
+    } else if (bundle.kind == "adam") {
+      auto& a = static_cast<o::AdamOptions&>(opts);
+      if (!std::isnan(momentum)) a.betas({momentum, std::get<1>(a.betas())});
+      if (!std::isnan(wd)) a.weight_decay(wd);
+    } else if (bundle.kind == "adamw") {
+      auto& a = static_cast<o::AdamWOptions&>(opts);
+      if (!std::isnan(momentum)) a.betas({momentum, std::get<1>(a.betas())});
+      if (!std::isnan(wd)) a.weight_decay(wd);
+    } else if (bundle.kind == "rmsprop") {
+      auto& r = static_cast<o::RMSpropOptions&>(opts);
+      if (!std::isnan(momentum)) r.momentum(momentum);
+      if (!std::isnan(wd)) r.weight_decay(wd);
+    }
+  }
+}
+
+GroupValues group_values(OptimizerBundle& bundle, size_t g) {
+  namespace o = torch::optim;
+  auto& opts = bundle.optimizer->param_groups().at(g).options();
+  if (bundle.kind == "sgd") {
+    auto& s = static_cast<o::SGDOptions&>(opts);
+    return {s.lr(), s.momentum(), s.weight_decay()};
+  }
+  if (bundle.kind == "adam") {
+    auto& a = static_cast<o::AdamOptions&>(opts);
+    return {a.lr(), std::get<0>(a.betas()), a.weight_decay()};
+  }
+  if (bundle.kind == "adamw") {
+    auto& a = static_cast<o::AdamWOptions&>(opts);
+    return {a.lr(), std::get<0>(a.betas()), a.weight_decay()};
+  }
+  auto& r = static_cast<o::RMSpropOptions&>(opts);
+  return {r.lr(), r.momentum(), r.weight_decay()};
 }
 
 }  // namespace lathe::optim

@@ -1,4 +1,4 @@
-// Learning-rate schedules: constant, cosine with warmup, one-cycle; pure functions of the step.
+// Schedules: warmup + one of the decay shapes, evaluated in closed form at any step; plateau.
 #include "lathe/sched/schedule.h"
 
 #include <algorithm>
@@ -17,40 +17,87 @@ double cos_anneal(double from, double to, double pct) {
 
 }  // namespace
 
-double LrSchedule::value_at(int64_t step) const {
-  const auto s = static_cast<double>(std::max<int64_t>(step, 0));
-  const auto warm = static_cast<double>(warmup_steps);
-  const auto total = static_cast<double>(std::max<int64_t>(total_steps, 1));
-  if (kind == "onecycle") {
-    // torch.optim.lr_scheduler.OneCycleLR(max_lr=base, total_steps, pct_start, anneal 'cos',
-    // div_factor=25, final_div_factor=1e4, three_phase=False).
-    const double initial = base / 25.0;
-    const double final_lr = initial / 1e4;
-    const double up_end = warm - 1.0;
-    const double down_end = total - 1.0;
-    if (s <= up_end) return cos_anneal(initial, base, up_end > 0 ? s / up_end : 1.0);
-    return cos_anneal(base, final_lr, (s - up_end) / std::max(down_end - up_end, 1.0));
-  }
-  if (warmup_steps > 0 && s < warm) return base * (s + 1.0) / warm;
-  if (kind == "cosine") {
-    const double pct = (s - warm) / std::max(total - warm, 1.0);
-    return cos_anneal(base, base * min_ratio, pct);
-  }
-  return base;  // constant
+Schedule::Schedule(config::ScheduleSection spec, double base, int64_t total_steps,
+                   int64_t steps_per_epoch)
+    : spec_(std::move(spec)),
+      base_(base),
+      total_steps_(std::max<int64_t>(total_steps, 1)),
+      steps_per_epoch_(std::max<int64_t>(steps_per_epoch, 1)) {
+  const double total = spec_.interval == "epoch"
+                           ? static_cast<double>(total_steps_) / static_cast<double>(steps_per_epoch_)
+                           : static_cast<double>(total_steps_);
+  warmup_ = spec_.warmup_steps > 0 ? static_cast<double>(spec_.warmup_steps)
+                                   : std::round(spec_.warmup_fraction * total);
 }
 
-LrSchedule make_lr_schedule(const std::string& kind, double base, int64_t total_steps,
-                            double warmup_fraction, double min_ratio) {
-  LATHE_CHECK(kind == "constant" || kind == "cosine" || kind == "onecycle", ConfigError,
-              "optim.schedule: unknown schedule '{}'; expected constant, cosine or onecycle", kind);
-  LrSchedule s;
-  s.kind = kind;
-  s.base = base;
-  s.total_steps = std::max<int64_t>(total_steps, 1);
-  s.warmup_steps =
-      static_cast<int64_t>(std::llround(warmup_fraction * static_cast<double>(s.total_steps)));
-  s.min_ratio = min_ratio;
-  return s;
+double Schedule::value_at(int64_t step) const {
+  const bool per_epoch = spec_.interval == "epoch";
+  const auto unit = static_cast<double>(per_epoch ? std::max<int64_t>(step, 0) / steps_per_epoch_
+                                                  : std::max<int64_t>(step, 0));
+  const double total = per_epoch ? std::ceil(static_cast<double>(total_steps_) /
+                                             static_cast<double>(steps_per_epoch_))
+                                 : static_cast<double>(total_steps_);
+  const auto& s = spec_;
+  if (s.name == "onecycle") {
+    // torch.optim.lr_scheduler.OneCycleLR(max_lr=base, total_steps, pct_start, anneal 'cos',
+    // div_factor, final_div_factor, three_phase=False).
+    const double initial = base_ / s.div_factor;
+    const double final_value = initial / s.final_div_factor;
+    const double up_end = s.pct_start * total - 1.0;
+    const double down_end = total - 1.0;
+    if (unit <= up_end) return cos_anneal(initial, base_, up_end > 0 ? unit / up_end : 1.0);
+    return cos_anneal(base_, final_value, (unit - up_end) / std::max(down_end - up_end, 1.0));
+  }
+  if (unit < warmup_) {
+    const double f0 = s.warmup_start_factor;
+    return base_ * (f0 + (1.0 - f0) * unit / warmup_);
+  }
+  return after_warmup(unit - warmup_, std::max(total - warmup_, 1.0));
+}
+
+double Schedule::after_warmup(double v, double total) const {
+  const auto& s = spec_;
+  const double floor_value = base_ * s.min_ratio;
+  if (s.name == "step") return base_ * std::pow(s.gamma, std::floor(v / static_cast<double>(s.step_size)));
+  if (s.name == "multistep") {
+    const auto passed = std::count_if(s.milestones.begin(), s.milestones.end(),
+                                      [&](int64_t m) { return static_cast<double>(m) <= v; });
+    return base_ * std::pow(s.gamma, static_cast<double>(passed));
+  }
+  if (s.name == "exponential") return base_ * std::pow(s.gamma, v);
+  if (s.name == "cosine") return cos_anneal(base_, floor_value, v / total);
+  if (s.name == "polynomial")
+    return floor_value + (base_ - floor_value) * std::pow(1.0 - std::min(v, total) / total, s.power);
+  if (s.name == "wsd") {
+    const double decay = std::max(std::round(s.decay_fraction * (total)), 1.0);
+    const double stable = total - decay;
+    if (v < stable) return base_;
+    return base_ + (floor_value - base_) * std::min((v - stable) / decay, 1.0);
+  }
+  return base_;  // constant, plateau (scaled by Plateau), none
+}
+
+Plateau::Plateau(config::ScheduleSection spec) : spec_(std::move(spec)) {}
+
+bool Plateau::observe(double value) {
+  if (!std::isfinite(value)) return false;
+  const bool maximize = spec_.mode == "max";
+  const bool better =
+      !state_.has_best ||
+      (maximize ? value > state_.best * (1.0 + spec_.threshold * (state_.best >= 0 ? 1 : -1))
+                : value < state_.best * (1.0 - spec_.threshold * (state_.best >= 0 ? 1 : -1)));
+  if (better) {
+    state_.best = value;
+    state_.has_best = true;
+    state_.bad = 0;
+    return false;
+  }
+  if (++state_.bad > spec_.patience) {
+    state_.scale *= spec_.factor;
+    state_.bad = 0;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace lathe::sched

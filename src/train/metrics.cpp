@@ -1,39 +1,200 @@
-// ClassificationMeter: device-side sums, one sync when the epoch's values are read.
+// Meters: device-side sums during the epoch, one sync and exact values in compute().
 #include "lathe/train/metrics.h"
 
+#include <cmath>
 #include <limits>
+
+#include <ATen/ATen.h>
 
 #include "lathe/core/error.h"
 
 namespace lathe::train {
+namespace {
 
-void ClassificationMeter::update(const at::Tensor& logits, const at::Tensor& targets,
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+at::Tensor accumulate(const at::Tensor& sum, const at::Tensor& value) {
+  return sum.defined() ? sum + value : value;
+}
+
+double as_double(const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; }
+
+}  // namespace
+
+// ---- classification ----------------------------------------------------------------------------
+
+ClassificationMeter::ClassificationMeter(bool detailed, int64_t top_k)
+    : detailed_(detailed), top_k_(top_k) {}
+
+void ClassificationMeter::update(const at::Tensor& logits_in, const at::Tensor& target_in,
                                  const at::Tensor& loss) {
-  LATHE_CHECK(logits.dim() == 2 && targets.dim() == 1 && logits.size(0) == targets.size(0),
-              TrainError, "classification wants logits (B, K) and targets (B), got {} and {}",
-              logits.sizes(), targets.sizes());
-  const int64_t b = targets.size(0);
-  const at::Tensor batch_loss = loss.detach().to(at::kDouble) * static_cast<double>(b);
-  const at::Tensor batch_correct = logits.detach().argmax(1).eq(targets).sum();  // ()
-  loss_sum_ = loss_sum_.defined() ? loss_sum_ + batch_loss : batch_loss;
-  correct_ = correct_.defined() ? correct_ + batch_correct : batch_correct;
+  const at::Tensor logits = logits_in.detach();  // (B, K)
+  const at::Tensor target = target_in.detach();  // (B)
+  LATHE_CHECK(logits.dim() == 2 && target.dim() == 1 && logits.size(0) == target.size(0),
+              TrainError,
+              "classification wants logits (B, K) and class ids (B), got {} and {}; for other "
+              "shapes choose task.kind regression or lm",
+              logits.sizes(), target.sizes());
+  const int64_t b = target.size(0);
+  const at::Tensor pred = logits.argmax(1);  // (B)
+  loss_sum_ = accumulate(loss_sum_, loss.detach().to(at::kDouble) * static_cast<double>(b));
+  correct_ = accumulate(correct_, pred.eq(target).sum());
+  const int64_t k = std::min(top_k_, logits.size(1));
+  const at::Tensor topk = std::get<1>(logits.topk(k, 1));          // (B, k)
+  topk_correct_ = accumulate(topk_correct_, topk.eq(target.unsqueeze(1)).any(1).sum());
+  if (detailed_) {
+    preds_.push_back(pred.cpu());
+    targets_.push_back(target.cpu());
+    scores_.push_back(logits.to(at::kFloat).softmax(1).cpu());  // (B, K)
+  }
   count_ += b;
 }
 
 void ClassificationMeter::reset() {
-  loss_sum_ = at::Tensor();
-  correct_ = at::Tensor();
-  count_ = 0;
+  *this = ClassificationMeter(detailed_, top_k_);
 }
 
-std::map<std::string, double> ClassificationMeter::compute() const {
-  if (count_ == 0) {
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    return {{"loss", nan}, {"accuracy", nan}};
+at::Tensor ClassificationMeter::confusion() const {
+  LATHE_CHECK(detailed_, TrainError, "the confusion matrix needs a detailed ClassificationMeter");
+  if (preds_.empty()) return at::zeros({0, 0}, at::kLong);
+  const at::Tensor pred = at::cat(preds_), target = at::cat(targets_);
+  const int64_t k = scores_.front().size(1);
+  return at::bincount(target * k + pred, {}, k * k).view({k, k});  // (K, K)
+}
+
+double roc_auc_binary(const at::Tensor& scores, const at::Tensor& labels) {
+  const at::Tensor s = scores.to(at::kDouble).flatten();
+  const at::Tensor y = labels.to(at::kBool).flatten();
+  const int64_t n = s.size(0);
+  const int64_t pos = y.sum().item<int64_t>();
+  const int64_t neg = n - pos;
+  if (pos == 0 || neg == 0) return kNaN;
+  // Average ranks (1-based) with ties sharing their mean rank: Mann–Whitney U.
+  const auto [sorted, order] = s.sort();
+  const double* v = sorted.data_ptr<double>();
+  std::vector<double> rank(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j + 1 < n && v[j + 1] == v[i]) ++j;
+    const double r = (static_cast<double>(i) + static_cast<double>(j)) / 2.0 + 1.0;
+    for (int64_t t = i; t <= j; ++t) rank[static_cast<size_t>(t)] = r;
+    i = j + 1;
   }
+  const at::Tensor ranks = at::empty({n}, at::kDouble);
+  ranks.index_put_({order}, at::tensor(rank, at::kDouble));
+  const double pos_rank_sum = ranks.masked_select(y).sum().item<double>();
+  const auto p = static_cast<double>(pos), q = static_cast<double>(neg);
+  return (pos_rank_sum - p * (p + 1) / 2.0) / (p * q);
+}
+
+Metrics ClassificationMeter::compute() const {
+  if (count_ == 0) return {{"loss", kNaN}, {"accuracy", kNaN}};
   const auto n = static_cast<double>(count_);
-  return {{"loss", loss_sum_.item<double>() / n},
-          {"accuracy", static_cast<double>(correct_.item<int64_t>()) / n}};
+  Metrics m{{"loss", as_double(loss_sum_) / n},
+            {"accuracy", as_double(correct_) / n},
+            {fmt::format("top{}_accuracy", top_k_), as_double(topk_correct_) / n}};
+  if (!detailed_) return m;
+
+  const at::Tensor cm = confusion().to(at::kDouble);  // (K, K)
+  const at::Tensor tp = cm.diagonal();
+  const at::Tensor support = cm.sum(1);    // true count per class
+  const at::Tensor predicted = cm.sum(0);  // predicted count per class
+  const at::Tensor precision = at::where(predicted > 0, tp / predicted.clamp_min(1), 0.0);
+  const at::Tensor recall = at::where(support > 0, tp / support.clamp_min(1), 0.0);
+  const at::Tensor denom = precision + recall;
+  const at::Tensor f1 = at::where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), 0.0);
+  const at::Tensor present = (support + predicted) > 0;  // sklearn: labels in y_true ∪ y_pred
+  const auto macro = [&](const at::Tensor& v) { return v.masked_select(present).mean().item<double>(); };
+  const auto weighted = [&](const at::Tensor& v) {
+    return (v * support).sum().item<double>() / support.sum().item<double>();
+  };
+  m["precision_macro"] = macro(precision);
+  m["recall_macro"] = macro(recall);
+  m["f1_macro"] = macro(f1);
+  m["precision_weighted"] = weighted(precision);
+  m["recall_weighted"] = weighted(recall);
+  m["f1_weighted"] = weighted(f1);
+  // Single-label multi-class: micro precision = micro recall = micro F1 = accuracy.
+  m["precision_micro"] = m["recall_micro"] = m["f1_micro"] = m["accuracy"];
+
+  const at::Tensor scores = at::cat(scores_), target = at::cat(targets_);
+  const int64_t k = scores.size(1);
+  if (k == 2) {
+    m["roc_auc"] = roc_auc_binary(scores.select(1, 1), target.eq(1));
+  } else {
+    double sum = 0;
+    int64_t classes = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      const double auc = roc_auc_binary(scores.select(1, c), target.eq(c));
+      if (std::isnan(auc)) continue;  // a class absent from the targets has no AUC
+      sum += auc;
+      ++classes;
+    }
+    m["roc_auc"] = classes > 0 ? sum / static_cast<double>(classes) : kNaN;
+  }
+  return m;
+}
+
+// ---- regression --------------------------------------------------------------------------------
+
+void RegressionMeter::update(const at::Tensor& output_in, const at::Tensor& target_in,
+                             const at::Tensor& loss) {
+  const int64_t b = target_in.size(0);
+  LATHE_CHECK(output_in.numel() == target_in.numel(), TrainError,
+              "regression wants outputs and targets with the same number of values, got {} and {}",
+              output_in.sizes(), target_in.sizes());
+  const at::Tensor y = target_in.detach().reshape({b, -1}).to(at::kDouble);  // (B, D)
+  const at::Tensor p = output_in.detach().reshape({b, -1}).to(at::kDouble);  // (B, D)
+  const at::Tensor e = p - y;
+  loss_sum_ = accumulate(loss_sum_, loss.detach().to(at::kDouble) * static_cast<double>(b));
+  abs_err_ = accumulate(abs_err_, e.abs().sum(0));
+  sq_err_ = accumulate(sq_err_, e.square().sum(0));
+  y_sum_ = accumulate(y_sum_, y.sum(0));
+  y_sq_sum_ = accumulate(y_sq_sum_, y.square().sum(0));
+  count_ += b;
+}
+
+void RegressionMeter::reset() { *this = RegressionMeter(); }
+
+Metrics RegressionMeter::compute() const {
+  if (count_ == 0) return {{"loss", kNaN}, {"mse", kNaN}};
+  const auto n = static_cast<double>(count_);
+  const at::Tensor mse = sq_err_ / n;                             // (D)
+  const at::Tensor ss_tot = y_sq_sum_ - y_sum_.square() / n;     // (D)
+  // sklearn: R² of a constant target is 1 if predicted exactly, else 0.
+  const at::Tensor r2 = at::where(ss_tot > 0, 1.0 - sq_err_ / ss_tot.clamp_min(1e-300),
+                                  at::where(sq_err_ == 0, 1.0, 0.0));
+  return {{"loss", as_double(loss_sum_) / n},
+          {"mae", (abs_err_ / n).mean().item<double>()},
+          {"mse", mse.mean().item<double>()},
+          {"rmse", mse.sqrt().mean().item<double>()},
+          {"r2", r2.mean().item<double>()}};
+}
+
+// ---- language modelling ------------------------------------------------------------------------
+
+void LanguageModelMeter::update(const at::Tensor& logits_in, const at::Tensor& target_in,
+                                const at::Tensor& loss) {
+  const at::Tensor logits = logits_in.detach();
+  const at::Tensor target = target_in.detach();
+  LATHE_CHECK(logits.dim() == target.dim() + 1 && logits.sizes().slice(0, target.dim()) == target.sizes(),
+              TrainError, "language modelling wants logits (B, T, V) and token ids (B, T), got {} and {}",
+              logits.sizes(), target.sizes());
+  const at::Tensor mask = target.ne(ignore_index_);
+  const at::Tensor tokens = mask.sum();
+  loss_sum_ = accumulate(loss_sum_, loss.detach().to(at::kDouble) * tokens);
+  correct_ = accumulate(correct_, logits.argmax(-1).eq(target).logical_and(mask).sum());
+  tokens_ = accumulate(tokens_, tokens);
+  count_ += target.numel();
+}
+
+void LanguageModelMeter::reset() { *this = LanguageModelMeter(ignore_index_); }
+
+Metrics LanguageModelMeter::compute() const {
+  const double tokens = as_double(tokens_);
+  if (tokens == 0) return {{"loss", kNaN}, {"perplexity", kNaN}};
+  const double loss = as_double(loss_sum_) / tokens;
+  return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"accuracy", as_double(correct_) / tokens}};
 }
 
 }  // namespace lathe::train

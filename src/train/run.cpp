@@ -2,11 +2,13 @@
 #include "lathe/train/run.h"
 
 #include <chrono>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
@@ -62,7 +64,7 @@ c10::Device prepare_runtime(const config::RunConfig& cfg) {
 
 }  // namespace
 
-RunResult train_from_config(config::RunConfig cfg) {
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume) {
   const auto t0 = std::chrono::steady_clock::now();
   const c10::Device device = prepare_runtime(cfg);
   RunResult result;
@@ -79,47 +81,109 @@ RunResult train_from_config(config::RunConfig cfg) {
   LATHE_CHECK(data.train.size() > 0, DataError,
               "{}: no training records left (limit_train {}, val_fraction {})", cfg.data.path,
               cfg.data.limit_train, cfg.data.val_fraction);
-  write_file_atomic(result.run_dir / "config.yaml", config::to_yaml(cfg));
+  const std::string config_yaml = config::to_yaml(cfg);
+  write_file_atomic(result.run_dir / "config.yaml", config_yaml);
+  const std::filesystem::path resume_from =
+      resume.empty() ? std::filesystem::path() : ckpt::resolve_resume(resume, result.run_dir);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
+  auto model_cfg = cfg.model;
+  if (!resume_from.empty()) model_cfg.pretrained.clear();  // the checkpoint has the weights
+  ckpt::apply_pretrained(*model.ptr(), model_cfg);
   model.ptr()->to(device);
   log::info("model: {} ({} parameters)", cfg.model.name, models::parameter_count(*model.ptr()));
-  auto optimizer = optim::make_optimizer(cfg.optim, *model.ptr());
+  auto optimizer = optim::make_optimizer(
+      cfg.optim, *model.ptr(),
+      {cfg.model.head, cfg.model.backbone_lr_scale, cfg.model.unfreeze_at_epoch > 0});
 
   data::TensorLoader train_loader(data.train, cfg.data.batch_size, /*shuffle=*/true,
                                   cfg.run.seed);
   data::TensorLoader val_loader(data.val, cfg.data.eval_batch_size, false, cfg.run.seed);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
-  const auto schedule = sched::make_lr_schedule(
-      cfg.optim.schedule, cfg.optim.lr, cfg.trainer.max_epochs * train_loader.num_batches(),
-      cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio);
+  const int64_t steps_per_epoch = Trainer::planned_steps(
+      [&] { auto t = cfg.trainer; t.max_epochs = 1; t.max_steps = 0; return t; }(),
+      train_loader.num_batches());
+  const int64_t total_steps = Trainer::planned_steps(cfg.trainer, train_loader.num_batches());
 
-  TrainerOptions topts;
-  topts.max_epochs = cfg.trainer.max_epochs;
-  topts.log_every_n_steps = cfg.trainer.log_every_n_steps;
-  topts.progress = cfg.trainer.progress;
-  topts.device = device;
-  topts.metrics_file = result.run_dir / "metrics.jsonl";
-  Trainer trainer(topts, model, *optimizer, schedule);
+  Trainer trainer(cfg.trainer, device, model, Task(cfg.task), optimizer,
+                  make_schedules(cfg.optim, total_steps, steps_per_epoch));
+  Task task(cfg.task);
+  const std::string monitor = task.default_monitor();
+  auto checkpointer = std::make_shared<ckpt::Checkpointer>(
+      cfg.checkpoint, result.run_dir / "checkpoints", config_yaml, monitor,
+      task.higher_is_better(cfg.checkpoint.monitor.empty() ? monitor : cfg.checkpoint.monitor));
+  if (!resume_from.empty()) {
+    // metrics.jsonl keeps what happened up to the checkpoint; later rows are redone.
+    truncate_metrics_log(result.run_dir / "metrics.jsonl", ckpt::checkpoint_step(resume_from));
+  }
+  add_standard_callbacks(trainer, cfg, result.run_dir, /*resume=*/!resume_from.empty());
+  if (cfg.model.unfreeze_at_epoch > 0 && !cfg.model.freeze.empty())
+    trainer.add_callback(
+        std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));
+  trainer.add_callback(checkpointer);
+  if (!resume_from.empty()) ckpt::load_checkpoint(trainer, resume_from);
   result.history = trainer.fit(train_loader, &val_loader);
 
   ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
                      {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
   if (data.test.size() > 0) {
-    result.test = trainer.evaluate(test_loader);
-    trainer.log().write("test", cfg.trainer.max_epochs, trainer.global_step(),
-                        {{"test/loss", result.test.at("loss")},
-                         {"test/accuracy", result.test.at("accuracy")}});
+    result.test = trainer.test(test_loader);
+    Metrics logged;
+    for (const auto& [k, v] : result.test) logged["test/" + k] = v;
+    trainer.log("test", logged);
   }
   write_json(result.run_dir / "test_metrics.json", result.test);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!result.test.empty())
-    log::info("test: loss {:.4f} accuracy {:.4f} ({} records)", result.test.at("loss"),
-              result.test.at("accuracy"), data.test.size());
-  log::info("wrote {}/{{config.yaml, metrics.jsonl, model.safetensors, test_metrics.json}} in "
-            "{:.1f}s",
+  if (!result.test.empty()) {
+    std::string line;
+    for (const auto* k : {"accuracy", "f1_macro", "roc_auc", "perplexity", "r2", "rmse", "loss"})
+      if (result.test.count(k)) line += fmt::format(" {} {:.4f}", k, result.test.at(k));
+    log::info("test:{} ({} records)", line, data.test.size());
+  }
+  log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
+            "model.safetensors, test_metrics.json}} in {:.1f}s",
             result.run_dir.string(), result.seconds);
   return result;
+}
+
+void truncate_metrics_log(const std::filesystem::path& file, int64_t step) {
+  if (!std::filesystem::exists(file)) return;
+  std::ifstream in(file);
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) continue;  // a line cut short by the crash
+    if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
+void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
+                            const std::filesystem::path& run_dir, bool resume) {
+  trainer.add_callback(std::make_shared<ProgressCallback>(cfg.trainer.progress));
+  const auto jsonl = run_dir / "metrics.jsonl";
+  std::vector<LogEvent> earlier;
+  if (resume && std::filesystem::exists(jsonl)) {  // metrics.csv is rebuilt from the JSONL log
+    std::ifstream in(jsonl);
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      LogEvent e{j.at("kind").get<std::string>(), j.at("epoch").get<int64_t>(),
+                 j.at("step").get<int64_t>(), {}};
+      for (const auto& [k, v] : j.items())
+        if (v.is_number() && k != "epoch" && k != "step") e.values[k] = v.get<double>();
+      earlier.push_back(std::move(e));
+    }
+  }
+  trainer.add_callback(std::make_shared<JsonlLogger>(jsonl, resume));
+  if (cfg.trainer.csv)
+    trainer.add_callback(std::make_shared<CsvLogger>(run_dir / "metrics.csv", std::move(earlier)));
+  if (cfg.trainer.tensorboard)
+    trainer.add_callback(std::make_shared<TensorBoardLogger>(run_dir / "tensorboard"));
+  trainer.add_callback(std::make_shared<LearningRateMonitor>());
+  const auto& es = cfg.trainer.early_stopping;
+  if (!es.monitor.empty())
+    trainer.add_callback(
+        std::make_shared<EarlyStopping>(es.monitor, es.mode, es.patience, es.min_delta));
 }
 
 Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem::path& weights,
@@ -138,7 +202,7 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
   ckpt::load_weights(*model.ptr(), file, /*strict=*/true);
   model.ptr()->to(device);
   data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
-  return evaluate(model, test_loader, device);
+  return evaluate(model, Task(cfg.task), test_loader, device, cfg.trainer.precision);
 }
 
 }  // namespace lathe::train

@@ -1,42 +1,20 @@
-// Trainer: epochs of forward/backward/step with schedule, progress, metrics.jsonl, NaN checks.
+// Trainer: the loop — forward under autocast, task loss, scaled backward, accumulation, clipping,
+// scheduled hyperparameters, optimizer step — with validation, logging and callbacks.
 #include "lathe/train/trainer.h"
 
 #include <chrono>
 #include <cmath>
 
-#include <ATen/ops/cross_entropy_loss.h>
-#include <nlohmann/json.hpp>
+#include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
-#include "lathe/optim/optimizer.h"
-#include "lathe/train/metrics.h"
 
 namespace lathe::train {
-
-MetricsLog::MetricsLog(const std::filesystem::path& file) : file_(file) {
-  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
-  out_.open(file, std::ios::out | std::ios::trunc);
-  LATHE_CHECK(out_.is_open(), IoError, "{}: cannot open the metrics log for writing",
-              file.string());
-}
-
-void MetricsLog::write(const std::string& kind, int64_t epoch, int64_t step,
-                       const Metrics& values) {
-  if (!out_.is_open()) return;
-  nlohmann::ordered_json j;
-  j["kind"] = kind;
-  j["epoch"] = epoch;
-  j["step"] = step;
-  for (const auto& [k, v] : values) j[k] = std::isfinite(v) ? nlohmann::ordered_json(v) : nullptr;
-  out_ << j.dump() << '\n';
-  out_.flush();
-  LATHE_CHECK(out_.good(), IoError, "{}: write failed (disk full?)", file_.string());
-}
-
 namespace {
 
 Metrics prefixed(const std::string& prefix, const Metrics& m) {
@@ -48,113 +26,232 @@ Metrics prefixed(const std::string& prefix, const Metrics& m) {
 void check_finite(double loss, int64_t epoch, int64_t step) {
   LATHE_CHECK(std::isfinite(loss), TrainError,
               "non-finite training loss ({}) at epoch {}, step {}: training stopped and no "
-              "weights were saved; lower optim.lr, check the inputs for NaN/inf, or add warmup",
+              "weights were saved; lower optim.lr, check the inputs for NaN/inf, add warmup, or "
+              "use trainer.precision=fp16's scaler, which skips such steps",
               loss, epoch, step);
+}
+
+c10::ScalarType autocast_dtype(const std::string& precision) {
+  return precision == "fp16" ? at::kHalf : at::kBFloat16;
 }
 
 }  // namespace
 
-Trainer::Trainer(TrainerOptions options, torch::nn::AnyModule model,
-                 torch::optim::Optimizer& optimizer, sched::LrSchedule schedule)
-    : options_(std::move(options)),
+Schedules make_schedules(const config::OptimSection& cfg, int64_t total_steps,
+                         int64_t steps_per_epoch) {
+  Schedules s;
+  s.lr = sched::Schedule(cfg.schedule, cfg.lr, total_steps, steps_per_epoch);
+  if (cfg.momentum_schedule.name != "none") {
+    const double base = cfg.name == "adam" || cfg.name == "adamw" ? cfg.betas[0] : cfg.momentum;
+    s.momentum = sched::Schedule(cfg.momentum_schedule, base, total_steps, steps_per_epoch);
+  }
+  if (cfg.weight_decay_schedule.name != "none")
+    s.weight_decay =
+        sched::Schedule(cfg.weight_decay_schedule, cfg.weight_decay, total_steps, steps_per_epoch);
+  s.plateau = sched::Plateau(cfg.schedule);
+  return s;
+}
+
+int64_t Trainer::planned_steps(const config::TrainerSection& cfg, int64_t batches_per_epoch) {
+  const int64_t per_epoch =
+      (batches_per_epoch + cfg.accumulate_grad_batches - 1) / cfg.accumulate_grad_batches;
+  const int64_t total = cfg.max_epochs * per_epoch;
+  return cfg.max_steps > 0 ? std::min(total, cfg.max_steps) : total;
+}
+
+Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyModule model,
+                 Task task, optim::OptimizerBundle& optimizer, Schedules schedules)
+    : cfg_(std::move(cfg)),
+      device_(device),
       model_(std::move(model)),
+      task_(std::move(task)),
       optimizer_(optimizer),
-      schedule_(std::move(schedule)) {
-  if (!options_.metrics_file.empty()) log_ = MetricsLog(options_.metrics_file);
+      schedules_(std::move(schedules)),
+      scaler_(cfg_.precision == "fp16") {}
+
+void Trainer::add_callback(std::shared_ptr<Callback> callback) {
+  callbacks_.push_back(std::move(callback));
 }
 
-bool Trainer::show_bar() const {
-  return options_.progress == "bar" ||
-         (options_.progress == "auto" && log::is_tty(stderr));
+void Trainer::request_stop(const std::string& reason) {
+  if (!stop_) log::info("{}", reason);
+  stop_ = true;
+  stop_reason_ = reason;
 }
 
-Metrics Trainer::train_epoch(data::TensorLoader& loader, int64_t epoch) {
+void Trainer::log(const std::string& kind, Metrics values) {
+  const LogEvent e{kind, epoch(), progress_.step, std::move(values)};
+  for (auto& cb : callbacks_) cb->on_log(*this, e);
+}
+
+at::Tensor Trainer::forward(const at::Tensor& x) {
+  AutocastGuard amp(device_.type(), autocast_dtype(cfg_.precision), cfg_.precision != "32");
+  return model_.forward<at::Tensor>(x);
+}
+
+void Trainer::optimizer_step() {
+  const int64_t step = progress_.step;
+  lr_ = schedules_.lr.value_at(step) * schedules_.plateau.scale();
+  const double momentum = schedules_.momentum ? schedules_.momentum->value_at(step) : NAN;
+  const double wd = schedules_.weight_decay ? schedules_.weight_decay->value_at(step) : NAN;
+  optim::set_hyperparameters(optimizer_, lr_, momentum, wd);
+
+  auto& opt = *optimizer_.optimizer;
+  if (cfg_.gradient_clip_val > 0) {
+    scaler_.unscale(opt);  // clip the true gradients, not the scaled ones
+    std::vector<at::Tensor> params;
+    for (auto& g : opt.param_groups())
+      for (auto& p : g.params()) params.push_back(p);
+    if (cfg_.gradient_clip_algorithm == "value")
+      torch::nn::utils::clip_grad_value_(params, cfg_.gradient_clip_val);
+    else
+      torch::nn::utils::clip_grad_norm_(params, cfg_.gradient_clip_val);
+  }
+  scaler_.step(opt);
+  scaler_.update();
+  opt.zero_grad(/*set_to_none=*/true);
+  ++progress_.step;
+}
+
+void Trainer::run_validation(data::TensorLoader& val) {
+  last_val_ = prefixed("val", validate(val));
+  log("val", last_val_);
+  if (schedules_.lr.spec().name == "plateau") {
+    const auto& monitor = schedules_.lr.spec().monitor;
+    const auto it = last_val_.find(monitor);
+    LATHE_CHECK(it != last_val_.end(), ConfigError,
+                "optim.schedule.monitor: '{}' is not a validation metric of this task", monitor);
+    if (schedules_.plateau.observe(it->second))
+      log::info("plateau: {} stalled, learning rate scaled to {:.3g}x", monitor,
+                schedules_.plateau.scale());
+  }
+  for (auto& cb : callbacks_) cb->on_validation_end(*this, last_val_);
+}
+
+Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val) {
   auto& module = *model_.ptr();
   module.train(true);
-  loader.set_epoch(epoch - 1);
-  ClassificationMeter meter, window;
-  const int64_t n = loader.num_batches();
-  log::ProgressBar bar(fmt::format("epoch {}/{}", epoch, options_.max_epochs), n, stderr,
-                       show_bar());
-  for (int64_t i = 0; i < n; ++i) {
-    const data::Batch batch = loader.batch(i);
-    const at::Tensor x = batch.inputs.to(options_.device, /*non_blocking=*/true);
-    const at::Tensor y = batch.targets.to(options_.device, /*non_blocking=*/true);
+  const int64_t epoch = progress_.epoch + 1;
+  train.set_epoch(progress_.epoch);
+  auto meter = task_.meter(/*detailed=*/false);
+  auto window = task_.meter(false);
+  for (auto& cb : callbacks_) cb->on_train_epoch_start(*this, epoch);
 
-    lr_ = schedule_.value_at(step_);
-    optim::set_learning_rate(optimizer_, lr_);
-    optimizer_.zero_grad(/*set_to_none=*/true);
-    const at::Tensor logits = model_.forward<at::Tensor>(x);  // (B, K)
-    const at::Tensor loss = at::cross_entropy_loss(logits, y);  // ()
-    loss.backward();
-    optimizer_.step();
-    ++step_;
-    meter.update(logits, y, loss);
-    window.update(logits, y, loss);
+  const int64_t n = train.num_batches();
+  const int64_t accumulate = cfg_.accumulate_grad_batches;
+  for (int64_t i = progress_.batch_in_epoch; i < n && !stop_; ++i) {
+    const data::Batch batch = train.batch(i);
+    const at::Tensor x = batch.inputs.to(device_, /*non_blocking=*/true);
+    const at::Tensor y = batch.targets.to(device_, /*non_blocking=*/true);
+    last_batch_size_ = batch.size();
+    const at::Tensor out = forward(x);
+    const at::Tensor loss = task_.loss(out, y);  // () mean over the micro-batch
+    meter->update(out, y, loss);
+    window->update(out, y, loss);
+    // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
+    // is scaled by its own size so its gradient is a mean too.
+    const int64_t group_start = (i / accumulate) * accumulate;
+    const int64_t group_size = std::min(accumulate, n - group_start);
+    scaler_.scale(loss / static_cast<double>(group_size)).backward();
+    progress_.batch_in_epoch = i + 1;
+    if (i + 1 - group_start < group_size) continue;
 
-    // Read the loss back (a device sync) only every log_every_n_steps and at the epoch's end.
-    if (step_ % options_.log_every_n_steps == 0 || i + 1 == n) {
-      const Metrics w = window.compute();
-      check_finite(w.at("loss"), epoch, step_);
-      log_.write("step", epoch, step_, {{"train/loss", w.at("loss")}, {"lr", lr_}});
-      if (options_.progress == "plain")
-        log::info("epoch {} step {}/{}: loss {:.4f} lr {:.3g}", epoch, i + 1, n, w.at("loss"),
-                  lr_);
-      window.reset();
-      bar.update(i + 1, fmt::format("loss {:.4f} lr {:.2e}", w.at("loss"), lr_));
+    optimizer_step();
+    if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
+      const Metrics w = window->compute();  // a device sync, once per log interval
+      if (!scaler_.enabled()) check_finite(w.at("loss"), epoch, progress_.step);
+      Metrics values{{"train/loss", w.at("loss")}, {"lr", lr_}};
+      if (scaler_.enabled()) {
+        values["amp/scale"] = scaler_.state().scale;
+        values["amp/skipped_steps"] = static_cast<double>(scaler_.skipped_steps());
+      }
+      log("step", values);
+      window->reset();
     }
+    if (val != nullptr && cfg_.val_every_n_steps > 0 &&
+        progress_.step % cfg_.val_every_n_steps == 0) {
+      run_validation(*val);
+      module.train(true);
+    }
+    // Last, so that a checkpoint written here already knows this step's logs and validation.
+    for (auto& cb : callbacks_) cb->on_train_step_end(*this, i, n);
+    if (cfg_.max_steps > 0 && progress_.step >= cfg_.max_steps)
+      request_stop(fmt::format("reached trainer.max_steps = {}", cfg_.max_steps));
   }
-  bar.finish();
-  return meter.compute();
+  return meter->compute();
 }
 
 std::vector<EpochRecord> Trainer::fit(data::TensorLoader& train, data::TensorLoader* val) {
+  if (val != nullptr && val->dataset().size() == 0) val = nullptr;
+  optimizer_.optimizer->zero_grad(/*set_to_none=*/true);
+  for (auto& cb : callbacks_) cb->on_fit_start(*this);
   std::vector<EpochRecord> history;
-  for (int64_t epoch = 1; epoch <= options_.max_epochs; ++epoch) {
+  while (progress_.epoch < cfg_.max_epochs && !stop_) {
     const auto t0 = std::chrono::steady_clock::now();
     EpochRecord rec;
-    rec.epoch = epoch;
-    rec.train = train_epoch(train, epoch);
-    check_finite(rec.train.at("loss"), epoch, step_);
-    if (val != nullptr && val->dataset().size() > 0) rec.val = evaluate(*val);
-    rec.step = step_;
+    rec.epoch = progress_.epoch + 1;
+    rec.train = train_epoch(train, val);
+    const bool finished_epoch = progress_.batch_in_epoch >= train.num_batches();
+    if (!scaler_.enabled() && rec.train.count("loss"))
+      check_finite(rec.train.at("loss"), rec.epoch, progress_.step);
+    if (val != nullptr && cfg_.val_every_n_steps == 0) run_validation(*val);
+    if (val != nullptr) rec.val = last_val_;
+    rec.step = progress_.step;
     rec.lr = lr_;
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    Metrics row = prefixed("train", rec.train);
-    for (const auto& [k, v] : prefixed("val", rec.val)) row[k] = v;
+    // Epoch-level training metrics get their own names: train/loss is the per-log-step value.
+    Metrics row = prefixed("train_epoch", rec.train);
+    for (const auto& [k, v] : rec.val) row[k] = v;
     row["lr"] = rec.lr;
     row["time_s"] = rec.seconds;
-    log_.write("epoch", epoch, step_, row);
-    if (options_.progress != "none") {
-      std::string val_part;
-      if (!rec.val.empty())
-        val_part = fmt::format(" | val loss {:.4f} acc {:.4f}", rec.val.at("loss"),
-                               rec.val.at("accuracy"));
-      log::info("epoch {}/{}: train loss {:.4f} acc {:.4f}{} | lr {:.2e} | {:.1f}s", epoch,
-                options_.max_epochs, rec.train.at("loss"), rec.train.at("accuracy"), val_part,
-                rec.lr, rec.seconds);
+    log("epoch", row);
+    if (finished_epoch) {
+      ++progress_.epoch;
+      progress_.batch_in_epoch = 0;
     }
+    for (auto& cb : callbacks_) cb->on_train_epoch_end(*this, rec.epoch);
     history.push_back(std::move(rec));
   }
+  for (auto& cb : callbacks_) cb->on_fit_end(*this);
   return history;
 }
 
-Metrics evaluate(torch::nn::AnyModule& model, data::TensorLoader& loader, c10::Device device) {
+Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::TensorLoader& loader,
+                 c10::Device device, const std::string& precision) {
   auto& module = *model.ptr();
   const bool was_training = module.is_training();
   module.eval();
   torch::NoGradGuard no_grad;
-  ClassificationMeter meter;
+  auto meter = task.meter(/*detailed=*/true);
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
     const data::Batch batch = loader.batch(i);
     const at::Tensor x = batch.inputs.to(device, /*non_blocking=*/true);
     const at::Tensor y = batch.targets.to(device, /*non_blocking=*/true);
-    const at::Tensor logits = model.forward<at::Tensor>(x);  // (B, K)
-    meter.update(logits, y, at::cross_entropy_loss(logits, y));
+    at::Tensor out;
+    {
+      AutocastGuard amp(device.type(), autocast_dtype(precision), precision != "32");
+      out = model.forward<at::Tensor>(x);
+    }
+    meter->update(out, y, task.loss(out, y));
   }
   module.train(was_training);
-  return meter.compute();
+  return meter->compute();
+}
+
+Metrics Trainer::validate(data::TensorLoader& loader) {
+  return evaluate(model_, task_, loader, device_, cfg_.precision);
+}
+
+at::Tensor Trainer::predict(data::TensorLoader& loader) {
+  auto& module = *model_.ptr();
+  const bool was_training = module.is_training();
+  module.eval();
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> outs;
+  for (int64_t i = 0; i < loader.num_batches(); ++i)
+    outs.push_back(forward(loader.batch(i).inputs.to(device_)).to(at::kFloat).cpu());
+  module.train(was_training);
+  return at::cat(outs);
 }
 
 }  // namespace lathe::train

@@ -1,4 +1,12 @@
 // The `lathe` command end to end: help, exit codes, error messages, a short train and eval.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -107,4 +115,71 @@ TEST(Cli, TrainThenEvalAShortRun) {
   EXPECT_EQ(r.status, 1);
   EXPECT_TRUE(contains(r.output, "classifier.2.weight: file [32, 1568] vs model [16, 1568]"))
       << r.output;
+}
+
+TEST(Cli, KilledWithSigkillThenResumedGivesBitIdenticalWeights) {
+  TempDir dir;
+  // 1080 train records / 64 = 17 steps per epoch, 34 in all; a checkpoint every 3 steps.
+  const std::string args =
+      " run.dir=" + dir.path().string() +
+      " run.deterministic=true run.threads=2 data.limit_train=1200 data.limit_test=200"
+      " data.batch_size=64 trainer.max_epochs=2 trainer.log_every_n_steps=1 model.channels=[8]"
+      " model.hidden=32 checkpoint.every_n_steps=3 checkpoint.keep_last=3";
+  auto r = run_command(kLathe + " train " + kConfig + args + " run.name=full");
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  // The same run, killed with SIGKILL once its newest checkpoint has passed a random step.
+  std::random_device rd;
+  const int kill_after = 4 + static_cast<int>(rd() % 22);
+  SCOPED_TRACE(fmt::format("killed after step {}", kill_after));
+  const std::string cmd = kLathe + " train " + kConfig + args + " run.name=killed > " +
+                          (dir / "killed.log").string() + " 2>&1";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto last = dir / "killed" / "checkpoints" / "last";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  int status = 0;
+  bool exited = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(last, ec).string();
+    if (!ec && target.size() > 5 && std::stoi(target.substr(5)) >= kill_after) break;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_FALSE(exited) << "the run ended before it could be killed: "
+                       << lathe::testing::read_text(dir / "killed.log");
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+
+  // Whatever the moment, every checkpoint folder on disk is complete.
+  for (const auto& e : std::filesystem::directory_iterator(dir / "killed" / "checkpoints")) {
+    const auto name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && !e.is_symlink())
+      EXPECT_TRUE(std::filesystem::exists(e.path() / "state.json")) << name;
+  }
+  r = run_command(kLathe + " train " + kConfig + args + " run.name=killed --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from")) << r.output;
+  // Bit-identical final weights (and so identical bytes) on CPU.
+  EXPECT_EQ(lathe::testing::read_text(dir / "killed" / "model.safetensors"),
+            lathe::testing::read_text(dir / "full" / "model.safetensors"));
+  const auto rows = [&](const std::string& run) {
+    std::vector<std::string> steps;  // step losses as written, every digit
+    std::ifstream in(dir / run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j["kind"] == "step") steps.push_back(j["step"].dump() + ":" + j["train/loss"].dump());
+    }
+    return steps;
+  };
+  EXPECT_EQ(rows("killed"), rows("full"));  // the log reads as if nothing had happened
 }

@@ -1,17 +1,21 @@
-// train (with optim and sched): schedules against PyTorch, exact epoch metrics, a short CNN run
-// whose loss falls, NaN detection, and a whole run from config to files.
+// train (with optim and sched): schedules against torch.optim.lr_scheduler, metrics against
+// scikit-learn, accumulation, the fp16 scaler, early stopping, NaN detection, TensorBoard
+// read-back, determinism, and a whole run from config to files.
 #include <cmath>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+#include <torch/nn/modules/linear.h>
 #include <torch/optim/optimizer.h>
 
+#include "lathe/ckpt/safetensors.h"
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/idx.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/sched/schedule.h"
+#include "lathe/train/amp.h"
 #include "lathe/train/metrics.h"
 #include "lathe/train/run.h"
 #include "lathe/train/trainer.h"
@@ -20,82 +24,264 @@
 
 using lathe::testing::expect_error;
 using lathe::testing::TempDir;
-
-TEST(Schedule, OneCycleMatchesPyTorch) {
-  // torch.optim.lr_scheduler.OneCycleLR(max_lr=1.0, total_steps=100, pct_start=0.15): lr before
-  // optimizer step i, printed by PyTorch 2.11.
-  const auto s = lathe::sched::make_lr_schedule("onecycle", 1.0, 100, 0.15, 0.0);
-  const std::vector<std::pair<int64_t, double>> want = {
-      {0, 0.040000000000000036}, {7, 0.52}, {14, 1.0}, {15, 0.9996585314373913},
-      {50, 0.6189691216509193},  {99, 4e-06}};
-  for (const auto& [step, lr] : want) EXPECT_NEAR(s.value_at(step), lr, 1e-12) << "step " << step;
-}
-
-TEST(Schedule, CosineWithWarmupAndConstant) {
-  const auto s = lathe::sched::make_lr_schedule("cosine", 0.1, 110, 10.0 / 110.0, 0.1);
-  EXPECT_NEAR(s.value_at(0), 0.01, 1e-12);   // warmup (step + 1) / 10
-  EXPECT_NEAR(s.value_at(9), 0.1, 1e-12);
-  EXPECT_NEAR(s.value_at(10), 0.1, 1e-12);   // cosine starts at the peak
-  EXPECT_NEAR(s.value_at(60), 0.055, 1e-12); // halfway: (0.1 + 0.01) / 2
-  EXPECT_NEAR(s.value_at(110), 0.01, 1e-12); // floor = 0.1 · min_ratio
-  EXPECT_EQ(s.value_at(37), s.value_at(37));  // a pure function of the step
-  const auto c = lathe::sched::make_lr_schedule("constant", 0.3, 50, 0.0, 0.0);
-  EXPECT_DOUBLE_EQ(c.value_at(49), 0.3);
-  expect_error<lathe::ConfigError>(
-      [] { lathe::sched::make_lr_schedule("linear", 1, 10, 0, 0); },
-      {"unknown schedule 'linear'", "constant, cosine or onecycle"});
-}
-
-TEST(Metrics, ExactOverTheEpochNotAveragedPerBatch) {
-  lathe::train::ClassificationMeter m;
-  // Batch 1: 3 records, 2 correct, mean loss 1.0; batch 2: 1 record, 0 correct, loss 3.0.
-  m.update(at::tensor({1.f, 0.f, 0.f, 1.f, 1.f, 0.f}).view({3, 2}), at::tensor({0L, 1L, 1L}),
-           at::tensor(1.0));
-  m.update(at::tensor({1.f, 0.f}).view({1, 2}), at::tensor({1L}), at::tensor(3.0));
-  const auto r = m.compute();
-  EXPECT_DOUBLE_EQ(r.at("accuracy"), 0.5);  // 2 of 4, not mean(2/3, 0/1)
-  EXPECT_DOUBLE_EQ(r.at("loss"), 1.5);      // (3·1 + 1·3) / 4
-}
-
-TEST(Optimizer, NoWeightDecayOnBiasesAndNorms) {
-  lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({4}));
-  lathe::config::OptimSection cfg;
-  cfg.name = "adamw";
-  cfg.weight_decay = 0.05;
-  const auto opt = lathe::optim::make_optimizer(cfg, *net);
-  ASSERT_EQ(opt->param_groups().size(), 2u);
-  for (const auto& p : opt->param_groups()[0].params()) EXPECT_GE(p.dim(), 2);
-  for (const auto& p : opt->param_groups()[1].params()) EXPECT_EQ(p.dim(), 1);
-  lathe::optim::set_learning_rate(*opt, 0.5);
-  for (auto& g : opt->param_groups()) EXPECT_DOUBLE_EQ(g.options().get_lr(), 0.5);
-  cfg.name = "lion";
-  expect_error<lathe::ConfigError>([&] { lathe::optim::make_optimizer(cfg, *net); },
-                                   {"unknown optimizer 'lion'"});
-}
+namespace train = lathe::train;
+namespace config = lathe::config;
 
 namespace {
 
-/// 2000 Fashion-MNIST training images, scaled to [0, 1].
-lathe::data::TensorDataset fashion_subset(int64_t n) {
-  const auto split = lathe::data::load_idx_split(lathe::testing::kFashionMnist, "train");
-  return lathe::data::TensorDataset{lathe::data::images_to_float(split.images), split.labels}.head(n);
+nlohmann::json oracle(const std::string& args) {
+  const auto r = lathe::testing::run_command(lathe::testing::python() + " " +
+                                             lathe::testing::source_dir() +
+                                             "/tests/parity/train_oracle.py " + args);
+  EXPECT_EQ(r.status, 0) << r.output;
+  return nlohmann::json::parse(r.output);
 }
+
+config::ScheduleSection spec(const std::string& name) {
+  config::ScheduleSection s;
+  s.name = name;
+  return s;
+}
+
+/// A trainer over a Linear model, for tests that drive it by hand.
+struct LinearRig {
+  torch::nn::Linear net{torch::nn::LinearOptions(3, 1)};
+  lathe::optim::OptimizerBundle opt;
+  std::unique_ptr<train::Trainer> trainer;
+  explicit LinearRig(config::TrainerSection t = {}, config::OptimSection o = {}) {
+    t.progress = "none";
+    opt = lathe::optim::make_optimizer(o, *net);
+    config::TaskSection task;
+    task.kind = "regression";
+    trainer = std::make_unique<train::Trainer>(t, c10::kCPU, torch::nn::AnyModule(net),
+                                               train::Task(task), opt,
+                                               train::make_schedules(o, 100, 10));
+  }
+};
 
 }  // namespace
 
+TEST(Schedule, MatchesTorchSchedulers) {
+  const auto want = oracle("schedules");
+  std::map<std::string, config::ScheduleSection> ours;
+  ours["step"] = spec("step");
+  ours["step"].step_size = 7;
+  ours["step"].gamma = 0.5;
+  ours["multistep"] = spec("multistep");
+  ours["multistep"].milestones = {5, 12, 30};
+  ours["exponential"] = spec("exponential");
+  ours["exponential"].gamma = 0.9;
+  ours["cosine"] = spec("cosine");
+  ours["cosine"].min_ratio = 0.05;
+  ours["polynomial"] = spec("polynomial");
+  ours["polynomial"].power = 2.0;
+  ours["onecycle"] = spec("onecycle");
+  ours["onecycle"].pct_start = 0.25;
+  ours["warmup_cosine"] = spec("cosine");
+  ours["warmup_cosine"].warmup_steps = 8;
+  ours["warmup_cosine"].warmup_start_factor = 0.1;
+  for (const auto& [name, s] : ours) {
+    const lathe::sched::Schedule schedule(s, 1.0, 40, 10);
+    const auto& curve = want.at(name);
+    ASSERT_EQ(curve.size(), 40u);
+    for (int64_t step = 0; step < 40; ++step)
+      EXPECT_NEAR(schedule.value_at(step), curve[step].get<double>(), 1e-9)
+          << name << " at step " << step;
+  }
+}
+
+TEST(Schedule, EpochIntervalWsdAndPlateau) {
+  auto s = spec("step");
+  s.interval = "epoch";
+  s.step_size = 2;
+  s.gamma = 0.5;
+  const lathe::sched::Schedule per_epoch(s, 1.0, 100, 10);  // 10 steps per epoch
+  EXPECT_DOUBLE_EQ(per_epoch.value_at(19), 1.0);             // still epoch 1
+  EXPECT_DOUBLE_EQ(per_epoch.value_at(20), 0.5);             // epoch 2 starts
+  auto w = spec("wsd");
+  w.warmup_steps = 10;
+  w.warmup_start_factor = 0.0;
+  w.decay_fraction = 0.2;
+  const lathe::sched::Schedule wsd(w, 1.0, 110, 10);
+  EXPECT_DOUBLE_EQ(wsd.value_at(5), 0.5);     // warming up
+  EXPECT_DOUBLE_EQ(wsd.value_at(60), 1.0);    // stable
+  EXPECT_DOUBLE_EQ(wsd.value_at(100), 0.5);   // half-way through the last 20 steps
+  EXPECT_DOUBLE_EQ(wsd.value_at(110), 0.0);
+
+  auto p = spec("plateau");
+  p.patience = 2;
+  p.factor = 0.5;
+  lathe::sched::Plateau plateau(p);
+  for (double v : {1.0, 0.9, 0.95, 0.95}) EXPECT_FALSE(plateau.observe(v));
+  EXPECT_TRUE(plateau.observe(0.95));  // third validation without improvement (> patience)
+  EXPECT_DOUBLE_EQ(plateau.scale(), 0.5);
+}
+
+TEST(Metrics, MatchScikitLearn) {
+  lathe::seed_everything(3);
+  const int64_t n = 301, k = 4;
+  // Tied scores (rounded to 1/20) check that ROC-AUC ranks ties as sklearn does; the meter gets
+  // untied logits, since top-k and argmax of tied values have no single right answer.
+  const at::Tensor tied = (at::randn({n, k}) * 20).round() / 20;
+  const at::Tensor logits = tied + 1e-3 * at::rand({n, k});
+  const at::Tensor target = at::randint(0, k, {n}, at::kLong);
+  const at::Tensor reg_true = at::randn({n, 2});
+  const at::Tensor reg_pred = reg_true + 0.3 * at::randn({n, 2});
+
+  train::ClassificationMeter cls(/*detailed=*/true, /*top_k=*/2);
+  train::RegressionMeter reg;
+  for (int64_t start = 0; start < n; start += 37) {  // uneven batches
+    const int64_t len = std::min<int64_t>(37, n - start);
+    cls.update(logits.narrow(0, start, len), target.narrow(0, start, len), at::tensor(1.0));
+    reg.update(reg_pred.narrow(0, start, len), reg_true.narrow(0, start, len), at::tensor(0.0));
+  }
+  TempDir dir;
+  lathe::ckpt::save_safetensors(dir / "m.safetensors", {{"scores", logits.softmax(1)},
+                                                        {"tied", tied.softmax(1)},
+                                                        {"target", target},
+                                                        {"reg_pred", reg_pred},
+                                                        {"reg_true", reg_true}});
+  const auto want = oracle("metrics " + (dir / "m.safetensors").string());
+  const auto got = cls.compute();
+  for (const auto* key : {"accuracy", "top2_accuracy", "precision_macro", "recall_macro",
+                          "f1_macro", "precision_micro", "recall_micro", "f1_micro",
+                          "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc"})
+    EXPECT_NEAR(got.at(key), want.at(key).get<double>(), 1e-6) << key;
+  const at::Tensor cm = cls.confusion();
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < k; ++j)
+      EXPECT_EQ(cm[i][j].item<int64_t>(), want["confusion"][i][j].get<int64_t>());
+  EXPECT_NEAR(train::roc_auc_binary(tied.softmax(1).select(1, 1), target.eq(1)),
+              want["roc_auc_binary_class1"].get<double>(), 1e-9);
+  const auto r = reg.compute();
+  // sklearn computes on the float32 values it read; we accumulate in float64.
+  for (const auto* key : {"mae", "mse", "rmse", "r2"})
+    EXPECT_NEAR(r.at(key), want.at(key).get<double>(), 1e-6) << key;
+}
+
+TEST(Metrics, LanguageModelPerplexityIgnoresPadding) {
+  train::LanguageModelMeter m(/*ignore_index=*/-1);
+  const at::Tensor logits = at::zeros({1, 3, 5});  // uniform over 5 tokens
+  const at::Tensor target = at::tensor({2L, 4L, -1L}).view({1, 3});
+  m.update(logits, target, at::tensor(std::log(5.0)));
+  const auto r = m.compute();
+  EXPECT_NEAR(r.at("perplexity"), 5.0, 1e-9);
+}
+
+TEST(Optimizer, GroupsAndScheduledHyperparameters) {
+  lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({4}));
+  config::OptimSection cfg;
+  cfg.weight_decay = 0.05;
+  auto opt = lathe::optim::make_optimizer(cfg, *net);
+  ASSERT_EQ(opt->param_groups().size(), 2u);
+  for (const auto& p : opt->param_groups()[0].params()) EXPECT_GE(p.dim(), 2);
+  for (const auto& p : opt->param_groups()[1].params()) EXPECT_EQ(p.dim(), 1);
+  lathe::optim::set_hyperparameters(opt, 0.5, 0.8, 0.01);
+  const auto g0 = lathe::optim::group_values(opt, 0), g1 = lathe::optim::group_values(opt, 1);
+  EXPECT_DOUBLE_EQ(g0.lr, 0.5);
+  EXPECT_DOUBLE_EQ(g0.momentum, 0.8);  // adamw: beta1
+  EXPECT_DOUBLE_EQ(g0.weight_decay, 0.01);
+  EXPECT_DOUBLE_EQ(g1.weight_decay, 0.0);  // biases and norms never decay
+  net->parameters()[0].set_requires_grad(false);
+  cfg.name = "rmsprop";
+  auto frozen = lathe::optim::make_optimizer(cfg, *net);
+  size_t count = 0;
+  for (const auto& g : frozen->param_groups()) count += g.params().size();
+  EXPECT_EQ(count, net->parameters().size() - 1);  // frozen parameters are left out
+}
+
+TEST(Trainer, GradientAccumulationMatchesTheLargeBatch) {
+  lathe::seed_everything(1);
+  const lathe::data::TensorDataset data{at::randn({64, 3}), at::randn({64})};
+  const auto run = [&](int64_t batch, int64_t accumulate) {
+    config::TrainerSection t;
+    t.max_epochs = 2;
+    t.accumulate_grad_batches = accumulate;
+    config::OptimSection o;
+    o.name = "sgd";
+    o.lr = 0.1;
+    LinearRig rig(t, o);
+    lathe::seed_everything(7);
+    rig.net->reset_parameters();
+    lathe::data::TensorLoader loader(data, batch, /*shuffle=*/false, 0);
+    rig.trainer->fit(loader, nullptr);
+    EXPECT_EQ(rig.trainer->global_step(), 2 * 64 / (batch * accumulate));
+    return rig.net->weight.clone();
+  };
+  const at::Tensor big = run(32, 1), accumulated = run(8, 4);
+  EXPECT_LE((big - accumulated).abs().max().item<double>(), 1e-6);  // 4 × 8 ≡ 32
+}
+
+TEST(Trainer, Fp16ScalerSkipsStepsWithInfAndBacksOff) {
+  torch::nn::Linear net(2, 1);
+  config::OptimSection o;
+  o.name = "sgd";
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  train::GradScaler scaler(true, /*init_scale=*/1024.0, 2.0, 0.5, /*growth_interval=*/2);
+  const at::Tensor before = net->weight.clone();
+  // An injected inf in the gradient: the step is skipped and the scale halves.
+  scaler.scale(net->forward(at::ones({1, 2})).sum()).backward();
+  net->weight.mutable_grad()[0][0] = INFINITY;
+  EXPECT_FALSE(scaler.step(*opt));
+  scaler.update();
+  EXPECT_TRUE(net->weight.equal(before));
+  EXPECT_DOUBLE_EQ(scaler.state().scale, 512.0);
+  EXPECT_EQ(scaler.skipped_steps(), 1);
+  // Clean steps: gradients are unscaled before the step, and after 2 the scale grows.
+  for (int i = 0; i < 2; ++i) {
+    opt->zero_grad();
+    scaler.scale(net->forward(at::ones({1, 2})).sum()).backward();
+    scaler.unscale(*opt);
+    EXPECT_NEAR(net->weight.grad()[0][0].item<double>(), 1.0, 1e-6);  // d(sum)/dw = x = 1
+    EXPECT_TRUE(scaler.step(*opt));
+    scaler.update();
+  }
+  EXPECT_DOUBLE_EQ(scaler.state().scale, 1024.0);
+  EXPECT_FALSE(net->weight.equal(before));
+}
+
+TEST(Trainer, EarlyStoppingAfterPatienceValidations) {
+  LinearRig rig;
+  train::EarlyStopping es("val/loss", "min", /*patience=*/2, /*min_delta=*/0.01);
+  for (double v : {1.0, 0.8, 0.795, 0.9}) {
+    EXPECT_FALSE(rig.trainer->stop_requested());
+    es.on_validation_end(*rig.trainer, {{"val/loss", v}});
+  }
+  EXPECT_TRUE(rig.trainer->stop_requested());  // 0.795 and 0.9 did not beat 0.8 by 0.01
+  EXPECT_DOUBLE_EQ(es.best(), 0.8);
+  train::EarlyStopping restored("val/loss", "min", 2, 0.01);
+  restored.load_state_json(es.state_json());
+  EXPECT_EQ(restored.wait(), 2);
+  expect_error<lathe::ConfigError>([&] { es.on_validation_end(*rig.trainer, {{"val/r2", 1}}); },
+                                   {"'val/loss' is not a validation metric", "val/r2"});
+}
+
+TEST(Trainer, NonFiniteLossStopsTheRun) {
+  config::TrainerSection t;
+  t.log_every_n_steps = 2;
+  LinearRig rig(t);
+  const lathe::data::TensorDataset data{at::full({32, 3}, NAN), at::zeros({32})};
+  lathe::data::TensorLoader loader(data, 8, false, 0);
+  expect_error<lathe::TrainError>([&] { rig.trainer->fit(loader, nullptr); },
+                                  {"non-finite training loss", "epoch 1, step 2",
+                                   "no weights were saved"});
+}
+
 TEST(Trainer, ShortCnnRunLossFalls) {
   lathe::seed_everything(0);
-  const auto data = fashion_subset(2000);
+  const auto split = lathe::data::load_idx_split(lathe::testing::kFashionMnist, "train");
+  const auto data =
+      lathe::data::TensorDataset{lathe::data::images_to_float(split.images), split.labels}.head(2000);
   lathe::data::TensorLoader loader(data, 64, true, 0);
   lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({8, 16}).hidden(32));
-  lathe::config::OptimSection ocfg;
-  ocfg.lr = 3e-3;
-  auto opt = lathe::optim::make_optimizer(ocfg, *net);
-  lathe::train::TrainerOptions topts;
-  topts.max_epochs = 3;
-  topts.progress = "none";
-  lathe::train::Trainer trainer(topts, torch::nn::AnyModule(net), *opt,
-                                lathe::sched::LrSchedule{"constant", 3e-3, 1, 0, 0});
+  config::OptimSection o;
+  o.lr = 3e-3;
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  config::TrainerSection t;
+  t.max_epochs = 3;
+  t.progress = "none";
+  train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), train::Task(), opt,
+                         train::make_schedules(o, 100, 32));
   const auto history = trainer.fit(loader, nullptr);
   ASSERT_EQ(history.size(), 3u);
   EXPECT_EQ(trainer.global_step(), 3 * loader.num_batches());
@@ -103,53 +289,88 @@ TEST(Trainer, ShortCnnRunLossFalls) {
   EXPECT_GT(history.back().train.at("accuracy"), 0.7);
 }
 
-TEST(Trainer, NonFiniteLossStopsTheRun) {
-  lathe::data::TensorDataset data{at::full({32, 1, 28, 28}, NAN), at::zeros({32}, at::kLong)};
-  lathe::data::TensorLoader loader(data, 8, false, 0);
-  lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({4}));
-  auto opt = lathe::optim::make_optimizer(lathe::config::OptimSection{}, *net);
-  lathe::train::TrainerOptions topts;
-  topts.progress = "none";
-  topts.log_every_n_steps = 2;
-  lathe::train::Trainer trainer(topts, torch::nn::AnyModule(net), *opt, {});
-  expect_error<lathe::TrainError>([&] { trainer.fit(loader, nullptr); },
-                                  {"non-finite training loss", "epoch 1, step 2",
-                                   "no weights were saved"});
+namespace {
+
+config::RunConfig small_run(const TempDir& dir, const std::string& name,
+                            std::vector<std::string> extra = {}) {
+  std::vector<std::string> o = {"run.dir=" + dir.path().string(), "run.name=" + name,
+                                "run.threads=2", "data.limit_train=1500", "data.limit_test=500",
+                                "trainer.max_epochs=2", "trainer.progress=none",
+                                "trainer.log_every_n_steps=5", "model.channels=[8]",
+                                "model.hidden=32"};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return config::load_config(lathe::testing::source_dir() + "/configs/fashion_cnn.yaml", o);
 }
 
-TEST(Run, FromConfigToFiles) {
+std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& file) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+}  // namespace
+
+TEST(Run, FromConfigToFilesAndTensorBoard) {
   TempDir dir;
-  const auto cfg = lathe::config::load_config(
-      lathe::testing::source_dir() + "/configs/fashion_cnn.yaml",
-      {"run.dir=" + dir.path().string(), "run.name=t", "run.threads=2", "data.limit_train=1500",
-       "data.limit_test=500", "trainer.max_epochs=2", "trainer.progress=none",
-       "trainer.log_every_n_steps=5", "model.channels=[8]", "model.hidden=32"});
-  const auto result = lathe::train::train_from_config(cfg);
+  const auto result = train::train_from_config(small_run(dir, "t"));
   const auto run = dir / "t";
-  for (const auto* f : {"config.yaml", "metrics.jsonl", "model.safetensors", "test_metrics.json"})
+  for (const auto* f : {"config.yaml", "metrics.jsonl", "metrics.csv", "model.safetensors",
+                        "test_metrics.json"})
     EXPECT_TRUE(std::filesystem::exists(run / f)) << f;
 
-  // metrics.jsonl: one JSON object per line, step lines and one line per epoch, then the test.
-  std::ifstream in(run / "metrics.jsonl");
   int epochs = 0, steps = 0;
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
+  std::map<int64_t, double> step_loss;
+  for (const auto& j : read_jsonl(run / "metrics.jsonl")) {
     if (j["kind"] == "epoch") {
       ++epochs;
-      EXPECT_TRUE(j.contains("val/accuracy"));
+      EXPECT_TRUE(j.contains("val/accuracy") && j.contains("val/f1_macro"));
     }
-    if (j["kind"] == "step") ++steps;
+    if (j["kind"] == "step") {
+      ++steps;
+      step_loss[j["step"].get<int64_t>()] = j["train/loss"].get<double>();
+    }
   }
   EXPECT_EQ(epochs, 2);
   EXPECT_GE(steps, 2 * 1350 / 128 / 5);
 
   const auto test = nlohmann::json::parse(lathe::testing::read_text(run / "test_metrics.json"));
   EXPECT_DOUBLE_EQ(test["accuracy"].get<double>(), result.test.at("accuracy"));
+  EXPECT_TRUE(test.contains("roc_auc") && test.contains("f1_weighted"));
   EXPECT_GT(result.test.at("accuracy"), 0.5);  // 10 classes: chance is 0.1
 
+  const std::string csv = lathe::testing::read_text(run / "metrics.csv");
+  EXPECT_EQ(csv.rfind("kind,epoch,step,", 0), 0u) << csv.substr(0, 200);
+  EXPECT_NE(csv.find("test/accuracy"), std::string::npos);
+
+  // TensorBoard's own reader sees the same train/loss values at the same steps.
+  const auto tb = oracle("tensorboard " + (run / "tensorboard").string());
+  ASSERT_TRUE(tb.contains("train/loss")) << tb.dump();
+  EXPECT_EQ(tb["train/loss"].size(), step_loss.size());
+  for (const auto& point : tb["train/loss"])
+    EXPECT_NEAR(point[1].get<double>(), step_loss.at(point[0].get<int64_t>()), 1e-5);
+  EXPECT_TRUE(tb.contains("val/accuracy") && tb.contains("lr/group0"));
+
   // The resolved config carries the fitted normalisation and reproduces the evaluation.
-  const auto resolved = lathe::config::load_config(run / "config.yaml");
+  const auto resolved = config::load_config(run / "config.yaml");
   EXPECT_EQ(resolved.data.mean.size(), 1u);
-  const auto again = lathe::train::evaluate_run(run, {}, {});
+  const auto again = train::evaluate_run(run, {}, {});
   EXPECT_NEAR(again.at("accuracy"), result.test.at("accuracy"), 1e-12);
+}
+
+TEST(Run, SameSeedDeterministicModeGivesTheSameLossCurveBitForBit) {
+  TempDir dir;
+  const std::vector<std::string> opts = {"run.deterministic=true", "trainer.max_epochs=1",
+                                         "data.limit_train=800", "trainer.log_every_n_steps=1"};
+  train::train_from_config(small_run(dir, "a", opts));
+  train::train_from_config(small_run(dir, "b", opts));
+  const auto curve = [&](const std::string& name) {
+    std::vector<std::string> losses;  // compared as written: every digit of the double
+    for (const auto& j : read_jsonl(dir / name / "metrics.jsonl"))
+      if (j["kind"] == "step") losses.push_back(j["train/loss"].dump());
+    return losses;
+  };
+  const auto a = curve("a");
+  EXPECT_GE(a.size(), 5u);
+  EXPECT_EQ(a, curve("b"));
 }

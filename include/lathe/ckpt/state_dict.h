@@ -38,6 +38,10 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
 void save_weights(const torch::nn::Module& module, const std::filesystem::path& file,
                   std::map<std::string, std::string> metadata = {});
 
+/// Reads a state dict from a weights file, chosen by extension: .safetensors (PyTorch's .pt /
+/// .pth state dicts once supported by the zoo's loader).
+NamedTensors load_state_dict_file(const std::filesystem::path& file);
+
 /// Loads a safetensors weights file into the module (see load_state_dict).
 LoadReport load_weights(torch::nn::Module& module, const std::filesystem::path& file,
                         bool strict = true);

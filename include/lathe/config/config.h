@@ -54,31 +54,106 @@ struct DataSection {
   std::string text_column = "text";  ///< text_csv: the column holding the text
 };
 
-/// model: a zoo name plus that model's own options (checked by the model's factory).
+/// model: a zoo name plus that model's own options (checked by the model's factory), and how
+/// to start from pretrained weights.
 struct ModelSection {
   std::string name;                ///< registry name, e.g. convnet (required)
   std::string name_where;          ///< where name was set ("run.yaml:7"), for errors
+  std::string pretrained;          ///< weights to start from: .safetensors, .pt or .pth state dict
+  bool pretrained_strict = false;  ///< false: load what fits, report the rest (new heads)
+  std::vector<std::string> remap;  ///< key rules "old_prefix=new_prefix" ("backbone.=" strips)
+  std::vector<std::string> freeze; ///< parameter-name patterns (* and ? wildcards) kept frozen
+  int64_t unfreeze_at_epoch = 0;   ///< unfreeze them when this epoch starts (0 = never)
+  std::vector<std::string> head;   ///< parameter-name patterns of the head (full lr)
+  double backbone_lr_scale = 1.0;  ///< lr multiplier for parameters outside `head`
   Params params{"model"};          ///< every other key under model:
 };
 
-/// optim: optimizer and learning-rate schedule.
-struct OptimSection {
-  std::string name = "adamw";      ///< sgd | adam | adamw
-  double lr = 1e-3;
-  double weight_decay = 0.0;
-  double momentum = 0.9;           ///< sgd only
-  bool nesterov = false;           ///< sgd only
-  std::vector<double> betas = {0.9, 0.999};  ///< adam, adamw
-  std::string schedule = "constant";  ///< constant | cosine | onecycle
-  double warmup_fraction = 0.0;    ///< linear warmup over this part of all steps
-  double min_lr_ratio = 0.0;       ///< cosine floor as a fraction of lr
+/// checkpoint: when full training checkpoints are written and which are kept.
+struct CheckpointSection {
+  int64_t every_n_steps = 0;       ///< also every N optimizer steps (0 = off)
+  int64_t every_n_epochs = 1;      ///< after every N epochs (0 = off)
+  int64_t keep_last = 2;           ///< newest checkpoints kept (besides the best)
+  std::string monitor;             ///< metric for "best" (empty = the task's default)
+  std::string mode;                ///< min | max (empty = from the metric's name)
+  bool save_best = true;
+  bool async = false;              ///< copy to host memory, write on a background thread
 };
 
-/// trainer: how long and how it reports.
+/// A hyperparameter schedule: a pure function of the global step (plateau alone keeps state).
+/// The same section drives the learning rate, momentum / beta1 and weight decay; `base` is the
+/// optimizer's value (optim.lr, optim.momentum, optim.weight_decay).
+struct ScheduleSection {
+  std::string name = "constant";   ///< constant | step | multistep | exponential | cosine |
+                                   ///< polynomial | onecycle | wsd | plateau
+  std::string interval = "step";   ///< step: counts optimizer steps; epoch: counts whole epochs
+  int64_t warmup_steps = 0;        ///< linear warmup (in `interval` units) into the schedule
+  double warmup_fraction = 0.0;    ///< or as a part of all steps (used when warmup_steps is 0)
+  double warmup_start_factor = 0.01;  ///< warmup starts at base·factor (torch LinearLR)
+  double min_ratio = 0.0;          ///< floor as a fraction of base (cosine eta_min, wsd, onecycle)
+  int64_t step_size = 1;           ///< step: every step_size units multiply by gamma
+  double gamma = 0.1;              ///< step, multistep, exponential
+  std::vector<int64_t> milestones; ///< multistep
+  double power = 1.0;              ///< polynomial
+  double pct_start = 0.3;          ///< onecycle: rising part
+  double div_factor = 25.0;        ///< onecycle: start = base / div_factor
+  double final_div_factor = 1e4;   ///< onecycle: end = start / final_div_factor
+  double decay_fraction = 0.1;     ///< wsd: the last part of training that decays
+  std::string monitor = "val/loss";  ///< plateau: metric to watch
+  std::string mode = "min";        ///< plateau: min or max
+  double factor = 0.1;             ///< plateau: multiply by this when the metric stalls
+  int64_t patience = 10;           ///< plateau: validations without improvement first
+  double threshold = 1e-4;         ///< plateau: relative improvement that counts
+};
+
+/// optim: optimizer and its hyperparameter schedules.
+struct OptimSection {
+  std::string name = "adamw";      ///< sgd | adam | adamw | rmsprop
+  double lr = 1e-3;
+  double weight_decay = 0.0;       ///< applied to weights of dim ≥ 2; never to biases and norms
+  double momentum = 0.9;           ///< sgd, rmsprop (beta1 is betas[0] for adam/adamw)
+  bool nesterov = false;           ///< sgd only
+  std::vector<double> betas = {0.9, 0.999};  ///< adam, adamw
+  double eps = 1e-8;               ///< adam, adamw, rmsprop
+  double alpha = 0.99;             ///< rmsprop smoothing
+  ScheduleSection schedule;        ///< learning rate
+  ScheduleSection momentum_schedule{.name = "none"};      ///< momentum / beta1; none = fixed
+  ScheduleSection weight_decay_schedule{.name = "none"};  ///< weight decay; none = fixed
+};
+
+/// task: what is learnt, its loss and its metrics.
+struct TaskSection {
+  std::string kind = "classification";  ///< classification | regression | lm
+  std::string loss;                ///< default per kind: cross_entropy | mse (l1, huber) | cross_entropy
+  double label_smoothing = 0.0;    ///< classification, lm
+  std::vector<double> class_weights;  ///< classification: one weight per class
+  double huber_delta = 1.0;        ///< regression with loss huber
+  int64_t top_k = 5;               ///< classification: also report top-k accuracy (when k < classes)
+  int64_t ignore_index = -100;     ///< lm: target id that carries no loss
+};
+
+/// trainer.early_stopping: stop when a validation metric stops improving.
+struct EarlyStoppingSection {
+  std::string monitor;             ///< e.g. val/loss; empty = off
+  std::string mode = "min";        ///< min | max
+  int64_t patience = 3;            ///< validations without improvement before stopping
+  double min_delta = 0.0;          ///< smallest change that counts as improvement
+};
+
+/// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
   int64_t max_epochs = 5;
+  int64_t max_steps = 0;           ///< stop after this many optimizer steps (0 = no limit)
+  int64_t val_every_n_steps = 0;   ///< validate every N optimizer steps (0 = after each epoch)
+  int64_t accumulate_grad_batches = 1;
+  double gradient_clip_val = 0.0;  ///< 0 = no clipping
+  std::string gradient_clip_algorithm = "norm";  ///< norm | value
+  std::string precision = "32";    ///< 32 | bf16 (autocast) | fp16 (autocast + gradient scaler)
   int64_t log_every_n_steps = 50;
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
+  bool csv = true;                 ///< metrics.csv beside metrics.jsonl
+  bool tensorboard = true;         ///< TensorBoard event file under tensorboard/
+  EarlyStoppingSection early_stopping;
 };
 
 /// A whole run config. `source` is the file it was read from (or "<string>").
@@ -86,8 +161,10 @@ struct RunConfig {
   RunSection run;
   DataSection data;
   ModelSection model;
+  TaskSection task;
   OptimSection optim;
   TrainerSection trainer;
+  CheckpointSection checkpoint;
   std::string source;
 
   /// runs/<name>

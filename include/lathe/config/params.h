@@ -55,6 +55,10 @@ int64_t parse_int(const std::string& text, const std::string& where, const std::
 double parse_double(const std::string& text, const std::string& where, const std::string& key);
 bool parse_bool(const std::string& text, const std::string& where, const std::string& key);
 
+/// True when `name` matches `pattern` with * (any run of characters) and ? (one character), as
+/// parameter-name patterns in configs use them ("features.*", "layer?.0.*").
+bool matches_pattern(const std::string& name, const std::string& pattern);
+
 /// The known key closest to `key` within edit distance 2, or "" (for "did you mean" hints).
 std::string closest_key(const std::string& key, const std::vector<std::string>& known);
 

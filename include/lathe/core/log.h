@@ -54,6 +54,8 @@ class ProgressBar {
   /// Clears the line so the caller's summary line replaces it.
   void finish();
   bool active() const { return enabled_; }
+  /// Changes the step count (e.g. once it is known after construction).
+  void set_total(int64_t total) { total_ = total > 0 ? total : 1; }
 
  private:
   std::string label_;

@@ -1,6 +1,8 @@
-// Optimizer factory: SGD / Adam / AdamW from config, with weight decay only where it belongs.
+// Optimizer factory: SGD / Adam / AdamW / RMSprop from config, parameter groups with weight decay
+// only where it belongs, and the setters schedules use.
 #pragma once
 
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -17,13 +19,41 @@ class Optimizer;
 
 namespace lathe::optim {
 
-/// Builds the optimizer of `cfg` over the trainable parameters of `module`, in two groups:
-/// weights of dimension ≥ 2 get weight_decay; biases and normalisation weights (1-d) get none.
-/// Frozen parameters (requires_grad false) are left out.
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const config::OptimSection& cfg,
-                                                        torch::nn::Module& module);
+/// An optimizer and what lathe knows about its parameter groups.
+struct OptimizerBundle {
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::string kind;                ///< sgd | adam | adamw | rmsprop
+  std::vector<double> lr_scale;    ///< per group: its lr = schedule value · lr_scale
+  std::vector<bool> decays;        ///< per group: whether weight decay applies
+  torch::optim::Optimizer& operator*() { return *optimizer; }
+  torch::optim::Optimizer* operator->() { return optimizer.get(); }
+};
 
-/// Sets the learning rate of every parameter group.
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+/// How parameters are split into groups beyond decay / no decay (fine-tuning).
+struct GroupRules {
+  std::vector<std::string> head;   ///< name patterns of head parameters (full lr)
+  double backbone_lr_scale = 1.0;  ///< lr multiplier for the others, when `head` is given
+  bool include_frozen = false;     ///< keep frozen parameters in their groups (to unfreeze later)
+};
+
+/// Builds the optimizer of `cfg` over the parameters of `module`. Groups: weights of dimension
+/// ≥ 2 get weight_decay, biases and normalisation weights (1-d) none; with `rules.head`, head and
+/// backbone parameters are grouped apart and the backbone's lr is scaled. Frozen parameters
+/// (requires_grad false) are left out unless rules.include_frozen.
+///
+///   auto opt = make_optimizer(cfg.optim, *model, {.head = {"fc.*"}, .backbone_lr_scale = 0.1});
+OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module,
+                               const GroupRules& rules = {});
+
+/// Sets, per group, lr = lr · lr_scale[g]; momentum (sgd, rmsprop) or beta1 (adam, adamw) when
+/// not NaN; weight decay for the groups that decay when not NaN.
+void set_hyperparameters(OptimizerBundle& bundle, double lr, double momentum = NAN,
+                         double weight_decay = NAN);
+
+/// The current lr, momentum / beta1 and weight decay of group g (NaN where it has none).
+struct GroupValues {
+  double lr, momentum, weight_decay;
+};
+GroupValues group_values(OptimizerBundle& bundle, size_t g);
 
 }  // namespace lathe::optim

@@ -1,32 +1,86 @@
-// Epoch metrics for classification: exact loss mean and accuracy over every record seen.
+// Epoch metrics, exact over every record (never averages of per-batch values), with the
+// definitions of scikit-learn: accuracy, top-k, precision/recall/F1, ROC-AUC, confusion matrix;
+// MAE, MSE, RMSE, R²; token accuracy and perplexity.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 namespace lathe::train {
 
-/// Accumulates a classification epoch on the device (no sync per batch) and reports exact
-/// values over all records: the loss mean weighted by batch size, and accuracy.
-///
-///   ClassificationMeter m;
-///   m.update(logits, targets, loss);   // loss: the batch's mean loss
-///   m.compute();                        // {"loss": 0.31, "accuracy": 0.89}
-class ClassificationMeter {
+using Metrics = std::map<std::string, double>;
+
+/// Accumulates one epoch of one task's outputs and reports its metrics.
+class Meter {
  public:
-  void update(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& loss);
-  void reset();
-  int64_t count() const { return count_; }
-  /// {"loss", "accuracy"}; a non-finite loss is reported as is (callers decide).
-  std::map<std::string, double> compute() const;
+  virtual ~Meter() = default;
+  /// Adds a batch: the model's output and the targets (detached inside), and the batch's mean
+  /// loss. Values stay on the device until compute().
+  virtual void update(const at::Tensor& output, const at::Tensor& target, const at::Tensor& loss) = 0;
+  virtual Metrics compute() const = 0;
+  virtual void reset() = 0;
+  /// Records added since the last reset (tokens for language models).
+  virtual int64_t count() const = 0;
+};
+
+/// Classification: logits (B, K), class ids (B). Reports loss, accuracy and top{k}_accuracy;
+/// with `detailed`, also precision / recall / f1 (macro, micro, weighted; zero_division = 0),
+/// roc_auc (binary: the positive class; multi-class: one-vs-rest, macro) — keeping the softmax
+/// scores of the epoch on the CPU — and the confusion matrix (confusion()).
+class ClassificationMeter : public Meter {
+ public:
+  explicit ClassificationMeter(bool detailed = false, int64_t top_k = 5);
+  void update(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& loss) override;
+  Metrics compute() const override;
+  void reset() override;
+  int64_t count() const override { return count_; }
+  /// (K, K) int64: rows are true classes, columns predictions (sklearn's confusion_matrix).
+  at::Tensor confusion() const;
 
  private:
-  at::Tensor loss_sum_;  ///< () sum of loss·batch over the epoch
-  at::Tensor correct_;   ///< () number of correct top-1 predictions
+  bool detailed_;
+  int64_t top_k_;
   int64_t count_ = 0;
+  at::Tensor loss_sum_, correct_, topk_correct_;  ///< () device scalars
+  std::vector<at::Tensor> preds_, targets_, scores_;  ///< per batch, for the detailed metrics
 };
+
+/// Regression: outputs and targets of the same number of values per record (B) or (B, D).
+/// Reports loss, mae, mse, rmse and r2 (uniform average over outputs, as sklearn).
+class RegressionMeter : public Meter {
+ public:
+  void update(const at::Tensor& output, const at::Tensor& target, const at::Tensor& loss) override;
+  Metrics compute() const override;
+  void reset() override;
+  int64_t count() const override { return count_; }
+
+ private:
+  int64_t count_ = 0;
+  at::Tensor loss_sum_, abs_err_, sq_err_, y_sum_, y_sq_sum_;  ///< (D) float64 sums on the device
+};
+
+/// Language modelling: logits (B, T, V), next-token ids (B, T). Reports loss (mean per counted
+/// token), perplexity = exp(loss) and token accuracy; tokens equal to ignore_index do not count.
+class LanguageModelMeter : public Meter {
+ public:
+  explicit LanguageModelMeter(int64_t ignore_index = -100) : ignore_index_(ignore_index) {}
+  void update(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& loss) override;
+  Metrics compute() const override;
+  void reset() override;
+  int64_t count() const override { return count_; }
+
+ private:
+  int64_t ignore_index_;
+  int64_t count_ = 0;
+  at::Tensor loss_sum_, correct_, tokens_;
+};
+
+/// ROC-AUC of scores for a binary problem (labels 0/1), ties given average ranks
+/// (sklearn's roc_auc_score). NaN when only one class is present.
+double roc_auc_binary(const at::Tensor& scores, const at::Tensor& labels);
 
 }  // namespace lathe::train

@@ -30,11 +30,22 @@ struct RunResult {
 };
 
 /// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved, with the fitted
-/// normalisation), metrics.jsonl, model.safetensors (PyTorch names) and test_metrics.json.
+/// normalisation), metrics.jsonl, metrics.csv, tensorboard/events.out.tfevents.*,
+/// model.safetensors (PyTorch names) and test_metrics.json.
 ///
 ///   auto cfg = lathe::config::load_config("configs/fashion_cnn.yaml");
 ///   auto result = lathe::train::train_from_config(cfg);
-RunResult train_from_config(config::RunConfig cfg);
+/// With `resume` ("auto", a checkpoint folder or a run folder) the run continues from that
+/// checkpoint exactly where it stopped, mid-epoch included.
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume = "");
+
+/// Drops the rows of a metrics.jsonl logged after `step` (and any line cut short by a crash).
+void truncate_metrics_log(const std::filesystem::path& file, int64_t step);
+
+/// Adds the callbacks every run gets from its config: progress, metrics.jsonl (appended to when
+/// resuming), metrics.csv, TensorBoard, the learning-rate monitor and early stopping.
+void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
+                            const std::filesystem::path& run_dir, bool resume);
 
 /// Evaluates the weights of a finished run (or `weights` when given) on its config's test split.
 /// `overrides` apply on top of the run's config.yaml (e.g. data.limit_test=1000).

@@ -1,96 +1,122 @@
-// Trainer: the fit / evaluate loop for classification, with progress, logs and NaN detection.
+// Trainer: fit / validate / test / predict with accumulation, clipping, mixed precision,
+// hyperparameter schedules and callbacks — what Lightning's Trainer is to Python users.
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <c10/core/Device.h>
 #include <torch/nn/modules/container/any.h>
 
+#include "lathe/config/config.h"
 #include "lathe/data/tensor_data.h"
+#include "lathe/optim/optimizer.h"
 #include "lathe/sched/schedule.h"
-
-namespace torch::optim {
-class Optimizer;
-}
+#include "lathe/train/amp.h"
+#include "lathe/train/callback.h"
+#include "lathe/train/task.h"
 
 namespace lathe::train {
 
-using Metrics = std::map<std::string, double>;
-
-/// How long to train and how to report.
-struct TrainerOptions {
-  int64_t max_epochs = 1;
-  int64_t log_every_n_steps = 50;
-  std::string progress = "auto";      ///< auto | bar | plain | none
-  c10::Device device = c10::kCPU;
-  std::filesystem::path metrics_file;  ///< metrics.jsonl (one JSON object per line); empty = none
+/// The hyperparameter schedules of a run; momentum and weight decay are optional.
+struct Schedules {
+  sched::Schedule lr;
+  std::optional<sched::Schedule> momentum;      ///< momentum (sgd, rmsprop) or beta1 (adam[w])
+  std::optional<sched::Schedule> weight_decay;  ///< only groups that decay
+  sched::Plateau plateau;                       ///< scales lr when lr's schedule is "plateau"
 };
+
+/// Builds a run's schedules from its optim section for `total_steps` optimizer steps.
+Schedules make_schedules(const config::OptimSection& cfg, int64_t total_steps,
+                         int64_t steps_per_epoch);
 
 /// One finished epoch: train and validation metrics, the last learning rate, wall time.
 struct EpochRecord {
   int64_t epoch = 0;  ///< 1-based
-  int64_t step = 0;   ///< global optimizer steps so far
+  int64_t step = 0;   ///< optimizer steps so far
   Metrics train;
   Metrics val;
   double lr = 0;
   double seconds = 0;
 };
 
-/// Appends one JSON object per line to metrics.jsonl, flushed line by line.
-class MetricsLog {
- public:
-  MetricsLog() = default;
-  explicit MetricsLog(const std::filesystem::path& file);
-  /// {"kind": kind, "epoch": ..., "step": ..., <prefix>/<name>: value ...}
-  void write(const std::string& kind, int64_t epoch, int64_t step, const Metrics& values);
-  bool enabled() const { return out_.is_open(); }
-
- private:
-  std::filesystem::path file_;
-  std::ofstream out_;
+/// Where a fit stands; everything a checkpoint needs to continue besides model and optimizer.
+struct TrainProgress {
+  int64_t epoch = 0;           ///< epochs fully finished
+  int64_t step = 0;            ///< optimizer steps taken
+  int64_t batch_in_epoch = 0;  ///< micro-batches consumed in the current epoch (resume point)
 };
 
-/// Loss and accuracy of a classification model over every batch of `loader`, in eval mode
-/// without gradients (the module's train/eval mode is restored afterwards).
-Metrics evaluate(torch::nn::AnyModule& model, data::TensorLoader& loader, c10::Device device);
-
-/// Trains a classification model: forward → cross-entropy → backward → optimizer step, with
-/// the learning rate from `schedule` at every global step. A non-finite loss stops the run with
-/// a TrainError before anything is saved.
+/// Trains `model` on a Task with the options of a config's trainer section.
 ///
-///   Trainer trainer(opts, model, *optimizer, schedule);
+///   Trainer trainer(cfg.trainer, device, model, Task(cfg.task), optimizer, schedules);
+///   trainer.add_callback(std::make_shared<JsonlLogger>("runs/x/metrics.jsonl"));
 ///   auto history = trainer.fit(train_loader, &val_loader);
-///   Metrics test = trainer.evaluate(test_loader);
+///   Metrics test = trainer.test(test_loader);
 class Trainer {
  public:
-  Trainer(TrainerOptions options, torch::nn::AnyModule model, torch::optim::Optimizer& optimizer,
-          sched::LrSchedule schedule);
+  Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyModule model, Task task,
+          optim::OptimizerBundle& optimizer, Schedules schedules);
 
-  /// Runs max_epochs epochs; validates after each when `val` is given.
+  void add_callback(std::shared_ptr<Callback> callback);
+  const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
+
+  /// Trains until max_epochs or max_steps, early stopping, or request_stop(); validates after
+  /// each epoch or every val_every_n_steps when `val` is given. A non-finite loss without a
+  /// gradient scaler stops with a TrainError before anything is saved.
   std::vector<EpochRecord> fit(data::TensorLoader& train, data::TensorLoader* val);
+  /// Every metric of the task over `loader` (eval mode, no gradients), keys without prefix.
+  Metrics validate(data::TensorLoader& loader);
+  Metrics test(data::TensorLoader& loader) { return validate(loader); }
+  /// Model outputs over `loader`, concatenated on the CPU: (N, ...).
+  at::Tensor predict(data::TensorLoader& loader);
 
-  /// Loss and accuracy over every batch of `loader` (see the free function evaluate).
-  Metrics evaluate(data::TensorLoader& loader) { return train::evaluate(model_, loader, options_.device); }
-
-  int64_t global_step() const { return step_; }
-  MetricsLog& log() { return log_; }
+  // What callbacks read and steer.
+  int64_t global_step() const { return progress_.step; }
+  int64_t epoch() const { return progress_.epoch + 1; }  ///< the epoch in progress, 1-based
+  const TrainProgress& progress() const { return progress_; }
+  void set_progress(const TrainProgress& p) { progress_ = p; }
+  const config::TrainerSection& config() const { return cfg_; }
+  void request_stop(const std::string& reason);
+  bool stop_requested() const { return stop_; }
+  void log(const std::string& kind, Metrics values);
+  optim::OptimizerBundle& optimizer() { return optimizer_; }
+  torch::nn::AnyModule& model() { return model_; }
+  const Task& task() const { return task_; }
+  GradScaler& scaler() { return scaler_; }
+  Schedules& schedules() { return schedules_; }
+  double last_lr() const { return lr_; }
+  int64_t last_batch_size() const { return last_batch_size_; }
+  /// Total optimizer steps this fit will take (max_epochs · steps per epoch, capped by max_steps).
+  static int64_t planned_steps(const config::TrainerSection& cfg, int64_t batches_per_epoch);
 
  private:
-  Metrics train_epoch(data::TensorLoader& loader, int64_t epoch);
-  bool show_bar() const;
+  Metrics train_epoch(data::TensorLoader& train, data::TensorLoader* val);
+  void optimizer_step();
+  void run_validation(data::TensorLoader& val);
+  at::Tensor forward(const at::Tensor& x);
 
-  TrainerOptions options_;
+  config::TrainerSection cfg_;
+  c10::Device device_;
   torch::nn::AnyModule model_;
-  torch::optim::Optimizer& optimizer_;
-  sched::LrSchedule schedule_;
-  MetricsLog log_;
-  int64_t step_ = 0;
+  Task task_;
+  optim::OptimizerBundle& optimizer_;
+  Schedules schedules_;
+  GradScaler scaler_;
+  std::vector<std::shared_ptr<Callback>> callbacks_;
+  TrainProgress progress_;
+  Metrics last_val_;
+  bool stop_ = false;
+  std::string stop_reason_;
   double lr_ = 0;
+  int64_t last_batch_size_ = 0;
 };
+
+/// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
+/// module's mode is restored afterwards).
+Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::TensorLoader& loader,
+                 c10::Device device, const std::string& precision = "32");
 
 }  // namespace lathe::train

@@ -1,0 +1,38 @@
+// Task: what is learnt — turns (model output, targets) into a loss and makes the matching meters.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "lathe/config/config.h"
+#include "lathe/train/metrics.h"
+
+namespace lathe::train {
+
+/// The objective of a run. The model owns forward; the task owns the loss and the metrics:
+///  - classification: cross-entropy (label smoothing, class weights) on logits (B, K)
+///  - regression: mse, l1 or huber on outputs shaped like the targets
+///  - lm: next-token cross-entropy on logits (B, T, V) against ids (B, T); perplexity
+///
+///   Task task(cfg.task);
+///   at::Tensor loss = task.loss(model_output, batch.targets);
+///   auto meter = task.meter(/*detailed=*/true);
+class Task {
+ public:
+  explicit Task(config::TaskSection cfg = {});
+
+  at::Tensor loss(const at::Tensor& output, const at::Tensor& target) const;
+  /// A fresh meter for this task (detailed: every metric; else the cheap ones for training).
+  std::unique_ptr<Meter> meter(bool detailed) const;
+  /// The validation metric to watch by default and whether higher is better.
+  std::string default_monitor() const;
+  bool higher_is_better(const std::string& metric) const;
+  const config::TaskSection& config() const { return cfg_; }
+
+ private:
+  config::TaskSection cfg_;
+};
+
+}  // namespace lathe::train

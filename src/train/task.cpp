@@ -1,0 +1,62 @@
+// Task: losses per problem kind, and their meters.
+#include "lathe/train/task.h"
+
+#include <ATen/ATen.h>
+
+#include "lathe/core/error.h"
+
+namespace lathe::train {
+
+Task::Task(config::TaskSection cfg) : cfg_(std::move(cfg)) {
+  if (cfg_.loss.empty()) cfg_.loss = cfg_.kind == "regression" ? "mse" : "cross_entropy";
+}
+
+at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const {
+  if (cfg_.kind == "classification") {
+    LATHE_CHECK(output.dim() == 2 && target.dim() == 1, TrainError,
+                "classification loss wants logits (B, K) and class ids (B), got {} and {}",
+                output.sizes(), target.sizes());
+    at::Tensor weight;
+    if (!cfg_.class_weights.empty()) {
+      LATHE_CHECK(static_cast<int64_t>(cfg_.class_weights.size()) == output.size(1), ConfigError,
+                  "task.class_weights has {} values but the model predicts {} classes",
+                  cfg_.class_weights.size(), output.size(1));
+      weight = at::tensor(cfg_.class_weights, output.options().dtype(at::kFloat));
+    }
+    return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean,
+                                  -100, cfg_.label_smoothing);
+  }
+  if (cfg_.kind == "lm") {
+    const int64_t v = output.size(-1);
+    return at::cross_entropy_loss(output.reshape({-1, v}).to(at::kFloat), target.reshape({-1}), {},
+                                  at::Reduction::Mean, cfg_.ignore_index, cfg_.label_smoothing);
+  }
+  // regression: outputs and targets with the same number of values per record
+  LATHE_CHECK(output.numel() == target.numel(), TrainError,
+              "regression loss wants outputs and targets with the same number of values, got {} "
+              "and {}",
+              output.sizes(), target.sizes());
+  const at::Tensor y = target.reshape(output.sizes()).to(at::kFloat);
+  const at::Tensor p = output.to(at::kFloat);
+  if (cfg_.loss == "l1") return at::l1_loss(p, y);
+  if (cfg_.loss == "huber") return at::huber_loss(p, y, at::Reduction::Mean, cfg_.huber_delta);
+  return at::mse_loss(p, y);
+}
+
+std::unique_ptr<Meter> Task::meter(bool detailed) const {
+  if (cfg_.kind == "classification") return std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
+  if (cfg_.kind == "lm") return std::make_unique<LanguageModelMeter>(cfg_.ignore_index);
+  return std::make_unique<RegressionMeter>();
+}
+
+std::string Task::default_monitor() const {
+  return cfg_.kind == "classification" ? "val/accuracy" : "val/loss";
+}
+
+bool Task::higher_is_better(const std::string& metric) const {
+  for (const char* up : {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
+    if (metric.find(up) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace lathe::train
