@@ -214,6 +214,13 @@ std::optional<Batch> DataLoader::next() {
   return std::move(slot.batch);
 }
 
+Batch DataLoader::batch(int64_t i) {
+  LATHE_CHECK(i >= 0 && i < num_batches(), DataError, "batch {} out of range [0, {})", i,
+              num_batches());
+  if (i != taken_) restore({epoch_, i});
+  return *next();
+}
+
 Batch to_device(const Batch& batch, c10::Device device) {
   if (device.is_cpu()) return batch;
   return {batch.inputs.to(device, /*non_blocking=*/batch.inputs.is_pinned()),

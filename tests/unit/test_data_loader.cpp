@@ -112,6 +112,12 @@ TEST(Loader, ResumesMidEpochExactly) {
     EXPECT_TRUE(batch->inputs.equal(seen[k].inputs)) << "batch " << k;
   }
   EXPECT_FALSE(c.next().has_value());
+  // batch(i): TensorLoader's random-access interface, in order or jumping.
+  DataLoader d(data, opts);
+  d.set_epoch(2);
+  EXPECT_TRUE(d.batch(5).targets.equal(seen[5].targets));
+  EXPECT_TRUE(d.batch(6).inputs.equal(seen[6].inputs));
+  EXPECT_TRUE(d.batch(0).targets.equal(seen[0].targets));
   expect_error<DataError>(
       [&] {
         c.restore({0, 99});

@@ -96,6 +96,11 @@ class DataLoader {
   /// The next batch of the epoch, or nullopt when the epoch is over.
   std::optional<Batch> next();
 
+  /// Batch i of the current epoch (TensorLoader's interface, so a loop over i = 0..num_batches-1
+  /// works with either): the prefetched batch when i is the next in order, else the loader
+  /// restarts at i (a resumed run asking for batch k first continues exactly there).
+  Batch batch(int64_t i);
+
   /// The record order of `epoch`: (N) int64 (a permutation with shuffle, else 0..N-1).
   at::Tensor epoch_order(int64_t epoch) const;
 
