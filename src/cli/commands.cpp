@@ -9,6 +9,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
+#include "lathe/sched/sweep.h"
 #include "lathe/train/run.h"
 #include "models/registry.h"
 
@@ -61,6 +62,28 @@ void add_eval(CLI::App& app, int& exit_code) {
   });
 }
 
+void add_sweep(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "sweep", "Search hyperparameters: grid or random trials, ASHA stops the weak ones early");
+  cmd->footer(
+      "A sweep file names a base run config and a space over any of its keys; each trial is a run "
+      "folder under <dir>/<name>/. Writes sweep_state.json (for --resume), summary.csv and "
+      "best_config.yaml.");
+  auto file = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  auto resume = std::make_shared<bool>(false);
+  cmd->add_option("sweep", *file, "Sweep file (YAML)")->required();
+  cmd->add_option("overrides", *overrides, "key=value overrides applied to every trial");
+  cmd->add_flag("--resume", *resume, "Continue the sweep from its sweep_state.json");
+  cmd->callback([=, &exit_code] {
+    const auto result = sched::run_sweep(sched::load_sweep(*file, *overrides), *resume);
+    if (result.best >= 0)
+      fmt::print("best trial {}: {}\n", result.trials[static_cast<size_t>(result.best)].id,
+                 fmt::join(result.trials[static_cast<size_t>(result.best)].params, " "));
+    exit_code = kOk;
+  });
+}
+
 void add_info(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
       "info", "Print LibTorch, CUDA and cuDNN versions, devices and threads, or a zoo model");
@@ -99,6 +122,7 @@ void add_info(CLI::App& app, int& exit_code) {
 void add_commands(CLI::App& app, int& exit_code) {
   add_train(app, exit_code);
   add_eval(app, exit_code);
+  add_sweep(app, exit_code);
   add_info(app, exit_code);
 }
 

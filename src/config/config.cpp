@@ -268,6 +268,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSecti
   v("eval_batch_size", s.eval_batch_size);
   v("limit_train", s.limit_train);
   v("limit_test", s.limit_test);
+  v("classes", s.classes);
   v("mean", s.mean);
   v("std", s.std);
   v("num_workers", s.num_workers);

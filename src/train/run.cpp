@@ -4,6 +4,7 @@
 #include <chrono>
 #include <fstream>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -20,6 +21,27 @@
 
 namespace lathe::train {
 
+namespace {
+
+/// Keeps the records whose class is in `classes`, relabelled by position in that list.
+data::TensorDataset select_classes(const data::TensorDataset& d,
+                                   const std::vector<int64_t>& classes) {
+  if (classes.empty()) return d;
+  const int64_t max_label = d.targets.max().item<int64_t>();
+  at::Tensor relabel = at::full({max_label + 1}, -1, at::kLong);  // old id → new id or -1
+  for (size_t i = 0; i < classes.size(); ++i) {
+    LATHE_CHECK(classes[i] >= 0 && classes[i] <= max_label, ConfigError,
+                "data.classes: class {} does not occur in the data (ids 0..{})", classes[i],
+                max_label);
+    relabel[classes[i]] = static_cast<int64_t>(i);
+  }
+  const at::Tensor mapped = relabel.index_select(0, d.targets);
+  const at::Tensor keep = mapped.ge(0).nonzero().squeeze(1);
+  return {d.inputs.index_select(0, keep), mapped.index_select(0, keep)};
+}
+
+}  // namespace
+
 RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
   LATHE_CHECK(cfg.source == "idx", ConfigError,
               "data.source: unknown source '{}'; available: idx (MNIST-style IDX files)",
@@ -29,8 +51,8 @@ RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
 
   data::TensorDataset full{data::images_to_float(train_raw.images), train_raw.labels};
   data::TensorDataset test{data::images_to_float(test_raw.images), test_raw.labels};
-  full = full.head(cfg.limit_train);
-  test = test.head(cfg.limit_test);
+  full = select_classes(full, cfg.classes).head(cfg.limit_train);
+  test = select_classes(test, cfg.classes).head(cfg.limit_test);
 
   RunData out;
   std::tie(out.train, out.val) = data::split_holdout(full, cfg.val_fraction, seed);
@@ -64,7 +86,8 @@ c10::Device prepare_runtime(const config::RunConfig& cfg) {
 
 }  // namespace
 
-RunResult train_from_config(config::RunConfig cfg, const std::string& resume) {
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
+                            const std::vector<std::shared_ptr<Callback>>& extra) {
   const auto t0 = std::chrono::steady_clock::now();
   const c10::Device device = prepare_runtime(cfg);
   RunResult result;
@@ -121,6 +144,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume) {
     trainer.add_callback(
         std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));
   trainer.add_callback(checkpointer);
+  for (const auto& cb : extra) trainer.add_callback(cb);
   if (!resume_from.empty()) ckpt::load_checkpoint(trainer, resume_from);
   result.history = trainer.fit(train_loader, &val_loader);
 

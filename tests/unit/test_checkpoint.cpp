@@ -213,3 +213,23 @@ TEST(FineTune, PretrainedWithRemapNewHeadFreezingAndGroupLr) {
   EXPECT_TRUE(lathe::config::matches_pattern("layer1.0.conv1.weight", "layer?.*.weight"));
   EXPECT_FALSE(lathe::config::matches_pattern("fc.bias", "fc.weight"));
 }
+
+TEST(FineTune, RecipeBeatsTrainingFromScratchOnTheSmallTarget) {
+  TempDir dir;
+  const auto run = [&](const std::string& config, const std::string& name,
+                       std::vector<std::string> extra) {
+    std::vector<std::string> o = {"run.dir=" + dir.path().string(), "run.name=" + name,
+                                  "trainer.progress=none", "trainer.tensorboard=false"};
+    o.insert(o.end(), extra.begin(), extra.end());
+    return lathe::train::train_from_config(
+        lathe::config::load_config(lathe::testing::source_dir() + "/configs/" + config, o));
+  };
+  // A shorter version of the demo run as the pretrained model (about 88% on all ten classes).
+  run("fashion_cnn.yaml", "pre", {"data.limit_train=20000", "trainer.max_epochs=2"});
+  const std::vector<std::string> small = {"data.limit_test=1000"};
+  auto with = small;
+  with.push_back("model.pretrained=" + (dir / "pre" / "model.safetensors").string());
+  const double tuned = run("finetune/finetune_fashion_tops.yaml", "ft", with).test.at("accuracy");
+  const double scratch = run("finetune/scratch_fashion_tops.yaml", "sc", small).test.at("accuracy");
+  EXPECT_GT(tuned, scratch + 0.03) << "fine-tuned " << tuned << " vs scratch " << scratch;
+}

@@ -32,6 +32,7 @@ struct DataSection {
   int64_t eval_batch_size = 1000;
   int64_t limit_train = 0;         ///< use only the first N training records (0 = all)
   int64_t limit_test = 0;          ///< use only the first N test records (0 = all)
+  std::vector<int64_t> classes;    ///< keep only these class ids, relabelled 0..k-1 in this order
   std::vector<double> mean;        ///< per-channel normalisation; empty = computed on train
   std::vector<double> std;
   int num_workers = -1;            ///< loader threads; -1 = half the cores (at least 1)

@@ -37,7 +37,9 @@ struct RunResult {
 ///   auto result = lathe::train::train_from_config(cfg);
 /// With `resume` ("auto", a checkpoint folder or a run folder) the run continues from that
 /// checkpoint exactly where it stopped, mid-epoch included.
-RunResult train_from_config(config::RunConfig cfg, const std::string& resume = "");
+/// `extra` callbacks run after the standard ones (progress, loggers, checkpointer).
+RunResult train_from_config(config::RunConfig cfg, const std::string& resume = "",
+                            const std::vector<std::shared_ptr<Callback>>& extra = {});
 
 /// Drops the rows of a metrics.jsonl logged after `step` (and any line cut short by a crash).
 void truncate_metrics_log(const std::filesystem::path& file, int64_t step);
