@@ -11,7 +11,7 @@ DEB_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config git
   libprotobuf-dev protobuf-compiler libonnx-dev
   libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libturbojpeg0-dev zlib1g-dev
+  libturbojpeg0-dev libpng-dev libicu-dev zlib1g-dev
   dataset-fashion-mnist
   python3 python3-venv
 )

@@ -261,7 +261,9 @@ template <class V, class S>
 void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSection> {
   v("source", s.source);
   v.required("path", s.path);
+  v("test_path", s.test_path);
   v("val_fraction", s.val_fraction);
+  v("test_fraction", s.test_fraction);
   v("batch_size", s.batch_size);
   v("eval_batch_size", s.eval_batch_size);
   v("limit_train", s.limit_train);
@@ -269,6 +271,21 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSecti
   v("classes", s.classes);
   v("mean", s.mean);
   v("std", s.std);
+  v("num_workers", s.num_workers);
+  v("skip_bad_records", s.skip_bad_records);
+  v("target", s.target);
+  v("task", s.task);
+  v("impute", s.impute);
+  v("outliers", s.outliers);
+  v("scale", s.scale);
+  v("encode", s.encode);
+  v("columns", s.columns);
+  v("image_size", s.image_size);
+  v("augment", s.augment);
+  v("seq_len", s.seq_len);
+  v("vocab", s.vocab);
+  v("max_length", s.max_length);
+  v("text_column", s.text_column);
 }
 
 template <class V, class S>
@@ -350,6 +367,11 @@ struct Reader {
   Section& sec;
   template <class T>
   void operator()(const std::string& key, T& field) { sec.optional(key, field); }
+  /// A mapping of free keys (data.columns): each key's scalar or list, checked by its user.
+  void operator()(const std::string& key, Params& field) {
+    Section child = sec.child(key);
+    child.rest_into(field);
+  }
   template <class T>
   void required(const std::string& key, T& field) { sec.required(key, field); }
   template <class S>
@@ -428,6 +450,14 @@ void validate_schedule(const Validator& v, const std::string& key, const Schedul
 void validate(const RunConfig& c, const Origin& origin) {
   const Validator v(origin);
   v.fraction("data.val_fraction", c.data.val_fraction);
+  v.choice("data.source", c.data.source, {"idx", "csv", "image_folder", "text", "text_csv"});
+  LATHE_CHECK(c.data.test_fraction >= 0 && c.data.val_fraction + c.data.test_fraction < 1,
+              ConfigError, "{}: data.val_fraction + data.test_fraction = {} must be below 1",
+              v.where("data.test_fraction"), c.data.val_fraction + c.data.test_fraction);
+  v.at_least("data.num_workers", c.data.num_workers, -1);
+  v.choice("data.task", c.data.task, {"auto", "classification", "regression"});
+  v.at_least<int64_t>("data.seq_len", c.data.seq_len, 1);
+  v.at_least<int64_t>("data.max_length", c.data.max_length, 2);
   v.at_least<int64_t>("data.batch_size", c.data.batch_size, 1);
   v.at_least<int64_t>("data.eval_batch_size", c.data.eval_batch_size, 1);
   LATHE_CHECK(c.data.mean.size() == c.data.std.size(), ConfigError,
@@ -583,6 +613,11 @@ struct Writer {
       else out << fmt::format("{}", x);
     }
     out << YAML::EndSeq;
+  }
+  void operator()(const std::string& key, const Params& p) {
+    out << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, v] : p.values()) (*this)(name, v.items);
+    out << YAML::EndMap;
   }
   template <class T>
   void required(const std::string& key, const T& v) { (*this)(key, v); }

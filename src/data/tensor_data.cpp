@@ -5,13 +5,11 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/randperm.h>
-#include <ATen/ops/sort.h>
 #include <ATen/ops/tensor.h>
-#include <ATen/ops/unique_dim.h>
 
 #include "lathe/core/error.h"
+#include "lathe/data/split.h"
 
 namespace lathe::data {
 
@@ -35,26 +33,14 @@ std::pair<TensorDataset, TensorDataset> split_holdout(const TensorDataset& all, 
                                                       uint64_t seed, bool stratify) {
   LATHE_CHECK(fraction >= 0 && fraction < 1, DataError,
               "hold-out fraction {} must be in [0, 1)", fraction);
-  const int64_t n = all.size();
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(derive_seed(seed, /*stream=*/1));
-  const at::Tensor perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));  // (N)
-
-  std::vector<at::Tensor> kept, held;
-  const auto take = [&](const at::Tensor& idx) {  // idx: a shuffled group of record indices
-    const auto k = static_cast<int64_t>(std::llround(fraction * static_cast<double>(idx.size(0))));
-    held.push_back(idx.narrow(0, 0, k));
-    kept.push_back(idx.narrow(0, k, idx.size(0) - k));
+  const bool by_class = stratify && all.targets.dim() == 1 &&
+                        !at::isFloatingType(all.targets.scalar_type());
+  const SplitIndices parts =
+      split_indices(all.size(), 0.0, fraction, seed, by_class ? all.targets : at::Tensor());
+  const auto as_tensor = [](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::TensorOptions().dtype(at::kLong));
   };
-  if (stratify && all.targets.dim() == 1 && !at::isFloatingType(all.targets.scalar_type())) {
-    const at::Tensor labels = all.targets.index_select(0, perm);  // in shuffled order
-    const at::Tensor classes = std::get<0>(at::unique_dim(all.targets, 0));
-    for (int64_t c = 0; c < classes.size(0); ++c) take(perm.masked_select(labels.eq(classes[c])));
-  } else {
-    take(perm);
-  }
-  const at::Tensor kept_idx = std::get<0>(at::sort(at::cat(kept)));
-  const at::Tensor held_idx = std::get<0>(at::sort(at::cat(held)));
-  return {all.subset(kept_idx), all.subset(held_idx)};
+  return {all.subset(as_tensor(parts.train)), all.subset(as_tensor(parts.test))};
 }
 
 at::Tensor images_to_float(const at::Tensor& images) {

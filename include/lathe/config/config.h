@@ -21,11 +21,13 @@ struct RunSection {
   bool deterministic = false;      ///< deterministic algorithms (bit-identical reruns on CPU)
 };
 
-/// data: the source and how it is split and batched.
+/// data: the source and how it is split, preprocessed and batched.
 struct DataSection {
-  std::string source = "idx";      ///< idx (the MNIST family; more sources in the data issue)
-  std::string path;                ///< folder holding the source's files (required)
+  std::string source = "idx";      ///< idx | csv | image_folder | text | text_csv
+  std::string path;                ///< the source's folder or file (required)
+  std::string test_path;           ///< a separate test file/folder (csv, text_csv); empty = split off
   double val_fraction = 0.1;       ///< part of the training set held out for validation
+  double test_fraction = 0.1;      ///< part held out for test when the source has no test set
   int64_t batch_size = 128;
   int64_t eval_batch_size = 1000;
   int64_t limit_train = 0;         ///< use only the first N training records (0 = all)
@@ -33,6 +35,24 @@ struct DataSection {
   std::vector<int64_t> classes;    ///< keep only these class ids, relabelled 0..k-1 in this order
   std::vector<double> mean;        ///< per-channel normalisation; empty = computed on train
   std::vector<double> std;
+  int num_workers = -1;            ///< loader threads; -1 = half the cores (at least 1)
+  bool skip_bad_records = false;   ///< skip malformed CSV rows / unreadable images (counted) instead of failing
+  // csv and text_csv
+  std::string target;              ///< the target (label) column
+  std::string task = "auto";       ///< auto | classification | regression
+  std::string impute = "none";     ///< every column: none | drop | mean | median | most_frequent | constant
+  std::string outliers = "none";   ///< every numeric column: none | zscore | iqr
+  std::string scale = "standard";  ///< every numeric column: none | standard | minmax
+  std::string encode = "onehot";   ///< every categorical column: onehot | label
+  Params columns{"data.columns"};  ///< per column: name: [impute=median, scale=minmax, ...]
+  // images
+  int64_t image_size = 0;          ///< train/eval size (square); 0 = as stored (idx) / 224 (folders)
+  std::vector<std::string> augment;  ///< train only: random_crop[:pad], hflip, random_resized_crop
+  // text
+  int64_t seq_len = 128;           ///< text: window length in bytes
+  std::string vocab;               ///< text_csv: a BERT vocab.txt
+  int64_t max_length = 128;        ///< text_csv: tokens per record ([CLS] ... [SEP] [PAD]...)
+  std::string text_column = "text";  ///< text_csv: the column holding the text
 };
 
 /// model: a zoo name plus that model's own options (checked by the model's factory), and how

@@ -1,0 +1,68 @@
+// Images: JPEG (libjpeg-turbo) and PNG (libpng) decoding, and the image-folder dataset.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "lathe/data/dataset.h"
+
+namespace lathe::data {
+
+/// Decodes a JPEG or PNG held in memory (the format is told by its signature) into (C, H, W)
+/// uint8 with C = `channels` (3: RGB, 1: grey). JPEGs are decoded at the smallest DCT scale
+/// (1/8 .. 1) whose shorter side is still >= `min_side` (0: full size) — much faster when the
+/// image is larger than the training resolution. `origin` names the image in errors.
+at::Tensor decode_image(std::string_view bytes, const std::string& origin, int channels = 3,
+                        int min_side = 0);
+
+/// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
+/// naming it.
+at::Tensor read_image(const std::filesystem::path& file, int channels = 3, int min_side = 0);
+
+/// Encodes (C, H, W) uint8 (C = 1 or 3) as a JPEG of `quality` (1..100), for tests and tools.
+std::string encode_jpeg(const at::Tensor& image, int quality = 90);
+
+/// Encodes (C, H, W) uint8 (C = 1 or 3) as a PNG.
+std::string encode_png(const at::Tensor& image);
+
+/// How an image folder is read.
+struct ImageFolderOptions {
+  int channels = 3;  ///< 3 (RGB) or 1 (grey)
+  int min_side = 0;  ///< decode JPEGs at a reduced scale down to this shorter side (0: full)
+  bool skip_bad_files = false;  ///< check every header up front and leave out unreadable files
+};
+
+/// One subfolder per class (classes sorted by name, ids 0..K-1), images (.jpg, .jpeg, .png, any
+/// case) sorted by path. get(i) = ((C, H, W) uint8, class id). Sizes may differ between images:
+/// give the loader a transform that makes them equal (resize, crops).
+///
+///   auto train = std::make_shared<ImageFolder>("data/flowers/train");
+///   train->classes();   // {"daisy", "rose", "tulip"}
+class ImageFolder : public Dataset {
+ public:
+  explicit ImageFolder(const std::filesystem::path& root, ImageFolderOptions options = {});
+  int64_t size() const override { return static_cast<int64_t>(files_.size()); }
+  Example get(int64_t index) const override;
+
+  const std::vector<std::string>& classes() const { return classes_; }
+  const std::filesystem::path& file(int64_t index) const {
+    return files_[static_cast<size_t>(index)];
+  }
+  int64_t label(int64_t index) const { return labels_[static_cast<size_t>(index)]; }
+  /// Files left out because they could not be read (skip_bad_files).
+  int64_t skipped() const { return skipped_; }
+
+ private:
+  ImageFolderOptions options_;
+  std::vector<std::string> classes_;
+  std::vector<std::filesystem::path> files_;
+  std::vector<int64_t> labels_;
+  int64_t skipped_ = 0;
+};
+
+}  // namespace lathe::data

@@ -1,0 +1,55 @@
+// From a run config's data section to train/val/test datasets, their transforms and loaders.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lathe/config/config.h"
+#include "lathe/data/dataset.h"
+#include "lathe/data/loader.h"
+
+namespace lathe::data {
+
+/// The three splits of a run's data and everything fitted on the training split.
+struct DataSplits {
+  std::shared_ptr<const Dataset> train, val, test;
+  Transform train_transform;         ///< augmentation + normalisation, run in loader workers
+  Transform eval_transform;          ///< deterministic resizing + normalisation (val, test)
+  std::string task;                  ///< classification | regression | language_model
+  std::vector<std::string> classes;  ///< class names in id order (classification)
+  std::vector<double> mean, std;     ///< image normalisation applied by the transforms
+  std::string preprocessing_json;    ///< csv: the fitted TabularPreprocessor (save with the run)
+  std::vector<int64_t> input_shape;  ///< one record's input shape after the transforms
+  int64_t vocab_size = 0;            ///< text: 256 (bytes) or the WordPiece vocabulary
+  int64_t skipped = 0;               ///< bad records left out (skip_bad_records)
+};
+
+/// Loads `cfg.source` and splits it, seeded by `seed`:
+///  - idx: the MNIST layout's train/t10k files; val_fraction of train held out (stratified);
+///    mean/std from the config or the training split; records are [0, 1] float (1, H, W).
+///  - csv: one file (target column `cfg.target`), split val/test by fraction (stratified for
+///    classification) or with `cfg.test_path` as the test set; preprocessing fitted on train.
+///  - image_folder: `path/train` and `path/test` (and `path/val`) when present, else `path` split
+///    by fraction, stratified; records are uint8 (3, H, W), made image_size² by the transforms.
+///  - text: a byte corpus in seq_len windows, split in order (train, then val, then test).
+///  - text_csv: (text_column, target) rows tokenized with the WordPiece `vocab`, stratified.
+/// Errors name the file and line or index; config mistakes are ConfigErrors naming the key.
+///
+///   DataSplits splits = lathe::data::load_splits(cfg.data, cfg.run.seed);
+///   auto loaders = lathe::data::make_loaders(cfg.data, splits, cfg.run.seed);
+DataSplits load_splits(const config::DataSection& cfg, uint64_t seed);
+
+/// Loaders over the splits: train shuffled with train_transform, val and test in order with
+/// eval_transform and eval_batch_size; all with cfg.num_workers.
+struct Loaders {
+  std::unique_ptr<DataLoader> train, val, test;
+};
+Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed);
+
+/// The image transforms `augment` names ("random_crop[:pad]", "hflip[:p]",
+/// "random_resized_crop[:min_scale]"), for images of `size`²; ConfigError on an unknown name.
+std::vector<Transform> parse_augment(const std::vector<std::string>& augment, int64_t size);
+
+}  // namespace lathe::data

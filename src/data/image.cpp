@@ -1,0 +1,211 @@
+// JPEG (TurboJPEG) and PNG (libpng simplified API) coding, and the one-folder-per-class dataset.
+#include "lathe/data/image.h"
+
+#include <png.h>
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cctype>
+#include <memory>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/scalar_tensor.h>
+
+#include "lathe/core/error.h"
+#include "lathe/core/log.h"
+#include "read_file.h"
+
+namespace lathe::data {
+namespace {
+
+/// One TurboJPEG handle per thread and direction, destroyed with the thread.
+struct TjHandle {
+  tjhandle h;
+  explicit TjHandle(bool compress) : h(compress ? tjInitCompress() : tjInitDecompress()) {}
+  ~TjHandle() {
+    if (h != nullptr) tjDestroy(h);
+  }
+  TjHandle(const TjHandle&) = delete;
+  TjHandle& operator=(const TjHandle&) = delete;
+};
+
+tjhandle decompressor() {
+  thread_local TjHandle handle(false);
+  LATHE_CHECK(handle.h != nullptr, DataError, "cannot start the JPEG decoder: {}",
+              tjGetErrorStr2(nullptr));
+  return handle.h;
+}
+
+bool is_jpeg(std::string_view b) { return b.size() >= 3 && b.substr(0, 3) == "\xFF\xD8\xFF"; }
+bool is_png(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1A\n"; }
+
+/// (H, W, C) interleaved pixels → a (C, H, W) view of them (channels-last strides, as
+/// torchvision's decode_jpeg): ATen's fast uint8 resize works on this layout; collation copies.
+at::Tensor hwc_to_chw(at::Tensor hwc) { return hwc.permute({2, 0, 1}); }
+
+at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int channels,
+                       int min_side) {
+  tjhandle h = decompressor();
+  const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto size = static_cast<unsigned long>(bytes.size());
+  int width = 0, height = 0, subsamp = 0, colorspace = 0;
+  LATHE_CHECK(tjDecompressHeader3(h, src, size, &width, &height, &subsamp, &colorspace) == 0,
+              DataError, "{}: not a readable JPEG: {}", origin, tjGetErrorStr2(h));
+  // The smallest scale whose shorter side still reaches min_side (scales come largest first).
+  int out_w = width, out_h = height;
+  if (min_side > 0) {
+    int n = 0;
+    const tjscalingfactor* factors = tjGetScalingFactors(&n);
+    for (int i = 0; i < n; ++i) {
+      const tjscalingfactor f = factors[i];
+      if (f.num > f.denom) continue;  // no upscaling
+      const int w = TJSCALED(width, f), hh = TJSCALED(height, f);
+      if (std::min(w, hh) >= min_side && w * hh < out_w * out_h) {
+        out_w = w;
+        out_h = hh;
+      }
+    }
+  }
+  at::Tensor hwc = at::empty({out_h, out_w, channels}, at::TensorOptions().dtype(at::kByte));
+  const int rc = tjDecompress2(h, src, size, hwc.data_ptr<uint8_t>(), out_w, 0, out_h,
+                               channels == 3 ? TJPF_RGB : TJPF_GRAY, 0);
+  LATHE_CHECK(rc == 0, DataError, "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height,
+              tjGetErrorStr2(h));
+  return hwc_to_chw(hwc);  // (C, H, W)
+}
+
+at::Tensor decode_png(std::string_view bytes, const std::string& origin, int channels) {
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  LATHE_CHECK(png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()) != 0, DataError,
+              "{}: not a readable PNG: {}", origin, img.message);
+  img.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  at::Tensor hwc =
+      at::empty({static_cast<int64_t>(img.height), static_cast<int64_t>(img.width), channels},
+                at::TensorOptions().dtype(at::kByte));
+  const int ok = png_image_finish_read(&img, nullptr, hwc.data_ptr<uint8_t>(), 0, nullptr);
+  if (ok == 0) {
+    const std::string msg = img.message;
+    png_image_free(&img);
+    throw DataError(fmt::format("{}: cannot decode the PNG: {}", origin, msg));
+  }
+  return hwc_to_chw(hwc);  // (C, H, W)
+}
+
+/// (C, H, W) uint8 → contiguous (H, W, C) and its channel count, checked.
+at::Tensor to_hwc(const at::Tensor& image, const char* what) {
+  LATHE_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3) &&
+                  image.scalar_type() == at::kByte,
+              DataError, "{} wants a (C, H, W) uint8 image with C = 1 or 3, got {} {}", what,
+              c10::toString(image.scalar_type()), image.sizes());
+  return image.permute({1, 2, 0}).contiguous();
+}
+
+bool is_image_name(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+}  // namespace
+
+at::Tensor decode_image(std::string_view bytes, const std::string& origin, int channels,
+                        int min_side) {
+  LATHE_CHECK(channels == 1 || channels == 3, DataError,
+              "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, origin, channels, min_side);
+  if (is_png(bytes)) return decode_png(bytes, origin, channels);
+  throw DataError(
+      fmt::format("{}: neither a JPEG nor a PNG ({} bytes; a JPEG starts with "
+                  "FF D8 FF, a PNG with 89 50 4E 47)",
+                  origin, bytes.size()));
+}
+
+at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side) {
+  return decode_image(detail::read_file(file, "image"), file.string(), channels, min_side);
+}
+
+std::string encode_jpeg(const at::Tensor& image, int quality) {
+  const at::Tensor hwc = to_hwc(image, "encode_jpeg");
+  thread_local TjHandle handle(true);
+  const bool grey = hwc.size(2) == 1;
+  unsigned char* out = nullptr;
+  unsigned long size = 0;
+  const int rc = tjCompress2(handle.h, hwc.data_ptr<uint8_t>(), static_cast<int>(hwc.size(1)), 0,
+                             static_cast<int>(hwc.size(0)), grey ? TJPF_GRAY : TJPF_RGB, &out,
+                             &size, grey ? TJSAMP_GRAY : TJSAMP_420, quality, 0);
+  std::unique_ptr<unsigned char, void (*)(unsigned char*)> owned(out, tjFree);
+  LATHE_CHECK(rc == 0, DataError, "cannot encode a JPEG: {}", tjGetErrorStr2(handle.h));
+  return {reinterpret_cast<const char*>(out), size};
+}
+
+std::string encode_png(const at::Tensor& image) {
+  const at::Tensor hwc = to_hwc(image, "encode_png");
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(hwc.size(1));
+  img.height = static_cast<png_uint_32>(hwc.size(0));
+  img.format = hwc.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;
+  LATHE_CHECK(
+      png_image_write_to_memory(&img, nullptr, &size, 0, hwc.data_ptr<uint8_t>(), 0, nullptr) != 0,
+      DataError, "cannot encode a PNG: {}", img.message);
+  std::string out(size, '\0');
+  LATHE_CHECK(png_image_write_to_memory(&img, out.data(), &size, 0, hwc.data_ptr<uint8_t>(), 0,
+                                        nullptr) != 0,
+              DataError, "cannot encode a PNG: {}", img.message);
+  out.resize(size);
+  return out;
+}
+
+ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions options)
+    : options_(options) {
+  namespace fs = std::filesystem;
+  LATHE_CHECK(fs::is_directory(root), DataError,
+              "{}: no such folder (an image folder holds one subfolder of images per class)",
+              root.string());
+  LATHE_CHECK(options_.channels == 1 || options_.channels == 3, DataError,
+              "{}: channels must be 1 or 3, got {}", root.string(), options_.channels);
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  LATHE_CHECK(!dirs.empty(), DataError, "{}: no class subfolders (expected {}/<class>/<image>.jpg)",
+              root.string(), root.string());
+  for (const auto& dir : dirs) {
+    std::vector<fs::path> images;
+    for (const auto& e : fs::recursive_directory_iterator(dir))
+      if (e.is_regular_file() && is_image_name(e.path())) images.push_back(e.path());
+    std::sort(images.begin(), images.end());
+    const auto id = static_cast<int64_t>(classes_.size());
+    classes_.push_back(dir.filename().string());
+    for (auto& f : images) {
+      if (options_.skip_bad_files) {
+        try {
+          const std::string bytes = detail::read_file(f, "image");
+          decode_image(bytes, f.string(), options_.channels, /*min_side=*/1);
+        } catch (const DataError& e) {
+          if (skipped_++ == 0) log::warn("skipping unreadable image: {}", e.what());
+          continue;
+        }
+      }
+      files_.push_back(std::move(f));
+      labels_.push_back(id);
+    }
+  }
+  if (skipped_ > 0) log::warn("{}: skipped {} unreadable image(s)", root.string(), skipped_);
+  LATHE_CHECK(!files_.empty(), DataError,
+              "{}: no images (.jpg, .jpeg, .png) in its {} class folders", root.string(),
+              classes_.size());
+}
+
+Example ImageFolder::get(int64_t index) const {
+  LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
+              size());
+  const auto i = static_cast<size_t>(index);
+  return {read_image(files_[i], options_.channels, options_.min_side),
+          at::scalar_tensor(labels_[i], at::TensorOptions().dtype(at::kLong))};
+}
+
+}  // namespace lathe::data

@@ -1,0 +1,164 @@
+// Data: load_splits for every source from a run config's data section, and make_loaders.
+#include <ATen/ATen.h>
+
+#include "lathe/config/config.h"
+#include "lathe/core/error.h"
+#include "lathe/data/image.h"
+#include "lathe/data/sources.h"
+#include "tests/unit/data_support.h"
+
+using lathe::ConfigError;
+using lathe::DataError;
+using lathe::testing::expect_error;
+using lathe::testing::TempDir;
+using namespace lathe::data;
+
+namespace {
+
+lathe::config::DataSection data_section(const std::string& yaml) {
+  return lathe::config::parse_config("data:\n" + yaml + "model: {name: convnet}\n", "run.yaml")
+      .data;
+}
+
+}  // namespace
+
+TEST(Sources, CsvIrisSplitsStratifiedAndPreprocessesFromConfig) {
+  const auto cfg = data_section(
+      "  source: csv\n"
+      "  path: " +
+      lathe::testing::source_dir() +
+      "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
+      "  target: virginica\n"  // scikit-learn's first line is a count, not names
+      "  batch_size: 32\n"
+      "  num_workers: 1\n"
+      "  columns:\n"
+      "    '4': [scale=minmax]\n");
+  EXPECT_EQ(cfg.columns.values().at("4").items, (std::vector<std::string>{"scale=minmax"}));
+  const DataSplits s = load_splits(cfg, 42);
+  EXPECT_EQ(s.train->size(), 120);
+  EXPECT_EQ(s.val->size(), 15);
+  EXPECT_EQ(s.test->size(), 15);
+  EXPECT_EQ(s.task, "classification");
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"0", "1", "2"}));
+  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{4}));
+  EXPECT_NE(s.preprocessing_json.find("\"scale\": \"minmax\""), std::string::npos);
+  const TensorDataset train = materialize(*s.train);
+  // Fitted on train: standardised columns have mean 0 and std 1 there (population std).
+  EXPECT_NEAR(train.inputs.select(1, 0).mean().item<double>(), 0.0, 1e-5);
+  EXPECT_NEAR(train.inputs.select(1, 0).std(/*unbiased=*/false).item<double>(), 1.0, 1e-5);
+  EXPECT_NEAR(train.inputs.select(1, 1).min().item<double>(), 0.0, 1e-6);  // column '4': min-max
+  EXPECT_TRUE(at::bincount(materialize(*s.test).targets).equal(at::full({3}, 5, at::kLong)));
+  Loaders loaders = make_loaders(cfg, s, 42);
+  auto b = loaders.train->next();
+  EXPECT_EQ(b->inputs.sizes(), (std::vector<int64_t>{32, 4}));
+  EXPECT_EQ(loaders.test->num_batches(), 1);
+  // A bad per-column step names the config line.
+  expect_error<ConfigError>(
+      [&] {
+        load_splits(
+            data_section("  source: csv\n  path: " + lathe::testing::source_dir() +
+                         "/.venv/lib/python3.11/site-packages/sklearn/datasets/data/iris.csv\n"
+                         "  target: virginica\n  columns:\n    '4': [scale=big]\n"),
+            1);
+      },
+      {"run.yaml:6", "scale = 'big' is not one of: none, standard, minmax"});
+}
+
+TEST(Sources, ConfigErrorsForDataKeys) {
+  expect_error<ConfigError>([] { data_section("  source: parquet\n  path: x\n"); },
+                            {"data.source = 'parquet' must be one of idx, csv"});
+  expect_error<ConfigError>(
+      [] { data_section("  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
+      {"data.val_fraction + data.test_fraction = 1.1"});
+  expect_error<ConfigError>([] { load_splits(data_section("  source: csv\n  path: x.csv\n"), 1); },
+                            {"data.target"});
+  expect_error<ConfigError>([] { parse_augment({"jitter"}, 28); },
+                            {"unknown augmentation 'jitter'"});
+  // The resolved config writes the new keys and reads them back unchanged.
+  const auto cfg = lathe::config::parse_config(
+      "data: {source: csv, path: a.csv, target: y, augment: [hflip], columns: {a: [impute=mean]}}\n"
+      "model: {name: convnet}\n",
+      "run.yaml");
+  const auto again = lathe::config::parse_config(lathe::config::to_yaml(cfg), "resolved.yaml");
+  EXPECT_EQ(again.data.augment, (std::vector<std::string>{"hflip"}));
+  EXPECT_EQ(again.data.target, "y");
+  EXPECT_EQ(again.data.columns.values().at("a").items, (std::vector<std::string>{"impute=mean"}));
+}
+
+TEST(Sources, IdxWithAugmentationThroughTheLoader) {
+  const auto cfg = data_section(std::string("  path: ") + lathe::testing::kFashionMnist +
+                                "\n  limit_train: 2000\n  limit_test: 500\n  batch_size: 64\n"
+                                "  num_workers: 2\n  augment: [random_crop, hflip]\n");
+  const DataSplits s = load_splits(cfg, 7);
+  EXPECT_EQ(s.train->size() + s.val->size(), 2000);
+  EXPECT_NEAR(s.val->size(), 200, 5);  // 10% of each class, rounded per class
+  EXPECT_EQ(s.test->size(), 500);
+  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{1, 28, 28}));
+  Loaders l = make_loaders(cfg, s, 7);
+  l.train->set_epoch(0);
+  const Batch b = *l.train->next();
+  EXPECT_EQ(b.inputs.sizes(), (std::vector<int64_t>{64, 1, 28, 28}));
+  EXPECT_EQ(b.targets.scalar_type(), at::kLong);
+  // Eval batches are normalised with the training split's statistics: mean ≈ 0, std ≈ 1.
+  const Batch v = *l.val->next();
+  EXPECT_NEAR(v.inputs.mean().item<double>(), 0.0, 0.1);
+  EXPECT_NEAR(v.inputs.std().item<double>(), 1.0, 0.1);
+}
+
+TEST(Sources, ImageFolderAndTextCorpus) {
+  TempDir dir;
+  for (const char* cls : {"ant", "bee"})
+    for (int i = 0; i < 10; ++i) {
+      std::filesystem::create_directories(dir / "imgs" / cls);
+      const at::Tensor img = at::randint(0, 255, {3, 20 + i, 30 - i}, at::kByte);
+      lathe::testing::write_text(
+          dir / "imgs" / cls / fmt::format("{}.{}", i, i % 2 ? "png" : "jpg"),
+          i % 2 ? encode_png(img) : encode_jpeg(img));
+    }
+  const auto cfg = data_section("  source: image_folder\n  path: " + (dir / "imgs").string() +
+                                "\n  image_size: 16\n  batch_size: 4\n  val_fraction: 0.2\n"
+                                "  test_fraction: 0.2\n  augment: [random_resized_crop, hflip]\n");
+  const DataSplits s = load_splits(cfg, 3);
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"ant", "bee"}));
+  EXPECT_EQ(s.train->size(), 12);
+  EXPECT_EQ(s.test->size(), 4);
+  Loaders l = make_loaders(cfg, s, 3);
+  EXPECT_EQ(l.train->next()->inputs.sizes(), (std::vector<int64_t>{4, 3, 16, 16}));
+  EXPECT_EQ(l.test->next()->inputs.sizes(), (std::vector<int64_t>{4, 3, 16, 16}));
+
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += fmt::format("line {} of the corpus.\n", i);
+  lathe::testing::write_text(dir / "corpus.txt", text);
+  const auto tcfg = data_section("  source: text\n  path: " + (dir / "corpus.txt").string() +
+                                 "\n  seq_len: 32\n");
+  const DataSplits t = load_splits(tcfg, 1);
+  const int64_t windows = (static_cast<int64_t>(text.size()) - 33) / 32 + 1;
+  EXPECT_EQ(t.train->size() + t.val->size() + t.test->size(), windows);
+  EXPECT_EQ(t.vocab_size, 256);
+  const Example first_test = t.test->get(0);  // the test part is the corpus' tail
+  EXPECT_EQ(first_test.input[0].item<int64_t>(),
+            static_cast<unsigned char>(text[static_cast<size_t>((windows - t.test->size()) * 32)]));
+}
+
+TEST(Sources, TextCsvTokenizesWithTheVocabulary) {
+  TempDir dir;
+  lathe::testing::run_oracle("wordpiece_oracle.py", dir);
+  const std::string common = "  source: text_csv\n  path: " + (dir / "reviews.csv").string() +
+                             "\n  vocab: " + (dir / "vocab.txt").string() +
+                             "\n  target: label\n  max_length: 12\n";
+  const DataSplits s =
+      load_splits(data_section(common + "  val_fraction: 0\n  test_fraction: 0\n"), 1);
+  EXPECT_EQ(s.train->size(), 3);
+  EXPECT_EQ(s.classes, (std::vector<std::string>{"neg", "pos"}));
+  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{12}));
+  EXPECT_GT(s.vocab_size, 700);
+  // A separate test file: its records become the test split as they are.
+  const DataSplits t =
+      load_splits(data_section(common + "  test_path: " + (dir / "reviews.csv").string() +
+                               "\n  val_fraction: 0\n"),
+                  1);
+  EXPECT_EQ(t.test->size(), 3);
+  EXPECT_TRUE(t.test->get(1).input.equal(s.train->get(1).input));
+  expect_error<ConfigError>(
+      [&] { load_splits(data_section("  source: text_csv\n  path: x.csv\n"), 1); }, {"data.vocab"});
+}
