@@ -12,7 +12,7 @@ DEB_PACKAGES=(
   libprotobuf-dev protobuf-compiler libonnx-dev
   libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libturbojpeg0-dev libpng-dev libicu-dev zlib1g-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist fortunes
   python3 python3-venv
 )
 
@@ -47,3 +47,6 @@ else
   .venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# The CSV recipes' data (wine, diabetes) from scikit-learn's bundled copies.
+.venv/bin/python scripts/make_datasets.py datasets

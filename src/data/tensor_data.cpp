@@ -102,7 +102,7 @@ void TensorLoader::set_epoch(int64_t epoch) {
   order_ = at::randperm(data_.size(), gen, at::TensorOptions().dtype(at::kLong));
 }
 
-Batch TensorLoader::batch(int64_t i) const {
+Batch TensorLoader::batch(int64_t i) {
   LATHE_CHECK(i >= 0 && i < num_batches(), DataError, "batch {} out of range [0, {})", i,
               num_batches());
   const int64_t start = i * batch_size_;

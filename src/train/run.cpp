@@ -17,6 +17,8 @@
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/idx.h"
+#include "lathe/data/loader.h"
+#include "lathe/data/sources.h"
 #include "lathe/optim/optimizer.h"
 #include "models/registry.h"
 
@@ -69,6 +71,32 @@ RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
   return out;
 }
 
+RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed) {
+  RunLoaders out;
+  if (cfg.source == "idx") {  // in memory: the MNIST family fits, and data.classes applies
+    RunData d = load_run_data(cfg, seed);
+    out.train = std::make_unique<data::TensorLoader>(d.train, cfg.batch_size, true, seed);
+    out.val = std::make_unique<data::TensorLoader>(d.val, cfg.eval_batch_size, false, seed);
+    out.test = std::make_unique<data::TensorLoader>(d.test, cfg.eval_batch_size, false, seed);
+    out.mean = d.mean;
+    out.std = d.std;
+    return out;
+  }
+  LATHE_CHECK(cfg.classes.empty(), ConfigError,
+              "data.classes is supported for source idx only (got source {})", cfg.source);
+  const data::DataSplits splits = data::load_splits(cfg, seed);
+  data::Loaders loaders = data::make_loaders(cfg, splits, seed);
+  out.train = std::move(loaders.train);
+  out.val = std::move(loaders.val);
+  out.test = std::move(loaders.test);
+  out.mean = splits.mean;
+  out.std = splits.std;
+  out.preprocessing_json = splits.preprocessing_json;
+  if (splits.skipped > 0)
+    log::warn("{}: {} bad records skipped (data.skip_bad_records)", cfg.path, splits.skipped);
+  return out;
+}
+
 namespace {
 
 void write_json(const std::filesystem::path& file, const Metrics& m) {
@@ -97,14 +125,18 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   log::info("run {} → {} (device {}, {} threads, seed {})", cfg.run.name, result.run_dir.string(),
             device.str(), at::get_num_threads(), cfg.run.seed);
 
-  RunData data = load_run_data(cfg.data, cfg.run.seed);
-  cfg.data.mean = data.mean;  // the resolved config records the normalisation actually used
-  cfg.data.std = data.std;
-  log::info("data: {} train / {} val / {} test records from {}", data.train.size(),
-            data.val.size(), data.test.size(), cfg.data.path);
-  LATHE_CHECK(data.train.size() > 0, DataError,
+  RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed);
+  if (!data.mean.empty()) {  // the resolved config records the normalisation actually used
+    cfg.data.mean = data.mean;
+    cfg.data.std = data.std;
+  }
+  log::info("data: {} train / {} val / {} test records from {}", data.train->size(),
+            data.val->size(), data.test->size(), cfg.data.path);
+  LATHE_CHECK(data.train->size() > 0, DataError,
               "{}: no training records left (limit_train {}, val_fraction {})", cfg.data.path,
               cfg.data.limit_train, cfg.data.val_fraction);
+  if (!data.preprocessing_json.empty())
+    write_file_atomic(result.run_dir / "preprocessing.json", data.preprocessing_json);
   const std::string config_yaml = config::to_yaml(cfg);
   write_file_atomic(result.run_dir / "config.yaml", config_yaml);
   const std::filesystem::path resume_from =
@@ -120,10 +152,9 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
       cfg.optim, *model.ptr(),
       {cfg.model.head, cfg.model.backbone_lr_scale, cfg.model.unfreeze_at_epoch > 0});
 
-  data::TensorLoader train_loader(data.train, cfg.data.batch_size, /*shuffle=*/true,
-                                  cfg.run.seed);
-  data::TensorLoader val_loader(data.val, cfg.data.eval_batch_size, false, cfg.run.seed);
-  data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
+  data::BatchSource& train_loader = *data.train;
+  data::BatchSource& val_loader = *data.val;
+  data::BatchSource& test_loader = *data.test;
   const int64_t steps_per_epoch = Trainer::planned_steps(
       [&] { auto t = cfg.trainer; t.max_epochs = 1; t.max_steps = 0; return t; }(),
       train_loader.num_batches());
@@ -151,7 +182,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
 
   ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
                      {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
-  if (data.test.size() > 0) {
+  if (test_loader.size() > 0) {
     result.test = trainer.test(test_loader);
     Metrics logged;
     for (const auto& [k, v] : result.test) logged["test/" + k] = v;
@@ -163,7 +194,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     std::string line;
     for (const auto* k : {"accuracy", "f1_macro", "roc_auc", "perplexity", "r2", "rmse", "loss"})
       if (result.test.count(k)) line += fmt::format(" {} {:.4f}", k, result.test.at(k));
-    log::info("test:{} ({} records)", line, data.test.size());
+    log::info("test:{} ({} records)", line, test_loader.size());
   }
   log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
             "model.safetensors, test_metrics.json}} in {:.1f}s",
@@ -219,15 +250,14 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
               run_dir.string());
   const config::RunConfig cfg = config::load_config(config_file, overrides);
   const c10::Device device = prepare_runtime(cfg);
-  RunData data = load_run_data(cfg.data, cfg.run.seed);
-  LATHE_CHECK(data.test.size() > 0, DataError, "{}: the test split is empty", cfg.data.path);
+  RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed);
+  LATHE_CHECK(data.test->size() > 0, DataError, "{}: the test split is empty", cfg.data.path);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
   ckpt::load_weights_any(*model.ptr(), file, /*strict=*/true);  // .safetensors or torch.save .pt
   model.ptr()->to(device);
-  data::TensorLoader test_loader(data.test, cfg.data.eval_batch_size, false, cfg.run.seed);
-  return evaluate(model, Task(cfg.task), test_loader, device, cfg.trainer.precision);
+  return evaluate(model, Task(cfg.task), *data.test, device, cfg.trainer.precision);
 }
 
 }  // namespace lathe::train

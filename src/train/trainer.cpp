@@ -114,7 +114,7 @@ void Trainer::optimizer_step() {
   ++progress_.step;
 }
 
-void Trainer::run_validation(data::TensorLoader& val) {
+void Trainer::run_validation(data::BatchSource& val) {
   last_val_ = prefixed("val", validate(val));
   log("val", last_val_);
   if (schedules_.lr.spec().name == "plateau") {
@@ -129,7 +129,7 @@ void Trainer::run_validation(data::TensorLoader& val) {
   for (auto& cb : callbacks_) cb->on_validation_end(*this, last_val_);
 }
 
-Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val) {
+Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
   auto& module = *model_.ptr();
   module.train(true);
   const int64_t epoch = progress_.epoch + 1;
@@ -186,8 +186,8 @@ Metrics Trainer::train_epoch(data::TensorLoader& train, data::TensorLoader* val)
   return meter->compute();
 }
 
-std::vector<EpochRecord> Trainer::fit(data::TensorLoader& train, data::TensorLoader* val) {
-  if (val != nullptr && val->dataset().size() == 0) val = nullptr;
+std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSource* val) {
+  if (val != nullptr && val->size() == 0) val = nullptr;
   optimizer_.optimizer->zero_grad(/*set_to_none=*/true);
   for (auto& cb : callbacks_) cb->on_fit_start(*this);
   std::vector<EpochRecord> history;
@@ -221,7 +221,7 @@ std::vector<EpochRecord> Trainer::fit(data::TensorLoader& train, data::TensorLoa
   return history;
 }
 
-Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::TensorLoader& loader,
+Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
                  c10::Device device, const std::string& precision) {
   auto& module = *model.ptr();
   const bool was_training = module.is_training();
@@ -243,11 +243,11 @@ Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::TensorLoad
   return meter->compute();
 }
 
-Metrics Trainer::validate(data::TensorLoader& loader) {
+Metrics Trainer::validate(data::BatchSource& loader) {
   return evaluate(model_, task_, loader, device_, cfg_.precision);
 }
 
-at::Tensor Trainer::predict(data::TensorLoader& loader) {
+at::Tensor Trainer::predict(data::BatchSource& loader) {
   auto& module = *model_.ptr();
   const bool was_training = module.is_training();
   module.eval();

@@ -405,3 +405,34 @@ TEST(Run, SameSeedDeterministicModeGivesTheSameLossCurveBitForBit) {
   EXPECT_GE(a.size(), 5u);
   EXPECT_EQ(a, curve("b"));
 }
+
+TEST(Recipes, EachRunsEndToEndAtSmallSize) {
+  // Every recipe in configs/ trains a few steps, validates, tests and writes its run folder.
+  // The CSV data sets come from scripts/make_datasets.py (run by scripts/bootstrap.sh).
+  TempDir dir;
+  const std::string src = lathe::testing::source_dir();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> recipes = {
+      {"wine_mlp.yaml", {"data.path=" + src + "/datasets/wine.csv", "trainer.max_epochs=3"}},
+      {"diabetes_regression.yaml",
+       {"data.path=" + src + "/datasets/diabetes.csv", "trainer.max_epochs=3"}},
+      {"fortunes_char_lstm.yaml",
+       {"trainer.max_steps=8", "data.limit_train=400", "model.hidden_size=32"}},
+      {"fortunes_gpt.yaml", {"trainer.max_steps=8", "data.limit_train=400", "model.n_layer=1"}},
+      {"fashion_cnn.yaml", {"trainer.max_steps=8", "data.limit_train=1000", "data.limit_test=200"}},
+  };
+  for (const auto& [file, extra] : recipes) {
+    SCOPED_TRACE(file);
+    std::vector<std::string> o = {"run.dir=" + dir.path().string(), "trainer.progress=none",
+                                  "trainer.tensorboard=false", "trainer.log_every_n_steps=2"};
+    o.insert(o.end(), extra.begin(), extra.end());
+    const auto cfg = config::load_config(src + "/configs/" + file, o);
+    const auto result = train::train_from_config(cfg);
+    ASSERT_FALSE(result.history.empty());
+    EXPECT_TRUE(std::isfinite(result.history.back().train.at("loss")));
+    EXPECT_FALSE(result.test.empty());
+    const char* key = cfg.task.kind == "lm" ? "perplexity"
+                      : cfg.task.kind == "regression" ? "r2" : "accuracy";
+    EXPECT_TRUE(result.test.count(key)) << key;
+    EXPECT_TRUE(std::filesystem::exists(cfg.run_dir() / "model.safetensors"));
+  }
+}

@@ -119,8 +119,15 @@ struct OptimSection {
   double alpha = 0.99;             ///< rmsprop smoothing
   std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (on CUDA), true, false
   ScheduleSection schedule;        ///< learning rate
-  ScheduleSection momentum_schedule{.name = "none"};      ///< momentum / beta1; none = fixed
-  ScheduleSection weight_decay_schedule{.name = "none"};  ///< weight decay; none = fixed
+  ScheduleSection momentum_schedule = off();      ///< momentum / beta1; name none = fixed
+  ScheduleSection weight_decay_schedule = off();  ///< weight decay; name none = fixed
+
+  /// A schedule named "none": the optimizer's value stays as configured.
+  static ScheduleSection off() {
+    ScheduleSection s;
+    s.name = "none";
+    return s;
+  }
 };
 
 /// task: what is learnt, its loss and its metrics.

@@ -71,7 +71,7 @@ struct LoaderPosition {
 ///     loader.set_epoch(epoch);
 ///     while (auto batch = loader.next()) train_step(to_device(*batch, device));
 ///   }
-class DataLoader {
+class DataLoader : public BatchSource {
  public:
   DataLoader(std::shared_ptr<const Dataset> data, LoaderOptions options);
   ~DataLoader();
@@ -79,7 +79,8 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   /// Batches per epoch.
-  int64_t num_batches() const;
+  int64_t num_batches() const override;
+  int64_t size() const override { return data_->size(); }
   int64_t batch_size() const { return options_.batch_size; }
   const Dataset& dataset() const { return *data_; }
   const LoaderOptions& options() const { return options_; }
@@ -87,7 +88,7 @@ class DataLoader {
   int num_workers() const { return workers_count_; }
 
   /// Starts `epoch` from its first batch.
-  void set_epoch(int64_t epoch) { restore({epoch, 0}); }
+  void set_epoch(int64_t epoch) override { restore({epoch, 0}); }
   /// Continues at `position` (same seed and dataset → the same remaining batches).
   void restore(LoaderPosition position);
   /// The current position: the epoch and the number of batches next() has returned in it.
@@ -99,7 +100,7 @@ class DataLoader {
   /// Batch i of the current epoch (TensorLoader's interface, so a loop over i = 0..num_batches-1
   /// works with either): the prefetched batch when i is the next in order, else the loader
   /// restarts at i (a resumed run asking for batch k first continues exactly there).
-  Batch batch(int64_t i);
+  Batch batch(int64_t i) override;
 
   /// The record order of `epoch`: (N) int64 (a permutation with shuffle, else 0..N-1).
   at::Tensor epoch_order(int64_t epoch) const;

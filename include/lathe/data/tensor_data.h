@@ -27,6 +27,19 @@ struct Batch {
   int64_t size() const { return inputs.size(0); }
 };
 
+/// What the Trainer reads batches from: TensorLoader (in memory) and DataLoader (worker threads).
+/// An epoch's order is a pure function of (seed, epoch); batch(i) may start anywhere (resume).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual int64_t num_batches() const = 0;
+  /// Selects the epoch whose batches batch(i) returns.
+  virtual void set_epoch(int64_t epoch) = 0;
+  virtual Batch batch(int64_t i) = 0;
+  /// Records in the underlying dataset.
+  virtual int64_t size() const = 0;
+};
+
 /// Splits `all` into (kept, held_out), with `fraction` of the records held out. The draw is a
 /// pure function of `seed`. With `stratify` (classification targets), each class is split in the
 /// same proportion, so the held-out part has the class balance of the whole.
@@ -51,18 +64,19 @@ at::Tensor normalize(const at::Tensor& images, const std::vector<double>& mean,
 ///   TensorLoader loader(train, 128, /*shuffle=*/true, /*seed=*/42);
 ///   loader.set_epoch(3);
 ///   for (int64_t i = 0; i < loader.num_batches(); ++i) { Batch b = loader.batch(i); ... }
-class TensorLoader {
+class TensorLoader : public BatchSource {
  public:
   TensorLoader(TensorDataset data, int64_t batch_size, bool shuffle, uint64_t seed,
                bool drop_last = false);
 
-  int64_t num_batches() const;
+  int64_t num_batches() const override;
+  int64_t size() const override { return data_.size(); }
   int64_t batch_size() const { return batch_size_; }
   const TensorDataset& dataset() const { return data_; }
   /// Draws the order of `epoch` (no-op without shuffle).
-  void set_epoch(int64_t epoch);
+  void set_epoch(int64_t epoch) override;
   /// Batch i of the current epoch, on the CPU.
-  Batch batch(int64_t i) const;
+  Batch batch(int64_t i) override;
 
  private:
   TensorDataset data_;

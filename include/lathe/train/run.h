@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,15 @@ struct RunData {
 /// Loads `cfg.data` (source, limits, hold-out split, normalisation). Normalisation statistics
 /// come from the config when given, else from the training split alone.
 RunData load_run_data(const config::DataSection& cfg, uint64_t seed);
+
+/// A run's three loaders over one data section: in memory for idx (TensorLoader), through the
+/// data pipeline's worker DataLoader for csv, image_folder, text and text_csv.
+struct RunLoaders {
+  std::unique_ptr<data::BatchSource> train, val, test;
+  std::vector<double> mean, std;   ///< image normalisation applied (empty for other data)
+  std::string preprocessing_json;  ///< csv: the fitted tabular preprocessing, saved with the run
+};
+RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed);
 
 /// What a finished run produced.
 struct RunResult {

@@ -66,12 +66,12 @@ class Trainer {
   /// Trains until max_epochs or max_steps, early stopping, or request_stop(); validates after
   /// each epoch or every val_every_n_steps when `val` is given. A non-finite loss without a
   /// gradient scaler stops with a TrainError before anything is saved.
-  std::vector<EpochRecord> fit(data::TensorLoader& train, data::TensorLoader* val);
+  std::vector<EpochRecord> fit(data::BatchSource& train, data::BatchSource* val);
   /// Every metric of the task over `loader` (eval mode, no gradients), keys without prefix.
-  Metrics validate(data::TensorLoader& loader);
-  Metrics test(data::TensorLoader& loader) { return validate(loader); }
+  Metrics validate(data::BatchSource& loader);
+  Metrics test(data::BatchSource& loader) { return validate(loader); }
   /// Model outputs over `loader`, concatenated on the CPU: (N, ...).
-  at::Tensor predict(data::TensorLoader& loader);
+  at::Tensor predict(data::BatchSource& loader);
 
   // What callbacks read and steer.
   int64_t global_step() const { return progress_.step; }
@@ -93,9 +93,9 @@ class Trainer {
   static int64_t planned_steps(const config::TrainerSection& cfg, int64_t batches_per_epoch);
 
  private:
-  Metrics train_epoch(data::TensorLoader& train, data::TensorLoader* val);
+  Metrics train_epoch(data::BatchSource& train, data::BatchSource* val);
   void optimizer_step();
-  void run_validation(data::TensorLoader& val);
+  void run_validation(data::BatchSource& val);
   at::Tensor forward(const at::Tensor& x);
 
   config::TrainerSection cfg_;
@@ -116,7 +116,7 @@ class Trainer {
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
 /// module's mode is restored afterwards).
-Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::TensorLoader& loader,
+Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
                  c10::Device device, const std::string& precision = "32");
 
 }  // namespace lathe::train
