@@ -436,3 +436,34 @@ TEST(Recipes, EachRunsEndToEndAtSmallSize) {
     EXPECT_TRUE(std::filesystem::exists(cfg.run_dir() / "model.safetensors"));
   }
 }
+
+TEST(Trainer, Bf16AutocastOnCpuAndUnfreezingAtAnEpoch) {
+  // Autocast: inside the guard a matmul runs in bfloat16 on the CPU; outside it does not.
+  const at::Tensor a = at::randn({4, 4}), b = at::randn({4, 4});
+  {
+    train::AutocastGuard amp(c10::DeviceType::CPU, at::kBFloat16, true);
+    EXPECT_EQ(at::mm(a, b).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_EQ(at::mm(a, b).scalar_type(), at::kFloat);
+  // A bf16 run trains (loss finite and falling) with the float32 master weights.
+  config::TrainerSection t;
+  t.precision = "bf16";
+  t.max_epochs = 4;
+  config::OptimSection o;
+  o.name = "sgd";
+  o.lr = 0.05;
+  LinearRig rig(t, o);
+  const lathe::data::TensorDataset data{at::randn({64, 3}), at::randn({64, 3}).sum(1)};
+  lathe::data::TensorLoader loader(data, 16, true, 0);
+  const auto history = rig.trainer->fit(loader, nullptr);
+  EXPECT_LT(history.back().train.at("loss"), history.front().train.at("loss"));
+  EXPECT_EQ(rig.net->weight.scalar_type(), at::kFloat);
+
+  // Unfreezing: frozen at the start, trainable from the given epoch on.
+  rig.net->weight.set_requires_grad(false);
+  train::UnfreezeCallback unfreeze(3, {"weight"});
+  unfreeze.on_train_epoch_start(*rig.trainer, 2);
+  EXPECT_FALSE(rig.net->weight.requires_grad());
+  unfreeze.on_train_epoch_start(*rig.trainer, 3);
+  EXPECT_TRUE(rig.net->weight.requires_grad());
+}
