@@ -6,7 +6,10 @@
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <condition_variable>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -148,8 +151,9 @@ SweepConfig load_sweep(const fs::path& file, const std::vector<std::string>& ove
   LATHE_CHECK(root.IsMap(), ConfigError, "{}: a sweep file is a mapping (base, space, ...)", f);
   SweepConfig cfg;
   cfg.source = f;
-  const std::vector<std::string> known = {"base", "overrides", "name", "dir", "metric", "mode",
-                                          "search", "trials", "seed", "scheduler", "asha", "space"};
+  const std::vector<std::string> known = {"base",   "overrides", "name",  "dir",
+                                          "metric", "mode",      "search", "trials",
+                                          "seed",   "scheduler", "asha",  "space", "devices"};
   for (const auto& kv : root) {
     const auto k = kv.first.as<std::string>();
     if (std::find(known.begin(), known.end(), k) != known.end()) continue;
@@ -173,6 +177,12 @@ SweepConfig load_sweep(const fs::path& file, const std::vector<std::string>& ove
   str("mode", cfg.mode);
   str("search", cfg.search);
   str("scheduler", cfg.scheduler);
+  if (root["devices"]) {
+    const auto d = root["devices"];
+    LATHE_CHECK(d.IsSequence(), ConfigError, "{}: devices must be a list like [cuda:0, cuda:1]",
+                where(f, d));
+    for (const auto& dev : d) cfg.devices.push_back(scalar(dev, f, "devices"));
+  }
   if (root["trials"]) cfg.trials = config::parse_int(scalar(root["trials"], f, "trials"), where(f, root["trials"]), "trials");
   if (root["seed"])
     cfg.seed = static_cast<uint64_t>(config::parse_int(scalar(root["seed"], f, "seed"), where(f, root["seed"]), "seed"));
@@ -290,23 +300,40 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
                                          ? asha_rungs(cfg.min_epochs, cfg.reduction_factor, max_epochs)
                                          : std::vector<int64_t>{max_epochs};
 
-  // Trains trial t up to `target` epochs (resuming its own checkpoint) and records the metric.
-  const auto run_segment = [&](TrialRecord& t, int64_t target) {
+  // Trials run on `slots` devices at once: one at a time by default, or one per entry of
+  // cfg.devices (e.g. cuda:0, cuda:1). `m` guards `trials` and the state file.
+  const std::vector<std::string> slots =
+      cfg.devices.empty() ? std::vector<std::string>{""} : cfg.devices;
+  std::mutex m;
+  std::condition_variable done;
+  std::exception_ptr fatal;
+
+  // Trains trial t on `device` up to `target` epochs (resuming its own checkpoint) and records
+  // the metric. Called with `m` unlocked; locks it to update the record.
+  const auto run_segment = [&](TrialRecord& t, int64_t target, const std::string& device) {
     const std::string run_name = fmt::format("trial-{:03d}", t.id);
     const fs::path run_dir = result.folder / run_name;
     std::vector<std::string> o = cfg.overrides;
-    o.insert(o.end(), t.params.begin(), t.params.end());
+    std::vector<std::string> params;
+    {
+      std::lock_guard<std::mutex> lock(m);
+      params = t.params;
+      t.status = "running";
+      save_state();
+    }
+    o.insert(o.end(), params.begin(), params.end());
     o.push_back("run.dir=" + result.folder.string());
     o.push_back("run.name=" + run_name);
-    t.status = "running";
-    save_state();
-    log::info("sweep {}: trial {} → {} epochs ({})", cfg.name, t.id, target, fmt::join(t.params, " "));
+    if (!device.empty()) o.push_back("run.device=" + device);
+    log::info("sweep {}: trial {} → {} epochs{} ({})", cfg.name, t.id, target,
+              device.empty() ? "" : " on " + device, fmt::join(params, " "));
+    std::string status, error;
+    double value = NAN;
     try {
       const bool has_ckpt = fs::exists(run_dir / "checkpoints" / "last" / "state.json");
       const auto run = train::train_from_config(config::load_config(cfg.base, o),
                                                 has_ckpt ? "auto" : "",
                                                 {std::make_shared<StopAtEpoch>(target)});
-      double value = NAN;
       for (const auto& rec : run.history) {
         const auto it = rec.val.find(cfg.metric);
         LATHE_CHECK(it != rec.val.end(), ConfigError,
@@ -315,32 +342,41 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
                     cfg.source, cfg.metric);
         value = it->second;
       }
+      status = target >= rungs.back() ? "completed" : "paused";
+    } catch (const ConfigError&) {
+      std::lock_guard<std::mutex> lock(m);
+      fatal = std::current_exception();  // a mistake in the sweep itself: stop the sweep
+      t.status = "failed";
+      return;
+    } catch (const Error& e) {
+      status = "failed";
+      error = e.what();
+      log::warn("sweep {}: trial {} failed: {}", cfg.name, t.id, e.what());
+    }
+    std::lock_guard<std::mutex> lock(m);
+    t.status = status;
+    t.error = error;
+    if (status != "failed") {
       t.epochs = target;
       t.rungs[target] = value;
-      t.status = target >= rungs.back() ? "completed" : "paused";
-    } catch (const ConfigError&) {
-      throw;  // a mistake in the sweep itself: stop the sweep
-    } catch (const Error& e) {
-      t.status = "failed";
-      t.error = e.what();
-      log::warn("sweep {}: trial {} failed: {}", cfg.name, t.id, e.what());
     }
     save_state();
   };
 
-  // A trial killed mid-segment continues first, toward the rung it was heading for.
+  // The next job (ASHA's rule, with m held): promote the best paused trial of the highest rung
+  // where it is in the top 1/eta of that rung's results; otherwise start the next pending trial.
+  // A trial killed mid-segment (status running on resume) continues first.
+  std::vector<TrialRecord*> interrupted;
   for (auto& t : trials)
-    if (t.status == "running") {
-      const auto next = std::upper_bound(rungs.begin(), rungs.end(), t.epochs);
-      run_segment(t, next == rungs.end() ? rungs.back() : *next);
+    if (t.status == "running") interrupted.push_back(&t);
+  const auto next_job = [&]() -> std::pair<TrialRecord*, int64_t> {
+    if (!interrupted.empty()) {
+      TrialRecord* t = interrupted.back();
+      interrupted.pop_back();
+      const auto next = std::upper_bound(rungs.begin(), rungs.end(), t->epochs);
+      return {t, next == rungs.end() ? rungs.back() : *next};
     }
-
-  // ASHA, one job at a time: promote the best paused trial of the highest rung where it is in
-  // the top 1/eta of that rung's results; otherwise start the next pending trial.
-  while (true) {
-    TrialRecord* job = nullptr;
-    int64_t target = 0;
-    for (size_t k = rungs.size() - 1; k-- > 0 && job == nullptr;) {
+    for (size_t k = rungs.size() - 1; k-- > 0;) {
       std::vector<TrialRecord*> at_rung;
       for (auto& t : trials)
         if (t.rungs.count(rungs[k])) at_rung.push_back(&t);
@@ -348,22 +384,49 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
         return better(a->rungs.at(rungs[k]), b->rungs.at(rungs[k]));
       });
       const size_t top = at_rung.size() / static_cast<size_t>(cfg.reduction_factor);
-      for (size_t i = 0; i < top && job == nullptr; ++i)
-        if (at_rung[i]->status == "paused" && at_rung[i]->epochs == rungs[k]) {
-          job = at_rung[i];
-          target = rungs[k + 1];
-        }
+      for (size_t i = 0; i < top; ++i)
+        if (at_rung[i]->status == "paused" && at_rung[i]->epochs == rungs[k])
+          return {at_rung[i], rungs[k + 1]};
     }
-    if (job == nullptr)
-      for (auto& t : trials)
-        if (t.status == "pending") {
-          job = &t;
-          target = rungs.front();
-          break;
+    for (auto& t : trials)
+      if (t.status == "pending") return {&t, rungs.front()};
+    return {nullptr, 0};
+  };
+
+  {
+    std::vector<std::thread> workers;
+    std::vector<bool> busy(slots.size(), false);
+    std::unique_lock<std::mutex> lock(m);
+    while (!fatal) {
+      const auto free_slot = std::find(busy.begin(), busy.end(), false);
+      auto [job, target] = free_slot == busy.end() ? std::pair<TrialRecord*, int64_t>{nullptr, 0}
+                                                   : next_job();
+      if (job != nullptr) {
+        const auto slot = static_cast<size_t>(free_slot - busy.begin());
+        busy[slot] = true;
+        job->status = "running";  // so next_job does not pick it again
+        if (slots.size() == 1) {  // one at a time: run here, in order
+          lock.unlock();
+          run_segment(*job, target, slots[slot]);
+          lock.lock();
+          busy[slot] = false;
+          continue;
         }
-    if (job == nullptr) break;
-    run_segment(*job, target);
+        workers.emplace_back([&, job, target, slot] {
+          run_segment(*job, target, slots[slot]);
+          std::lock_guard<std::mutex> g(m);
+          busy[slot] = false;
+          done.notify_all();
+        });
+        continue;
+      }
+      if (std::none_of(busy.begin(), busy.end(), [](bool b) { return b; })) break;
+      done.wait(lock);  // a trial finished: its result may allow a promotion
+    }
+    lock.unlock();
+    for (auto& w : workers) w.join();
   }
+  if (fatal) std::rethrow_exception(fatal);
   for (auto& t : trials)
     if (t.status == "paused") t.status = "stopped";  // never promoted: stopped early
   save_state();

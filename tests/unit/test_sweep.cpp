@@ -178,3 +178,30 @@ space:
     EXPECT_EQ(after["rungs"], b["rungs"]) << b.dump();
   }
 }
+
+TEST(Sweep, TrialsRunInParallelOnePerDevice) {
+  // Two device slots (both the CPU here; cuda:0 and cuda:1 on a GPU machine): two trials train at
+  // once, and every trial still finishes with its result recorded.
+  TempDir dir;
+  const auto file = write_sweep(dir, R"(name: p
+metric: val/accuracy
+mode: max
+search: grid
+scheduler: asha
+asha: {min_epochs: 1, reduction_factor: 2}
+devices: [cpu, cpu]
+space:
+  optim.lr: {type: choice, values: [0.0001, 0.001, 0.003, 0.01]}
+)");
+  const auto r = sched::run_sweep(sched::load_sweep(file, {"trainer.max_epochs=2"}), false);
+  ASSERT_EQ(r.trials.size(), 4u);
+  int completed = 0;
+  for (const auto& t : r.trials) {
+    EXPECT_TRUE(t.status == "completed" || t.status == "stopped") << t.status;
+    EXPECT_TRUE(t.rungs.count(1)) << "trial " << t.id << " has no rung-1 result";
+    completed += t.status == "completed";
+  }
+  EXPECT_GE(completed, 1);
+  EXPECT_LT(r.total_epochs, 8);  // ASHA still stops some trials early
+  ASSERT_GE(r.best, 0);
+}

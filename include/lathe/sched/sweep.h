@@ -31,6 +31,7 @@ struct ParamSpec {
 ///   trials: 12            # random only
 ///   seed: 0
 ///   scheduler: asha       # or none: every trial runs all trainer.max_epochs
+///   devices: [cuda:0, cuda:1]   # optional: trials in parallel, one per device
 ///   asha: {min_epochs: 1, reduction_factor: 3}
 ///   space:
 ///     optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
@@ -49,6 +50,10 @@ struct SweepConfig {
   int64_t min_epochs = 1;           ///< ASHA's first rung
   int64_t reduction_factor = 3;     ///< ASHA's eta: keep the top 1/eta at each rung
   std::vector<ParamSpec> space;
+  /// Devices to run trials on in parallel, one trial per entry (e.g. [cuda:0, cuda:1]); empty:
+  /// one trial at a time on the base config's run.device. Parallel trials share the process,
+  /// so their runs are not bit-reproducible (they draw from the same global generators).
+  std::vector<std::string> devices;
   std::string source;               ///< the sweep file
 };
 
@@ -80,7 +85,8 @@ struct SweepResult {
   std::filesystem::path folder;
 };
 
-/// Runs (or, with resume, continues) a sweep one trial at a time on one device. Each trial is a
+/// Runs (or, with resume, continues) a sweep, one trial at a time or one per device of
+/// cfg.devices, picking each next job by ASHA's rule as results arrive. Each trial is a
 /// normal run folder <sweep>/trial-NNN; sweep_state.json records every decision atomically, so
 /// a killed sweep resumes without redoing a finished trial. Writes summary.csv and
 /// best_config.yaml, and prints the summary table.
