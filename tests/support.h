@@ -97,6 +97,14 @@ inline std::string source_dir() { return env_path("LATHE_SOURCE_DIR"); }
 inline std::string lathe_binary() { return env_path("LATHE_BINARY"); }
 inline std::string python() { return env_path("LATHE_PYTHON"); }
 
+/// Runs the Python oracle tests/parity/<script> with `args` in the project venv; records a test
+/// failure (with the script's output) when it fails, and returns what it printed.
+inline std::string run_parity(const std::string& script, const std::string& args) {
+  const auto r = run_command(python() + " " + source_dir() + "/tests/parity/" + script + " " + args);
+  EXPECT_EQ(r.status, 0) << script << " " << args << " failed:\n" << r.output;
+  return r.output;
+}
+
 /// Where Debian's dataset-fashion-mnist puts its IDX files (installed by scripts/bootstrap.sh).
 inline const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";
 

@@ -9,9 +9,7 @@ namespace lathe::testing {
 
 /// Runs tests/parity/<script> with `dir` as its output folder; fails the test if it fails.
 inline void run_oracle(const std::string& script, const TempDir& dir) {
-  const auto r = run_command(python() + " " + source_dir() + "/tests/parity/" + script + " " +
-                             dir.path().string());
-  ASSERT_EQ(r.status, 0) << r.output;
+  run_parity(script, dir.path().string());
 }
 
 }  // namespace lathe::testing

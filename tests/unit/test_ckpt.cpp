@@ -30,10 +30,7 @@ NamedTensors every_dtype() {
 }
 
 std::string python_oracle(const std::string& args) {
-  const auto r = lathe::testing::run_command(lathe::testing::python() + " " + lathe::testing::source_dir() +
-                                             "/tests/parity/safetensors_oracle.py " + args);
-  EXPECT_EQ(r.status, 0) << r.output;
-  return r.output;
+  return lathe::testing::run_parity("safetensors_oracle.py", args);
 }
 
 }  // namespace

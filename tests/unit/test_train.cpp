@@ -31,11 +31,7 @@ namespace config = lathe::config;
 namespace {
 
 nlohmann::json oracle(const std::string& args) {
-  const auto r = lathe::testing::run_command(lathe::testing::python() + " " +
-                                             lathe::testing::source_dir() +
-                                             "/tests/parity/train_oracle.py " + args);
-  EXPECT_EQ(r.status, 0) << r.output;
-  return nlohmann::json::parse(r.output);
+  return nlohmann::json::parse(lathe::testing::run_parity("train_oracle.py", args));
 }
 
 config::ScheduleSection spec(const std::string& name) {
