@@ -54,6 +54,7 @@ get_filename_component(_lathe_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
 file(GLOB _lathe_nvidia_lib_dirs LIST_DIRECTORIES true "${_lathe_torch_lib_dir}/../../nvidia/*/lib")
 set(CMAKE_BUILD_RPATH ${_lathe_torch_lib_dir} ${_lathe_nvidia_lib_dirs})
 set(LATHE_TORCH_LIB_DIR "${_lathe_torch_lib_dir}")
+get_filename_component(LATHE_TORCH_INCLUDE_DIR "${_lathe_torch_lib_dir}/../include" ABSOLUTE)
 
 # fmt: the torch wheel ships fmt 12 headers in its include folder, which every translation unit
 # sees before /usr/include. We use exactly those, header-only, and never link Debian's libfmt.so.9

@@ -1,4 +1,4 @@
-// lathe train / eval / info: argument parsing and the calls into the library.
+// lathe train / eval / sweep / info / export: argument parsing and the calls into the library.
 #include "src/cli/commands.h"
 
 #include <fmt/ostream.h>
@@ -9,6 +9,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
+#include "lathe/onnx/export.h"
 #include "lathe/sched/sweep.h"
 #include "lathe/train/run.h"
 #include "models/registry.h"
@@ -119,6 +120,64 @@ void add_info(CLI::App& app, int& exit_code) {
   });
 }
 
+void add_export(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "export", "Export a run's (or checkpoint's) model to ONNX, validated, for onnxruntime");
+  cmd->footer(
+      "Example:\n  lathe export runs/fashion_cnn -o fashion.onnx --dynamic batch --triton\n"
+      "Opset 17 (IR 8). The file is checked by ONNX's checker and strict shape inference before "
+      "it is written (atomically).");
+  auto source = std::make_shared<std::string>();
+  auto output = std::make_shared<std::string>();
+  auto weights = std::make_shared<std::string>();
+  auto dynamic = std::make_shared<std::vector<std::string>>();
+  auto opset = std::make_shared<int64_t>(17);
+  auto fp16 = std::make_shared<bool>(false);
+  auto triton = std::make_shared<bool>(false);
+  auto list_ops = std::make_shared<bool>(false);
+  cmd->add_option("run", *source, "A run folder (runs/<name>) or a checkpoint folder");
+  cmd->add_option("-o,--output", *output, "The .onnx file (default: <run>/model.onnx)");
+  cmd->add_option("--opset", *opset, "ONNX opset (17)");
+  cmd->add_option("--dynamic", *dynamic,
+                  "Dynamic axes, comma-separated: batch,seq (the default); 'none' fixes all")
+      ->delimiter(',');
+  cmd->add_flag("--fp16", *fp16, "Float16 weights and compute (float32 inputs and outputs)");
+  cmd->add_flag("--triton", *triton,
+                "Also write a Triton model repository (<output folder>/triton/<run name>/)");
+  cmd->add_option("--weights", *weights, "Weights to export instead of the run's own");
+  cmd->add_flag("--list-ops", *list_ops, "Print the ATen operations the exporter translates");
+  cmd->callback([=, &exit_code] {
+    if (*list_ops) {
+      for (const auto& op : onnx::supported_operations()) fmt::print("{}\n", op);
+      exit_code = kOk;
+      return;
+    }
+    LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
+    onnx::RunExportOptions o;
+    o.output = *output;
+    o.opset = *opset;
+    o.fp16 = *fp16;
+    o.triton = *triton;
+    o.weights = *weights;
+    if (!dynamic->empty()) {
+      o.dynamic = *dynamic;
+      if (o.dynamic == std::vector<std::string>{"none"}) o.dynamic.clear();
+    }
+    const onnx::ExportReport r = onnx::export_run(*source, o);
+    const auto io_text = [](const std::vector<onnx::ExportReport::Io>& ios) {
+      std::vector<std::string> parts;
+      for (const auto& io : ios) {
+        parts.push_back(fmt::format("{} {}[{}]", io.name, io.dtype, fmt::join(io.shape, ", ")));
+      }
+      return fmt::format("{}", fmt::join(parts, "; "));
+    };
+    log::info("wrote {} ({} nodes, {} initializers, {:.1f} MB): inputs {} -> outputs {}",
+              r.path.string(), r.nodes, r.initializers, static_cast<double>(r.bytes) / 1e6,
+              io_text(r.inputs), io_text(r.outputs));
+    exit_code = kOk;
+  });
+}
+
 }  // namespace
 
 void add_commands(CLI::App& app, int& exit_code) {
@@ -126,6 +185,7 @@ void add_commands(CLI::App& app, int& exit_code) {
   add_eval(app, exit_code);
   add_sweep(app, exit_code);
   add_info(app, exit_code);
+  add_export(app, exit_code);
 }
 
 }  // namespace lathe::cli

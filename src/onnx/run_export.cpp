@@ -1,0 +1,125 @@
+// `lathe export`: a finished run or checkpoint → its zoo model with weights → ONNX (+ Triton).
+#include <fstream>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/modules/container/any.h>
+
+#include "lathe/ckpt/torch_pickle.h"
+#include "lathe/config/config.h"
+#include "lathe/core/error.h"
+#include "lathe/core/log.h"
+#include "lathe/onnx/export.h"
+#include "models/registry.h"
+#include "models/signature.h"
+
+namespace lathe::onnx {
+namespace {
+
+std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  LATHE_CHECK(in, IoError, "{}: cannot read", file.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// The run's config text and where it came from: <dir>/config.yaml (a run folder) or the
+/// "config" entry of <dir>/state.json (a checkpoint folder).
+std::pair<std::string, std::string> find_config(const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir / "config.yaml")) {
+    return {read_text(dir / "config.yaml"), (dir / "config.yaml").string()};
+  }
+  if (std::filesystem::exists(dir / "state.json")) {
+    const auto state = nlohmann::json::parse(read_text(dir / "state.json"), nullptr, false);
+    LATHE_CHECK(!state.is_discarded() && state.contains("config"), CheckpointError,
+                "{}: not a lathe checkpoint state (no config entry)", (dir / "state.json").string());
+    return {state["config"].get<std::string>(), (dir / "state.json").string()};
+  }
+  throw ExportError(fmt::format(
+      "{}: neither a run folder (config.yaml) nor a checkpoint folder (state.json); pass "
+      "runs/<name> or runs/<name>/checkpoints/<step>",
+      dir.string()));
+}
+
+std::string join(const std::vector<double>& v) {
+  return fmt::format("{}", fmt::join(v, ","));
+}
+
+}  // namespace
+
+ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
+                        const RunExportOptions& options) {
+  LATHE_CHECK(std::filesystem::is_directory(run_or_checkpoint), ExportError,
+              "{}: no such folder; pass a run folder (runs/<name>) or a checkpoint folder",
+              run_or_checkpoint.string());
+  // A checkpoints/last or best link resolves to its step folder.
+  const std::filesystem::path dir = std::filesystem::canonical(run_or_checkpoint);
+  const auto [config_text, config_origin] = find_config(dir);
+  const config::RunConfig cfg = config::parse_config(config_text, config_origin);
+
+  torch::nn::AnyModule model = models::build_model(cfg.model);
+  const std::filesystem::path weights =
+      options.weights.empty() ? dir / "model.safetensors" : options.weights;
+  LATHE_CHECK(std::filesystem::exists(weights), ExportError,
+              "{}: no weights here (model.safetensors); train the run first or pass --weights",
+              weights.string());
+  ckpt::load_weights_any(*model.ptr(), weights, /*strict=*/true);
+
+  const models::ModelSignature sig = models::model_signature(*model.ptr());
+  ExportOptions eo;
+  eo.opset = options.opset;
+  eo.fp16 = options.fp16;
+  for (const auto& in : sig.inputs) {
+    InputSpec spec{in.name, {}};
+    for (const auto& [axis, symbol] : in.dynamic) {
+      if (std::find(options.dynamic.begin(), options.dynamic.end(), symbol) !=
+          options.dynamic.end()) {
+        spec.dynamic_axes[axis] = symbol;
+      }
+    }
+    eo.inputs.push_back(spec);
+  }
+  for (const auto& d : options.dynamic) {
+    LATHE_CHECK(d == "batch" || d == "seq", ConfigError,
+                "--dynamic: unknown axis '{}'; the axes are batch and seq", d);
+  }
+  eo.output_names = {sig.output};
+  eo.doc_string = fmt::format("{} trained by lathe (run '{}')", cfg.model.name, cfg.run.name);
+  eo.metadata.emplace_back("model", cfg.model.name);
+  eo.metadata.emplace_back("run_name", cfg.run.name);
+  eo.metadata.emplace_back("run_config", config_text);
+  eo.metadata.emplace_back("task", cfg.task.kind);
+  if (!cfg.data.mean.empty()) {
+    eo.metadata.emplace_back("normalize_mean", join(cfg.data.mean));
+    eo.metadata.emplace_back("normalize_std", join(cfg.data.std));
+  }
+  // The tabular preprocessing lives in the run folder (a checkpoint's is two levels up).
+  for (const auto& candidate : {dir / "preprocessing.json", dir.parent_path().parent_path() / "preprocessing.json"}) {
+    if (!std::filesystem::exists(candidate)) continue;
+    const std::string text = read_text(candidate);
+    eo.metadata.emplace_back("preprocessing", text);
+    const auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_discarded() && j.contains("classes") && j["classes"].is_array() &&
+        !j["classes"].empty()) {
+      std::vector<std::string> names;
+      for (const auto& c : j["classes"]) names.push_back(c.is_string() ? c.get<std::string>() : c.dump());
+      eo.metadata.emplace_back("class_names", fmt::format("{}", fmt::join(names, ",")));
+    }
+    break;
+  }
+
+  const std::filesystem::path output =
+      options.output.empty() ? dir / "model.onnx" : options.output;
+  const std::vector<at::Tensor> examples = models::example_inputs(sig, cfg.run.seed);
+  ExportReport report = export_model(model, examples, output, eo);
+  if (options.triton) {
+    const auto repo = output.parent_path() / "triton";
+    const auto entry = write_triton_repository(report, repo, cfg.run.name);
+    log::info("Triton model repository: {}", entry.string());
+  }
+  return report;
+}
+
+}  // namespace lathe::onnx
