@@ -171,7 +171,7 @@ void add_export(CLI::App& app, int& exit_code) {
       }
       return fmt::format("{}", fmt::join(parts, "; "));
     };
-    log::info("wrote {} ({} nodes, {} initializers, {:.1f} MB): inputs {} -> outputs {}",
+    log::info("wrote {} ({} nodes, {} initializers, {:.3f} MB): inputs {} -> outputs {}",
               r.path.string(), r.nodes, r.initializers, static_cast<double>(r.bytes) / 1e6,
               io_text(r.inputs), io_text(r.outputs));
     exit_code = kOk;

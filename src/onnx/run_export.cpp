@@ -85,7 +85,12 @@ ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     LATHE_CHECK(d == "batch" || d == "seq", ConfigError,
                 "--dynamic: unknown axis '{}'; the axes are batch and seq", d);
   }
-  eo.output_names = {sig.output};
+  // A tabular model's output is logits for classification, a prediction for regression.
+  std::string output_name = sig.output;
+  if (output_name == "output") {
+    output_name = cfg.task.kind == "regression" ? "prediction" : "logits";
+  }
+  eo.output_names = {output_name};
   eo.doc_string = fmt::format("{} trained by lathe (run '{}')", cfg.model.name, cfg.run.name);
   eo.metadata.emplace_back("model", cfg.model.name);
   eo.metadata.emplace_back("run_name", cfg.run.name);

@@ -27,7 +27,7 @@ bool contains(const std::string& text, const std::string& part) {
 }  // namespace
 
 TEST(Cli, HelpForEveryCommand) {
-  for (const auto* cmd : {"", "train ", "eval ", "info "}) {
+  for (const auto* cmd : {"", "train ", "eval ", "info ", "export "}) {
     const auto r = run_command(kLathe + " " + cmd + "--help");
     EXPECT_EQ(r.status, 0) << cmd << r.output;
     EXPECT_TRUE(contains(r.output, "Usage")) << r.output;
@@ -182,4 +182,58 @@ TEST(Cli, KilledWithSigkillThenResumedGivesBitIdenticalWeights) {
     return steps;
   };
   EXPECT_EQ(rows("killed"), rows("full"));  // the log reads as if nothing had happened
+}
+
+TEST(Cli, ExportARunToOnnxWithMetadataTritonAndFp16) {
+  TempDir dir;
+  const std::string wine = lathe::testing::source_dir() + "/configs/wine_mlp.yaml";
+  auto r = run_command(kLathe + " train " + wine + " run.dir=" + dir.path().string() +
+                       " run.name=wine data.path=" + lathe::testing::source_dir() +
+                       "/datasets/wine.csv trainer.max_epochs=2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto run = dir / "wine";
+  const auto onnx = dir / "out" / "wine.onnx";
+  r = run_command(kLathe + " export " + run.string() + " -o " + onnx.string() + " --triton");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "inputs features float[batch, 13] -> outputs logits float[batch, 3]"))
+      << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "out" / "triton" / "wine" / "1" / "model.onnx"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out" / "triton" / "wine" / "config.pbtxt"));
+  const auto fp16 = dir / "out" / "wine16.onnx";
+  r = run_command(kLathe + " export " + run.string() + " -o " + fp16.string() + " --fp16");
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  // The file as onnx 1.23's full checker and onnxruntime see it.
+  const std::string out = lathe::testing::run_parity(
+      "onnx_oracle.py", "--describe " + onnx.string() + " " + fp16.string());
+  const auto info = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_EQ(info["producer"][0], "lathe");
+  EXPECT_EQ(info["ir_version"], 8);
+  EXPECT_EQ(info["opsets"][""], 17);
+  EXPECT_EQ(info["inputs"][0]["name"], "features");
+  EXPECT_EQ(info["inputs"][0]["dims"], nlohmann::json::parse(R"(["batch", 13])"));
+  EXPECT_EQ(info["outputs"][0]["dims"], nlohmann::json::parse(R"(["batch", 3])"));
+  const auto& meta = info["metadata"];
+  EXPECT_EQ(meta["model"], "mlp");
+  EXPECT_EQ(meta["task"], "classification");
+  EXPECT_EQ(meta["class_names"], "0,1,2");
+  EXPECT_TRUE(contains(meta["preprocessing"].get<std::string>(), "\"scale\": \"standard\"") ||
+              contains(meta["preprocessing"].get<std::string>(), "\"scale\":\"standard\""));
+  EXPECT_TRUE(contains(meta["run_config"].get<std::string>(), "name: mlp"));
+  // float16 weights and compute against float32: within 1e-2 on standardised inputs.
+  EXPECT_LE(info["max_diff"].get<double>(), 1e-2);
+
+  // Errors: a folder that is not a run (1), another opset (1), an unknown axis (2).
+  r = run_command(kLathe + " export " + dir.path().string() + " -o " + (dir / "x.onnx").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(contains(r.output, "neither a run folder (config.yaml) nor a checkpoint folder"))
+      << r.output;
+  r = run_command(kLathe + " export " + run.string() + " -o " + (dir / "x.onnx").string() +
+                  " --opset 18");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(contains(r.output, "opset 18 requested")) << r.output;
+  r = run_command(kLathe + " export " + run.string() + " --dynamic batch,time");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.output, "--dynamic: unknown axis 'time'")) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.onnx"));
 }

@@ -2,12 +2,17 @@
 with LibTorch's outputs on the same inputs.
 
   onnx_oracle.py MANIFEST.json
+  onnx_oracle.py --describe FILE.onnx [OTHER.onnx]
 
 The manifest lists models: {"name", "onnx", "cases": [file.safetensors, ...]}; every case file
 holds the graph inputs under their ONNX names and LibTorch's output as "expected". For each
 model this checks the file with the current onnx package's full checker, runs every case on
 onnxruntime's CPU provider, and prints one JSON line: {"name": ..., "diffs": [max |ort - torch|
 per case], "input_shapes": [...], "output_shapes": [...]}.
+
+--describe prints one JSON object about FILE: producer, IR version, opsets, metadata_props, the
+inputs and outputs with their dims (numbers or symbols), and with OTHER the max |FILE - OTHER| of
+the two models' first outputs on the same random input (batch 3; ids where inputs are int64).
 """
 import json
 import sys
@@ -44,5 +49,39 @@ def main(manifest_path):
                           "output_shapes": out_shapes}), flush=True)
 
 
+def _dims(value_info):
+    return [d.dim_param if d.HasField("dim_param") else d.dim_value
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def describe(path, other=None):
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    info = {
+        "producer": [model.producer_name, model.producer_version],
+        "ir_version": model.ir_version,
+        "opsets": {o.domain: o.version for o in model.opset_import},
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "inputs": [{"name": i.name, "dims": _dims(i)} for i in model.graph.input],
+        "outputs": [{"name": o.name, "dims": _dims(o)} for o in model.graph.output],
+    }
+    if other:
+        rng = np.random.default_rng(0)
+        feeds = {}
+        for i in ort.InferenceSession(path).get_inputs():
+            shape = [3 if isinstance(d, str) or d is None else d for d in i.shape]
+            if i.type == "tensor(int64)":
+                feeds[i.name] = rng.integers(0, 2, size=shape).astype(np.int64)
+            else:
+                feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+        a = ort.InferenceSession(path).run(None, feeds)[0]
+        b = ort.InferenceSession(other).run(None, feeds)[0]
+        info["max_diff"] = float(np.max(np.abs(a.astype(np.float64) - b)))
+    print(json.dumps(info))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--describe":
+        describe(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    else:
+        main(sys.argv[1])
