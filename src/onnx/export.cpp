@@ -60,8 +60,11 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
               path.string(), options.opset);
   LATHE_CHECK(!example_inputs.empty(), ExportError, "{}: no example inputs", path.string());
   const std::vector<InputSpec> specs = complete_specs(options.inputs, example_inputs.size());
+  // The trace runs where the module's weights are (the file gets CPU copies of them).
+  const auto params = module.parameters();
+  const at::Device device = params.empty() ? at::Device(at::kCPU) : params.front().device();
   std::vector<at::Tensor> inputs;
-  for (const auto& x : example_inputs) inputs.push_back(x.detach().to(at::kCPU));
+  for (const auto& x : example_inputs) inputs.push_back(x.detach().to(device));
 
   detail::TracedGraph traced = detail::trace_forward(module, forward, inputs, specs);
   torch::jit::EliminateDeadCode(traced.graph);

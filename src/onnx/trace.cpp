@@ -98,7 +98,8 @@ std::vector<at::Tensor> grow(const std::vector<at::Tensor>& inputs,
     for (const auto& [axis, name] : specs[i].dynamic_axes) {
       if (name != symbol) continue;
       const int64_t n = out[i].size(axis);
-      const at::Tensor index = at::arange(n + 1, at::kLong).remainder(n);
+      const at::Tensor index =
+          at::arange(n + 1, at::TensorOptions().dtype(at::kLong).device(out[i].device())).remainder(n);
       out[i] = out[i].index_select(axis, index).contiguous();
     }
   }

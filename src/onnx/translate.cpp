@@ -278,6 +278,8 @@ class Translator {
 
  private:
   void update_scope(jit::Node* n);
+  /// A graph input / output: its traced element type and its sizes (symbols where dynamic).
+  ValueInfo value_info(const jit::Value* v, const std::string& name) const;
 
   const TracedGraph& tg_;
   bool fp16_;
@@ -311,23 +313,28 @@ void Translator::update_scope(jit::Node* n) {
   }
 }
 
+ValueInfo Translator::value_info(const jit::Value* v, const std::string& name) const {
+  ValueInfo vi;
+  vi.name = name;
+  vi.dtype = to_onnx(*v->type()->expect<c10::TensorType>()->scalarType());
+  for (const SymSize& s : shape(v)) {  // fixed sizes, symbols, or "" for a computed size
+    if (!s.dynamic()) {
+      vi.shape.emplace_back(s.j);
+    } else if (s.plain_symbol() >= 0) {
+      vi.shape.emplace_back(tg_.symbols[static_cast<size_t>(s.plain_symbol())].name);
+    } else {
+      vi.shape.emplace_back(std::string());
+    }
+  }
+  return vi;
+}
+
 void Translator::run(const std::vector<InputSpec>& specs,
                      const std::vector<std::string>& output_names) {
   jit::Graph& g = *tg_.graph;
   for (size_t i = 0; i < g.inputs().size(); ++i) {
     const jit::Value* v = g.inputs()[i];
-    ValueInfo vi;
-    vi.name = specs.at(i).name;
-    vi.dtype = to_onnx(*v->type()->expect<c10::TensorType>()->scalarType());
-    for (const SymSize& s : shape(v)) {
-      if (!s.dynamic()) {
-        vi.shape.emplace_back(s.j);
-      } else if (s.plain_symbol() >= 0) {
-        vi.shape.emplace_back(tg_.symbols[static_cast<size_t>(s.plain_symbol())].name);
-      } else {
-        vi.shape.emplace_back(std::string());
-      }
-    }
+    const ValueInfo vi = value_info(v, specs.at(i).name);
     graph.inputs.push_back(vi);
     set(v, cast(vi.name, vi.dtype, compute(vi.dtype)));
   }
@@ -361,19 +368,9 @@ void Translator::run(const std::vector<InputSpec>& specs,
     const jit::Value* v = g.outputs()[i];
     LATHE_CHECK(v->type()->cast<c10::TensorType>(), ExportError,
                 "the forward's output {} is not a tensor", i);
-    ValueInfo vi;
-    vi.name = i < output_names.size() ? output_names[i] : fmt::format("output{}", i);
-    const DType traced = to_onnx(*v->type()->expect<c10::TensorType>()->scalarType());
-    vi.dtype = traced;
-    for (const SymSize& s : shape(v)) {
-      if (!s.dynamic()) {
-        vi.shape.emplace_back(s.j);
-      } else if (s.plain_symbol() >= 0) {
-        vi.shape.emplace_back(tg_.symbols[static_cast<size_t>(s.plain_symbol())].name);
-      } else {
-        vi.shape.emplace_back(std::string());
-      }
-    }
+    const ValueInfo vi =
+        value_info(v, i < output_names.size() ? output_names[i] : fmt::format("output{}", i));
+    const DType traced = vi.dtype;
     const std::string value = cast(in(v), dtype(v), traced);
     Node id;
     id.op_type = "Identity";
