@@ -188,10 +188,12 @@ class Translator {
     set(out, emit(op, std::move(inputs), std::move(attrs)));
   }
 
-  std::string add_initializer(const at::Tensor& t, const std::string& name) {
+  /// A constant tensor; float ones become float16 in an fp16 export unless `keep_float32`.
+  std::string add_initializer(const at::Tensor& t, const std::string& name,
+                              bool keep_float32 = false) {
     DType dt = to_onnx(t.scalar_type());
     at::Tensor value = t;
-    if (fp16_ && dt == DType::Float) {
+    if (fp16_ && dt == DType::Float && !keep_float32) {
       value = t.to(at::kHalf);
       dt = DType::Float16;
     }
@@ -695,7 +697,7 @@ void split(T& t, jit::Node* n) {
   const jit::Node* unpack = list->uses()[0].user;
   const bool unbind = kind == "aten::unbind";
   const int64_t rank = t.rank(n->input(0));
-  const int64_t dim = norm_axis(t.int_arg(n->input(unbind ? 1 : (kind == "aten::chunk" ? 2 : 2))), rank);
+  const int64_t dim = norm_axis(t.int_arg(n->input(unbind ? 1 : 2)), rank);  // (self, n|sizes, dim)
   std::vector<int64_t> sizes;
   for (const jit::Value* piece : unpack->outputs()) {
     sizes.push_back(unbind ? 1 : t.size(piece, dim));
@@ -938,8 +940,13 @@ void rnn(T& t, jit::Node* n, bool lstm) {
   } else {
     hx = {n->input(1 + a)};
   }
+  // The recurrence runs in float32 even in an fp16 export (onnxruntime's CPU provider crashes
+  // on a float16 LSTM); `work` is the graph's float type around it.
+  const DType work = t.dtype(input);
+  const auto to_f32 = [&](const std::string& v) { return t.cast(v, work, DType::Float); };
+  const auto from_f32 = [&](const std::string& v) { return t.cast(v, DType::Float, work); };
   // X as (seq, batch, features).
-  std::string x = t.in(input);
+  std::string x = to_f32(t.in(input));
   if (batch_first) x = t.emit("Transpose", {x}, {{"perm", std::vector<int64_t>{1, 0, 2}}});
   std::vector<std::string> last_h, last_c;
   for (int64_t l = 0; l < layers; ++l) {
@@ -954,14 +961,14 @@ void rnn(T& t, jit::Node* n, bool lstm) {
       }
     }
     const std::string prefix = fmt::format("{}.l{}", lstm ? "lstm" : "gru", l);
-    std::vector<std::string> ins{x, t.add_initializer(at::stack(w), t.fresh(prefix + ".W")),
-                                 t.add_initializer(at::stack(r), t.fresh(prefix + ".R"))};
-    ins.push_back(has_biases ? t.add_initializer(at::stack(b), t.fresh(prefix + ".B"))
+    std::vector<std::string> ins{x, t.add_initializer(at::stack(w), t.fresh(prefix + ".W"), true),
+                                 t.add_initializer(at::stack(r), t.fresh(prefix + ".R"), true)};
+    ins.push_back(has_biases ? t.add_initializer(at::stack(b), t.fresh(prefix + ".B"), true)
                              : std::string());
     ins.push_back(sequence_lens);  // "" = every sequence full length
     const auto initial = [&](V state) {
-      return t.emit("Slice", {t.in(state), t.const_i64({l * dirs}), t.const_i64({(l + 1) * dirs}),
-                              t.const_i64({0})});
+      return to_f32(t.emit("Slice", {t.in(state), t.const_i64({l * dirs}),
+                                     t.const_i64({(l + 1) * dirs}), t.const_i64({0})}));
     };
     ins.push_back(initial(hx[0]));
     if (lstm) ins.push_back(initial(hx[1]));
@@ -978,9 +985,10 @@ void rnn(T& t, jit::Node* n, bool lstm) {
   }
   if (batch_first) x = t.emit("Transpose", {x}, {{"perm", std::vector<int64_t>{1, 0, 2}}});
   // A packed output stays unnamed: using it (pad_packed_sequence) is reported as not computed.
-  if (!packed) t.set(n->outputs()[0], x);
+  if (!packed) t.set(n->outputs()[0], from_f32(x));
   const auto concat = [&](const std::vector<std::string>& parts) {
-    return parts.size() == 1 ? parts[0] : t.emit("Concat", parts, {{"axis", int64_t{0}}});
+    return from_f32(parts.size() == 1 ? parts[0]
+                                      : t.emit("Concat", parts, {{"axis", int64_t{0}}}));
   };
   t.set(n->outputs()[1], concat(last_h));
   if (lstm) t.set(n->outputs()[2], concat(last_c));

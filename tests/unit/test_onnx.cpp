@@ -126,9 +126,11 @@ std::map<std::string, nlohmann::json> run_oracle(const std::filesystem::path& ma
 /// Exports `model` (example at the signature's sizes), writes two cases of other sizes with
 /// LibTorch's outputs, and adds the model to `manifest`.
 void export_with_cases(const std::string& name, torch::nn::AnyModule& model,
-                       const std::filesystem::path& dir, nlohmann::json& manifest) {
+                       const std::filesystem::path& dir, nlohmann::json& manifest,
+                       bool fp16 = false) {
   const zoo::ModelSignature sig = zoo::model_signature(*model.ptr());
   onnx::ExportOptions o;
+  o.fp16 = fp16;
   for (const auto& in : sig.inputs) o.inputs.push_back({in.name, in.dynamic});
   o.output_names = {sig.output};
   const auto file = dir / (name + ".onnx");
@@ -176,6 +178,34 @@ TEST(OnnxExport, EveryZooModelMatchesOnnxruntimeAtTwoSizes) {
     std::printf("  %-20s max |onnxruntime - libtorch| = %.2e, %.2e  (input shapes %s)\n",
                 c.name.c_str(), r["diffs"][0].get<double>(), r["diffs"][1].get<double>(),
                 r["input_shapes"].dump().c_str());
+  }
+}
+
+TEST(OnnxExport, Fp16ExportsStayWithinHalfPrecisionOfLibTorch) {
+  // float16 weights and compute, float32 inputs and outputs; bar 2e-2 on outputs of size ~1.
+  TempDir dir;
+  nlohmann::json manifest{{"models", nlohmann::json::array()}};
+  at::manual_seed(0);
+  std::vector<std::string> names;
+  for (const auto& c : zoo_cases()) {
+    if (c.name != "convnet" && c.name != "resnet18" && c.name != "gpt2" &&
+        c.name != "bert_classifier" && c.name != "lstm_lm") {
+      continue;
+    }
+    names.push_back(c.name);
+    auto model = zoo::build_model(lathe::config::parse_model_section(c.name, c.options));
+    randomize_buffers(*model.ptr());
+    model.ptr()->eval();
+    ASSERT_NO_THROW(export_with_cases(c.name, model, dir.path(), manifest, /*fp16=*/true));
+  }
+  std::ofstream(dir / "manifest.json") << manifest.dump(1);
+  const auto results = run_oracle(dir / "manifest.json");
+  for (const auto& name : names) {
+    SCOPED_TRACE(name);
+    ASSERT_EQ(results.count(name), 1u);
+    for (const auto& d : results.at(name)["diffs"]) EXPECT_LE(d.get<double>(), 2e-2);
+    std::printf("  fp16 %-16s max |onnxruntime - libtorch fp32| = %.2e, %.2e\n", name.c_str(),
+                results.at(name)["diffs"][0].get<double>(), results.at(name)["diffs"][1].get<double>());
   }
 }
 
