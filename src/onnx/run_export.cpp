@@ -100,19 +100,24 @@ ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     eo.metadata.emplace_back("normalize_mean", join(cfg.data.mean));
     eo.metadata.emplace_back("normalize_std", join(cfg.data.std));
   }
-  // The tabular preprocessing lives in the run folder (a checkpoint's is two levels up).
-  for (const auto& candidate : {dir / "preprocessing.json", dir.parent_path().parent_path() / "preprocessing.json"}) {
-    if (!std::filesystem::exists(candidate)) continue;
-    const std::string text = read_text(candidate);
-    eo.metadata.emplace_back("preprocessing", text);
-    const auto j = nlohmann::json::parse(text, nullptr, false);
-    if (!j.is_discarded() && j.contains("classes") && j["classes"].is_array() &&
-        !j["classes"].empty()) {
-      std::vector<std::string> names;
-      for (const auto& c : j["classes"]) names.push_back(c.is_string() ? c.get<std::string>() : c.dump());
-      eo.metadata.emplace_back("class_names", fmt::format("{}", fmt::join(names, ",")));
+  // The run's class names and tabular preprocessing live in the run folder (a checkpoint's run
+  // folder is two levels up).
+  const auto run_file = [&](const char* name) -> std::filesystem::path {
+    for (const auto& f : {dir / name, dir.parent_path().parent_path() / name}) {
+      if (std::filesystem::exists(f)) return f;
     }
-    break;
+    return {};
+  };
+  if (const auto pre = run_file("preprocessing.json"); !pre.empty()) {
+    eo.metadata.emplace_back("preprocessing", read_text(pre));
+  }
+  if (const auto classes = run_file("classes.txt"); !classes.empty()) {
+    std::vector<std::string> names;
+    std::istringstream lines(read_text(classes));
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty()) names.push_back(line);
+    }
+    eo.metadata.emplace_back("class_names", nlohmann::json(names).dump());
   }
 
   const std::filesystem::path output =

@@ -92,6 +92,7 @@ RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed) {
   out.mean = splits.mean;
   out.std = splits.std;
   out.preprocessing_json = splits.preprocessing_json;
+  out.classes = splits.classes;
   if (splits.skipped > 0)
     log::warn("{}: {} bad records skipped (data.skip_bad_records)", cfg.path, splits.skipped);
   return out;
@@ -137,6 +138,8 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
               cfg.data.limit_train, cfg.data.val_fraction);
   if (!data.preprocessing_json.empty())
     write_file_atomic(result.run_dir / "preprocessing.json", data.preprocessing_json);
+  if (!data.classes.empty())  // class names in id order, one per line (exported with the model)
+    write_file_atomic(result.run_dir / "classes.txt", fmt::format("{}\n", fmt::join(data.classes, "\n")));
   const std::string config_yaml = config::to_yaml(cfg);
   write_file_atomic(result.run_dir / "config.yaml", config_yaml);
   const std::filesystem::path resume_from =

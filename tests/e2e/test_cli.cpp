@@ -216,7 +216,7 @@ TEST(Cli, ExportARunToOnnxWithMetadataTritonAndFp16) {
   const auto& meta = info["metadata"];
   EXPECT_EQ(meta["model"], "mlp");
   EXPECT_EQ(meta["task"], "classification");
-  EXPECT_EQ(meta["class_names"], "0,1,2");
+  EXPECT_EQ(meta["class_names"], R"(["0","1","2"])");  // a JSON list, in id order
   EXPECT_TRUE(contains(meta["preprocessing"].get<std::string>(), "\"scale\": \"standard\"") ||
               contains(meta["preprocessing"].get<std::string>(), "\"scale\":\"standard\""));
   EXPECT_TRUE(contains(meta["run_config"].get<std::string>(), "name: mlp"));

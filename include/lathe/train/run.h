@@ -28,6 +28,7 @@ struct RunLoaders {
   std::unique_ptr<data::BatchSource> train, val, test;
   std::vector<double> mean, std;   ///< image normalisation applied (empty for other data)
   std::string preprocessing_json;  ///< csv: the fitted tabular preprocessing, saved with the run
+  std::vector<std::string> classes;  ///< class names in id order (csv, image_folder, text_csv)
 };
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed);
 
@@ -40,7 +41,7 @@ struct RunResult {
 };
 
 /// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved, with the fitted
-/// normalisation), metrics.jsonl, metrics.csv, tensorboard/events.out.tfevents.*,
+/// normalisation), classes.txt (class names, when the data has them), metrics.jsonl, metrics.csv, tensorboard/events.out.tfevents.*,
 /// model.safetensors (PyTorch names) and test_metrics.json.
 ///
 ///   auto cfg = lathe::config::load_config("configs/fashion_cnn.yaml");
