@@ -1,5 +1,6 @@
 // FusedAdamW::step: gather each group's parameters, gradients and moments by device and dtype,
-// then one at::_fused_adamw_ call per bucket.
+// then one at::_fused_adamw_ call per bucket; in capturable mode with device-side step counts and
+// lr so the step can be recorded in a CUDA graph.
 #include "lathe/optim/fused_adamw.h"
 
 #include <map>
@@ -10,6 +11,42 @@
 
 namespace lathe::optim {
 
+void FusedAdamW::sync_hyperparameters() {
+  if (!capturable_) return;
+  lr_.resize(param_groups_.size());
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    auto& group = param_groups_[g];
+    if (group.params().empty()) continue;
+    const double lr = static_cast<torch::optim::AdamWOptions&>(group.options()).lr();
+    if (!lr_[g].defined())
+      lr_[g] = at::empty({}, group.params().front().options().dtype(at::kFloat));
+    lr_[g].fill_(lr);
+  }
+  for (auto& group : param_groups_)
+    for (auto& p : group.params()) {
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      auto ds = device_steps_.find(p.unsafeGetTensorImpl());
+      if (it == state_.end() || ds == device_steps_.end()) continue;
+      const int64_t host = static_cast<torch::optim::AdamWParamState&>(*it->second).step();
+      if (ds->second.host != host) {  // a loaded state moved the count
+        ds->second.step.fill_(static_cast<double>(host));
+        ds->second.host = host;
+      }
+    }
+}
+
+void FusedAdamW::count_replayed_step() {
+  for (auto& group : param_groups_)
+    for (auto& p : group.params()) {
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      auto ds = device_steps_.find(p.unsafeGetTensorImpl());
+      if (it == state_.end() || ds == device_steps_.end()) continue;
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      st.step(st.step() + 1);
+      ds->second.host = st.step();
+    }
+}
+
 at::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   at::Tensor loss;
@@ -17,7 +54,9 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  for (auto& group : param_groups_) {
+  if (capturable_ && lr_.size() != param_groups_.size()) sync_hyperparameters();
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    auto& group = param_groups_[g];
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
     struct Bucket {
       std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
@@ -45,14 +84,34 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
       // The kernel reads the already-incremented step as a float tensor (torch.optim's
       // _fused_adamw increments before calling it); the state keeps the integer count.
       st.step(st.step() + 1);
-      b.steps.push_back(at::full({}, static_cast<double>(st.step()),
-                                 p.options().dtype(at::kFloat)));
+      if (capturable_) {
+        auto ds = device_steps_.find(key);
+        if (ds == device_steps_.end())
+          ds = device_steps_
+                   .emplace(key, DeviceSteps{at::full({}, static_cast<double>(st.step() - 1),
+                                                      p.options().dtype(at::kFloat)),
+                                             st.step() - 1})
+                   .first;
+        ds->second.host = st.step();
+        b.steps.push_back(ds->second.step);
+      } else {
+        b.steps.push_back(at::full({}, static_cast<double>(st.step()),
+                                   p.options().dtype(at::kFloat)));
+      }
     }
     const auto [beta1, beta2] = o.betas();
-    for (auto& [key, b] : buckets)
-      at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
-                        o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
-                        /*maximize=*/false);
+    for (auto& [key, b] : buckets) {
+      if (capturable_) {
+        at::_foreach_add_(b.steps, 1.0);  // on the device: a recorded step advances its counts
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
+                          b.steps, lr_[g], beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+                          /*maximize=*/false);
+      } else {
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
+                          b.steps, o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+                          /*maximize=*/false);
+      }
+    }
   }
   return loss;
 }

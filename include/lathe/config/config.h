@@ -157,7 +157,11 @@ struct TrainerSection {
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;  ///< 0 = no clipping
   std::string gradient_clip_algorithm = "norm";  ///< norm | value
-  std::string precision = "32";    ///< 32 | bf16 (autocast) | fp16 (autocast + gradient scaler)
+  std::string precision = "auto";  ///< auto (bf16 on CUDA devices that have it, else 32) | 32 |
+                                   ///< bf16 (autocast) | fp16 (autocast + gradient scaler)
+  std::string channels_last = "auto";  ///< auto (on CUDA for models with 4-d weights) | true | false
+  bool cuda_graphs = false;        ///< capture the step as a CUDA graph and replay it (static shapes,
+                                   ///< CUDA, fused adamw, no accumulation/clipping/fp16; else eager)
   int64_t log_every_n_steps = 50;
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl
