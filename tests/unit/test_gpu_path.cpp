@@ -1,9 +1,8 @@
-// The GPU path's logic where the CPU can check it: precision auto, DeviceFeed, capturable
-// FusedAdamW, the CUDA-graph fallback, activation checkpointing, the new config keys.
+// The GPU path's logic where the CPU can check it: precision auto, DeviceFeed, the CUDA-graph
+// fallback, activation checkpointing, the new config keys (capturable FusedAdamW: test_train.cpp).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/optim/adamw.h>
 
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
@@ -55,45 +54,6 @@ TEST(GpuPath, DeviceFeedHandsOutTheSourcesBatchesInOrderFromAnyStart) {
   lathe::data::TensorLoader image_loader(images, 2, false, 0);
   lathe::data::DeviceFeed cl(image_loader, c10::kCPU, 0, /*channels_last=*/true);
   EXPECT_TRUE(cl.next().inputs.is_contiguous(at::MemoryFormat::ChannelsLast));
-}
-
-TEST(GpuPath, CapturableFusedAdamWMatchesAdamWWithScheduledLrAndLoadedState) {
-  // Device-side step counts and lr (what a CUDA graph records) against LibTorch's AdamW.
-  lathe::seed_everything(5);
-  const at::Tensor w0 = at::randn({16, 8}), b0 = at::randn({16});
-  std::vector<at::Tensor> a = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
-  std::vector<at::Tensor> f = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
-  const auto opts = torch::optim::AdamWOptions(0.01).weight_decay(0.1).betas({0.8, 0.99});
-  torch::optim::AdamW plain(a, opts);
-  lathe::optim::FusedAdamW fused(f, opts);
-  fused.set_capturable(true);
-  for (int step = 0; step < 12; ++step) {
-    const double lr = 0.01 * (1.0 - step / 12.0);  // a schedule: the lr tensor must follow it
-    for (auto* o : {static_cast<torch::optim::Optimizer*>(&plain),
-                    static_cast<torch::optim::Optimizer*>(&fused)})
-      o->param_groups()[0].options().set_lr(lr);
-    fused.sync_hyperparameters();
-    const at::Tensor x = at::randn({4, 8});
-    for (auto* set : {&a, &f}) {
-      auto& p = *set;
-      p[0].mutable_grad() = at::Tensor();
-      p[1].mutable_grad() = at::Tensor();
-      ((x.matmul(p[0].t()) + p[1]).tanh().sum()).backward();
-    }
-    plain.step();
-    fused.step();
-  }
-  EXPECT_LE((a[0] - f[0]).abs().max().item<double>(), 1e-6);
-  EXPECT_LE((a[1] - f[1]).abs().max().item<double>(), 1e-6);
-  // The host counts (what checkpoints save) advance on replays too.
-  const auto count = [&] {
-    auto& st = static_cast<torch::optim::AdamWParamState&>(
-        *fused.state().at(f[0].unsafeGetTensorImpl()));
-    return st.step();
-  };
-  EXPECT_EQ(count(), 12);
-  fused.count_replayed_step();
-  EXPECT_EQ(count(), 13);
 }
 
 TEST(GpuPath, CudaGraphsOnTheCpuFallBackToTheSameEagerTraining) {
