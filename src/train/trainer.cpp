@@ -203,7 +203,10 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
   const int64_t epoch = progress_.epoch + 1;
   train.set_epoch(progress_.epoch);
   auto meter = task_.meter(/*detailed=*/false);
-  auto window = task_.meter(false);
+  // train/loss of a step row: the batches' losses since the last row, weighted by batch size,
+  // summed on the device (three small ops a step; the epoch meter has the full metrics).
+  at::Tensor window_loss;
+  int64_t window_records = 0;
   for (auto& cb : callbacks_) cb->on_train_epoch_start(*this, epoch);
 
   const int64_t n = train.num_batches();
@@ -224,7 +227,9 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
       loss = task_.loss(out, y);
     }
     meter->update(out, y, loss);
-    window->update(out, y, loss);
+    const at::Tensor weighted = loss.detach().to(at::kDouble) * static_cast<double>(batch.size());
+    window_loss = window_loss.defined() ? window_loss + weighted : weighted;
+    window_records += batch.size();
     if (graphed) {
       progress_.batch_in_epoch = i + 1;
       ++progress_.step;
@@ -245,15 +250,17 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     optimizer_step();
     }
     if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
-      const Metrics w = window->compute();  // a device sync, once per log interval
-      if (!scaler_.enabled()) check_finite(w.at("loss"), epoch, progress_.step);
-      Metrics values{{"train/loss", w.at("loss")}, {"lr", lr_}};
+      // A device sync, once per log interval.
+      const double w = window_loss.item<double>() / static_cast<double>(window_records);
+      if (!scaler_.enabled()) check_finite(w, epoch, progress_.step);
+      Metrics values{{"train/loss", w}, {"lr", lr_}};
       if (scaler_.enabled()) {
         values["amp/scale"] = scaler_.state().scale;
         values["amp/skipped_steps"] = static_cast<double>(scaler_.skipped_steps());
       }
       log("step", values);
-      window->reset();
+      window_loss = at::Tensor();
+      window_records = 0;
     }
     if (val != nullptr && cfg_.val_every_n_steps > 0 &&
         progress_.step % cfg_.val_every_n_steps == 0) {
