@@ -230,24 +230,22 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     const at::Tensor weighted = loss.detach().to(at::kDouble) * static_cast<double>(batch.size());
     window_loss = window_loss.defined() ? window_loss + weighted : weighted;
     window_records += batch.size();
+    progress_.batch_in_epoch = i + 1;
     if (graphed) {
-      progress_.batch_in_epoch = i + 1;
       ++progress_.step;
     } else {
-    // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
-    // is scaled by its own size so its gradient is a mean too.
-    const int64_t group_start = (i / accumulate) * accumulate;
-    const int64_t group_size = std::min(accumulate, n - group_start);
-    // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
-    // logged loss stays the task's.
-    const at::Tensor penalty = models::penalty_of(module);
-    const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
-    scaler_.scale(group_size == 1 ? objective : objective / static_cast<double>(group_size))
-        .backward();
-    progress_.batch_in_epoch = i + 1;
-    if (i + 1 - group_start < group_size) continue;
-
-    optimizer_step();
+      // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
+      // is scaled by its own size so its gradient is a mean too.
+      const int64_t group_start = (i / accumulate) * accumulate;
+      const int64_t group_size = std::min(accumulate, n - group_start);
+      // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
+      // logged loss stays the task's.
+      const at::Tensor penalty = models::penalty_of(module);
+      const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
+      scaler_.scale(group_size == 1 ? objective : objective / static_cast<double>(group_size))
+          .backward();
+      if (i + 1 - group_start < group_size) continue;
+      optimizer_step();
     }
     if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
       // A device sync, once per log interval.
