@@ -1,5 +1,7 @@
 // GPU tests (ctest label gpu; scripts/gpu-check.sh): bf16 training, fused AdamW, CUDA graphs,
 // SDPA kernels, side-stream prefetch and peak memory on a CUDA device. Each skips without one.
+#include <cmath>
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
