@@ -202,7 +202,8 @@ int main(int argc, char** argv) try {
 
   std::vector<double> ours;
   std::vector<int64_t> params;
-  json spec = {{"threads", threads}, {"device", device.str()}, {"cases", json::array()}};
+  json spec = {{"threads", threads}, {"device", device.str()}, {"cases", json::array()},
+               {"fused_too", !cuda}};
   for (const auto& c : todo) {
     const auto [t, n] = run_lathe(c, device);
     ours.push_back(t);
@@ -217,12 +218,19 @@ int main(int argc, char** argv) try {
   const json py = json::parse(lathe::bench::run_command(fmt::format("{} {} {}", python, script,
                                                       quoted(spec.dump()))));
 
-  fmt::print("{:<10} {:<46} {:>11} {:>11} {:>13}\n", "case", "what", "lathe ms", "PyTorch ms",
-             "lathe/PyTorch");
+  // PyTorch: torch.optim.AdamW as it comes; on the CPU also with fused=True (lathe's default).
+  fmt::print("{:<10} {:<46} {:>9} {:>11} {:>7} {:>11} {:>7}\n", "case", "what", "lathe ms",
+             "PyTorch ms", "ratio", cuda ? "" : "fused ms", cuda ? "" : "ratio");
   for (size_t i = 0; i < todo.size(); ++i) {
-    const double theirs = py.at(todo[i].name).at("step_s").get<double>();
-    fmt::print("{:<10} {:<46} {:>11.3f} {:>11.3f} {:>13.2f}\n", todo[i].name, todo[i].what,
-               ours[i] * 1e3, theirs * 1e3, ours[i] / theirs);
+    const json& r = py.at(todo[i].name);
+    const double theirs = r.at("step_s").get<double>();
+    std::string fused;
+    if (r.contains("step_s_fused")) {
+      const double f = r.at("step_s_fused").get<double>();
+      fused = fmt::format(" {:>11.3f} {:>7.2f}", f * 1e3, ours[i] / f);
+    }
+    fmt::print("{:<10} {:<46} {:>9.3f} {:>11.3f} {:>7.2f}{}\n", todo[i].name, todo[i].what,
+               ours[i] * 1e3, theirs * 1e3, ours[i] / theirs, fused);
     if (cuda && todo[i].model == "gpt2") {
       // Training FLOPs per token: 6·N (N without the position table) + 12·L·C·T (attention).
       const auto& o = todo[i].py_options;

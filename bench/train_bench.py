@@ -1,7 +1,9 @@
 """train_bench's Python half: the same training steps as lathe's, in a plain PyTorch eager loop.
 
 Reads the cases as JSON from argv[1] (train_bench.cpp writes them) and prints one JSON object:
-{case name: {"step_s": median seconds per step, "steps": timed steps}}. Each case is built as
+{case name: {"step_s": median seconds per step, "step_s_fused": the same with AdamW(fused=True),
+"steps": timed steps}}. step_s uses torch.optim.AdamW's defaults (on the CPU the single-tensor
+loop; on CUDA fused=True is passed, as lathe's optim.fused=auto picks the fused kernel there). Each case is built as
 lathe's zoo model of the same name is (same layers, shapes and kernels), trained with AdamW (weight
 decay on weights of dim >= 2 only, as lathe's groups) and cross-entropy, under bf16 autocast when
 the case says so. A step is forward, loss, backward, optimizer step and zero_grad(set_to_none).
@@ -96,7 +98,7 @@ class GPT2(nn.Module):
 BUILDERS = {"mlp": mlp, "lstm_lm": LstmLM, "resnet18": resnet18, "gpt2": GPT2}
 
 
-def run_case(case, device):
+def run_case(case, device, fused):
     torch.manual_seed(0)
     model = BUILDERS[case["model"]](case["options"]).to(device)
     if case.get("channels_last"):
@@ -104,7 +106,7 @@ def run_case(case, device):
     model.train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    fused = device.type == "cuda"  # lathe's optim.fused=auto: the fused kernel on CUDA
+    fused = fused or device.type == "cuda"
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": rest, "weight_decay": 0.0}], lr=1e-3, fused=fused or None)
     b, shape, lm = case["batch"], case["input"], case["task"] == "lm"
@@ -160,7 +162,9 @@ def main():
     device = torch.device(spec["device"])
     out = {}
     for case in spec["cases"]:
-        out[case["name"]] = run_case(case, device)
+        out[case["name"]] = run_case(case, device, fused=False)
+        if device.type == "cpu" and spec.get("fused_too"):
+            out[case["name"]]["step_s_fused"] = run_case(case, device, fused=True)["step_s"]
     print(json.dumps(out))
 
 

@@ -14,7 +14,7 @@ namespace lathe::data {
 namespace {
 
 at::Tensor place(const at::Tensor& t, c10::Device device, bool channels_last) {
-  at::Tensor out = t.to(device, /*non_blocking=*/t.is_pinned());
+  at::Tensor out = t.device() == device ? t : t.to(device, /*non_blocking=*/t.is_pinned());
   if (channels_last && out.dim() == 4) out = out.contiguous(at::MemoryFormat::ChannelsLast);
   return out;
 }

@@ -61,7 +61,8 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
     struct Bucket {
       std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
     };
-    std::map<std::pair<std::string, c10::ScalarType>, Bucket> buckets;
+    // One bucket per (device type, device index, dtype): the kernel wants them uniform.
+    std::map<std::tuple<int, int, int>, Bucket> buckets;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       void* key = p.unsafeGetTensorImpl();
@@ -75,34 +76,31 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
         it = state_.emplace(key, std::move(st)).first;
       }
       auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      Bucket& b = buckets[{p.device().str(), p.scalar_type()}];
+      Bucket& b = buckets[{static_cast<int>(p.device().type()), p.device().index(),
+                           static_cast<int>(p.scalar_type())}];
       b.params.push_back(p);
       b.grads.push_back(p.grad());
       b.exp_avgs.push_back(st.exp_avg());
       b.exp_avg_sqs.push_back(st.exp_avg_sq());
       if (o.amsgrad()) b.max_exp_avg_sqs.push_back(st.max_exp_avg_sq());
       // The kernel reads the already-incremented step as a float tensor (torch.optim's
-      // _fused_adamw increments before calling it); the state keeps the integer count.
+      // _fused_adamw increments before calling it); the state keeps the integer count. The
+      // tensor persists beside the parameter and is advanced on its device below, one call per
+      // bucket; it is refilled only when a loaded state moved the count.
+      auto ds = device_steps_.find(key);
+      if (ds == device_steps_.end())
+        ds = device_steps_
+                 .emplace(key, DeviceSteps{at::empty({}, p.options().dtype(at::kFloat)), -1})
+                 .first;
+      if (ds->second.host != st.step()) ds->second.step.fill_(static_cast<double>(st.step()));
       st.step(st.step() + 1);
-      if (capturable_) {
-        auto ds = device_steps_.find(key);
-        if (ds == device_steps_.end())
-          ds = device_steps_
-                   .emplace(key, DeviceSteps{at::full({}, static_cast<double>(st.step() - 1),
-                                                      p.options().dtype(at::kFloat)),
-                                             st.step() - 1})
-                   .first;
-        ds->second.host = st.step();
-        b.steps.push_back(ds->second.step);
-      } else {
-        b.steps.push_back(at::full({}, static_cast<double>(st.step()),
-                                   p.options().dtype(at::kFloat)));
-      }
+      ds->second.host = st.step();
+      b.steps.push_back(ds->second.step);
     }
     const auto [beta1, beta2] = o.betas();
     for (auto& [key, b] : buckets) {
+      at::_foreach_add_(b.steps, 1.0);  // on the device: a recorded step advances its counts
       if (capturable_) {
-        at::_foreach_add_(b.steps, 1.0);  // on the device: a recorded step advances its counts
         at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
                           b.steps, lr_[g], beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
                           /*maximize=*/false);

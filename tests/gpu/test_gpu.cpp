@@ -81,7 +81,9 @@ TEST(Gpu, Bf16AutocastTrainingDecreasesLossAndReportsPeakMemory) {
   config::TrainerSection t;  // precision auto: bf16 on Ampere and later
   t.max_epochs = 5;
   const MlpRun r = train_mlp(t);
-  if (lathe::bf16_native(kCuda)) EXPECT_EQ(r.precision, "bf16");
+  if (lathe::bf16_native(kCuda)) {
+    EXPECT_EQ(r.precision, "bf16");
+  }
   EXPECT_LT(r.history.back().train.at("loss"), 0.7 * r.history.front().train.at("loss"));
   ASSERT_FALSE(r.epochs.empty());
   ASSERT_TRUE(r.epochs.back().count("gpu/peak_memory_gib"));

@@ -117,7 +117,7 @@ struct OptimSection {
   std::vector<double> betas = {0.9, 0.999};  ///< adam, adamw
   double eps = 1e-8;               ///< adam, adamw, rmsprop
   double alpha = 0.99;             ///< rmsprop smoothing
-  std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (on CUDA), true, false
+  std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (CUDA, CPU), true, false
   ScheduleSection schedule;        ///< learning rate
   ScheduleSection momentum_schedule = off();      ///< momentum / beta1; name none = fixed
   ScheduleSection weight_decay_schedule = off();  ///< weight decay; name none = fixed
