@@ -36,6 +36,7 @@ void FusedAdamW::sync_hyperparameters() {
 }
 
 void FusedAdamW::count_replayed_step() {
+  if (!capturable_) return;  // only a recorded (capturable) step is replayed
   for (auto& group : param_groups_)
     for (auto& p : group.params()) {
       auto it = state_.find(p.unsafeGetTensorImpl());

@@ -188,7 +188,7 @@ TEST(Optimizer, GroupsAndScheduledHyperparameters) {
 }
 
 TEST(Optimizer, FusedAdamWMatchesAdamW) {
-  // The fused ATen kernel (used on CUDA by default) against LibTorch's AdamW, on CPU where both
+  // The fused ATen kernel (lathe's default adamw) against LibTorch's AdamW, on CPU where both
   // run; also in capturable mode (device-side step counts and lr, what a CUDA graph records)
   // under a changing lr.
   for (const bool capturable : {false, true}) {
