@@ -4,7 +4,7 @@
 //
 //   build/dev/bench/train_bench [--device cpu|cuda] [--threads N] [--cases mlp,gpt_tiny]
 //                               [--python .venv/bin/python] [--script bench/train_bench.py]
-//                               [--quick]           (run from the repository root)
+//                               [--rounds 3] [--quick]      (run from the repository root)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -170,6 +170,7 @@ int main(int argc, char** argv) try {
   std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu";
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   bool quick = false;
+  int rounds = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const auto value = [&] {
@@ -181,6 +182,7 @@ int main(int argc, char** argv) try {
     else if (a == "--device") device_name = value();
     else if (a == "--threads") threads = std::stoi(value());
     else if (a == "--cases") only = "," + value() + ",";
+    else if (a == "--rounds") rounds = std::max(1, std::stoi(value()));
     else if (a == "--quick") quick = true;
     else throw lathe::Error(fmt::format("unknown argument {}", a));
   }
@@ -197,36 +199,52 @@ int main(int argc, char** argv) try {
     if (quick) c.repeats = 3, c.steps = std::max<int64_t>(1, c.steps / 2), c.warmup = 2;
     todo.push_back(c);
   }
-  fmt::print("train_bench: device {}, {} threads, precision {}, torch {}\n", device.str(), threads,
-             precision, TORCH_VERSION);
+  if (quick) rounds = 1;
+  fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds\n",
+             device.str(), threads, precision, TORCH_VERSION, rounds);
 
-  std::vector<double> ours;
-  std::vector<int64_t> params;
   json spec = {{"threads", threads}, {"device", device.str()}, {"cases", json::array()},
                {"fused_too", !cuda}};
-  for (const auto& c : todo) {
-    const auto [t, n] = run_lathe(c, device);
-    ours.push_back(t);
-    params.push_back(n);
+  for (const auto& c : todo)
     spec["cases"].push_back({{"name", c.name}, {"model", c.model}, {"options", c.py_options},
                              {"task", c.task}, {"input_kind", c.input_kind}, {"input", c.input},
                              {"batch", c.batch}, {"classes", c.classes}, {"warmup", c.warmup},
                              {"steps", c.steps}, {"repeats", c.repeats},
                              {"distinct_batches", kDistinctBatches},
                              {"channels_last", c.channels_last}, {"precision", precision}});
+  // Rounds alternate lathe and PyTorch, so a machine whose load drifts weighs on both alike;
+  // each side's time per case is the median over rounds of its per-round medians.
+  std::vector<std::vector<double>> ours_r(todo.size()), theirs_r(todo.size()), fused_r(todo.size());
+  std::vector<int64_t> params(todo.size());
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const auto [t, n] = run_lathe(todo[i], device);
+      ours_r[i].push_back(t);
+      params[i] = n;
+    }
+    const json py = json::parse(lathe::bench::run_command(
+        fmt::format("{} {} {}", python, script, quoted(spec.dump()))));
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const json& r = py.at(todo[i].name);
+      theirs_r[i].push_back(r.at("step_s").get<double>());
+      if (r.contains("step_s_fused")) fused_r[i].push_back(r.at("step_s_fused").get<double>());
+    }
   }
-  const json py = json::parse(lathe::bench::run_command(fmt::format("{} {} {}", python, script,
-                                                      quoted(spec.dump()))));
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
 
   // PyTorch: torch.optim.AdamW as it comes; on the CPU also with fused=True (lathe's default).
   fmt::print("{:<10} {:<46} {:>9} {:>11} {:>7} {:>11} {:>7}\n", "case", "what", "lathe ms",
              "PyTorch ms", "ratio", cuda ? "" : "fused ms", cuda ? "" : "ratio");
+  std::vector<double> ours(todo.size());
   for (size_t i = 0; i < todo.size(); ++i) {
-    const json& r = py.at(todo[i].name);
-    const double theirs = r.at("step_s").get<double>();
+    ours[i] = median(ours_r[i]);
+    const double theirs = median(theirs_r[i]);
     std::string fused;
-    if (r.contains("step_s_fused")) {
-      const double f = r.at("step_s_fused").get<double>();
+    if (!fused_r[i].empty()) {
+      const double f = median(fused_r[i]);
       fused = fmt::format(" {:>11.3f} {:>7.2f}", f * 1e3, ours[i] / f);
     }
     fmt::print("{:<10} {:<46} {:>9.3f} {:>11.3f} {:>7.2f}{}\n", todo[i].name, todo[i].what,
