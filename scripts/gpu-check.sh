@@ -3,7 +3,7 @@
 # against PyTorch, in under 8 minutes, without internet.
 #
 #   scripts/gpu-check.sh [TORCH_PREFIX]      # TORCH_PREFIX: torch's CMake prefix; default: python3's
-#   scripts/gpu-check.sh --pack              # here: build the gpu preset and pack build/gpu-carry
+#   scripts/gpu-check.sh --pack              # here: build the gpu preset, pack build/gpu-carry
 #
 # lathe comes from, in this order: $LATHE_BUILD_DIR (an existing build folder), build/gpu-carry
 # (a packed build carried from another machine: `--pack` there), build/gpu (built before), or a
@@ -36,26 +36,28 @@ build_gpu() {
 }
 
 if [ "$pack" = 1 ]; then
-  # A self-contained subset of build/gpu (stripped binaries, the ctest files, the non-torch
-  # shared libraries they need) that the device tool can carry: carry=["build/gpu-carry"].
-  build_gpu
+  # A self-contained subset of a build (stripped binaries, the ctest files, the non-torch shared
+  # libraries they need) that the device tool can carry: carry=["build/gpu-carry"]. Packs
+  # $LATHE_BUILD_DIR when set, else builds the gpu preset.
+  if [ -n "${LATHE_BUILD_DIR:-}" ]; then src=$LATHE_BUILD_DIR; else build_gpu; src=build/gpu; fi
+  src=$(cd "$src" && pwd)
   out=build/gpu-carry
   rm -rf "$out" && mkdir -p "$out/tests" "$out/bench" "$out/lib"
-  cp build/gpu/CTestTestfile.cmake "$out/"
-  cp build/gpu/tests/CTestTestfile.cmake build/gpu/tests/*_include.cmake \
-     build/gpu/tests/test_gpu*_tests.cmake build/gpu/tests/test_models*_tests.cmake \
-     build/gpu/tests/lathe_test_paths.txt "$out/tests/"
+  cp "$src/CTestTestfile.cmake" "$out/"
+  cp "$src"/tests/CTestTestfile.cmake "$src"/tests/*_include.cmake \
+     "$src"/tests/test_gpu*_tests.cmake "$src"/tests/test_models*_tests.cmake \
+     "$src"/tests/lathe_test_paths.txt "$out/tests/"
   for exe in tests/test_gpu tests/test_models bench/train_bench lathe; do
-    mkdir -p "$out/$(dirname "$exe")"
-    strip -o "$out/$exe" "build/gpu/$exe"
+    strip -o "$out/$exe" "$src/$exe"
   done
   # Shared libraries outside torch, CUDA and the C runtime (yaml-cpp, protobuf, onnx, ...).
-  ldd build/gpu/tests/test_gpu build/gpu/lathe | awk '/=> \// {print $3}' | sort -u |
+  ldd "$src/tests/test_gpu" "$src/lathe" | awk '/=> \// {print $3}' | sort -u |
     grep -v -e "$torch_lib" -e /nvidia/ -e 'libc\.so' -e 'libm\.so' -e 'libstdc++' -e 'libgcc_s' \
-      -e 'ld-linux' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' |
+      -e 'ld-linux' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' -e 'libutil' -e 'libz\.so' |
     while read -r lib; do cp -L "$lib" "$out/lib/"; done
-  echo "$root/build/gpu" >"$out/ORIGIN"
-  log "packed $out ($(du -sh "$out" | cut -f1)); carry it to the GPU machine and run scripts/gpu-check.sh there"
+  echo "$src" >"$out/ORIGIN"
+  log "packed $out ($(du -sh "$out" | cut -f1)) from $src; carry it to the GPU machine and run" \
+    "scripts/gpu-check.sh there"
   exit 0
 fi
 
@@ -95,7 +97,8 @@ if [ "$cuda" = 1 ]; then
 else
   cases=mlp,gpt_tiny
 fi
+# BENCH_THREADS: intra-op threads of both sides (default: every core).
 timeout 240 "$build/bench/train_bench" --python "$python" --script bench/train_bench.py \
-  --cases "$cases" --quick || status=$?
+  --cases "$cases" --quick ${BENCH_THREADS:+--threads "$BENCH_THREADS"} || status=$?
 log "done (exit $status)"
 exit "$status"
