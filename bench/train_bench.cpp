@@ -46,30 +46,84 @@ struct Case {
 
 std::vector<Case> cases(bool cuda) {
   std::vector<Case> c;
-  c.push_back({"mlp", "MLP 64-128-128-10, batch 32", "mlp",
+  c.push_back({"mlp",
+               "MLP 64-128-128-10, batch 32",
+               "mlp",
                {"in_features=64", "hidden=[128, 128]", "out_features=10"},
                {{"in_features", 64}, {"hidden", {128, 128}}, {"out_features", 10}},
-               "classification", "float", {64}, 32, 10, 20, 50, 7});
-  c.push_back({"lstm_lm", "LSTM LM 2x256, vocab 96, batch 16 x 64", "lstm_lm",
+               "classification",
+               "float",
+               {64},
+               32,
+               10,
+               20,
+               50,
+               7});
+  c.push_back({"lstm_lm",
+               "LSTM LM 2x256, vocab 96, batch 16 x 64",
+               "lstm_lm",
                {"vocab_size=96", "embedding_dim=64", "hidden_size=256", "num_layers=2"},
                {{"vocab_size", 96}, {"embedding_dim", 64}, {"hidden_size", 256}, {"num_layers", 2}},
-               "lm", "ids", {64}, 16, 96, 3, 5, 5});
-  c.push_back({"resnet18", "ResNet-18 (32x32 stem), batch 16 x 3x32x32", "resnet18",
+               "lm",
+               "ids",
+               {64},
+               16,
+               96,
+               3,
+               5,
+               5});
+  c.push_back({"resnet18",
+               "ResNet-18 (32x32 stem), batch 16 x 3x32x32",
+               "resnet18",
                {"num_classes=10", "small_input=true"},
                {{"num_classes", 10}, {"small_input", true}},
-               "classification", "float", {3, 32, 32}, cuda ? 256 : 16, 10, 2, cuda ? 10 : 2, 5});
+               "classification",
+               "float",
+               {3, 32, 32},
+               cuda ? 256 : 16,
+               10,
+               2,
+               cuda ? 10 : 2,
+               5});
   c.back().channels_last = cuda;
   if (cuda) c.back().what = "ResNet-18 (32x32 stem), batch 256 x 3x32x32";
-  c.push_back({"gpt_tiny", "GPT 4 layers x 128, 4 heads, batch 8 x 128", "gpt2",
-               {"vocab_size=96", "n_positions=128", "n_embd=128", "n_layer=4", "n_head=4",
-                "dropout=0.0"},
-               {{"vocab_size", 96}, {"n_positions", 128}, {"n_embd", 128}, {"n_layer", 4},
-                {"n_head", 4}, {"dropout", 0.0}},
-               "lm", "ids", {128}, 8, 96, 3, 5, 5});
-  c.push_back({"gpt2_124m", "GPT-2 124M, batch 16 x 1024", "gpt2", {"dropout=0.0"},
-               {{"vocab_size", 50257}, {"n_positions", 1024}, {"n_embd", 768}, {"n_layer", 12},
-                {"n_head", 12}, {"dropout", 0.0}},
-               "lm", "ids", {1024}, 16, 50257, 5, 10, 5});
+  c.push_back(
+      {"gpt_tiny",
+       "GPT 4 layers x 128, 4 heads, batch 8 x 128",
+       "gpt2",
+       {"vocab_size=96", "n_positions=128", "n_embd=128", "n_layer=4", "n_head=4", "dropout=0.0"},
+       {{"vocab_size", 96},
+        {"n_positions", 128},
+        {"n_embd", 128},
+        {"n_layer", 4},
+        {"n_head", 4},
+        {"dropout", 0.0}},
+       "lm",
+       "ids",
+       {128},
+       8,
+       96,
+       3,
+       5,
+       5});
+  c.push_back({"gpt2_124m",
+               "GPT-2 124M, batch 16 x 1024",
+               "gpt2",
+               {"dropout=0.0"},
+               {{"vocab_size", 50257},
+                {"n_positions", 1024},
+                {"n_embd", 768},
+                {"n_layer", 12},
+                {"n_head", 12},
+                {"dropout", 0.0}},
+               "lm",
+               "ids",
+               {1024},
+               16,
+               50257,
+               5,
+               10,
+               5});
   c.back().gpu_only = true;
   return c;
 }
@@ -142,15 +196,15 @@ std::pair<double, int64_t> run_lathe(const Case& c, c10::Device device) {
   for (int64_t b = 0; b < kDistinctBatches; ++b) {
     std::vector<int64_t> shape{c.batch};
     shape.insert(shape.end(), c.input.begin(), c.input.end());
-    const at::Tensor x = c.input_kind == "ids" ? at::randint(c.classes, shape, at::kLong)
-                                               : at::randn(shape);
+    const at::Tensor x =
+        c.input_kind == "ids" ? at::randint(c.classes, shape, at::kLong) : at::randn(shape);
     const at::Tensor y = c.task == "lm" ? at::randint(c.classes, shape, at::kLong)
                                         : at::randint(c.classes, {c.batch}, at::kLong);
     batches.push_back({x, y});
   }
   FixedBatches source(std::move(batches), total);
-  lathe::train::Trainer trainer(cfg.trainer, device, model, lathe::train::Task(cfg.task),
-                                optimizer, lathe::train::make_schedules(cfg.optim, total, total));
+  lathe::train::Trainer trainer(cfg.trainer, device, model, lathe::train::Task(cfg.task), optimizer,
+                                lathe::train::make_schedules(cfg.optim, total, total));
   auto timer = std::make_shared<StepTimer>(device, c.warmup, c.steps);
   trainer.add_callback(timer);
   trainer.fit(source, nullptr);
@@ -177,14 +231,22 @@ int main(int argc, char** argv) try {
       LATHE_CHECK(i + 1 < argc, lathe::Error, "{} needs a value", a);
       return std::string(argv[++i]);
     };
-    if (a == "--python") python = value();
-    else if (a == "--script") script = value();
-    else if (a == "--device") device_name = value();
-    else if (a == "--threads") threads = std::stoi(value());
-    else if (a == "--cases") only = "," + value() + ",";
-    else if (a == "--rounds") rounds = std::max(1, std::stoi(value()));
-    else if (a == "--quick") quick = true;
-    else throw lathe::Error(fmt::format("unknown argument {}", a));
+    if (a == "--python")
+      python = value();
+    else if (a == "--script")
+      script = value();
+    else if (a == "--device")
+      device_name = value();
+    else if (a == "--threads")
+      threads = std::stoi(value());
+    else if (a == "--cases")
+      only = "," + value() + ",";
+    else if (a == "--rounds")
+      rounds = std::max(1, std::stoi(value()));
+    else if (a == "--quick")
+      quick = true;
+    else
+      throw lathe::Error(fmt::format("unknown argument {}", a));
   }
   const c10::Device device(device_name);
   const bool cuda = device.is_cuda();
@@ -203,15 +265,25 @@ int main(int argc, char** argv) try {
   fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds\n",
              device.str(), threads, precision, TORCH_VERSION, rounds);
 
-  json spec = {{"threads", threads}, {"device", device.str()}, {"cases", json::array()},
+  json spec = {{"threads", threads},
+               {"device", device.str()},
+               {"cases", json::array()},
                {"fused_too", !cuda}};
   for (const auto& c : todo)
-    spec["cases"].push_back({{"name", c.name}, {"model", c.model}, {"options", c.py_options},
-                             {"task", c.task}, {"input_kind", c.input_kind}, {"input", c.input},
-                             {"batch", c.batch}, {"classes", c.classes}, {"warmup", c.warmup},
-                             {"steps", c.steps}, {"repeats", c.repeats},
+    spec["cases"].push_back({{"name", c.name},
+                             {"model", c.model},
+                             {"options", c.py_options},
+                             {"task", c.task},
+                             {"input_kind", c.input_kind},
+                             {"input", c.input},
+                             {"batch", c.batch},
+                             {"classes", c.classes},
+                             {"warmup", c.warmup},
+                             {"steps", c.steps},
+                             {"repeats", c.repeats},
                              {"distinct_batches", kDistinctBatches},
-                             {"channels_last", c.channels_last}, {"precision", precision}});
+                             {"channels_last", c.channels_last},
+                             {"precision", precision}});
   // Rounds alternate lathe and PyTorch, so a machine whose load drifts weighs on both alike;
   // each side's time per case is the median over rounds of its per-round medians.
   std::vector<std::vector<double>> ours_r(todo.size()), theirs_r(todo.size()), fused_r(todo.size());
@@ -222,8 +294,8 @@ int main(int argc, char** argv) try {
       ours_r[i].push_back(t);
       params[i] = n;
     }
-    const json py = json::parse(lathe::bench::run_command(
-        fmt::format("{} {} {}", python, script, quoted(spec.dump()))));
+    const json py = json::parse(
+        lathe::bench::run_command(fmt::format("{} {} {}", python, script, quoted(spec.dump()))));
     for (size_t i = 0; i < todo.size(); ++i) {
       const json& r = py.at(todo[i].name);
       theirs_r[i].push_back(r.at("step_s").get<double>());

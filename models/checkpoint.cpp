@@ -63,7 +63,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
-    auto r = c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
+    auto r =
+        c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
     const at::Tensor input = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     at::Tensor y;
     {

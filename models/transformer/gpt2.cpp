@@ -105,7 +105,8 @@ at::Tensor GPT2Impl::forward_hidden(const at::Tensor& ids, const at::Tensor& att
   for (const auto& block : *h) {
     GPT2BlockImpl* b = block->as<GPT2Block>();
     if (recompute)
-      x = checkpointed([b, attention_mask](const at::Tensor& in) { return b->forward(in, attention_mask); }, x);
+      x = checkpointed(
+          [b, attention_mask](const at::Tensor& in) { return b->forward(in, attention_mask); }, x);
     else
       x = b->forward(x, attention_mask);
   }

@@ -38,7 +38,8 @@ DeviceFeed::~DeviceFeed() = default;
 
 void DeviceFeed::start(int64_t i) {
   c10::impl::VirtualGuardImpl impl(device_.type());
-  const c10::Device dev(device_.type(), device_.has_index() ? device_.index() : impl.getDevice().index());
+  const c10::Device dev(device_.type(),
+                        device_.has_index() ? device_.index() : impl.getDevice().index());
   if (!ahead_) ahead_ = std::make_unique<Copy>(impl.getStreamFromGlobalPool(dev));
   Batch b = source_.batch(i);
   // Page-locked memory makes the copy asynchronous; loaders on CUDA already collate into it.

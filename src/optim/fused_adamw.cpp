@@ -102,12 +102,12 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
     for (auto& [key, b] : buckets) {
       at::_foreach_add_(b.steps, 1.0);  // on the device: a recorded step advances its counts
       if (capturable_) {
-        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
-                          b.steps, lr_[g], beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
+                          lr_[g], beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
                           /*maximize=*/false);
       } else {
-        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
-                          b.steps, o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
+                          o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
                           /*maximize=*/false);
       }
     }

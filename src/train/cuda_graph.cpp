@@ -30,8 +30,8 @@ void wait(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& on) 
 #endif
 
 bool same_signature(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         a.device() == b.device() && a.strides() == b.strides();
+  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device() &&
+         a.strides() == b.strides();
 }
 }  // namespace
 

@@ -156,9 +156,10 @@ std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, con
   } else {
     opt.zero_grad(/*set_to_none=*/true);
     if (r.mode == GraphMode::Eager && graph_->fallbacks() == 1)
-      log::warn("trainer.cuda_graphs: a batch of shape {} differs from the recorded one; such "
-                "batches run eagerly",
-                x.sizes());
+      log::warn(
+          "trainer.cuda_graphs: a batch of shape {} differs from the recorded one; such "
+          "batches run eagerly",
+          x.sizes());
   }
   return {r.output, r.loss};
 }
@@ -219,7 +220,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     const at::Tensor& x = batch.inputs;
     const at::Tensor& y = batch.targets;
     last_batch_size_ = batch.size();
-    at::Tensor out, loss;  // loss: () mean over the micro-batch
+    at::Tensor out, loss;                                  // loss: () mean over the micro-batch
     if (graph_) std::tie(out, loss) = graphed_step(x, y);  // a whole optimizer step, or nothing
     const bool graphed = out.defined();
     if (!graphed) {

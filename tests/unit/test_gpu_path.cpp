@@ -26,8 +26,9 @@ TEST(GpuPath, PrecisionAutoIsFloat32OnTheCpuAndTheDefault) {
   EXPECT_EQ(lathe::resolve_precision("fp16", c10::Device("cuda:0")), "fp16");
   EXPECT_FALSE(lathe::bf16_native(c10::kCPU));
   EXPECT_EQ(lathe::peak_memory_bytes(c10::kCPU), 0);
-  const auto cfg = config::parse_config("data: {path: x}\nmodel: {name: mlp}\n", "<t>",
-                                        {"trainer.cuda_graphs=true", "trainer.channels_last=false"});
+  const auto cfg =
+      config::parse_config("data: {path: x}\nmodel: {name: mlp}\n", "<t>",
+                           {"trainer.cuda_graphs=true", "trainer.channels_last=false"});
   EXPECT_TRUE(cfg.trainer.cuda_graphs);
   EXPECT_EQ(cfg.trainer.channels_last, "false");
   EXPECT_EQ(config::parse_config(config::to_yaml(cfg), "<back>").trainer.cuda_graphs, true);
@@ -110,6 +111,6 @@ TEST(GpuPath, CheckpointedGpt2BlocksGiveTheSameGradients) {
   // Without gradients it is the function itself.
   torch::NoGradGuard no_grad;
   const at::Tensor x = at::randn({3});
-  EXPECT_TRUE(lathe::models::checkpointed([](const at::Tensor& t) { return t * 2; }, x)
-                  .equal(x * 2));
+  EXPECT_TRUE(
+      lathe::models::checkpointed([](const at::Tensor& t) { return t * 2; }, x).equal(x * 2));
 }

@@ -37,7 +37,7 @@ class FusedAdamW : public torch::optim::AdamW {
 
  private:
   struct DeviceSteps {
-    at::Tensor step;  ///< () float32 beside the parameter: the count the kernel reads
+    at::Tensor step;    ///< () float32 beside the parameter: the count the kernel reads
     int64_t host = -1;  ///< the host count it was last filled from
   };
   bool capturable_ = false;
