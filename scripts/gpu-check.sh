@@ -79,7 +79,10 @@ else
   build_gpu
   build=build/gpu
 fi
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$torch_lib"
+# torch's libraries and the CUDA runtime beside them (our binaries need libcudart directly; a
+# carried build's RUNPATH names the folders of the machine it was built on).
+nvidia_libs=$(find "$torch_lib/../../nvidia" -maxdepth 2 -type d -name lib 2>/dev/null | paste -sd:)
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$torch_lib${nvidia_libs:+:$nvidia_libs}"
 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -328,10 +328,11 @@ Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSourc
   module.eval();
   torch::NoGradGuard no_grad;
   auto meter = task.meter(/*detailed=*/true);
+  data::DeviceFeed feed(loader, device, 0);  // on CUDA the next batch is copied meanwhile
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
-    const data::Batch batch = loader.batch(i);
-    const at::Tensor x = batch.inputs.to(device, /*non_blocking=*/true);
-    const at::Tensor y = batch.targets.to(device, /*non_blocking=*/true);
+    const data::Batch batch = feed.next();
+    const at::Tensor& x = batch.inputs;
+    const at::Tensor& y = batch.targets;
     at::Tensor out;
     {
       AutocastGuard amp(device.type(), autocast_dtype(precision), precision != "32");
