@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_util.h"
 #include "lathe/core/error.h"
 #include "lathe/data/idx.h"
 #include "lathe/data/image.h"
@@ -73,16 +74,6 @@ class JpegFiles : public Dataset {
   std::vector<fs::path> files_;
 };
 
-std::string run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  LATHE_CHECK(pipe != nullptr, lathe::Error, "cannot run {}", command);
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
-  LATHE_CHECK(::pclose(pipe) == 0, lathe::Error, "{} failed:\n{}", command, out);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -140,7 +131,7 @@ int main(int argc, char** argv) try {
       static_cast<double>(jpegs->size()) /
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  const auto py = nlohmann::json::parse(run(fmt::format("{} {} {} {} {} 2>&1", python, script,
+  const auto py = nlohmann::json::parse(lathe::bench::run_command(fmt::format("{} {} {} {} {} 2>&1", python, script,
                                                         kFashion, jpeg_dir.string(), max_batches)));
   const double py_fashion = py["fashion_batches_per_s"], py_jpeg = py["jpeg_images_per_s"],
                py_jpeg_core = py["jpeg_images_per_s_core"];

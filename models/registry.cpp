@@ -100,7 +100,8 @@ torch::nn::AnyModule build_gpt2(const config::Params& p) {
       .n_inner(p.get_int("n_inner", o.n_inner()))
       .layer_norm_epsilon(p.get_double("layer_norm_epsilon", o.layer_norm_epsilon()))
       .dropout(p.get_double("dropout", o.dropout()))
-      .tie_word_embeddings(p.get_bool("tie_word_embeddings", o.tie_word_embeddings()));
+      .tie_word_embeddings(p.get_bool("tie_word_embeddings", o.tie_word_embeddings()))
+      .gradient_checkpointing(p.get_bool("gradient_checkpointing", o.gradient_checkpointing()));
   p.check_all_used();
   return torch::nn::AnyModule(GPT2(o));
 }

@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "lathe/core/error.h"
+#include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
 namespace lathe::models {
@@ -21,7 +22,10 @@ Conv1DImpl::Conv1DImpl(int64_t in, int64_t out)
 }
 
 at::Tensor Conv1DImpl::forward(const at::Tensor& x) {
-  return at::matmul(x, weight) + bias;  // (..., in) → (..., out)
+  if (x.dim() == 2) return at::addmm(bias, x, weight);  // (N, in) → (N, out)
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = weight.size(1);
+  return at::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);  // (..., out)
 }
 
 void Conv1DImpl::pretty_print(std::ostream& stream) const {
@@ -97,7 +101,15 @@ at::Tensor GPT2Impl::forward_hidden(const at::Tensor& ids, const at::Tensor& att
               options.n_positions());
   const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));               // (T,)
   at::Tensor x = at::dropout(wte(ids) + wpe(pos), options.dropout(), is_training());  // (B, T, C)
-  for (const auto& block : *h) x = block->as<GPT2Block>()->forward(x, attention_mask);
+  const bool recompute = options.gradient_checkpointing() && is_training();
+  for (const auto& block : *h) {
+    GPT2BlockImpl* b = block->as<GPT2Block>();
+    if (recompute)
+      x = checkpointed(
+          [b, attention_mask](const at::Tensor& in) { return b->forward(in, attention_mask); }, x);
+    else
+      x = b->forward(x, attention_mask);
+  }
   return ln_f(x);  // (B, T, C)
 }
 

@@ -26,6 +26,9 @@ struct GPT2Options {
   TORCH_ARG(double, layer_norm_epsilon) = 1e-5;
   TORCH_ARG(double, dropout) = 0.1;             ///< embd_pdrop = attn_pdrop = resid_pdrop
   TORCH_ARG(bool, tie_word_embeddings) = true;  ///< lm_head shares transformer.wte.weight
+  /// Activation checkpointing: keep only each block's input and recompute the block in backward
+  /// (less memory for one more forward pass of the blocks).
+  TORCH_ARG(bool, gradient_checkpointing) = false;
 };
 
 /// Hugging Face's Conv1D: a linear layer whose weight is stored [in, out] (y = x W + b).

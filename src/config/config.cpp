@@ -355,6 +355,8 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("gradient_clip_val", s.gradient_clip_val);
   v("gradient_clip_algorithm", s.gradient_clip_algorithm);
   v("precision", s.precision);
+  v("channels_last", s.channels_last);
+  v("cuda_graphs", s.cuda_graphs);
   v("log_every_n_steps", s.log_every_n_steps);
   v("progress", s.progress);
   v("csv", s.csv);
@@ -498,7 +500,8 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.at_least<int64_t>("trainer.accumulate_grad_batches", t.accumulate_grad_batches, 1);
   v.at_least("trainer.gradient_clip_val", t.gradient_clip_val, 0.0);
   v.choice("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, {"norm", "value"});
-  v.choice("trainer.precision", t.precision, {"32", "bf16", "fp16"});
+  v.choice("trainer.precision", t.precision, {"auto", "32", "bf16", "fp16"});
+  v.choice("trainer.channels_last", t.channels_last, {"auto", "true", "false"});
   v.at_least<int64_t>("trainer.log_every_n_steps", t.log_every_n_steps, 1);
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
   v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});

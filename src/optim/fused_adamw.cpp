@@ -1,5 +1,6 @@
 // FusedAdamW::step: gather each group's parameters, gradients and moments by device and dtype,
-// then one at::_fused_adamw_ call per bucket.
+// then one at::_fused_adamw_ call per bucket; in capturable mode with device-side step counts and
+// lr so the step can be recorded in a CUDA graph.
 #include "lathe/optim/fused_adamw.h"
 
 #include <map>
@@ -10,6 +11,43 @@
 
 namespace lathe::optim {
 
+void FusedAdamW::sync_hyperparameters() {
+  if (!capturable_) return;
+  lr_.resize(param_groups_.size());
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    auto& group = param_groups_[g];
+    if (group.params().empty()) continue;
+    const double lr = static_cast<torch::optim::AdamWOptions&>(group.options()).lr();
+    if (!lr_[g].defined())
+      lr_[g] = at::empty({}, group.params().front().options().dtype(at::kFloat));
+    lr_[g].fill_(lr);
+  }
+  for (auto& group : param_groups_)
+    for (auto& p : group.params()) {
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      auto ds = device_steps_.find(p.unsafeGetTensorImpl());
+      if (it == state_.end() || ds == device_steps_.end()) continue;
+      const int64_t host = static_cast<torch::optim::AdamWParamState&>(*it->second).step();
+      if (ds->second.host != host) {  // a loaded state moved the count
+        ds->second.step.fill_(static_cast<double>(host));
+        ds->second.host = host;
+      }
+    }
+}
+
+void FusedAdamW::count_replayed_step() {
+  if (!capturable_) return;  // only a recorded (capturable) step is replayed
+  for (auto& group : param_groups_)
+    for (auto& p : group.params()) {
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      auto ds = device_steps_.find(p.unsafeGetTensorImpl());
+      if (it == state_.end() || ds == device_steps_.end()) continue;
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      st.step(st.step() + 1);
+      ds->second.host = st.step();
+    }
+}
+
 at::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   at::Tensor loss;
@@ -17,12 +55,15 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  for (auto& group : param_groups_) {
+  if (capturable_ && lr_.size() != param_groups_.size()) sync_hyperparameters();
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    auto& group = param_groups_[g];
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
     struct Bucket {
       std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
     };
-    std::map<std::pair<std::string, c10::ScalarType>, Bucket> buckets;
+    // One bucket per (device type, device index, dtype): the kernel wants them uniform.
+    std::map<std::tuple<int, int, int>, Bucket> buckets;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       void* key = p.unsafeGetTensorImpl();
@@ -36,23 +77,40 @@ at::Tensor FusedAdamW::step(LossClosure closure) {
         it = state_.emplace(key, std::move(st)).first;
       }
       auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      Bucket& b = buckets[{p.device().str(), p.scalar_type()}];
+      Bucket& b = buckets[{static_cast<int>(p.device().type()), p.device().index(),
+                           static_cast<int>(p.scalar_type())}];
       b.params.push_back(p);
       b.grads.push_back(p.grad());
       b.exp_avgs.push_back(st.exp_avg());
       b.exp_avg_sqs.push_back(st.exp_avg_sq());
       if (o.amsgrad()) b.max_exp_avg_sqs.push_back(st.max_exp_avg_sq());
       // The kernel reads the already-incremented step as a float tensor (torch.optim's
-      // _fused_adamw increments before calling it); the state keeps the integer count.
+      // _fused_adamw increments before calling it); the state keeps the integer count. The
+      // tensor persists beside the parameter and is advanced on its device below, one call per
+      // bucket; it is refilled only when a loaded state moved the count.
+      auto ds = device_steps_.find(key);
+      if (ds == device_steps_.end())
+        ds = device_steps_
+                 .emplace(key, DeviceSteps{at::empty({}, p.options().dtype(at::kFloat)), -1})
+                 .first;
+      if (ds->second.host != st.step()) ds->second.step.fill_(static_cast<double>(st.step()));
       st.step(st.step() + 1);
-      b.steps.push_back(at::full({}, static_cast<double>(st.step()),
-                                 p.options().dtype(at::kFloat)));
+      ds->second.host = st.step();
+      b.steps.push_back(ds->second.step);
     }
     const auto [beta1, beta2] = o.betas();
-    for (auto& [key, b] : buckets)
-      at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
-                        o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
-                        /*maximize=*/false);
+    for (auto& [key, b] : buckets) {
+      at::_foreach_add_(b.steps, 1.0);  // on the device: a recorded step advances its counts
+      if (capturable_) {
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
+                          lr_[g], beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+                          /*maximize=*/false);
+      } else {
+        at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.steps,
+                          o.lr(), beta1, beta2, o.weight_decay(), o.eps(), o.amsgrad(),
+                          /*maximize=*/false);
+      }
+    }
   }
   return loss;
 }

@@ -14,6 +14,7 @@
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
+#include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/idx.h"
@@ -110,6 +111,7 @@ void write_json(const std::filesystem::path& file, const Metrics& m) {
 c10::Device prepare_runtime(const config::RunConfig& cfg) {
   setup_threads(cfg.run.threads);
   set_deterministic(cfg.run.deterministic);
+  configure_cuda(cfg.run.deterministic);  // cuDNN benchmark mode unless deterministic
   seed_everything(cfg.run.seed);
   return select_device(cfg.run.device);
 }
@@ -150,7 +152,9 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (!resume_from.empty()) model_cfg.pretrained.clear();  // the checkpoint has the weights
   ckpt::apply_pretrained(*model.ptr(), model_cfg);
   model.ptr()->to(device);
-  log::info("model: {} ({} parameters)", cfg.model.name, models::parameter_count(*model.ptr()));
+  log::info("model: {} ({} parameters), precision {}", cfg.model.name,
+            models::parameter_count(*model.ptr()),
+            resolve_precision(cfg.trainer.precision, device));
   auto optimizer = optim::make_optimizer(
       cfg.optim, *model.ptr(),
       {cfg.model.head, cfg.model.backbone_lr_scale, cfg.model.unfreeze_at_epoch > 0});

@@ -12,7 +12,11 @@
 #include <torch/optim/optimizer.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
+#include "lathe/data/device_feed.h"
+#include "lathe/optim/fused_adamw.h"
+#include "lathe/train/cuda_graph.h"
 #include "models/regularized.h"
 
 namespace lathe::train {
@@ -34,6 +38,20 @@ void check_finite(double loss, int64_t epoch, int64_t step) {
 
 c10::ScalarType autocast_dtype(const std::string& precision) {
   return precision == "fp16" ? at::kHalf : at::kBFloat16;
+}
+
+config::TrainerSection resolved(config::TrainerSection cfg, c10::Device device) {
+  cfg.precision = resolve_precision(cfg.precision, device);
+  return cfg;
+}
+
+/// trainer.channels_last: auto = on CUDA for models with convolution (4-d) weights.
+bool wants_channels_last(const std::string& setting, c10::Device device, torch::nn::Module& m) {
+  if (setting != "auto") return setting == "true";
+  if (!device.is_cuda()) return false;
+  for (const auto& p : m.parameters())
+    if (p.dim() == 4) return true;
+  return false;
 }
 
 }  // namespace
@@ -62,13 +80,22 @@ int64_t Trainer::planned_steps(const config::TrainerSection& cfg, int64_t batche
 
 Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyModule model,
                  Task task, optim::OptimizerBundle& optimizer, Schedules schedules)
-    : cfg_(std::move(cfg)),
+    : cfg_(resolved(std::move(cfg), device)),
       device_(device),
       model_(std::move(model)),
       task_(std::move(task)),
       optimizer_(optimizer),
       schedules_(std::move(schedules)),
-      scaler_(cfg_.precision == "fp16") {}
+      scaler_(cfg_.precision == "fp16") {
+  channels_last_ = wants_channels_last(cfg_.channels_last, device_, *model_.ptr());
+  if (channels_last_) {  // the weights too, so convolutions run in NHWC without conversions
+    torch::NoGradGuard no_grad;
+    for (auto& p : model_.ptr()->parameters())
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
+Trainer::~Trainer() = default;
 
 void Trainer::add_callback(std::shared_ptr<Callback> callback) {
   callbacks_.push_back(std::move(callback));
@@ -90,13 +117,55 @@ at::Tensor Trainer::forward(const at::Tensor& x) {
   return model_.forward<at::Tensor>(x);
 }
 
-void Trainer::optimizer_step() {
+void Trainer::set_step_hyperparameters() {
   const int64_t step = progress_.step;
   lr_ = schedules_.lr.value_at(step) * schedules_.plateau.scale();
   const double momentum = schedules_.momentum ? schedules_.momentum->value_at(step) : NAN;
   const double wd = schedules_.weight_decay ? schedules_.weight_decay->value_at(step) : NAN;
   optim::set_hyperparameters(optimizer_, lr_, momentum, wd);
+  if (auto* fused = dynamic_cast<optim::FusedAdamW*>(optimizer_.optimizer.get()))
+    fused->sync_hyperparameters();  // device-side lr in capturable mode
+}
 
+std::string Trainer::graph_blocker() const {
+  std::string why = CudaGraphStep::unsupported_reason(device_);
+  if (!why.empty()) return why;
+  if (cfg_.accumulate_grad_batches != 1) return "trainer.accumulate_grad_batches is not 1";
+  if (cfg_.gradient_clip_val > 0) return "trainer.gradient_clip_val clips on host-side norms";
+  if (scaler_.enabled()) return "fp16's gradient scaler decides on the host whether to step";
+  if (dynamic_cast<optim::FusedAdamW*>(optimizer_.optimizer.get()) == nullptr)
+    return "the optimizer is not the fused adamw (optim.name adamw, optim.fused auto or true)";
+  if (schedules_.momentum || schedules_.weight_decay)
+    return "momentum / weight decay schedules change values a graph records";
+  if (models::penalty_of(*model_.ptr()).defined()) return "the model adds a weight penalty";
+  return {};
+}
+
+std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, const at::Tensor& y) {
+  auto& opt = static_cast<optim::FusedAdamW&>(*optimizer_.optimizer);
+  set_step_hyperparameters();
+  const auto r = graph_->run(x, y, [&](const at::Tensor& xs, const at::Tensor& ys) {
+    const at::Tensor out = forward(xs);
+    const at::Tensor loss = task_.loss(out, ys);  // () mean over the batch
+    loss.backward();
+    opt.step();
+    return std::make_pair(out.detach(), loss.detach());
+  });
+  if (r.mode == GraphMode::Replayed) {
+    opt.count_replayed_step();
+  } else {
+    opt.zero_grad(/*set_to_none=*/true);
+    if (r.mode == GraphMode::Eager && graph_->fallbacks() == 1)
+      log::warn(
+          "trainer.cuda_graphs: a batch of shape {} differs from the recorded one; such "
+          "batches run eagerly",
+          x.sizes());
+  }
+  return {r.output, r.loss};
+}
+
+void Trainer::optimizer_step() {
+  set_step_hyperparameters();
   auto& opt = *optimizer_.optimizer;
   if (cfg_.gradient_clip_val > 0) {
     scaler_.unscale(opt);  // clip the true gradients, not the scaled ones
@@ -135,43 +204,62 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
   const int64_t epoch = progress_.epoch + 1;
   train.set_epoch(progress_.epoch);
   auto meter = task_.meter(/*detailed=*/false);
-  auto window = task_.meter(false);
+  // train/loss of a step row: the batches' losses since the last row, weighted by batch size,
+  // summed on the device (three small ops a step; the epoch meter has the full metrics).
+  at::Tensor window_loss;
+  int64_t window_records = 0;
   for (auto& cb : callbacks_) cb->on_train_epoch_start(*this, epoch);
 
   const int64_t n = train.num_batches();
   const int64_t accumulate = cfg_.accumulate_grad_batches;
+  reset_peak_memory(device_);
+  // On CUDA the next batch is copied on a side stream while this one computes.
+  data::DeviceFeed feed(train, device_, progress_.batch_in_epoch, channels_last_);
   for (int64_t i = progress_.batch_in_epoch; i < n && !stop_; ++i) {
-    const data::Batch batch = train.batch(i);
-    const at::Tensor x = batch.inputs.to(device_, /*non_blocking=*/true);
-    const at::Tensor y = batch.targets.to(device_, /*non_blocking=*/true);
+    const data::Batch batch = feed.next();
+    const at::Tensor& x = batch.inputs;
+    const at::Tensor& y = batch.targets;
     last_batch_size_ = batch.size();
-    const at::Tensor out = forward(x);
-    const at::Tensor loss = task_.loss(out, y);  // () mean over the micro-batch
+    at::Tensor out, loss;                                  // loss: () mean over the micro-batch
+    if (graph_) std::tie(out, loss) = graphed_step(x, y);  // a whole optimizer step, or nothing
+    const bool graphed = out.defined();
+    if (!graphed) {
+      out = forward(x);
+      loss = task_.loss(out, y);
+    }
     meter->update(out, y, loss);
-    window->update(out, y, loss);
-    // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
-    // is scaled by its own size so its gradient is a mean too.
-    const int64_t group_start = (i / accumulate) * accumulate;
-    const int64_t group_size = std::min(accumulate, n - group_start);
-    // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
-    // logged loss stays the task's.
-    const at::Tensor penalty = models::penalty_of(module);
-    const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
-    scaler_.scale(objective / static_cast<double>(group_size)).backward();
+    const at::Tensor weighted = loss.detach().to(at::kDouble) * static_cast<double>(batch.size());
+    window_loss = window_loss.defined() ? window_loss + weighted : weighted;
+    window_records += batch.size();
     progress_.batch_in_epoch = i + 1;
-    if (i + 1 - group_start < group_size) continue;
-
-    optimizer_step();
+    if (graphed) {
+      ++progress_.step;
+    } else {
+      // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
+      // is scaled by its own size so its gradient is a mean too.
+      const int64_t group_start = (i / accumulate) * accumulate;
+      const int64_t group_size = std::min(accumulate, n - group_start);
+      // A Regularized model (lasso, ridge) adds its weight penalty to what is minimised; the
+      // logged loss stays the task's.
+      const at::Tensor penalty = models::penalty_of(module);
+      const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
+      scaler_.scale(group_size == 1 ? objective : objective / static_cast<double>(group_size))
+          .backward();
+      if (i + 1 - group_start < group_size) continue;
+      optimizer_step();
+    }
     if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
-      const Metrics w = window->compute();  // a device sync, once per log interval
-      if (!scaler_.enabled()) check_finite(w.at("loss"), epoch, progress_.step);
-      Metrics values{{"train/loss", w.at("loss")}, {"lr", lr_}};
+      // A device sync, once per log interval.
+      const double w = window_loss.item<double>() / static_cast<double>(window_records);
+      if (!scaler_.enabled()) check_finite(w, epoch, progress_.step);
+      Metrics values{{"train/loss", w}, {"lr", lr_}};
       if (scaler_.enabled()) {
         values["amp/scale"] = scaler_.state().scale;
         values["amp/skipped_steps"] = static_cast<double>(scaler_.skipped_steps());
       }
       log("step", values);
-      window->reset();
+      window_loss = at::Tensor();
+      window_records = 0;
     }
     if (val != nullptr && cfg_.val_every_n_steps > 0 &&
         progress_.step % cfg_.val_every_n_steps == 0) {
@@ -189,6 +277,15 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
 std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSource* val) {
   if (val != nullptr && val->size() == 0) val = nullptr;
   optimizer_.optimizer->zero_grad(/*set_to_none=*/true);
+  if (cfg_.cuda_graphs && !graph_) {
+    const std::string why = graph_blocker();
+    if (why.empty()) {
+      graph_ = std::make_unique<CudaGraphStep>();
+      static_cast<optim::FusedAdamW&>(*optimizer_.optimizer).set_capturable(true);
+    } else {
+      log::warn("trainer.cuda_graphs: {}; training eagerly", why);
+    }
+  }
   for (auto& cb : callbacks_) cb->on_fit_start(*this);
   std::vector<EpochRecord> history;
   while (progress_.epoch < cfg_.max_epochs && !stop_) {
@@ -209,6 +306,8 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
     for (const auto& [k, v] : rec.val) row[k] = v;
     row["lr"] = rec.lr;
     row["time_s"] = rec.seconds;
+    if (device_.is_cuda())
+      row["gpu/peak_memory_gib"] = static_cast<double>(peak_memory_bytes(device_)) / (1 << 30);
     log("epoch", row);
     if (finished_epoch) {
       ++progress_.epoch;
@@ -222,16 +321,18 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
 }
 
 Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
-                 c10::Device device, const std::string& precision) {
+                 c10::Device device, const std::string& precision_setting) {
+  const std::string precision = resolve_precision(precision_setting, device);
   auto& module = *model.ptr();
   const bool was_training = module.is_training();
   module.eval();
   torch::NoGradGuard no_grad;
   auto meter = task.meter(/*detailed=*/true);
+  data::DeviceFeed feed(loader, device, 0);  // on CUDA the next batch is copied meanwhile
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
-    const data::Batch batch = loader.batch(i);
-    const at::Tensor x = batch.inputs.to(device, /*non_blocking=*/true);
-    const at::Tensor y = batch.targets.to(device, /*non_blocking=*/true);
+    const data::Batch batch = feed.next();
+    const at::Tensor& x = batch.inputs;
+    const at::Tensor& y = batch.targets;
     at::Tensor out;
     {
       AutocastGuard amp(device.type(), autocast_dtype(precision), precision != "32");

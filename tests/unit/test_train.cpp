@@ -188,27 +188,43 @@ TEST(Optimizer, GroupsAndScheduledHyperparameters) {
 }
 
 TEST(Optimizer, FusedAdamWMatchesAdamW) {
-  // The fused ATen kernel (used on CUDA by default) against LibTorch's AdamW, on CPU where both run.
-  lathe::seed_everything(5);
-  const at::Tensor w0 = at::randn({16, 8}), b0 = at::randn({16});
-  std::vector<at::Tensor> a = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
-  std::vector<at::Tensor> f = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
-  const auto opts = torch::optim::AdamWOptions(0.01).weight_decay(0.1).betas({0.8, 0.99});
-  torch::optim::AdamW plain(a, opts);
-  lathe::optim::FusedAdamW fused(f, opts);
-  for (int step = 0; step < 20; ++step) {
-    const at::Tensor x = at::randn({4, 8});
-    for (auto* set : {&a, &f}) {
-      auto& p = *set;
-      p[0].mutable_grad() = at::Tensor();
-      p[1].mutable_grad() = at::Tensor();
-      ((x.matmul(p[0].t()) + p[1]).tanh().sum()).backward();
+  // The fused ATen kernel (lathe's default adamw) against LibTorch's AdamW, on CPU where both
+  // run; also in capturable mode (device-side step counts and lr, what a CUDA graph records)
+  // under a changing lr.
+  for (const bool capturable : {false, true}) {
+    SCOPED_TRACE(capturable);
+    lathe::seed_everything(5);
+    const at::Tensor w0 = at::randn({16, 8}), b0 = at::randn({16});
+    std::vector<at::Tensor> a = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
+    std::vector<at::Tensor> f = {w0.clone().requires_grad_(), b0.clone().requires_grad_()};
+    const auto opts = torch::optim::AdamWOptions(0.01).weight_decay(0.1).betas({0.8, 0.99});
+    torch::optim::AdamW plain(a, opts);
+    lathe::optim::FusedAdamW fused(f, opts);
+    fused.set_capturable(capturable);
+    for (int step = 0; step < 20; ++step) {
+      const double lr = 0.01 * (1.0 - step / 20.0);
+      plain.param_groups()[0].options().set_lr(lr);
+      fused.param_groups()[0].options().set_lr(lr);
+      fused.sync_hyperparameters();
+      const at::Tensor x = at::randn({4, 8});
+      for (auto* set : {&a, &f}) {
+        auto& p = *set;
+        p[0].mutable_grad() = at::Tensor();
+        p[1].mutable_grad() = at::Tensor();
+        ((x.matmul(p[0].t()) + p[1]).tanh().sum()).backward();
+      }
+      plain.step();
+      fused.step();
     }
-    plain.step();
-    fused.step();
+    EXPECT_LE((a[0] - f[0]).abs().max().item<double>(), 1e-6);
+    EXPECT_LE((a[1] - f[1]).abs().max().item<double>(), 1e-6);
+    // The host counts (what checkpoints save) advance on graph replays too.
+    auto& st = static_cast<torch::optim::AdamWParamState&>(
+        *fused.state().at(f[0].unsafeGetTensorImpl()));
+    EXPECT_EQ(st.step(), 20);
+    fused.count_replayed_step();
+    EXPECT_EQ(st.step(), capturable ? 21 : 20);
   }
-  EXPECT_LE((a[0] - f[0]).abs().max().item<double>(), 1e-6);
-  EXPECT_LE((a[1] - f[1]).abs().max().item<double>(), 1e-6);
   config::OptimSection cfg;
   cfg.fused = "true";
   lathe::models::ConvNet net(lathe::models::ConvNetOptions().channels({4}));

@@ -117,7 +117,7 @@ struct OptimSection {
   std::vector<double> betas = {0.9, 0.999};  ///< adam, adamw
   double eps = 1e-8;               ///< adam, adamw, rmsprop
   double alpha = 0.99;             ///< rmsprop smoothing
-  std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (on CUDA), true, false
+  std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (CUDA, CPU), true, false
   ScheduleSection schedule;        ///< learning rate
   ScheduleSection momentum_schedule = off();      ///< momentum / beta1; name none = fixed
   ScheduleSection weight_decay_schedule = off();  ///< weight decay; name none = fixed
@@ -157,7 +157,11 @@ struct TrainerSection {
   int64_t accumulate_grad_batches = 1;
   double gradient_clip_val = 0.0;  ///< 0 = no clipping
   std::string gradient_clip_algorithm = "norm";  ///< norm | value
-  std::string precision = "32";    ///< 32 | bf16 (autocast) | fp16 (autocast + gradient scaler)
+  std::string precision = "auto";  ///< auto (bf16 on CUDA devices that have it, else 32) | 32 |
+                                   ///< bf16 (autocast) | fp16 (autocast + gradient scaler)
+  std::string channels_last = "auto";  ///< auto (on CUDA for models with 4-d weights) | true | false
+  bool cuda_graphs = false;        ///< capture the step as a CUDA graph and replay it (static shapes,
+                                   ///< CUDA, fused adamw, no accumulation/clipping/fp16; else eager)
   int64_t log_every_n_steps = 50;
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl

@@ -1,6 +1,10 @@
 // FusedAdamW: torch::optim::AdamW whose step runs ATen's fused multi-tensor kernel
-// (at::_fused_adamw_: one launch per device and dtype on CUDA; also implemented on CPU).
+// (at::_fused_adamw_: one launch per device and dtype on CUDA; also implemented on CPU), with a
+// capturable mode whose step a CUDA graph can record.
 #pragma once
+
+#include <unordered_map>
+#include <vector>
 
 #include <torch/optim/adamw.h>
 
@@ -11,10 +15,34 @@ namespace lathe::optim {
 /// of one small kernel sequence per parameter.
 ///
 ///   FusedAdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
+///
+/// Capturable mode (set_capturable(true)), for CUDA graphs: the step counts and each group's lr
+/// live in device tensors that step() reads and advances with device ops only, so a recorded
+/// step replays correctly. The lr tensors take the groups' options in sync_hyperparameters(),
+/// which the caller runs outside the graph before each step or replay; after a replay (which
+/// runs no host code) count_replayed_step() advances the host-side step counts that
+/// checkpoints save.
 class FusedAdamW : public torch::optim::AdamW {
  public:
   using torch::optim::AdamW::AdamW;
   at::Tensor step(LossClosure closure = nullptr) override;
+
+  void set_capturable(bool on) { capturable_ = on; }
+  bool capturable() const { return capturable_; }
+  /// Capturable mode: copies each group's lr into its device tensor, and re-reads the step
+  /// counts when a loaded state changed them.
+  void sync_hyperparameters();
+  /// Capturable mode: one step happened on the device without step() running on the host.
+  void count_replayed_step();
+
+ private:
+  struct DeviceSteps {
+    at::Tensor step;    ///< () float32 beside the parameter: the count the kernel reads
+    int64_t host = -1;  ///< the host count it was last filled from
+  };
+  bool capturable_ = false;
+  std::unordered_map<void*, DeviceSteps> device_steps_;  ///< by parameter TensorImpl
+  std::vector<at::Tensor> lr_;                           ///< () per group, capturable mode
 };
 
 }  // namespace lathe::optim

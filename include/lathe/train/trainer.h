@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <c10/core/Device.h>
@@ -19,6 +20,8 @@
 #include "lathe/train/task.h"
 
 namespace lathe::train {
+
+class CudaGraphStep;
 
 /// The hyperparameter schedules of a run; momentum and weight decay are optional.
 struct Schedules {
@@ -59,6 +62,7 @@ class Trainer {
  public:
   Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyModule model, Task task,
           optim::OptimizerBundle& optimizer, Schedules schedules);
+  ~Trainer();
 
   void add_callback(std::shared_ptr<Callback> callback);
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
@@ -78,6 +82,7 @@ class Trainer {
   int64_t epoch() const { return progress_.epoch + 1; }  ///< the epoch in progress, 1-based
   const TrainProgress& progress() const { return progress_; }
   void set_progress(const TrainProgress& p) { progress_ = p; }
+  /// The trainer section as it runs: precision "auto" resolved for the device.
   const config::TrainerSection& config() const { return cfg_; }
   void request_stop(const std::string& reason);
   bool stop_requested() const { return stop_; }
@@ -95,6 +100,12 @@ class Trainer {
  private:
   Metrics train_epoch(data::BatchSource& train, data::BatchSource* val);
   void optimizer_step();
+  void set_step_hyperparameters();
+  /// Why the step cannot be a CUDA graph (empty when it can).
+  std::string graph_blocker() const;
+  /// forward, loss, backward and optimizer step of one batch as a replayed CUDA graph:
+  /// (output, loss), or undefined tensors when the batch must take the eager path.
+  std::pair<at::Tensor, at::Tensor> graphed_step(const at::Tensor& x, const at::Tensor& y);
   void run_validation(data::BatchSource& val);
   at::Tensor forward(const at::Tensor& x);
 
@@ -112,6 +123,8 @@ class Trainer {
   std::string stop_reason_;
   double lr_ = 0;
   int64_t last_batch_size_ = 0;
+  bool channels_last_ = false;            ///< 4-d inputs go channels-last (the model's weights too)
+  std::unique_ptr<CudaGraphStep> graph_;  ///< trainer.cuda_graphs, when the step qualifies
 };
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the

@@ -1,0 +1,110 @@
+// checkpointed(): a torch::autograd::Function that saves the input, the RNG and autocast states
+// in forward and recomputes the piece with gradients in backward.
+#include "models/checkpoint.h"
+
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/custom_class.h>
+
+namespace lathe::models {
+namespace {
+
+/// What backward needs besides the input: the function and the states to recompute it under.
+struct Recompute : torch::CustomClassHolder {
+  std::function<at::Tensor(const at::Tensor&)> fn;
+  c10::Device device{c10::kCPU};
+  at::Tensor cpu_rng;     ///< the CPU generator's state when forward ran
+  at::Tensor device_rng;  ///< the input device's generator state (CUDA), when not the CPU
+  bool autocast = false;
+  c10::ScalarType autocast_dtype = at::kFloat;
+};
+
+/// Sets the default generator of `device` to `state` for the guard's lifetime.
+class RngFork {
+ public:
+  RngFork(c10::Device device, const at::Tensor& state)
+      : gen_(at::globalContext().defaultGenerator(device)) {
+    if (!state.defined()) return;
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    saved_ = gen_.get_state();
+    gen_.set_state(state);
+  }
+  ~RngFork() {
+    if (!saved_.defined()) return;
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_state(saved_);
+  }
+  RngFork(const RngFork&) = delete;
+  RngFork& operator=(const RngFork&) = delete;
+
+ private:
+  at::Generator gen_;
+  at::Tensor saved_;
+};
+
+at::Tensor rng_state(c10::Device device) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            c10::intrusive_ptr<Recompute> r) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["recompute"] = c10::IValue::make_capsule(r);
+    return r->fn(x);  // grad mode is off here: no activations are kept
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto r =
+        c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
+    const at::Tensor input = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    at::Tensor y;
+    {
+      RngFork cpu(c10::Device(c10::kCPU), r->cpu_rng);
+      std::optional<RngFork> dev;
+      if (r->device_rng.defined()) dev.emplace(r->device, r->device_rng);
+      const c10::DeviceType type = r->device.type();
+      const bool prev = at::autocast::is_autocast_enabled(type);
+      const c10::ScalarType prev_dtype = at::autocast::get_autocast_dtype(type);
+      at::autocast::set_autocast_enabled(type, r->autocast);
+      at::autocast::set_autocast_dtype(type, r->autocast_dtype);
+      torch::AutoGradMode grad(true);
+      try {
+        y = r->fn(input);
+      } catch (...) {
+        at::autocast::set_autocast_enabled(type, prev);
+        at::autocast::set_autocast_dtype(type, prev_dtype);
+        throw;
+      }
+      at::autocast::set_autocast_enabled(type, prev);
+      at::autocast::set_autocast_dtype(type, prev_dtype);
+    }
+    // Parameters' gradients accumulate here; the input's comes back to the outer graph.
+    torch::autograd::backward({y}, {grads[0]});
+    return {input.grad(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x) {
+  if (!at::GradMode::is_enabled() || !x.requires_grad()) return fn(x);
+  auto r = c10::make_intrusive<Recompute>();
+  r->fn = std::move(fn);
+  r->device = x.device();
+  r->cpu_rng = rng_state(c10::Device(c10::kCPU));
+  if (!x.device().is_cpu()) r->device_rng = rng_state(x.device());
+  r->autocast = at::autocast::is_autocast_enabled(x.device().type());
+  r->autocast_dtype = at::autocast::get_autocast_dtype(x.device().type());
+  return CheckpointFunction::apply(x, r);
+}
+
+}  // namespace lathe::models
