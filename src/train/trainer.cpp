@@ -13,6 +13,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "lathe/dist/grad_sync.h"
 #include "models/regularized.h"
 
 namespace lathe::train {
@@ -90,7 +91,13 @@ at::Tensor Trainer::forward(const at::Tensor& x) {
   return model_.forward<at::Tensor>(x);
 }
 
+Metrics Trainer::compute(Meter& meter) {
+  if (sync_) meter.reduce(sync_->meter_reduce());
+  return meter.compute();
+}
+
 void Trainer::optimizer_step() {
+  if (sync_) sync_->before_step();  // the mean gradient over ranks, before unscale and clip
   const int64_t step = progress_.step;
   lr_ = schedules_.lr.value_at(step) * schedules_.plateau.scale();
   const double momentum = schedules_.momentum ? schedules_.momentum->value_at(step) : NAN;
@@ -157,13 +164,14 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     // logged loss stays the task's.
     const at::Tensor penalty = models::penalty_of(module);
     const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
+    if (sync_) sync_->before_backward(/*sync=*/i + 1 - group_start == group_size);
     scaler_.scale(objective / static_cast<double>(group_size)).backward();
     progress_.batch_in_epoch = i + 1;
     if (i + 1 - group_start < group_size) continue;
 
     optimizer_step();
     if (progress_.step % cfg_.log_every_n_steps == 0 || i + 1 == n) {
-      const Metrics w = window->compute();  // a device sync, once per log interval
+      const Metrics w = compute(*window);  // a device sync, once per log interval
       if (!scaler_.enabled()) check_finite(w.at("loss"), epoch, progress_.step);
       Metrics values{{"train/loss", w.at("loss")}, {"lr", lr_}};
       if (scaler_.enabled()) {
@@ -183,7 +191,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     if (cfg_.max_steps > 0 && progress_.step >= cfg_.max_steps)
       request_stop(fmt::format("reached trainer.max_steps = {}", cfg_.max_steps));
   }
-  return meter->compute();
+  return compute(*meter);
 }
 
 std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSource* val) {
@@ -222,7 +230,7 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
 }
 
 Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
-                 c10::Device device, const std::string& precision) {
+                 c10::Device device, const std::string& precision, const MeterReduce* reduce) {
   auto& module = *model.ptr();
   const bool was_training = module.is_training();
   module.eval();
@@ -240,11 +248,14 @@ Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSourc
     meter->update(out, y, task.loss(out, y));
   }
   module.train(was_training);
+  if (reduce != nullptr) meter->reduce(*reduce);
   return meter->compute();
 }
 
 Metrics Trainer::validate(data::BatchSource& loader) {
-  return evaluate(model_, task_, loader, device_, cfg_.precision);
+  if (!sync_) return evaluate(model_, task_, loader, device_, cfg_.precision);
+  const MeterReduce reduce = sync_->meter_reduce();
+  return evaluate(model_, task_, loader, device_, cfg_.precision, &reduce);
 }
 
 at::Tensor Trainer::predict(data::BatchSource& loader) {

@@ -18,6 +18,10 @@
 #include "lathe/train/callback.h"
 #include "lathe/train/task.h"
 
+namespace lathe::dist {
+class GradientSync;
+}
+
 namespace lathe::train {
 
 /// The hyperparameter schedules of a run; momentum and weight decay are optional.
@@ -61,6 +65,9 @@ class Trainer {
           optim::OptimizerBundle& optimizer, Schedules schedules);
 
   void add_callback(std::shared_ptr<Callback> callback);
+  /// Data-parallel training: `sync` all-reduces the gradients of every optimizer step and the
+  /// meters (training, validation, test) are combined over its ranks.
+  void set_gradient_sync(std::shared_ptr<dist::GradientSync> sync) { sync_ = std::move(sync); }
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
 
   /// Trains until max_epochs or max_steps, early stopping, or request_stop(); validates after
@@ -97,6 +104,7 @@ class Trainer {
   void optimizer_step();
   void run_validation(data::BatchSource& val);
   at::Tensor forward(const at::Tensor& x);
+  Metrics compute(Meter& meter);  // over every rank's records when data-parallel
 
   config::TrainerSection cfg_;
   c10::Device device_;
@@ -106,6 +114,7 @@ class Trainer {
   Schedules schedules_;
   GradScaler scaler_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::shared_ptr<dist::GradientSync> sync_;
   TrainProgress progress_;
   Metrics last_val_;
   bool stop_ = false;
@@ -115,8 +124,9 @@ class Trainer {
 };
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
-/// module's mode is restored afterwards).
+/// module's mode is restored afterwards). With `reduce`, over every rank's shard of the data.
 Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
-                 c10::Device device, const std::string& precision = "32");
+                 c10::Device device, const std::string& precision = "32",
+                 const MeterReduce* reduce = nullptr);
 
 }  // namespace lathe::train
