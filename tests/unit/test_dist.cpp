@@ -245,13 +245,9 @@ dist: {{timeout_s: 20}}
     return lathe::testing::run_command(lathe::testing::lathe_binary() + " train " + config + " " +
                                        args);
   }
-  /// The checkpoint written at the end of epoch 2 (of 3; keep_last 2 keeps epochs 2 and 3).
+  /// The checkpoint written at the end of epoch 2 of 3 (8 steps per epoch: 256 records / 32).
   std::filesystem::path epoch2_checkpoint(const std::string& name) const {
-    std::vector<std::filesystem::path> steps;
-    for (const auto& e : std::filesystem::directory_iterator(run(name) / "checkpoints"))
-      if (e.path().filename().string().rfind("step-", 0) == 0) steps.push_back(e.path());
-    std::sort(steps.begin(), steps.end());
-    return steps.size() == 2 ? steps[0] : std::filesystem::path();
+    return run(name) / "checkpoints" / "step-00000016";
   }
 };
 
@@ -290,8 +286,8 @@ TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
 
   // A 2-process checkpoint (epoch 2) continued by 1 process, and a 1-process one by 2.
   const auto ckpt2 = r.epoch2_checkpoint("two"), ckpt1 = r.epoch2_checkpoint("one");
-  ASSERT_FALSE(ckpt2.empty());
-  ASSERT_FALSE(ckpt1.empty());
+  ASSERT_TRUE(std::filesystem::exists(ckpt2 / "state.json")) << ckpt2;
+  ASSERT_TRUE(std::filesystem::exists(ckpt1 / "state.json")) << ckpt1;
   const auto to_one = r.train("--resume " + ckpt2.string() + " run.name=two_to_one");
   ASSERT_EQ(to_one.status, 0) << to_one.output;
   const auto to_two = r.train("--devices 2 --resume " + ckpt1.string() + " run.name=one_to_two");
@@ -321,7 +317,7 @@ TEST(DistCli, DeadRankStopsTheOthersWithAClearError) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(res.status, 1) << res.output;  // 124 would be the hang guard's timeout
-  for (const char* part : {"distributed error: rank 0 of 2: all_reduce failed",
+  for (const char* part : {"distributed error: rank 0 of 2: ", " failed: ",
                            "Another rank stopped", "dist.timeout_s = 20 s"})
     EXPECT_NE(res.output.find(part), std::string::npos) << "lacks '" << part << "':\n" << res.output;
   EXPECT_LT(seconds, 4 + 20 + 5);
