@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
@@ -69,21 +71,37 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
 
   std::vector<pid_t> pids(static_cast<size_t>(n), -1);
   for (int r = 0; r < n; ++r) {
+    // The rank's environment is built before fork: between fork and exec a child of a
+    // multi-threaded process may only make async-signal-safe calls (no setenv, no malloc).
+    const std::vector<std::pair<std::string, std::string>> vars{
+        {"RANK", std::to_string(r)},          {"LOCAL_RANK", std::to_string(r)},
+        {"WORLD_SIZE", std::to_string(n)},    {"LOCAL_WORLD_SIZE", std::to_string(n)},
+        {"MASTER_ADDR", options.master_addr}, {"MASTER_PORT", std::to_string(port)}};
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      const std::string key = entry.substr(0, entry.find('='));
+      bool replaced = key == "TORCHELASTIC_USE_AGENT_STORE";  // our own store, not torchrun's
+      for (const auto& [k, v] : vars) replaced = replaced || k == key;
+      if (!replaced) env.push_back(entry);
+    }
+    for (const auto& [k, v] : vars) env.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const std::string exec_failed = fmt::format("[lathe] error: rank {}: cannot run {}\n", r,
+                                                options.program);
+
+    const pid_t launcher = ::getpid();
     const pid_t pid = ::fork();
     LATHE_CHECK(pid >= 0, DistError, "launch: fork of rank {} failed: {}", r, std::strerror(errno));
-    if (pid == 0) {  // the rank: torchrun's variables, then the program
+    if (pid == 0) {  // the rank; it gets SIGTERM when the launcher dies (even by SIGKILL)
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher) ::_exit(1);  // died before prctl took effect
       ::sigaction(SIGINT, &old_int, nullptr);
       ::sigaction(SIGTERM, &old_term, nullptr);
-      ::setenv("RANK", std::to_string(r).c_str(), 1);
-      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(n).c_str(), 1);
-      ::setenv("LOCAL_WORLD_SIZE", std::to_string(n).c_str(), 1);
-      ::setenv("MASTER_ADDR", options.master_addr.c_str(), 1);
-      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      ::unsetenv("TORCHELASTIC_USE_AGENT_STORE");
-      ::execv(options.program.c_str(), argv.data());
-      std::fprintf(stderr, "[lathe] error: rank %d: cannot run %s: %s\n", r,
-                   options.program.c_str(), std::strerror(errno));
+      ::execve(options.program.c_str(), argv.data(), envp.data());
+      [[maybe_unused]] const auto w = ::write(2, exec_failed.data(), exec_failed.size());
       ::_exit(127);
     }
     pids[static_cast<size_t>(r)] = pid;
@@ -109,19 +127,18 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
       pids[static_cast<size_t>(rank)] = -1;
       --running;
       const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (!ok && failed_rank < 0) {
+      if (ok) continue;
+      // Every failure is named: the first one reaped is not always the cause (a rank killed by
+      // a signal and a peer that noticed it may end within the same milliseconds).
+      std::string line = fmt::format("rank {} (pid {}) {}", rank, pid, describe_status(status));
+      if (failed_rank < 0) {
         failed_rank = rank;
         exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
         failed_at = clock::now();
         stage = 1;
-        if (running > 0)
-          log::write(log::Level::error,
-                     fmt::format("rank {} (pid {}) {}; stopping the other {} rank(s)", rank, pid,
-                                 describe_status(status), running));
-        else
-          log::write(log::Level::error,
-                     fmt::format("rank {} (pid {}) {}", rank, pid, describe_status(status)));
+        if (running > 0) line += fmt::format("; stopping the other {} rank(s)", running);
       }
+      log::write(log::Level::error, line);
       continue;
     }
     if (const int sig = g_forward_signal.exchange(0); sig != 0) {

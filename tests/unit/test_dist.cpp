@@ -327,12 +327,15 @@ TEST(DistCli, DeadRankStopsTheOthersWithAClearError) {
 TEST(DistCli, LauncherStopsTheRanksWhenOneDies) {
   if (in_worker()) GTEST_SKIP();
   CsvRun r;
-  // The launcher's ranks are its children: kill rank 1's process 4 s in.
+  // The launcher's ranks are its children: kill rank 1's process (the younger) 4 s in. A
+  // watchdog kills the launcher after 60 s should it hang (its ranks die with it).
   const auto t0 = std::chrono::steady_clock::now();
   const auto res = lathe::testing::run_command(
-      "timeout 60 " + lathe::testing::lathe_binary() + " train --devices 2 " + r.config +
-      " trainer.max_epochs=100000 checkpoint.every_n_epochs=0 run.name=launched & L=$!; sleep 4; "
-      "kill -KILL $(pgrep -P $L | sort -n | tail -1); wait $L; echo launcher exit $?");
+      "{ " + lathe::testing::lathe_binary() + " train --devices 2 " + r.config +
+      " trainer.max_epochs=100000 checkpoint.every_n_epochs=0 run.name=launched & L=$!; "
+      "(sleep 60; kill -KILL $L) >/dev/null 2>&1 & W=$!; sleep 4; "
+      "kill -KILL $(pgrep -P $L | sort -n | tail -1); wait $L; echo launcher exit $?; "
+      "kill $W 2>/dev/null; }");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(res.output.find("launcher exit 1"), std::string::npos) << res.output;
