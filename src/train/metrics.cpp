@@ -2,7 +2,9 @@
 #include "lathe/train/metrics.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -19,16 +21,17 @@ at::Tensor accumulate(const at::Tensor& sum, const at::Tensor& value) {
 
 double as_double(const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; }
 
-/// Sums scalar states over ranks: {count, sums...} packed into one float64 CPU tensor (exact for
-/// counts below 2^53); returns the summed values.
-std::vector<double> reduce_scalars(const MeterReduce& r, std::vector<double> values) {
-  at::Tensor packed = at::tensor(values, at::kDouble);  // (S)
+/// Sums a meter's record count and scalar sums over ranks, in place (an undefined sum counts as
+/// 0): one float64 all-reduce, exact for counts below 2^53.
+void reduce_sums(const MeterReduce& r, int64_t& count, std::initializer_list<at::Tensor*> sums) {
+  std::vector<double> values{static_cast<double>(count)};
+  for (const at::Tensor* sum : sums) values.push_back(as_double(*sum));
+  at::Tensor packed = at::tensor(values, at::kDouble);  // (1 + S)
   r.sum(packed);
   const auto* p = packed.data_ptr<double>();
-  return {p, p + values.size()};
+  count = static_cast<int64_t>(p[0]);
+  for (at::Tensor* sum : sums) *sum = at::scalar_tensor(*++p, at::kDouble);
 }
-
-at::Tensor scalar(double v) { return at::scalar_tensor(v, at::kDouble); }
 
 }  // namespace
 
@@ -62,12 +65,7 @@ void ClassificationMeter::update(const at::Tensor& logits_in, const at::Tensor& 
 }
 
 void ClassificationMeter::reduce(const MeterReduce& r) {
-  const auto v = reduce_scalars(r, {static_cast<double>(count_), as_double(loss_sum_),
-                                    as_double(correct_), as_double(topk_correct_)});
-  count_ = static_cast<int64_t>(v[0]);
-  loss_sum_ = scalar(v[1]);
-  correct_ = scalar(v[2]);
-  topk_correct_ = scalar(v[3]);
+  reduce_sums(r, count_, {&loss_sum_, &correct_, &topk_correct_});
   if (!detailed_) return;
   // Per-record predictions, targets and scores of every rank, in rank order.
   const auto gather = [&](const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
@@ -190,13 +188,13 @@ void RegressionMeter::update(const at::Tensor& output_in, const at::Tensor& targ
 }
 
 void RegressionMeter::reduce(const MeterReduce& r) {
-  count_ = static_cast<int64_t>(reduce_scalars(r, {static_cast<double>(count_)})[0]);
   // Per-output sums: one row [loss, abs (D), sq (D), y (D), y² (D)] from each rank with records.
-  const at::Tensor mine = count_ == 0 || !loss_sum_.defined()
+  const at::Tensor mine = count_ == 0
                               ? at::empty({0, 1}, at::kDouble)
                               : at::cat({loss_sum_.reshape({1}), abs_err_, sq_err_, y_sum_,
                                          y_sq_sum_}).cpu().unsqueeze(0);  // (1, 1 + 4D)
   const at::Tensor all = r.cat(mine);  // (ranks with records, 1 + 4D)
+  reduce_sums(r, count_, {});
   if (all.size(0) == 0) return;
   const at::Tensor total = all.sum(0);
   const int64_t d = (total.size(0) - 1) / 4;
@@ -242,12 +240,7 @@ void LanguageModelMeter::update(const at::Tensor& logits_in, const at::Tensor& t
 }
 
 void LanguageModelMeter::reduce(const MeterReduce& r) {
-  const auto v = reduce_scalars(r, {static_cast<double>(count_), as_double(loss_sum_),
-                                    as_double(correct_), as_double(tokens_)});
-  count_ = static_cast<int64_t>(v[0]);
-  loss_sum_ = scalar(v[1]);
-  correct_ = scalar(v[2]);
-  tokens_ = scalar(v[3]);
+  reduce_sums(r, count_, {&loss_sum_, &correct_, &tokens_});
 }
 
 void LanguageModelMeter::reset() { *this = LanguageModelMeter(ignore_index_); }

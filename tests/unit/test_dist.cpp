@@ -301,27 +301,52 @@ TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   std::printf("[ metric   ] resumed 2->1: %.3g, 1->2: %.3g\n", d21, d12);
 }
 
+namespace {
+
+/// Starts ranks 0 and 1 of a long run by hand, sends rank 1 `signal` 4 s in (mid-training), and
+/// returns rank 0's result and how long it ran. A guard ends rank 1 and, after 60 s, rank 0.
+std::pair<lathe::testing::CommandResult, double> stop_rank_one(const CsvRun& r,
+                                                                const std::string& signal,
+                                                                int timeout_s) {
+  const std::string env = fmt::format("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={} ",
+                                      dist::free_port());
+  const std::string cmd = lathe::testing::lathe_binary() + " train " + r.config +
+                          " trainer.max_epochs=100000 checkpoint.every_n_epochs=0 run.name=stop " +
+                          fmt::format("dist.timeout_s={}", timeout_s);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto res = lathe::testing::run_command(
+      "{ " + env + "RANK=1 " + cmd + " >/dev/null 2>&1 & P=$!; (sleep 4; kill -" + signal +
+      " $P) & " + env + "RANK=0 timeout 60 " + cmd + "; echo rank 0 exit $?; kill -KILL $P; }");
+  return {res, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+}
+
+}  // namespace
+
 TEST(DistCli, DeadRankStopsTheOthersWithAClearError) {
   if (in_worker()) GTEST_SKIP();
   CsvRun r;
-  // Rank 1 is killed 4 s in, mid-training (the run would take minutes); rank 0 must stop on its
-  // own with a DistError well within dist.timeout_s = 20 s, not hang.
-  const std::string env = fmt::format("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={} ",
-                                      dist::free_port());
-  const std::string common = r.config + " trainer.max_epochs=100000 checkpoint.every_n_epochs=0";
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto res = lathe::testing::run_command(
-      "(" + env + "RANK=1 timeout -s KILL 4 " + lathe::testing::lathe_binary() + " train " +
-      common + " run.name=dead >/dev/null 2>&1 &) ; " + env + "RANK=0 timeout 60 " +
-      lathe::testing::lathe_binary() + " train " + common + " run.name=dead");
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_EQ(res.status, 1) << res.output;  // 124 would be the hang guard's timeout
+  // Rank 1 is killed mid-training (the run would take hours): rank 0 must stop by itself with
+  // a DistError (exit 1) at once — its peer's connection is gone — not hang.
+  const auto [res, seconds] = stop_rank_one(r, "KILL", 20);
+  EXPECT_NE(res.output.find("rank 0 exit 1"), std::string::npos) << res.output;
   for (const char* part : {"distributed error: rank 0 of 2: ", " failed: ",
                            "Another rank stopped", "dist.timeout_s = 20 s"})
     EXPECT_NE(res.output.find(part), std::string::npos) << "lacks '" << part << "':\n" << res.output;
-  EXPECT_LT(seconds, 4 + 20 + 5);
+  EXPECT_LT(seconds, 4 + 10);
   std::printf("[ metric   ] rank 0 stopped %.1f s after start (rank 1 killed at 4 s)\n", seconds);
+}
+
+TEST(DistCli, StalledRankTimesOut) {
+  if (in_worker()) GTEST_SKIP();
+  CsvRun r;
+  // Rank 1 freezes (SIGSTOP) with its connections open: rank 0 gives up after dist.timeout_s.
+  const auto [res, seconds] = stop_rank_one(r, "STOP", 3);
+  EXPECT_NE(res.output.find("rank 0 exit 1"), std::string::npos) << res.output;
+  EXPECT_NE(res.output.find("dist.timeout_s = 3 s"), std::string::npos) << res.output;
+  EXPECT_GT(seconds, 4 + 3 - 0.5);
+  EXPECT_LT(seconds, 4 + 3 + 10);
+  std::printf("[ metric   ] rank 0 stopped %.1f s after start (rank 1 stopped at 4 s, timeout 3 s)\n",
+              seconds);
 }
 
 TEST(DistCli, LauncherStopsTheRanksWhenOneDies) {
