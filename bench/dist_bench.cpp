@@ -76,7 +76,8 @@ int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 2;
   const double one = measure(1, 1), one_all = measure(1, n), many = measure(n, 1);
   if (one <= 0 || many <= 0) return 1;
-  std::printf("scaling 1 -> %d processes (1 thread each): %.2fx; vs 1 process x %d threads: %.2fx\n",
-              n, many / one, n, many / one_all);
+  std::printf(
+      "scaling 1 -> %d processes (1 thread each): %.2fx; vs 1 process x %d threads: %.2fx\n", n,
+      many / one, n, many / one_all);
   return 0;
 }

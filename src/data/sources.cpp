@@ -300,8 +300,8 @@ Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, u
         .with_shard(part);
   };
   Loaders out;
-  out.train = std::make_unique<DataLoader>(splits.train,
-                                           opts(cfg.batch_size / std::max<int64_t>(shard.world, 1), true));
+  const int64_t train_batch = cfg.batch_size / std::max<int64_t>(shard.world, 1);  // per rank
+  out.train = std::make_unique<DataLoader>(splits.train, opts(train_batch, true));
   if (splits.val && splits.val->size() > 0)
     out.val = std::make_unique<DataLoader>(splits.val, opts(cfg.eval_batch_size, false));
   if (splits.test && splits.test->size() > 0)

@@ -37,10 +37,12 @@ void GradientSync::build() {
   for (size_t k = params_.size(); k-- > 0;) {
     const at::Tensor& p = params_[k];
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    const bool fits = !buckets_.empty() && buckets_.back().flat.dtype() == p.dtype() &&
-                      buckets_.back().flat.device() == p.device() &&
-                      (buckets_.back().flat.numel() * static_cast<int64_t>(p.element_size()) +
-                           bytes <= bucket_bytes_ || buckets_.back().slots.empty());
+    const bool fits =
+        !buckets_.empty() && buckets_.back().flat.dtype() == p.dtype() &&
+        buckets_.back().flat.device() == p.device() &&
+        (buckets_.back().flat.numel() * static_cast<int64_t>(p.element_size()) + bytes <=
+             bucket_bytes_ ||
+         buckets_.back().slots.empty());
     if (!fits) {
       buckets_.emplace_back();
       buckets_.back().flat = at::empty({0}, p.options().requires_grad(false));

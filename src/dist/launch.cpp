@@ -63,9 +63,10 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = remember_signal;
-  struct sigaction old_int{}, old_term{};
+  struct sigaction old_int {
+  }, old_term{};
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
 
@@ -89,8 +90,8 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
     std::vector<char*> envp;
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-    const std::string exec_failed = fmt::format("[lathe] error: rank {}: cannot run {}\n", r,
-                                                options.program);
+    const std::string exec_failed =
+        fmt::format("[lathe] error: rank {}: cannot run {}\n", r, options.program);
 
     const pid_t launcher = ::getpid();
     const pid_t pid = ::fork();

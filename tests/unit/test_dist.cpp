@@ -105,7 +105,7 @@ TEST(Shard, LoadersReshuffleEachEpochAlikeOnEveryRank) {
   EXPECT_EQ(r0e0.size(), 32u);
   std::set<int64_t> all(r0e0.begin(), r0e0.end());
   all.insert(r1e0.begin(), r1e0.end());
-  EXPECT_EQ(all.size(), 64u);  // disjoint and covering
+  EXPECT_EQ(all.size(), 64u);            // disjoint and covering
   EXPECT_NE(r0e0, epoch_records(0, 1));  // reshuffled in the next epoch
   // Every rank draws the same full order: batch k of all ranks = batch k of one process with
   // the global batch, which is what makes 2 processes train like 1.
@@ -177,7 +177,8 @@ TEST(DistWorker, GradientSync) {
   dist::GradientSync sync(group, *net, /*bucket_mb=*/1e-6);
   EXPECT_EQ(sync.num_buckets(), 4u);
   for (int micro = 0; micro < 2; ++micro) {
-    const at::Tensor xs = x.narrow(0, rank * 4 + micro * 2, 2), ys = y.narrow(0, rank * 4 + micro * 2, 2);
+    const at::Tensor xs = x.narrow(0, rank * 4 + micro * 2, 2),
+                     ys = y.narrow(0, rank * 4 + micro * 2, 2);
     sync.before_backward(/*sync=*/micro == 1);
     ((net->forward(xs) - ys).square().mean() / 2.0).backward();
   }
@@ -258,7 +259,8 @@ double max_weight_diff(const std::filesystem::path& a, const std::filesystem::pa
   double worst = 0;
   for (size_t i = 0; i < fa.tensors.size() && i < fb.tensors.size(); ++i) {
     EXPECT_EQ(fa.tensors[i].first, fb.tensors[i].first);
-    worst = std::max(worst, (fa.tensors[i].second - fb.tensors[i].second).abs().max().item<double>());
+    worst =
+        std::max(worst, (fa.tensors[i].second - fb.tensors[i].second).abs().max().item<double>());
   }
   return worst;
 }
@@ -275,8 +277,8 @@ TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   EXPECT_NE(two.output.find("data parallel: 2 processes (gloo backend)"), std::string::npos)
       << two.output;
   // 3 epochs of 8 steps with the same global batch: the same weights up to float summation order.
-  const double diff = max_weight_diff(r.run("one") / "model.safetensors",
-                                      r.run("two") / "model.safetensors");
+  const double diff =
+      max_weight_diff(r.run("one") / "model.safetensors", r.run("two") / "model.safetensors");
   EXPECT_LT(diff, 1e-5) << "weights of 1 and 2 processes differ by " << diff;
   std::printf("[ metric   ] max |w(2 processes) - w(1 process)| = %.3g\n", diff);
   // Only rank 0 wrote files: one metrics log with one row per step and epoch, not two.
@@ -306,10 +308,10 @@ namespace {
 /// Starts ranks 0 and 1 of a long run by hand, sends rank 1 `signal` 4 s in (mid-training), and
 /// returns rank 0's result and how long it ran. A guard ends rank 1 and, after 60 s, rank 0.
 std::pair<lathe::testing::CommandResult, double> stop_rank_one(const CsvRun& r,
-                                                                const std::string& signal,
-                                                                int timeout_s) {
-  const std::string env = fmt::format("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={} ",
-                                      dist::free_port());
+                                                               const std::string& signal,
+                                                               int timeout_s) {
+  const std::string env =
+      fmt::format("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={} ", dist::free_port());
   const std::string cmd = lathe::testing::lathe_binary() + " train " + r.config +
                           " trainer.max_epochs=100000 checkpoint.every_n_epochs=0 run.name=stop " +
                           fmt::format("dist.timeout_s={}", timeout_s);
@@ -329,9 +331,10 @@ TEST(DistCli, DeadRankStopsTheOthersWithAClearError) {
   // a DistError (exit 1) at once — its peer's connection is gone — not hang.
   const auto [res, seconds] = stop_rank_one(r, "KILL", 20);
   EXPECT_NE(res.output.find("rank 0 exit 1"), std::string::npos) << res.output;
-  for (const char* part : {"distributed error: rank 0 of 2: ", " failed: ",
-                           "Another rank stopped", "dist.timeout_s = 20 s"})
-    EXPECT_NE(res.output.find(part), std::string::npos) << "lacks '" << part << "':\n" << res.output;
+  for (const char* part : {"distributed error: rank 0 of 2: ", " failed: ", "Another rank stopped",
+                           "dist.timeout_s = 20 s"})
+    EXPECT_NE(res.output.find(part), std::string::npos) << "lacks '" << part << "':\n"
+                                                        << res.output;
   EXPECT_LT(seconds, 4 + 10);
   std::printf("[ metric   ] rank 0 stopped %.1f s after start (rank 1 killed at 4 s)\n", seconds);
 }
@@ -345,8 +348,9 @@ TEST(DistCli, StalledRankTimesOut) {
   EXPECT_NE(res.output.find("dist.timeout_s = 3 s"), std::string::npos) << res.output;
   EXPECT_GT(seconds, 4 + 3 - 0.5);
   EXPECT_LT(seconds, 4 + 3 + 10);
-  std::printf("[ metric   ] rank 0 stopped %.1f s after start (rank 1 stopped at 4 s, timeout 3 s)\n",
-              seconds);
+  std::printf(
+      "[ metric   ] rank 0 stopped %.1f s after start (rank 1 stopped at 4 s, timeout 3 s)\n",
+      seconds);
 }
 
 TEST(DistCli, LauncherStopsTheRanksWhenOneDies) {

@@ -56,15 +56,15 @@ class GradientSync {
 
  private:
   struct Slot {
-    size_t param;          // index into params_
-    int64_t offset = 0;    // into the bucket's flat buffer
+    size_t param;        // index into params_
+    int64_t offset = 0;  // into the bucket's flat buffer
     int64_t numel = 0;
     bool ready = false;
   };
   struct Bucket {
-    at::Tensor flat;       // (numel) the bucket's gradients, contiguous
+    at::Tensor flat;  // (numel) the bucket's gradients, contiguous
     std::vector<Slot> slots;
-    size_t pending = 0;    // slots still waiting for their gradient
+    size_t pending = 0;          // slots still waiting for their gradient
     std::function<void()> wait;  // set once launched
   };
   void build();
@@ -75,13 +75,13 @@ class GradientSync {
   std::shared_ptr<ProcessGroup> group_;
   torch::nn::Module& module_;
   int64_t bucket_bytes_;
-  std::vector<at::Tensor> params_;        // trainable parameters, in module order
-  std::vector<unsigned> hooks_;           // hook handle per params_ entry
+  std::vector<at::Tensor> params_;  // trainable parameters, in module order
+  std::vector<unsigned> hooks_;     // hook handle per params_ entry
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
   bool armed_ = false;
   int64_t overlapped_ = 0;
-  std::mutex mu_;                          // hooks may run on autograd's device threads
+  std::mutex mu_;  // hooks may run on autograd's device threads
 };
 
 }  // namespace lathe::dist

@@ -12,9 +12,9 @@ struct LaunchOptions {
   int processes = 2;
   std::string program = "/proc/self/exe";  ///< the binary each rank runs
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;        ///< 0 = a free port picked now
-  double grace_s = 3.0;       ///< after a rank fails, the others get this long to stop by
-                              ///< themselves (and report why) before SIGTERM, then SIGKILL
+  int master_port = 0;   ///< 0 = a free port picked now
+  double grace_s = 3.0;  ///< after a rank fails, the others get this long to stop by
+                         ///< themselves (and report why) before SIGTERM, then SIGKILL
 };
 
 /// Starts `options.processes` copies of `options.program` with `args` (args[0] is argv[0]) as

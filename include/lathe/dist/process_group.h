@@ -18,10 +18,10 @@ namespace lathe::dist {
 
 /// This process's place among the processes of one run.
 struct World {
-  int rank = 0;         ///< RANK: 0..size-1 over all nodes
-  int size = 1;         ///< WORLD_SIZE
-  int local_rank = 0;   ///< LOCAL_RANK: this node's process index (its device)
-  int local_size = 1;   ///< LOCAL_WORLD_SIZE: processes on this node
+  int rank = 0;        ///< RANK: 0..size-1 over all nodes
+  int size = 1;        ///< WORLD_SIZE
+  int local_rank = 0;  ///< LOCAL_RANK: this node's process index (its device)
+  int local_size = 1;  ///< LOCAL_WORLD_SIZE: processes on this node
   bool active() const { return size > 1; }
   bool is_main() const { return rank == 0; }
 };
