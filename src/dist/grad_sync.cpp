@@ -161,6 +161,11 @@ void GradientSync::before_step() {
   }
 }
 
+void GradientSync::broadcast_buffers() {
+  torch::NoGradGuard no_grad;
+  for (auto& b : module_.buffers()) group_->broadcast(b, 0);
+}
+
 train::MeterReduce GradientSync::meter_reduce() {
   ProcessGroup* g = group_.get();
   return {[g](at::Tensor& t) { g->all_reduce(t); },

@@ -254,6 +254,7 @@ Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSourc
 
 Metrics Trainer::validate(data::BatchSource& loader) {
   if (!sync_) return evaluate(model_, task_, loader, device_, cfg_.precision);
+  sync_->broadcast_buffers();  // BatchNorm statistics: every rank evaluates rank 0's model
   const MeterReduce reduce = sync_->meter_reduce();
   return evaluate(model_, task_, loader, device_, cfg_.precision, &reduce);
 }

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -285,6 +287,20 @@ TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   const std::string log2 = lathe::testing::read_text(r.run("two") / "metrics.jsonl");
   const std::string log1 = lathe::testing::read_text(r.run("one") / "metrics.jsonl");
   EXPECT_EQ(std::count(log2.begin(), log2.end(), '\n'), std::count(log1.begin(), log1.end(), '\n'));
+
+  // The test metrics of 2 ranks (each its shard, meters reduced) are those 1 process finds for
+  // the saved weights over the whole test split.
+  const auto eval = lathe::testing::run_command(lathe::testing::lathe_binary() + " eval " +
+                                                r.run("two").string());
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  const auto reduced = nlohmann::json::parse(
+      lathe::testing::read_text(r.run("two") / "test_metrics.json"));
+  for (const char* k : {"loss", "mae", "rmse", "r2"}) {
+    const auto at = eval.output.find(fmt::format("test {} ", k));
+    ASSERT_NE(at, std::string::npos) << k << " missing:\n" << eval.output;
+    const double single = std::stod(eval.output.substr(at + 6 + std::strlen(k)));
+    EXPECT_NEAR(reduced.at(k).get<double>(), single, 1e-4) << k;  // eval prints 4 decimals
+  }
 
   // A 2-process checkpoint (epoch 2) continued by 1 process, and a 1-process one by 2.
   const auto ckpt2 = r.epoch2_checkpoint("two"), ckpt1 = r.epoch2_checkpoint("one");

@@ -45,6 +45,11 @@ class GradientSync {
   /// into each parameter's .grad. A dead or stalled rank makes this throw a DistError.
   void before_step();
 
+  /// Sets the module's buffers (BatchNorm running statistics, ...) to rank 0's, as DDP does;
+  /// each rank's training forwards update them from its own shard. Called before evaluation,
+  /// so every rank evaluates rank 0's model, the one that is saved.
+  void broadcast_buffers();
+
   ProcessGroup& group() { return *group_; }
   size_t num_buckets() const { return buckets_.size(); }
   /// Sizes of the buckets in elements, in launch order.
