@@ -11,11 +11,11 @@
 #include <set>
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
+#include <nlohmann/json.hpp>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/core/error.h"
@@ -293,8 +293,8 @@ TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   const auto eval = lathe::testing::run_command(lathe::testing::lathe_binary() + " eval " +
                                                 r.run("two").string());
   ASSERT_EQ(eval.status, 0) << eval.output;
-  const auto reduced = nlohmann::json::parse(
-      lathe::testing::read_text(r.run("two") / "test_metrics.json"));
+  const auto reduced =
+      nlohmann::json::parse(lathe::testing::read_text(r.run("two") / "test_metrics.json"));
   for (const char* k : {"loss", "mae", "rmse", "r2"}) {
     const auto at = eval.output.find(fmt::format("test {} ", k));
     ASSERT_NE(at, std::string::npos) << k << " missing:\n" << eval.output;
