@@ -126,9 +126,13 @@ c10::Device prepare_runtime(const config::RunConfig& cfg, const dist::World& wor
   set_deterministic(cfg.run.deterministic);
   seed_everything(cfg.run.seed);
   const c10::Device device = select_device(cfg.run.device);
-  if (world.active() && device.is_cuda())
-    return {c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank)};
-  return device;
+  if (!world.active() || !device.is_cuda()) return device;
+  const size_t gpus = runtime_info().cuda_devices.size();
+  LATHE_CHECK(static_cast<size_t>(world.local_rank) < gpus, DistError,
+              "rank {} (LOCAL_RANK {}) has no GPU of its own: this machine has {}; start at most "
+              "{} processes per machine (--devices / --nproc-per-node) or set run.device=cpu",
+              world.rank, world.local_rank, gpus, gpus);
+  return {c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank)};
 }
 
 /// Joins the data-parallel group the environment describes (none for a single process).
