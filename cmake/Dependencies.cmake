@@ -62,3 +62,18 @@ get_filename_component(LATHE_TORCH_INCLUDE_DIR "${_lathe_torch_lib_dir}/../inclu
 add_library(lathe_fmt INTERFACE)
 add_library(lathe::fmt ALIAS lathe_fmt)
 target_compile_definitions(lathe_fmt INTERFACE FMT_HEADER_ONLY=1)
+
+# Distributed training (src/dist/process_group.cpp, the only file that includes c10d's backends):
+# the torch wheel ships ProcessGroupGloo.hpp and Gloo's compiled code but not gloo/*.h; Debian's
+# libgloo-dev provides them (only opaque gloo pointers cross into torch's Gloo, see README).
+# nccl.h for ProcessGroupNCCL.hpp comes from the pip nvidia-nccl package beside torch.
+find_path(LATHE_GLOO_INCLUDE_DIR gloo/context.h)
+if(NOT LATHE_GLOO_INCLUDE_DIR)
+  message(FATAL_ERROR "gloo headers (gloo/context.h) not found: install Debian's libgloo-dev "
+                      "(scripts/bootstrap.sh does) or pass -DLATHE_GLOO_INCLUDE_DIR=...")
+endif()
+find_path(LATHE_NCCL_INCLUDE_DIR nccl.h HINTS "${_lathe_torch_lib_dir}/../../nvidia/nccl/include")
+if(NOT LATHE_NCCL_INCLUDE_DIR)
+  message(FATAL_ERROR "nccl.h not found beside torch (nvidia/nccl/include in the venv): install "
+                      "torch with its CUDA dependencies or pass -DLATHE_NCCL_INCLUDE_DIR=...")
+endif()

@@ -10,6 +10,8 @@
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
 #include "lathe/onnx/export.h"
+#include "lathe/dist/launch.h"
+#include "lathe/dist/process_group.h"
 #include "lathe/sched/sweep.h"
 #include "lathe/train/run.h"
 #include "models/registry.h"
@@ -33,6 +35,12 @@ void add_train(CLI::App& app, int& exit_code) {
                                      "Continue from a checkpoint: auto (the default: the run's "
                                      "checkpoints/last), a checkpoint folder or a run folder")
                          ->expected(0, 1);
+  auto devices = std::make_shared<int>(1);
+  cmd->add_option("--devices", *devices,
+                  "Train data-parallel on N devices of this machine: one process each (GPUs "
+                  "cuda:0..N-1, or N shares of the CPU cores); data.batch_size stays the global "
+                  "batch. Across machines use torchrun --no-python ... lathe train CONFIG")
+      ->check(CLI::PositiveNumber);
   cmd->callback([=, &exit_code] {
     if (resume_opt->count() > 0 && resume->empty()) *resume = "auto";
     // `--resume key=value` (no path given) means auto, followed by an override.
@@ -40,9 +48,17 @@ void add_train(CLI::App& app, int& exit_code) {
       overrides->push_back(*resume);
       *resume = "auto";
     }
+    if (*devices > 1 && std::getenv("WORLD_SIZE") == nullptr) {  // the launcher: ranks re-run us
+      std::vector<std::string> args{"lathe", "train", *config};
+      if (!resume->empty()) args.insert(args.end(), {"--resume", *resume});
+      args.insert(args.end(), overrides->begin(), overrides->end());
+      config::load_config(*config, *overrides);  // a bad config fails once, here, not N times
+      exit_code = dist::launch_local(args, {.processes = *devices});
+      return;
+    }
     auto cfg = config::load_config(*config, *overrides);
     const auto result = train::train_from_config(std::move(cfg), *resume);
-    if (result.test.count("accuracy"))
+    if (result.test.count("accuracy") && dist::world_from_env().is_main())
       fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
     exit_code = kOk;
   });

@@ -364,6 +364,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v.section("early_stopping", s.early_stopping);
 }
 
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DistSection> {
+  v("backend", s.backend);
+  v("bucket_mb", s.bucket_mb);
+  v("timeout_s", s.timeout_s);
+}
+
 /// Reads a section's fields from a Section (see visit).
 struct Reader {
   Section& sec;
@@ -511,6 +518,10 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);
   v.at_least<int64_t>("checkpoint.keep_last", c.checkpoint.keep_last, 1);
   if (!c.checkpoint.mode.empty()) v.choice("checkpoint.mode", c.checkpoint.mode, {"min", "max"});
+  v.choice("dist.backend", c.dist.backend, {"auto", "gloo", "nccl"});
+  LATHE_CHECK(c.dist.bucket_mb > 0 && c.dist.timeout_s > 0, ConfigError,
+              "{}: dist.bucket_mb ({}) and dist.timeout_s ({}) must be positive",
+              v.where("dist.bucket_mb"), c.dist.bucket_mb, c.dist.timeout_s);
   v.at_least<int64_t>("model.unfreeze_at_epoch", c.model.unfreeze_at_epoch, 0);
   LATHE_CHECK(c.model.backbone_lr_scale >= 0, ConfigError,
               "{}: model.backbone_lr_scale = {} must be >= 0", v.where("model.backbone_lr_scale"),
@@ -552,6 +563,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   read_section(top, "optim", cfg.optim);
   read_section(top, "trainer", cfg.trainer);
   read_section(top, "checkpoint", cfg.checkpoint);
+  read_section(top, "dist", cfg.dist);
   top.finish();
   validate(cfg, origin);
   return cfg;
@@ -658,6 +670,7 @@ std::string to_yaml(const RunConfig& c) {
   w.section("optim", c.optim);
   w.section("trainer", c.trainer);
   w.section("checkpoint", c.checkpoint);
+  w.section("dist", c.dist);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

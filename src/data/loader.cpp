@@ -84,16 +84,16 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> data, LoaderOptions option
 DataLoader::~DataLoader() { stop_workers(); }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t n = data_->size(), b = options_.batch_size;
+  const int64_t n = shard_size(data_->size(), options_.shard), b = options_.batch_size;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
 at::Tensor DataLoader::epoch_order(int64_t epoch) const {
   const auto opts = at::TensorOptions().dtype(at::kLong);
-  if (!options_.shuffle) return at::arange(data_->size(), opts);
+  if (!options_.shuffle) return shard_order(at::arange(data_->size(), opts), options_.shard);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(
       derive_seed(options_.seed, kOrderStream + static_cast<uint64_t>(epoch)));
-  return at::randperm(data_->size(), gen, opts);  // (N)
+  return shard_order(at::randperm(data_->size(), gen, opts), options_.shard);  // (N)
 }
 
 void DataLoader::restore(LoaderPosition position) {
@@ -115,7 +115,8 @@ void DataLoader::restore(LoaderPosition position) {
 
 Batch DataLoader::make_batch(int64_t b) const {
   const int64_t start = b * options_.batch_size;
-  const int64_t len = std::min(options_.batch_size, data_->size() - start);
+  const int64_t len =
+      std::min(options_.batch_size, static_cast<int64_t>(order_.size()) - start);
   std::vector<at::Tensor> inputs, targets;
   inputs.reserve(static_cast<size_t>(len));
   targets.reserve(static_cast<size_t>(len));

@@ -286,17 +286,22 @@ DataSplits load_splits(const config::DataSection& cfg, uint64_t seed) {
   return out;
 }
 
-Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed) {
+Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed,
+                     Shard shard) {
   const auto opts = [&](int64_t batch, bool train) {
+    Shard part = shard;
+    part.pad = train;
     return LoaderOptions()
         .with_batch_size(batch)
         .with_shuffle(train)
         .with_seed(seed)
         .with_num_workers(cfg.num_workers)
-        .with_transform(train ? splits.train_transform : splits.eval_transform);
+        .with_transform(train ? splits.train_transform : splits.eval_transform)
+        .with_shard(part);
   };
   Loaders out;
-  out.train = std::make_unique<DataLoader>(splits.train, opts(cfg.batch_size, true));
+  const int64_t train_batch = cfg.batch_size / std::max<int64_t>(shard.world, 1);  // per rank
+  out.train = std::make_unique<DataLoader>(splits.train, opts(train_batch, true));
   if (splits.val && splits.val->size() > 0)
     out.val = std::make_unique<DataLoader>(splits.val, opts(cfg.eval_batch_size, false));
   if (splits.test && splits.test->size() > 0)

@@ -86,27 +86,35 @@ TensorLoader::TensorLoader(TensorDataset data, int64_t batch_size, bool shuffle,
   LATHE_CHECK(data_.inputs.defined() && data_.targets.defined() &&
                   data_.inputs.size(0) == data_.targets.size(0),
               DataError, "inputs and targets must have the same number of records");
-  order_ = at::arange(data_.size(), at::TensorOptions().dtype(at::kLong));
+  set_epoch(0);
+}
+
+void TensorLoader::set_shard(Shard shard) {
+  shard_ = shard;
   set_epoch(0);
 }
 
 int64_t TensorLoader::num_batches() const {
-  const int64_t n = data_.size();
+  const int64_t n = shard_size(data_.size(), shard_);
   return drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
 }
 
 void TensorLoader::set_epoch(int64_t epoch) {
-  if (!shuffle_) return;
+  const auto opts = at::TensorOptions().dtype(at::kLong);
+  if (!shuffle_) {
+    order_ = shard_order(at::arange(data_.size(), opts), shard_);
+    return;
+  }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(
       derive_seed(seed_, /*stream=*/1000 + static_cast<uint64_t>(epoch)));
-  order_ = at::randperm(data_.size(), gen, at::TensorOptions().dtype(at::kLong));
+  order_ = shard_order(at::randperm(data_.size(), gen, opts), shard_);
 }
 
 Batch TensorLoader::batch(int64_t i) {
   LATHE_CHECK(i >= 0 && i < num_batches(), DataError, "batch {} out of range [0, {})", i,
               num_batches());
   const int64_t start = i * batch_size_;
-  const int64_t len = std::min(batch_size_, data_.size() - start);
+  const int64_t len = std::min(batch_size_, order_.size(0) - start);
   const at::Tensor idx = order_.narrow(0, start, len);
   return {data_.inputs.index_select(0, idx), data_.targets.index_select(0, idx)};
 }

@@ -2,7 +2,9 @@
 #include "lathe/train/metrics.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -18,6 +20,18 @@ at::Tensor accumulate(const at::Tensor& sum, const at::Tensor& value) {
 }
 
 double as_double(const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; }
+
+/// Sums a meter's record count and scalar sums over ranks, in place (an undefined sum counts as
+/// 0): one float64 all-reduce, exact for counts below 2^53.
+void reduce_sums(const MeterReduce& r, int64_t& count, std::initializer_list<at::Tensor*> sums) {
+  std::vector<double> values{static_cast<double>(count)};
+  for (const at::Tensor* sum : sums) values.push_back(as_double(*sum));
+  at::Tensor packed = at::tensor(values, at::kDouble);  // (1 + S)
+  r.sum(packed);
+  const auto* p = packed.data_ptr<double>();
+  count = static_cast<int64_t>(p[0]);
+  for (at::Tensor* sum : sums) *sum = at::scalar_tensor(*++p, at::kDouble);
+}
 
 }  // namespace
 
@@ -48,6 +62,25 @@ void ClassificationMeter::update(const at::Tensor& logits_in, const at::Tensor& 
     scores_.push_back(logits.to(at::kFloat).softmax(1).cpu());  // (B, K)
   }
   count_ += b;
+}
+
+void ClassificationMeter::reduce(const MeterReduce& r) {
+  reduce_sums(r, count_, {&loss_sum_, &correct_, &topk_correct_});
+  if (!detailed_) return;
+  // Per-record predictions, targets and scores of every rank, in rank order.
+  const auto gather = [&](const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
+    const at::Tensor mine = parts.empty() ? at::empty({0, 1}, dtype) : at::cat(parts);
+    return r.cat(mine.dim() == 1 ? mine.unsqueeze(1) : mine);  // (N, m)
+  };
+  const at::Tensor preds = gather(preds_, at::kLong), targets = gather(targets_, at::kLong),
+                   scores = gather(scores_, at::kFloat);
+  preds_.clear();
+  targets_.clear();
+  scores_.clear();
+  if (preds.size(0) == 0) return;
+  preds_ = {preds.view(-1)};      // (N)
+  targets_ = {targets.view(-1)};  // (N)
+  scores_ = {scores};             // (N, K)
 }
 
 void ClassificationMeter::reset() {
@@ -154,6 +187,24 @@ void RegressionMeter::update(const at::Tensor& output_in, const at::Tensor& targ
   count_ += b;
 }
 
+void RegressionMeter::reduce(const MeterReduce& r) {
+  // Per-output sums: one row [loss, abs (D), sq (D), y (D), y² (D)] from each rank with records.
+  const at::Tensor mine = count_ == 0
+                              ? at::empty({0, 1}, at::kDouble)
+                              : at::cat({loss_sum_.reshape({1}), abs_err_, sq_err_, y_sum_,
+                                         y_sq_sum_}).cpu().unsqueeze(0);  // (1, 1 + 4D)
+  const at::Tensor all = r.cat(mine);  // (ranks with records, 1 + 4D)
+  reduce_sums(r, count_, {});
+  if (all.size(0) == 0) return;
+  const at::Tensor total = all.sum(0);
+  const int64_t d = (total.size(0) - 1) / 4;
+  loss_sum_ = total[0];
+  abs_err_ = total.narrow(0, 1, d);
+  sq_err_ = total.narrow(0, 1 + d, d);
+  y_sum_ = total.narrow(0, 1 + 2 * d, d);
+  y_sq_sum_ = total.narrow(0, 1 + 3 * d, d);
+}
+
 void RegressionMeter::reset() { *this = RegressionMeter(); }
 
 Metrics RegressionMeter::compute() const {
@@ -186,6 +237,10 @@ void LanguageModelMeter::update(const at::Tensor& logits_in, const at::Tensor& t
   correct_ = accumulate(correct_, logits.argmax(-1).eq(target).logical_and(mask).sum());
   tokens_ = accumulate(tokens_, tokens);
   count_ += target.numel();
+}
+
+void LanguageModelMeter::reduce(const MeterReduce& r) {
+  reduce_sums(r, count_, {&loss_sum_, &correct_, &tokens_});
 }
 
 void LanguageModelMeter::reset() { *this = LanguageModelMeter(ignore_index_); }

@@ -1,8 +1,10 @@
 // train_from_config / evaluate_run: the path of one run, from config to files on disk.
 #include "lathe/train/run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <thread>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -20,6 +22,8 @@
 #include "lathe/data/idx.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/sources.h"
+#include "lathe/dist/grad_sync.h"
+#include "lathe/dist/process_group.h"
 #include "lathe/optim/optimizer.h"
 #include "models/registry.h"
 
@@ -72,13 +76,18 @@ RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
   return out;
 }
 
-RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed) {
+RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard) {
   RunLoaders out;
   if (cfg.source == "idx") {  // in memory: the MNIST family fits, and data.classes applies
     RunData d = load_run_data(cfg, seed);
-    out.train = std::make_unique<data::TensorLoader>(d.train, cfg.batch_size, true, seed);
-    out.val = std::make_unique<data::TensorLoader>(d.val, cfg.eval_batch_size, false, seed);
-    out.test = std::make_unique<data::TensorLoader>(d.test, cfg.eval_batch_size, false, seed);
+    const auto loader = [&](const data::TensorDataset& part, int64_t batch, bool train) {
+      auto l = std::make_unique<data::TensorLoader>(part, batch, train, seed);
+      if (shard.active()) l->set_shard({shard.rank, shard.world, /*pad=*/train});
+      return l;
+    };
+    out.train = loader(d.train, cfg.batch_size / shard.world, true);
+    out.val = loader(d.val, cfg.eval_batch_size, false);
+    out.test = loader(d.test, cfg.eval_batch_size, false);
     out.mean = d.mean;
     out.std = d.std;
     return out;
@@ -86,7 +95,7 @@ RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed) {
   LATHE_CHECK(cfg.classes.empty(), ConfigError,
               "data.classes is supported for source idx only (got source {})", cfg.source);
   const data::DataSplits splits = data::load_splits(cfg, seed);
-  data::Loaders loaders = data::make_loaders(cfg, splits, seed);
+  data::Loaders loaders = data::make_loaders(cfg, splits, seed, shard);
   out.train = std::move(loaders.train);
   out.val = std::move(loaders.val);
   out.test = std::move(loaders.test);
@@ -107,13 +116,42 @@ void write_json(const std::filesystem::path& file, const Metrics& m) {
   write_file_atomic(file, j.dump(2) + "\n");
 }
 
-/// Runtime setup every command shares: threads, determinism, seed, device.
-c10::Device prepare_runtime(const config::RunConfig& cfg) {
-  setup_threads(cfg.run.threads);
+/// Runtime setup every command shares: threads, determinism, seed, device. A data-parallel rank
+/// takes its own device (cuda:LOCAL_RANK) or, on the CPU, its share of the cores.
+c10::Device prepare_runtime(const config::RunConfig& cfg, const dist::World& world = {}) {
+  int threads = cfg.run.threads;
+  if (world.active() && threads == 0) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads = std::max(1, cores / std::max(1, world.local_size));
+  }
+  setup_threads(threads);
   set_deterministic(cfg.run.deterministic);
   configure_cuda(cfg.run.deterministic);  // cuDNN benchmark mode unless deterministic
   seed_everything(cfg.run.seed);
-  return select_device(cfg.run.device);
+  const c10::Device device = select_device(cfg.run.device);
+  if (!world.active() || !device.is_cuda()) return device;
+  const size_t gpus = runtime_info().cuda_devices.size();
+  LATHE_CHECK(static_cast<size_t>(world.local_rank) < gpus, DistError,
+              "rank {} (LOCAL_RANK {}) has no GPU of its own: this machine has {}; start at most "
+              "{} processes per machine (--devices / --nproc-per-node) or set run.device=cpu",
+              world.rank, world.local_rank, gpus, gpus);
+  return {c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank)};
+}
+
+/// Joins the data-parallel group the environment describes (none for a single process).
+std::shared_ptr<dist::ProcessGroup> join_world(const config::RunConfig& cfg,
+                                               const dist::World& world, c10::Device device) {
+  if (!world.active()) return nullptr;
+  LATHE_CHECK(cfg.data.batch_size % world.size == 0, ConfigError,
+              "{}: data.batch_size = {} is the global batch and must be a multiple of the {} "
+              "processes (each takes batch_size / {}); change it or the number of devices",
+              cfg.source, cfg.data.batch_size, world.size, world.size);
+  if (!world.is_main()) log::set_level(log::Level::warn);  // rank 0 speaks for the run
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
+  auto group = dist::ProcessGroup::from_env(device, timeout, cfg.dist.backend);
+  log::info("data parallel: {} processes ({} backend), rank 0 logs and writes checkpoints",
+            world.size, group->backend());
+  return group;
 }
 
 }  // namespace
@@ -121,14 +159,17 @@ c10::Device prepare_runtime(const config::RunConfig& cfg) {
 RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
                             const std::vector<std::shared_ptr<Callback>>& extra) {
   const auto t0 = std::chrono::steady_clock::now();
-  const c10::Device device = prepare_runtime(cfg);
+  const dist::World world = dist::world_from_env();
+  const c10::Device device = prepare_runtime(cfg, world);
+  const auto group = join_world(cfg, world, device);
+  const bool main_rank = world.is_main();
   RunResult result;
   result.run_dir = cfg.run_dir();
   std::filesystem::create_directories(result.run_dir);
   log::info("run {} → {} (device {}, {} threads, seed {})", cfg.run.name, result.run_dir.string(),
             device.str(), at::get_num_threads(), cfg.run.seed);
 
-  RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed);
+  RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed, {world.rank, world.size});
   if (!data.mean.empty()) {  // the resolved config records the normalisation actually used
     cfg.data.mean = data.mean;
     cfg.data.std = data.std;
@@ -138,12 +179,12 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   LATHE_CHECK(data.train->size() > 0, DataError,
               "{}: no training records left (limit_train {}, val_fraction {})", cfg.data.path,
               cfg.data.limit_train, cfg.data.val_fraction);
-  if (!data.preprocessing_json.empty())
+  if (!data.preprocessing_json.empty() && main_rank)
     write_file_atomic(result.run_dir / "preprocessing.json", data.preprocessing_json);
   if (!data.classes.empty())  // class names in id order, one per line (exported with the model)
     write_file_atomic(result.run_dir / "classes.txt", fmt::format("{}\n", fmt::join(data.classes, "\n")));
   const std::string config_yaml = config::to_yaml(cfg);
-  write_file_atomic(result.run_dir / "config.yaml", config_yaml);
+  if (main_rank) write_file_atomic(result.run_dir / "config.yaml", config_yaml);
   const std::filesystem::path resume_from =
       resume.empty() ? std::filesystem::path() : ckpt::resolve_resume(resume, result.run_dir);
 
@@ -152,6 +193,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (!resume_from.empty()) model_cfg.pretrained.clear();  // the checkpoint has the weights
   ckpt::apply_pretrained(*model.ptr(), model_cfg);
   model.ptr()->to(device);
+  if (group) dist::broadcast_module(*group, *model.ptr());  // every rank starts from rank 0's
   log::info("model: {} ({} parameters), precision {}", cfg.model.name,
             models::parameter_count(*model.ptr()),
             resolve_precision(cfg.trainer.precision, device));
@@ -174,28 +216,35 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   auto checkpointer = std::make_shared<ckpt::Checkpointer>(
       cfg.checkpoint, result.run_dir / "checkpoints", config_yaml, monitor,
       task.higher_is_better(cfg.checkpoint.monitor.empty() ? monitor : cfg.checkpoint.monitor));
-  if (!resume_from.empty()) {
+  if (!resume_from.empty() && main_rank) {
     // metrics.jsonl keeps what happened up to the checkpoint; later rows are redone.
     truncate_metrics_log(result.run_dir / "metrics.jsonl", ckpt::checkpoint_step(resume_from));
   }
-  add_standard_callbacks(trainer, cfg, result.run_dir, /*resume=*/!resume_from.empty());
+  add_standard_callbacks(trainer, cfg, result.run_dir, /*resume=*/!resume_from.empty(),
+                         main_rank);
   if (cfg.model.unfreeze_at_epoch > 0 && !cfg.model.freeze.empty())
     trainer.add_callback(
         std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));
-  trainer.add_callback(checkpointer);
+  if (main_rank) trainer.add_callback(checkpointer);
   for (const auto& cb : extra) trainer.add_callback(cb);
+  // Every rank loads the same checkpoint (written by rank 0 at any world size).
   if (!resume_from.empty()) ckpt::load_checkpoint(trainer, resume_from);
+  if (group)
+    trainer.set_gradient_sync(
+        std::make_shared<dist::GradientSync>(group, *model.ptr(), cfg.dist.bucket_mb));
   result.history = trainer.fit(train_loader, &val_loader);
 
-  ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
-                     {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
+  if (main_rank)
+    ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
+                       {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
   if (test_loader.size() > 0) {
     result.test = trainer.test(test_loader);
     Metrics logged;
     for (const auto& [k, v] : result.test) logged["test/" + k] = v;
     trainer.log("test", logged);
   }
-  write_json(result.run_dir / "test_metrics.json", result.test);
+  if (main_rank) write_json(result.run_dir / "test_metrics.json", result.test);
+  if (group) group->barrier();  // rank 0 serves the store: nobody leaves while others need it
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!result.test.empty()) {
     std::string line;
@@ -222,7 +271,17 @@ void truncate_metrics_log(const std::filesystem::path& file, int64_t step) {
 }
 
 void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
-                            const std::filesystem::path& run_dir, bool resume) {
+                            const std::filesystem::path& run_dir, bool resume, bool main_rank) {
+  const auto& es = cfg.trainer.early_stopping;
+  const auto add_early_stopping = [&] {
+    if (!es.monitor.empty())
+      trainer.add_callback(
+          std::make_shared<EarlyStopping>(es.monitor, es.mode, es.patience, es.min_delta));
+  };
+  if (!main_rank) {  // it steers the loop, so every rank decides alike (on reduced metrics)
+    add_early_stopping();
+    return;
+  }
   trainer.add_callback(std::make_shared<ProgressCallback>(cfg.trainer.progress));
   const auto jsonl = run_dir / "metrics.jsonl";
   std::vector<LogEvent> earlier;
@@ -243,10 +302,7 @@ void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
   if (cfg.trainer.tensorboard)
     trainer.add_callback(std::make_shared<TensorBoardLogger>(run_dir / "tensorboard"));
   trainer.add_callback(std::make_shared<LearningRateMonitor>());
-  const auto& es = cfg.trainer.early_stopping;
-  if (!es.monitor.empty())
-    trainer.add_callback(
-        std::make_shared<EarlyStopping>(es.monitor, es.mode, es.patience, es.min_delta));
+  add_early_stopping();
 }
 
 Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem::path& weights,

@@ -17,6 +17,7 @@
 #include "lathe/data/device_feed.h"
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/train/cuda_graph.h"
+#include "lathe/dist/grad_sync.h"
 #include "models/regularized.h"
 
 namespace lathe::train {
@@ -117,6 +118,11 @@ at::Tensor Trainer::forward(const at::Tensor& x) {
   return model_.forward<at::Tensor>(x);
 }
 
+Metrics Trainer::compute(Meter& meter) {
+  if (sync_) meter.reduce(sync_->meter_reduce());
+  return meter.compute();
+}
+
 void Trainer::set_step_hyperparameters() {
   const int64_t step = progress_.step;
   lr_ = schedules_.lr.value_at(step) * schedules_.plateau.scale();
@@ -130,6 +136,7 @@ void Trainer::set_step_hyperparameters() {
 std::string Trainer::graph_blocker() const {
   std::string why = CudaGraphStep::unsupported_reason(device_);
   if (!why.empty()) return why;
+  if (sync_) return "distributed training all-reduces gradients between backward and the step";
   if (cfg_.accumulate_grad_batches != 1) return "trainer.accumulate_grad_batches is not 1";
   if (cfg_.gradient_clip_val > 0) return "trainer.gradient_clip_val clips on host-side norms";
   if (scaler_.enabled()) return "fp16's gradient scaler decides on the host whether to step";
@@ -165,6 +172,7 @@ std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, con
 }
 
 void Trainer::optimizer_step() {
+  if (sync_) sync_->before_step();  // the mean gradient over ranks, before unscale and clip
   set_step_hyperparameters();
   auto& opt = *optimizer_.optimizer;
   if (cfg_.gradient_clip_val > 0) {
@@ -243,6 +251,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
       // logged loss stays the task's.
       const at::Tensor penalty = models::penalty_of(module);
       const at::Tensor objective = penalty.defined() ? loss + penalty : loss;
+      if (sync_) sync_->before_backward(/*sync=*/i + 1 - group_start == group_size);
       scaler_.scale(group_size == 1 ? objective : objective / static_cast<double>(group_size))
           .backward();
       if (i + 1 - group_start < group_size) continue;
@@ -271,7 +280,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     if (cfg_.max_steps > 0 && progress_.step >= cfg_.max_steps)
       request_stop(fmt::format("reached trainer.max_steps = {}", cfg_.max_steps));
   }
-  return meter->compute();
+  return compute(*meter);
 }
 
 std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSource* val) {
@@ -321,7 +330,8 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
 }
 
 Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
-                 c10::Device device, const std::string& precision_setting) {
+                 c10::Device device, const std::string& precision_setting,
+                 const MeterReduce* reduce) {
   const std::string precision = resolve_precision(precision_setting, device);
   auto& module = *model.ptr();
   const bool was_training = module.is_training();
@@ -341,11 +351,15 @@ Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSourc
     meter->update(out, y, task.loss(out, y));
   }
   module.train(was_training);
+  if (reduce != nullptr) meter->reduce(*reduce);
   return meter->compute();
 }
 
 Metrics Trainer::validate(data::BatchSource& loader) {
-  return evaluate(model_, task_, loader, device_, cfg_.precision);
+  if (!sync_) return evaluate(model_, task_, loader, device_, cfg_.precision);
+  sync_->broadcast_buffers();  // BatchNorm statistics: every rank evaluates rank 0's model
+  const MeterReduce reduce = sync_->meter_reduce();
+  return evaluate(model_, task_, loader, device_, cfg_.precision, &reduce);
 }
 
 at::Tensor Trainer::predict(data::BatchSource& loader) {

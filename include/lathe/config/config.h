@@ -169,6 +169,15 @@ struct TrainerSection {
   EarlyStoppingSection early_stopping;
 };
 
+/// dist: data-parallel training over several processes (lathe train --devices N, or torchrun).
+/// One process per device; data.batch_size stays the global batch (each rank takes
+/// batch_size / world size), so a run and its checkpoints mean the same at any world size.
+struct DistSection {
+  std::string backend = "auto";    ///< auto (nccl on cuda, gloo on cpu) | gloo | nccl
+  double bucket_mb = 25.0;         ///< gradients are all-reduced in buckets of about this size
+  double timeout_s = 60.0;         ///< a collective (or the rendezvous) waiting longer fails
+};
+
 /// A whole run config. `source` is the file it was read from (or "<string>").
 struct RunConfig {
   RunSection run;
@@ -178,6 +187,7 @@ struct RunConfig {
   OptimSection optim;
   TrainerSection trainer;
   CheckpointSection checkpoint;
+  DistSection dist;
   std::string source;
 
   /// runs/<name>

@@ -42,6 +42,10 @@ LATHE_DEFINE_ERROR(IoError, "i/o error");
 /// An ONNX export that cannot be done (unsupported operation, failed validation).
 LATHE_DEFINE_ERROR(ExportError, "export error");
 
+/// Data-parallel training that cannot go on: a rendezvous that fails, a rank that died or stalled
+/// past dist.timeout_s (the message names this rank, the operation and the timeout).
+LATHE_DEFINE_ERROR(DistError, "distributed error");
+
 #undef LATHE_DEFINE_ERROR
 
 }  // namespace lathe

@@ -15,6 +15,7 @@
 #include <c10/core/Device.h>
 
 #include "lathe/data/dataset.h"
+#include "lathe/data/shard.h"
 #include "lathe/data/tensor_data.h"
 
 namespace lathe::data {
@@ -38,6 +39,7 @@ struct LoaderOptions {
   int prefetch = 2;              ///< batches each worker may have ready ahead of the consumer
   bool pin_memory = true;        ///< collate into page-locked memory when CUDA is present
   Transform transform;           ///< input transform run in the workers (empty = none)
+  Shard shard;                   ///< data-parallel: this rank's part of each epoch's order
 
   LoaderOptions& with_batch_size(int64_t v) { batch_size = v; return *this; }
   LoaderOptions& with_shuffle(bool v) { shuffle = v; return *this; }
@@ -47,6 +49,7 @@ struct LoaderOptions {
   LoaderOptions& with_prefetch(int v) { prefetch = v; return *this; }
   LoaderOptions& with_pin_memory(bool v) { pin_memory = v; return *this; }
   LoaderOptions& with_transform(Transform v) { transform = std::move(v); return *this; }
+  LoaderOptions& with_shard(Shard v) { shard = v; return *this; }
 };
 
 /// Where a loader is: the epoch and how many of its batches were handed out. Saved in a
@@ -102,7 +105,8 @@ class DataLoader : public BatchSource {
   /// restarts at i (a resumed run asking for batch k first continues exactly there).
   Batch batch(int64_t i) override;
 
-  /// The record order of `epoch`: (N) int64 (a permutation with shuffle, else 0..N-1).
+  /// The record order of `epoch`: (N) int64 (a permutation with shuffle, else 0..N-1), or the
+  /// shard's part of it (options().shard).
   at::Tensor epoch_order(int64_t epoch) const;
 
  private:

@@ -9,6 +9,7 @@
 #include "lathe/config/config.h"
 #include "lathe/data/dataset.h"
 #include "lathe/data/loader.h"
+#include "lathe/data/shard.h"
 
 namespace lathe::data {
 
@@ -46,7 +47,11 @@ DataSplits load_splits(const config::DataSection& cfg, uint64_t seed);
 struct Loaders {
   std::unique_ptr<DataLoader> train, val, test;
 };
-Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed);
+/// With an active `shard` (data-parallel), each loader reads only that rank's records: train
+/// padded, with data.batch_size / shard.world records per batch (batch_size is the global batch);
+/// val and test unpadded, so reduced metrics count every record once.
+Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed,
+                     Shard shard = {});
 
 /// The image transforms `augment` names ("random_crop[:pad]", "hflip[:p]",
 /// "random_resized_crop[:min_scale]"), for images of `size`²; ConfigError on an unknown name.

@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lathe/data/shard.h"
+
 namespace lathe::data {
 
 /// A dataset held as two tensors whose first dimension indexes records.
@@ -69,6 +71,9 @@ class TensorLoader : public BatchSource {
   TensorLoader(TensorDataset data, int64_t batch_size, bool shuffle, uint64_t seed,
                bool drop_last = false);
 
+  /// Reads only `shard`'s part of every epoch's order (data-parallel training).
+  void set_shard(Shard shard);
+
   int64_t num_batches() const override;
   int64_t size() const override { return data_.size(); }
   int64_t batch_size() const { return batch_size_; }
@@ -84,7 +89,8 @@ class TensorLoader : public BatchSource {
   bool shuffle_;
   uint64_t seed_;
   bool drop_last_;
-  at::Tensor order_;  ///< (N) int64 record order of the current epoch
+  Shard shard_;
+  at::Tensor order_;  ///< (N) int64 record order of the current epoch (this shard's part)
 };
 
 /// A 64-bit seed for stream `stream` derived from `seed` (splitmix64), so components draw

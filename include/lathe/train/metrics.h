@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -13,6 +14,16 @@
 namespace lathe::train {
 
 using Metrics = std::map<std::string, double>;
+
+/// The collectives a meter needs to combine its state over the ranks of a data-parallel run
+/// (dist::GradientSync::meter_reduce() makes one from a process group).
+struct MeterReduce {
+  /// Sums a CPU tensor over ranks, in place.
+  std::function<void(at::Tensor&)> sum;
+  /// Every rank's rows (n_r, ...) in rank order as (Σ n_r, m), m the row size; a rank may pass
+  /// (0, ...) rows of any trailing shape, the dtype must agree.
+  std::function<at::Tensor(const at::Tensor&)> cat;
+};
 
 /// Accumulates one epoch of one task's outputs and reports its metrics.
 class Meter {
@@ -25,6 +36,9 @@ class Meter {
   virtual void reset() = 0;
   /// Records added since the last reset (tokens for language models).
   virtual int64_t count() const = 0;
+  /// Combines every rank's state (call once on every rank, then compute()): sums are summed,
+  /// the detailed metrics' per-record scores gathered, so the metrics are exact over all ranks.
+  virtual void reduce(const MeterReduce& r) = 0;
 };
 
 /// Classification: logits (B, K), class ids (B). Reports loss, accuracy and top{k}_accuracy;
@@ -38,6 +52,7 @@ class ClassificationMeter : public Meter {
   Metrics compute() const override;
   void reset() override;
   int64_t count() const override { return count_; }
+  void reduce(const MeterReduce& r) override;
   /// (K, K) int64: rows are true classes, columns predictions (sklearn's confusion_matrix).
   at::Tensor confusion() const;
 
@@ -57,6 +72,7 @@ class RegressionMeter : public Meter {
   Metrics compute() const override;
   void reset() override;
   int64_t count() const override { return count_; }
+  void reduce(const MeterReduce& r) override;
 
  private:
   int64_t count_ = 0;
@@ -72,6 +88,7 @@ class LanguageModelMeter : public Meter {
   Metrics compute() const override;
   void reset() override;
   int64_t count() const override { return count_; }
+  void reduce(const MeterReduce& r) override;
 
  private:
   int64_t ignore_index_;

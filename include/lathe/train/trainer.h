@@ -19,6 +19,10 @@
 #include "lathe/train/callback.h"
 #include "lathe/train/task.h"
 
+namespace lathe::dist {
+class GradientSync;
+}
+
 namespace lathe::train {
 
 class CudaGraphStep;
@@ -65,6 +69,9 @@ class Trainer {
   ~Trainer();
 
   void add_callback(std::shared_ptr<Callback> callback);
+  /// Data-parallel training: `sync` all-reduces the gradients of every optimizer step and the
+  /// meters (training, validation, test) are combined over its ranks.
+  void set_gradient_sync(std::shared_ptr<dist::GradientSync> sync) { sync_ = std::move(sync); }
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
 
   /// Trains until max_epochs or max_steps, early stopping, or request_stop(); validates after
@@ -108,6 +115,7 @@ class Trainer {
   std::pair<at::Tensor, at::Tensor> graphed_step(const at::Tensor& x, const at::Tensor& y);
   void run_validation(data::BatchSource& val);
   at::Tensor forward(const at::Tensor& x);
+  Metrics compute(Meter& meter);  // over every rank's records when data-parallel
 
   config::TrainerSection cfg_;
   c10::Device device_;
@@ -117,6 +125,7 @@ class Trainer {
   Schedules schedules_;
   GradScaler scaler_;
   std::vector<std::shared_ptr<Callback>> callbacks_;
+  std::shared_ptr<dist::GradientSync> sync_;
   TrainProgress progress_;
   Metrics last_val_;
   bool stop_ = false;
@@ -128,8 +137,9 @@ class Trainer {
 };
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
-/// module's mode is restored afterwards).
+/// module's mode is restored afterwards). With `reduce`, over every rank's shard of the data.
 Metrics evaluate(torch::nn::AnyModule& model, const Task& task, data::BatchSource& loader,
-                 c10::Device device, const std::string& precision = "32");
+                 c10::Device device, const std::string& precision = "32",
+                 const MeterReduce* reduce = nullptr);
 
 }  // namespace lathe::train
