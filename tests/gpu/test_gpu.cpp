@@ -1,6 +1,11 @@
 // GPU tests (ctest label gpu; scripts/gpu-check.sh): bf16 training, fused AdamW, CUDA graphs,
 // SDPA kernels, side-stream prefetch and peak memory on a CUDA device. Each skips without one.
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -13,6 +18,8 @@
 #include "lathe/core/gpu.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/device_feed.h"
+#include "lathe/dist/grad_sync.h"
+#include "lathe/dist/process_group.h"
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/train/cuda_graph.h"
@@ -217,4 +224,44 @@ TEST(Gpu, CheckpointedGpt2TrainsInBf16WithLessMemory) {
   const auto [ckpt_peak, ckpt_grad] = peak(true);
   EXPECT_LT(ckpt_peak, plain_peak);
   EXPECT_LE((plain_grad - ckpt_grad).abs().max().item<double>(), 1e-3);
+}
+
+// ---- NCCL (issue 8's CUDA check) ------------------------------------------------------------
+
+TEST(Nccl, InitialisesAndOneGpuTrainsThroughGradientSync) {
+  LATHE_NEED_CUDA();
+  // A world of one rank on cuda:0 with the NCCL backend: the store, the communicator, an
+  // all-reduce, and training steps whose gradients pass through GradientSync's buckets.
+  ::setenv("RANK", "0", 1);
+  ::setenv("WORLD_SIZE", "1", 1);
+  ::setenv("LOCAL_RANK", "0", 1);
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", std::to_string(29500 + ::getpid() % 1000).c_str(), 1);
+  const c10::Device cuda(c10::kCUDA, 0);
+  auto group = lathe::dist::ProcessGroup::from_env(cuda, std::chrono::seconds(60), "nccl");
+  EXPECT_EQ(group->backend(), "nccl");
+  at::Tensor t = at::full({4}, 2.0, at::TensorOptions().device(cuda));
+  group->all_reduce(t);
+  EXPECT_TRUE(t.cpu().equal(at::full({4}, 2.0)));
+
+  lathe::seed_everything(0);
+  torch::nn::Linear net(8, 1);
+  net->to(cuda);
+  lathe::dist::broadcast_module(*group, *net);
+  lathe::dist::GradientSync sync(group, *net, /*bucket_mb=*/25);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(0.05));
+  const at::Tensor x = at::randn({64, 8}, at::TensorOptions().device(cuda));
+  const at::Tensor y = x.sum(1, /*keepdim=*/true);
+  double first = 0, last = 0;
+  for (int step = 0; step < 50; ++step) {
+    opt.zero_grad();
+    sync.before_backward(/*sync=*/true);
+    const at::Tensor loss = (net->forward(x) - y).square().mean();
+    loss.backward();
+    sync.before_step();
+    opt.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, 0.5 * first) << "first loss " << first << ", last " << last;
+  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(v);
 }
