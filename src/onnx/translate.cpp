@@ -770,7 +770,7 @@ void eye(T& t, jit::Node* n) {
 void trilu(T& t, jit::Node* n, bool upper) {
   const DType dt = t.dtype(n->input(0));
   const int64_t k = n->inputs().size() > 1 ? t.int_arg(n->input(1)) : 0;
-  // Trilu over bool is not implemented everywhere: go through float.
+  // Some runtimes lack a bool Trilu kernel: go through float.
   const DType work = dt == DType::Bool ? DType::Float : dt;
   const std::string x = t.cast(t.in(n->input(0)), dt, work);
   const std::string y = t.emit("Trilu", {x, t.const_i64({k})}, {{"upper", int64_t{upper}}});
