@@ -39,7 +39,16 @@ if [ "$pack" = 1 ]; then
   # A self-contained subset of a build (stripped binaries, the ctest files, the non-torch shared
   # libraries they need) that the device tool can carry: carry=["build/gpu-carry"]. Packs
   # $LATHE_BUILD_DIR when set, else builds the gpu preset.
-  if [ -n "${LATHE_BUILD_DIR:-}" ]; then src=$LATHE_BUILD_DIR; else build_gpu; src=build/gpu; fi
+  if [ -n "${LATHE_BUILD_DIR:-}" ]; then
+    src=$LATHE_BUILD_DIR
+    # The carried set includes the benchmark: turn it on in that build if it is off.
+    grep -q '^LATHE_BUILD_BENCH:BOOL=ON' "$src/CMakeCache.txt" ||
+      cmake "$src" -DLATHE_BUILD_BENCH=ON >/dev/null
+    cmake --build "$src" --target test_gpu test_models train_bench lathe_cli
+  else
+    build_gpu
+    src=build/gpu
+  fi
   src=$(cd "$src" && pwd)
   out=build/gpu-carry
   rm -rf "$out" && mkdir -p "$out/tests" "$out/bench" "$out/lib"
