@@ -254,12 +254,12 @@ int main(int argc, char** argv) try {
   lathe::configure_cuda(/*deterministic=*/false);
   const std::string precision = lathe::resolve_precision("auto", device);
 
-  std::vector<Case> todo;
+  std::vector<Case> selected;
   for (auto& c : cases(cuda)) {
     if (c.gpu_only && !cuda) continue;
     if (!only.empty() && only.find("," + c.name + ",") == std::string::npos) continue;
     if (quick) c.repeats = 3, c.steps = std::max<int64_t>(1, c.steps / 2), c.warmup = 2;
-    todo.push_back(c);
+    selected.push_back(c);
   }
   if (quick) rounds = 1;
   fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds\n",
@@ -269,7 +269,7 @@ int main(int argc, char** argv) try {
                {"device", device.str()},
                {"cases", json::array()},
                {"fused_too", !cuda}};
-  for (const auto& c : todo)
+  for (const auto& c : selected)
     spec["cases"].push_back({{"name", c.name},
                              {"model", c.model},
                              {"options", c.py_options},
@@ -286,18 +286,18 @@ int main(int argc, char** argv) try {
                              {"precision", precision}});
   // Rounds alternate lathe and PyTorch, so a machine whose load drifts weighs on both alike;
   // each side's time per case is the median over rounds of its per-round medians.
-  std::vector<std::vector<double>> ours_r(todo.size()), theirs_r(todo.size()), fused_r(todo.size());
-  std::vector<int64_t> params(todo.size());
+  std::vector<std::vector<double>> ours_r(selected.size()), theirs_r(selected.size()), fused_r(selected.size());
+  std::vector<int64_t> params(selected.size());
   for (int round = 0; round < rounds; ++round) {
-    for (size_t i = 0; i < todo.size(); ++i) {
-      const auto [t, n] = run_lathe(todo[i], device);
+    for (size_t i = 0; i < selected.size(); ++i) {
+      const auto [t, n] = run_lathe(selected[i], device);
       ours_r[i].push_back(t);
       params[i] = n;
     }
     const json py = json::parse(
         lathe::bench::run_command(fmt::format("{} {} {}", python, script, quoted(spec.dump()))));
-    for (size_t i = 0; i < todo.size(); ++i) {
-      const json& r = py.at(todo[i].name);
+    for (size_t i = 0; i < selected.size(); ++i) {
+      const json& r = py.at(selected[i].name);
       theirs_r[i].push_back(r.at("step_s").get<double>());
       if (r.contains("step_s_fused")) fused_r[i].push_back(r.at("step_s_fused").get<double>());
     }
@@ -310,8 +310,8 @@ int main(int argc, char** argv) try {
   // PyTorch: torch.optim.AdamW as it comes; on the CPU also with fused=True (lathe's default).
   fmt::print("{:<10} {:<46} {:>9} {:>11} {:>7} {:>11} {:>7}\n", "case", "what", "lathe ms",
              "PyTorch ms", "ratio", cuda ? "" : "fused ms", cuda ? "" : "ratio");
-  std::vector<double> ours(todo.size());
-  for (size_t i = 0; i < todo.size(); ++i) {
+  std::vector<double> ours(selected.size());
+  for (size_t i = 0; i < selected.size(); ++i) {
     ours[i] = median(ours_r[i]);
     const double theirs = median(theirs_r[i]);
     std::string fused;
@@ -319,14 +319,14 @@ int main(int argc, char** argv) try {
       const double f = median(fused_r[i]);
       fused = fmt::format(" {:>11.3f} {:>7.2f}", f * 1e3, ours[i] / f);
     }
-    fmt::print("{:<10} {:<46} {:>9.3f} {:>11.3f} {:>7.2f}{}\n", todo[i].name, todo[i].what,
+    fmt::print("{:<10} {:<46} {:>9.3f} {:>11.3f} {:>7.2f}{}\n", selected[i].name, selected[i].what,
                ours[i] * 1e3, theirs * 1e3, ours[i] / theirs, fused);
-    if (cuda && todo[i].model == "gpt2") {
+    if (cuda && selected[i].model == "gpt2") {
       // Training FLOPs per token: 6·N (N without the position table) + 12·L·C·T (attention).
-      const auto& o = todo[i].py_options;
-      const double L = o["n_layer"], C = o["n_embd"], T = static_cast<double>(todo[i].input[0]);
+      const auto& o = selected[i].py_options;
+      const double L = o["n_layer"], C = o["n_embd"], T = static_cast<double>(selected[i].input[0]);
       const double n = static_cast<double>(params[i]) - static_cast<double>(o["n_positions"]) * C;
-      const double flops = (6 * n + 12 * L * C * T) * T * static_cast<double>(todo[i].batch);
+      const double flops = (6 * n + 12 * L * C * T) * T * static_cast<double>(selected[i].batch);
       constexpr double kPeak = 989e12;  // dense bf16, H100 SXM / H200
       fmt::print("{:<10} MFU (bf16 peak 989 TFLOP/s): lathe {:.1f}%, PyTorch {:.1f}%\n", "",
                  100 * flops / ours[i] / kPeak, 100 * flops / theirs / kPeak);
