@@ -357,6 +357,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("precision", s.precision);
   v("channels_last", s.channels_last);
   v("cuda_graphs", s.cuda_graphs);
+  v("matmul_precision", s.matmul_precision);
   v("log_every_n_steps", s.log_every_n_steps);
   v("progress", s.progress);
   v("csv", s.csv);
@@ -509,6 +510,7 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, {"norm", "value"});
   v.choice("trainer.precision", t.precision, {"auto", "32", "bf16", "fp16"});
   v.choice("trainer.channels_last", t.channels_last, {"auto", "true", "false"});
+  v.choice("trainer.matmul_precision", t.matmul_precision, {"auto", "highest", "high", "medium"});
   v.at_least<int64_t>("trainer.log_every_n_steps", t.log_every_n_steps, 1);
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
   v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});

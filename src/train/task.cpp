@@ -16,13 +16,10 @@ at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const 
     LATHE_CHECK(output.dim() == 2 && target.dim() == 1, TrainError,
                 "classification loss wants logits (B, K) and class ids (B), got {} and {}",
                 output.sizes(), target.sizes());
-    at::Tensor weight;
-    if (!cfg_.class_weights.empty()) {
-      LATHE_CHECK(static_cast<int64_t>(cfg_.class_weights.size()) == output.size(1), ConfigError,
-                  "task.class_weights has {} values but the model predicts {} classes",
-                  cfg_.class_weights.size(), output.size(1));
-      weight = at::tensor(cfg_.class_weights, output.options().dtype(at::kFloat));
-    }
+    const at::Tensor& weight = class_weights_on(output.device());
+    LATHE_CHECK(!weight.defined() || weight.size(0) == output.size(1), ConfigError,
+                "task.class_weights has {} values but the model predicts {} classes",
+                cfg_.class_weights.size(), output.size(1));
     return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean,
                                   -100, cfg_.label_smoothing);
   }
@@ -41,6 +38,13 @@ at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const 
   if (cfg_.loss == "l1") return at::l1_loss(p, y);
   if (cfg_.loss == "huber") return at::huber_loss(p, y, at::Reduction::Mean, cfg_.huber_delta);
   return at::mse_loss(p, y);
+}
+
+const at::Tensor& Task::class_weights_on(c10::Device device) const {
+  if (!cfg_.class_weights.empty() &&
+      (!class_weights_.defined() || class_weights_.device() != device))
+    class_weights_ = at::tensor(cfg_.class_weights, at::kFloat).to(device);  // (K)
+  return class_weights_;
 }
 
 std::unique_ptr<Meter> Task::meter(bool detailed) const {

@@ -161,7 +161,11 @@ struct TrainerSection {
                                    ///< bf16 (autocast) | fp16 (autocast + gradient scaler)
   std::string channels_last = "auto";  ///< auto (on CUDA for models with 4-d weights) | true | false
   bool cuda_graphs = false;        ///< capture the step as a CUDA graph and replay it (static shapes,
-                                   ///< CUDA, fused adamw, no accumulation/clipping/fp16; else eager)
+                                   ///< CUDA, fused adamw, no accumulation/fp16/checkpointing/
+                                   ///< unfreezing; else eager, with the reason logged)
+  std::string matmul_precision = "auto";  ///< float32 matmuls on CUDA: auto (high = TF32 with
+                                          ///< precision 32 and run.deterministic off, else
+                                          ///< highest) | highest | high | medium
   int64_t log_every_n_steps = 50;
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl

@@ -57,11 +57,15 @@ class ClassificationMeter : public Meter {
   at::Tensor confusion() const;
 
  private:
+  /// Concatenates the per-batch records into one tensor each, on the host (one copy each).
+  void to_host() const;
+
   bool detailed_;
   int64_t top_k_;
   int64_t count_ = 0;
   at::Tensor loss_sum_, correct_, topk_correct_;  ///< () device scalars
-  std::vector<at::Tensor> preds_, targets_, scores_;  ///< per batch, for the detailed metrics
+  /// Per batch on the device while updating; one host tensor each once computed or reduced.
+  mutable std::vector<at::Tensor> preds_, targets_, scores_;
 };
 
 /// Regression: outputs and targets of the same number of values per record (B) or (B, D).

@@ -5,6 +5,7 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "lathe/config/config.h"
 #include "lathe/train/metrics.h"
@@ -30,9 +31,13 @@ class Task {
   std::string default_monitor() const;
   bool higher_is_better(const std::string& metric) const;
   const config::TaskSection& config() const { return cfg_; }
+  /// task.class_weights as a (K) float tensor on `device`, made once per device and reused:
+  /// no host-to-device copy (and no host sync) per step. Undefined without class weights.
+  const at::Tensor& class_weights_on(c10::Device device) const;
 
  private:
   config::TaskSection cfg_;
+  mutable at::Tensor class_weights_;  ///< (K) on the device of the last loss() call
 };
 
 }  // namespace lathe::train
