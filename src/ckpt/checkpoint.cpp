@@ -250,8 +250,9 @@ void load_checkpoint(train::Trainer& t, const fs::path& folder) {
   }
   try {
     t.load_state(ts);
-  } catch (const Error& e) {
-    throw CheckpointError(fmt::format("{}: {}", folder.string(), e.what()));
+  } catch (const train::StateMismatch& e) {
+    const fs::path file = e.part() == "optimizer" ? opt_file : folder / "state.json";
+    throw CheckpointError(fmt::format("{}: {}", file.string(), e.what()));
   }
   const fs::path rng_file = folder / "rng.safetensors";
   set_rng_states(load_safetensors(rng_file).tensors, rng_file);

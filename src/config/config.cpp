@@ -442,7 +442,7 @@ void validate_schedule(const Validator& v, const std::string& key, const Schedul
               "{}: {}.name = 'none' is only for momentum_schedule and weight_decay_schedule",
               v.where(key + ".name"), key);
   v.choice(key + ".interval", s.interval, {"step", "epoch"});
-  v.choice(key + ".mode", s.mode, {"min", "max"});
+  v.choice(key + ".mode", s.mode, {"auto", "min", "max"});
   v.fraction(key + ".warmup_fraction", s.warmup_fraction);
   v.at_least<int64_t>(key + ".warmup_steps", s.warmup_steps, 0);
   v.at_least<int64_t>(key + ".step_size", s.step_size, 1);
@@ -513,7 +513,7 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.matmul_precision", t.matmul_precision, {"auto", "highest", "high", "medium"});
   v.at_least<int64_t>("trainer.log_every_n_steps", t.log_every_n_steps, 1);
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
-  v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});
+  v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"auto", "min", "max"});
   v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);

@@ -265,4 +265,51 @@ Metrics LanguageModelMeter::compute() const {
   return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"accuracy", as_double(correct_) / tokens}};
 }
 
+// ---- the table of built-in metrics, and user metrics -------------------------------------------
+
+const std::vector<MetricInfo>& builtin_metrics(const std::string& kind) {
+  static const std::vector<MetricInfo> classification = {
+      {"loss", false},           {"accuracy", true},         {"top{k}_accuracy", true},
+      {"precision_macro", true}, {"recall_macro", true},     {"f1_macro", true},
+      {"precision_micro", true}, {"recall_micro", true},     {"f1_micro", true},
+      {"precision_weighted", true}, {"recall_weighted", true}, {"f1_weighted", true},
+      {"roc_auc", true}};
+  static const std::vector<MetricInfo> regression = {
+      {"loss", false}, {"mae", false}, {"mse", false}, {"rmse", false}, {"r2", true}};
+  static const std::vector<MetricInfo> lm = {
+      {"loss", false}, {"perplexity", false}, {"accuracy", true}};
+  static const std::vector<MetricInfo> none;
+  if (kind == "classification") return classification;
+  if (kind == "regression") return regression;
+  if (kind == "lm") return lm;
+  return none;
+}
+
+MeterWithMetrics::MeterWithMetrics(std::unique_ptr<Meter> base,
+                                   std::vector<std::unique_ptr<Metric>> extra)
+    : base_(std::move(base)), extra_(std::move(extra)) {}
+
+void MeterWithMetrics::update(const at::Tensor& output, const at::Tensor& target,
+                              const at::Tensor& loss) {
+  base_->update(output, target, loss);
+  const at::Tensor out = output.detach(), y = target.detach();
+  for (auto& m : extra_) m->update(out, y);
+}
+
+Metrics MeterWithMetrics::compute() const {
+  Metrics m = base_->compute();
+  for (const auto& metric : extra_) m[metric->name()] = metric->compute();
+  return m;
+}
+
+void MeterWithMetrics::reset() {
+  base_->reset();
+  for (auto& m : extra_) m->reset();
+}
+
+void MeterWithMetrics::reduce(const MeterReduce& r) {
+  base_->reduce(r);
+  for (auto& m : extra_) m->reduce(r);
+}
+
 }  // namespace lathe::train

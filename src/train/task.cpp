@@ -48,9 +48,31 @@ const at::Tensor& Task::class_weights_on(c10::Device device) const {
 }
 
 std::unique_ptr<Meter> Task::meter(bool detailed) const {
-  if (cfg_.kind == "classification") return std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
-  if (cfg_.kind == "lm") return std::make_unique<LanguageModelMeter>(cfg_.ignore_index);
-  return std::make_unique<RegressionMeter>();
+  std::unique_ptr<Meter> base;
+  if (cfg_.kind == "classification")
+    base = std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
+  else if (cfg_.kind == "lm")
+    base = std::make_unique<LanguageModelMeter>(cfg_.ignore_index);
+  else
+    base = std::make_unique<RegressionMeter>();
+  if (!detailed || metrics_.empty()) return base;  // user metrics: validation and test
+  std::vector<std::unique_ptr<Metric>> extra;
+  for (const auto& make : metrics_) extra.push_back(make());
+  return std::make_unique<MeterWithMetrics>(std::move(base), std::move(extra));
+}
+
+Task& Task::add_metric(MetricFactory factory) {
+  LATHE_CHECK(factory != nullptr, ConfigError, "Task::add_metric: no metric factory given");
+  const std::string name = factory()->name();
+  for (const auto& info : builtin_metrics(cfg_.kind))
+    LATHE_CHECK(info.name != name, ConfigError,
+                "Task::add_metric: '{}' is already a metric of task.kind {}; name yours apart",
+                name, cfg_.kind);
+  for (const auto& make : metrics_)
+    LATHE_CHECK(make()->name() != name, ConfigError,
+                "Task::add_metric: a metric named '{}' was added already", name);
+  metrics_.push_back(std::move(factory));
+  return *this;
 }
 
 std::string Task::default_monitor() const {
@@ -58,9 +80,24 @@ std::string Task::default_monitor() const {
 }
 
 bool Task::higher_is_better(const std::string& metric) const {
-  for (const char* up : {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
-    if (metric.find(up) != std::string::npos) return true;
-  return false;
+  const std::string name = metric.substr(metric.rfind('/') == std::string::npos
+                                             ? 0
+                                             : metric.rfind('/') + 1);
+  std::string known;
+  for (const auto& info : builtin_metrics(cfg_.kind)) {
+    const bool topk = info.name == "top{k}_accuracy" &&
+                      name == fmt::format("top{}_accuracy", cfg_.top_k);
+    if (info.name == name || topk) return info.higher_is_better;
+    known += (known.empty() ? "" : ", ") + info.name;
+  }
+  for (const auto& make : metrics_) {
+    const auto m = make();
+    if (m->name() == name) return m->higher_is_better();
+    known += ", " + m->name();
+  }
+  throw ConfigError(fmt::format(
+      "'{}' is not a metric of task.kind {}; monitor one of: {} (with a val/ prefix)", metric,
+      cfg_.kind, known));
 }
 
 }  // namespace lathe::train

@@ -128,7 +128,7 @@ void Trainer::load_state(const TrainState& s) {
     std::istringstream bytes(s.optimizer);
     torch::load(opt, bytes);
   } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format(
+    throw StateMismatch("optimizer", fmt::format(
         "cannot restore the optimizer (truncated, or written for other parameters or another "
         "optimizer than optim.name = {}): {}",
         optimizer_.kind, e.what_without_backtrace()));
@@ -144,8 +144,8 @@ void Trainer::load_state(const TrainState& s) {
     try {
       cb->load_state_json(it->second);
     } catch (const std::exception& e) {
-      throw CheckpointError(
-          fmt::format("cannot restore the state of callback '{}': {}", cb->name(), e.what()));
+      throw StateMismatch("callbacks", fmt::format("cannot restore the state of callback '{}': {}",
+                                                   cb->name(), e.what()));
     }
   }
 }
@@ -380,6 +380,13 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
     } else {
       log::warn("trainer.cuda_graphs: {}; training eagerly", why);
     }
+  }
+  if (schedules_.lr.spec().name == "plateau") {
+    // The direction comes from the monitored metric (the Task's table or a user Metric); an
+    // unknown monitor is an error now, not after the first epoch.
+    const auto& spec = schedules_.lr.spec();
+    const bool higher = task_.higher_is_better(spec.monitor);
+    if (spec.mode == "auto") schedules_.plateau.set_maximize(higher);
   }
   for (auto& cb : callbacks_) cb->on_fit_start(*this);
   std::vector<EpochRecord> history;

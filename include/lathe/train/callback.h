@@ -124,8 +124,10 @@ class TensorBoardLogger : public Callback {
 /// more than min_delta for `patience` validations in a row.
 class EarlyStopping : public Callback {
  public:
+  /// mode "auto": the monitored metric's direction, asked of the trainer's Task at fit start.
   EarlyStopping(std::string monitor, std::string mode, int64_t patience, double min_delta);
   std::string name() const override { return "early_stopping"; }
+  void on_fit_start(Trainer& t) override;
   void on_validation_end(Trainer&, const Metrics& val) override;
   std::string state_json() const override;
   void load_state_json(const std::string& json) override;

@@ -13,6 +13,7 @@
 #include <torch/nn/modules/container/any.h>
 
 #include "lathe/config/config.h"
+#include "lathe/core/error.h"
 #include "lathe/data/tensor_data.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/sched/schedule.h"
@@ -68,6 +69,18 @@ struct TrainState {
   std::map<std::string, std::string> callbacks;  ///< Callback::name() → its state_json()
 };
 
+/// A TrainState that does not fit this Trainer; part() names what: "optimizer" or "callbacks"
+/// (ckpt turns it into the file that held that part).
+class StateMismatch : public CheckpointError {
+ public:
+  StateMismatch(std::string part, const std::string& message)
+      : CheckpointError(message), part_(std::move(part)) {}
+  const std::string& part() const { return part_; }
+
+ private:
+  std::string part_;
+};
+
 /// Trains `model` on a Task with the options of a config's trainer section.
 ///
 ///   Trainer trainer(cfg.trainer, device, model, Task(cfg.task), optimizer, schedules);
@@ -106,7 +119,7 @@ class Trainer {
   TrainState state();
   /// Continues from `state`: the optimizer's tensors are placed on their parameters' devices
   /// and memory formats (lathe::optim::place_state_like_params). A state that does not fit
-  /// this optimizer or these callbacks is a CheckpointError saying which part.
+  /// this optimizer or these callbacks is a StateMismatch naming the part.
   void load_state(const TrainState& state);
   /// The trainer section as it runs: precision "auto" resolved for the device.
   const config::TrainerSection& config() const { return cfg_; }
