@@ -54,7 +54,8 @@ void GradScaler::step(torch::optim::Optimizer& optimizer) {
     optimizer.step();
     return;
   }
-  if (auto* fused = dynamic_cast<optim::FusedAdamW*>(&optimizer)) {
+  auto* fused = dynamic_cast<optim::FusedAdamW*>(&optimizer);
+  if (fused != nullptr && device_skip_.value_or(scale_.is_cuda())) {
     // torch's GradScaler with a fused optimizer: look for inf/NaN without unscaling (×1), and
     // let the kernel divide by the scale; unscaled gradients (after clipping) only need the flag.
     if (!unscaled_) check_grads(optimizer, at::ones({}, scale_.options()));

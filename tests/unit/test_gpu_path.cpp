@@ -338,6 +338,7 @@ TEST(GpuDefects, Fp16ScalerWithFusedAdamWSkipsOnTheDeviceLikeTheHostPath) {
     auto opt = lathe::optim::make_optimizer(o, *net);
     EXPECT_EQ(dynamic_cast<lathe::optim::FusedAdamW*>(opt.optimizer.get()) != nullptr, fused);
     train::GradScaler scaler(true, 1024.0, 2.0, 0.5, 2);
+    scaler.set_device_skip(true);  // what CUDA does; the CPU's default reads the flag
     for (int s = 0; s < 5; ++s) {
       scaler.scale(net->forward(at::ones({4, 3}) * (s + 1)).square().mean()).backward();
       if (s == 2) net->weight.mutable_grad()[0][0] = INFINITY;

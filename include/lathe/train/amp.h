@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -44,9 +45,14 @@ class GradScaler {
   at::Tensor scale(const at::Tensor& loss);
   /// Divides every gradient by the scale and records whether any is inf/NaN (once per step).
   void unscale(torch::optim::Optimizer& optimizer);
-  /// Steps the optimizer unless the gradients held inf/NaN. FusedAdamW decides on the device;
-  /// other optimizers read the flag on the host (one sync), as torch's GradScaler does.
+  /// Steps the optimizer unless the gradients held inf/NaN. On CUDA, FusedAdamW decides on the
+  /// device (the scale and the flag go to its kernel); other optimizers, and every optimizer on
+  /// the CPU — where reading the flag costs no sync, and the hand-off an extra pass over the
+  /// gradients — read the flag on the host, as torch's GradScaler does.
   void step(torch::optim::Optimizer& optimizer);
+  /// Forces the device-side hand-off to FusedAdamW on (or off) whatever the device (tests,
+  /// benchmarks); by default it is on for CUDA gradients only.
+  void set_device_skip(bool on) { device_skip_ = on; }
   /// Adjusts the scale for the next step.
   void update();
 
@@ -67,6 +73,7 @@ class GradScaler {
   at::Tensor found_inf_;       ///< () float32
   at::Tensor skipped_;         ///< () float32: steps skipped so far, counted on the device
   bool unscaled_ = false;
+  std::optional<bool> device_skip_;  ///< unset: on for CUDA gradients
   double init_scale_;
 };
 
