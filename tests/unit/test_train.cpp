@@ -573,3 +573,95 @@ TEST(Metric, EveryBuiltInMetricIsInTheDirectionTable) {
   lm.update(at::randn({2, 4, 7}), at::randint(7, {2, 4}, at::kLong), at::scalar_tensor(1.0));
   check("lm", lm.compute());
 }
+
+// ---- trainer options against PyTorch training the same Linear model on the same batches -------
+
+TEST(TrainerOptions, ClippingSmoothingClassWeightsAndLossesMatchTorch) {
+  struct Case {
+    std::string what, loss;
+    double label_smoothing = 0, huber_delta = 1.0, clip = 0;
+    std::string clip_algorithm = "norm";
+    std::vector<double> class_weights;
+  };
+  const std::vector<Case> cases = {
+      {"label smoothing + class weights + clip norm", "cross_entropy", 0.1, 1.0, 0.5, "norm",
+       {1.0, 2.0, 0.5}},
+      {"clip value", "cross_entropy", 0.0, 1.0, 0.05, "value", {}},
+      {"l1", "l1", 0, 1.0, 0, "norm", {}},
+      {"huber", "huber", 0, 0.3, 0, "norm", {}},
+  };
+  TempDir dir;
+  for (const auto& c : cases) {
+    const bool cls = c.loss == "cross_entropy";
+    lathe::seed_everything(21);
+    torch::nn::Linear net(5, cls ? 3 : 1);
+    const at::Tensor x = at::randn({32, 5}) * 3;
+    const at::Tensor y = cls ? at::randint(3, {32}, at::kLong) : at::randn({32}) * 4;
+    lathe::ckpt::save_safetensors(dir / "case.safetensors", {{"weight", net->weight.detach().clone()},
+                                                           {"bias", net->bias.detach().clone()},
+                                                           {"x", x},
+                                                           {"y", y}});
+    config::TrainerSection t;
+    t.max_epochs = 2;
+    t.progress = "none";
+    t.gradient_clip_val = c.clip;
+    t.gradient_clip_algorithm = c.clip_algorithm;
+    config::OptimSection o;
+    o.name = "sgd";
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = 0.0;
+    o.schedule = spec("constant");
+    config::TaskSection task;
+    task.kind = cls ? "classification" : "regression";
+    task.loss = c.loss;
+    task.label_smoothing = c.label_smoothing;
+    task.huber_delta = c.huber_delta;
+    task.class_weights = c.class_weights;
+    auto opt = lathe::optim::make_optimizer(o, *net);
+    train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), train::Task(task), opt,
+                           train::make_schedules(o, 8, 4));
+    lathe::data::TensorLoader loader({x, y}, 8, /*shuffle=*/false, 0);
+    trainer.fit(loader, nullptr);
+    ASSERT_EQ(trainer.global_step(), 8) << c.what;
+
+    nlohmann::json spec_json{{"loss", c.loss},       {"label_smoothing", c.label_smoothing},
+                             {"huber_delta", c.huber_delta}, {"clip", c.clip},
+                             {"clip_algorithm", c.clip_algorithm}, {"class_weights", c.class_weights},
+                             {"lr", 0.1},           {"momentum", 0.9},
+                             {"steps", 8},          {"batch", 8}};
+    const auto want = oracle("options " + (dir / "case.safetensors").string() + " '" +
+                             spec_json.dump() + "'");
+    const at::Tensor w = net->weight.detach().flatten(), b = net->bias.detach();
+    const auto ww = want.at("weight").get<std::vector<double>>();
+    const auto wb = want.at("bias").get<std::vector<double>>();
+    ASSERT_EQ(static_cast<size_t>(w.numel()), ww.size());
+    for (size_t i = 0; i < ww.size(); ++i)
+      EXPECT_NEAR(w[static_cast<int64_t>(i)].item<double>(), ww[i], 1e-5) << c.what << " w" << i;
+    for (size_t i = 0; i < wb.size(); ++i)
+      EXPECT_NEAR(b[static_cast<int64_t>(i)].item<double>(), wb[i], 1e-5) << c.what << " b" << i;
+  }
+}
+
+TEST(TrainerOptions, PlateauMatchesReduceLROnPlateau) {
+  const std::vector<double> values = {1.0, 0.9, 0.95, 0.91, 0.905, 0.92, 0.7, 0.71, 0.72,
+                                      0.73, 0.69, 0.70, 0.71, 0.72, 0.73, 0.74};
+  for (const std::string mode : {"min", "max"}) {
+    auto s = spec("plateau");
+    s.mode = mode;
+    s.factor = 0.5;
+    s.patience = 2;
+    s.threshold = 0.01;
+    lathe::sched::Plateau plateau(s);
+    std::vector<double> ours;
+    for (double v : values) {
+      plateau.observe(v);
+      ours.push_back(plateau.scale());
+    }
+    const nlohmann::json req{{"mode", mode}, {"factor", 0.5}, {"patience", 2},
+                             {"threshold", 0.01}, {"values", values}};
+    const auto want = oracle("plateau '" + req.dump() + "'").get<std::vector<double>>();
+    ASSERT_EQ(want.size(), ours.size());
+    for (size_t i = 0; i < ours.size(); ++i) EXPECT_DOUBLE_EQ(ours[i], want[i]) << mode << " " << i;
+  }
+}
