@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -30,6 +31,7 @@
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/train/metrics.h"
 #include "tests/support.h"
+#include <gtest/gtest-spi.h>
 
 using lathe::testing::TempDir;
 namespace dist = lathe::dist;
@@ -47,13 +49,40 @@ std::vector<int64_t> as_vector(const at::Tensor& t) {
 /// DistWorker case skips only when someone runs this binary by hand without a filter.
 bool in_worker() { return std::getenv("LATHE_DIST_TEST_WORKER") != nullptr; }
 
+/// In a rank: after its tests, writes how many ran to $LATHE_DIST_TEST_RAN/rank-<RANK>, so the
+/// parent can tell a passing rank from one whose filter matched nothing (GoogleTest exits 0
+/// then, and runs no environment: no file at all).
+class RanMarker : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    const char* dir = std::getenv("LATHE_DIST_TEST_RAN");
+    const char* rank = std::getenv("RANK");
+    if (dir == nullptr || rank == nullptr) return;
+    lathe::testing::write_text(std::filesystem::path(dir) / (std::string("rank-") + rank),
+                               std::to_string(::testing::UnitTest::GetInstance()->test_to_run_count()));
+  }
+};
+[[maybe_unused]] auto* const ran_marker = ::testing::AddGlobalTestEnvironment(new RanMarker);
+
 /// Runs this test binary's DistWorker.<name> case as `ranks` processes; each rank's gtest result
-/// is its exit status.
+/// is its exit status. A rank that ran no test (a renamed case) fails it too.
 int run_workers(const std::string& name, int ranks) {
+  TempDir ran;
   ::setenv("LATHE_DIST_TEST_WORKER", "1", 1);
-  const int rc = dist::launch_local({"test_dist", "--gtest_filter=DistWorker." + name},
-                                    {.processes = ranks, .grace_s = 1.0});
+  ::setenv("LATHE_DIST_TEST_RAN", ran.path().c_str(), 1);
+  int rc = dist::launch_local({"test_dist", "--gtest_filter=DistWorker." + name},
+                              {.processes = ranks, .grace_s = 1.0});
   ::unsetenv("LATHE_DIST_TEST_WORKER");
+  ::unsetenv("LATHE_DIST_TEST_RAN");
+  for (int r = 0; r < ranks; ++r) {
+    const auto file = ran / ("rank-" + std::to_string(r));
+    const std::string count = std::filesystem::exists(file) ? lathe::testing::read_text(file) : "";
+    if (count != "1") {
+      ADD_FAILURE() << "rank " << r << " of DistWorker." << name << " ran "
+                    << (count.empty() ? "no" : count) << " test(s), expected 1";
+      rc = rc == 0 ? 1 : rc;
+    }
+  }
   return rc;
 }
 
@@ -227,6 +256,13 @@ TEST(DistWorker, ChannelsLastFusedAdamW) {
     group->all_reduce(sum);
     EXPECT_TRUE(at::allclose(sum, mine * 2, 1e-6, 1e-7));
   }
+}
+
+TEST(Dist, AWorkerFilterThatMatchesNothingFails) {
+  int rc = 0;
+  EXPECT_NONFATAL_FAILURE(rc = run_workers("NoSuchCase", 1),
+                          "rank 0 of DistWorker.NoSuchCase ran no test(s), expected 1");
+  EXPECT_NE(rc, 0);
 }
 
 TEST(Dist, CollectivesAndGradientSync) {
