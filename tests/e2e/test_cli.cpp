@@ -307,3 +307,22 @@ TEST(Cli, ExportARunToOnnxWithMetadataTritonAndFp16) {
   EXPECT_TRUE(contains(r.output, "--dynamic: unknown axis 'time'")) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "x.onnx"));
 }
+
+TEST(Cli, EarlyStoppingFromTheConfigStopsTheRun) {
+  TempDir dir;
+  // min_delta 10: only the first validation counts as an improvement, so patience 1 stops the
+  // run after the second epoch of 30; mode auto takes val/loss's direction (min).
+  const auto r = run_command(
+      kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
+      " run.name=es data.limit_train=300 data.limit_test=100 data.batch_size=64"
+      " model.channels=[4] model.hidden=16 trainer.max_epochs=30 trainer.progress=none"
+      " trainer.early_stopping.monitor=val/loss trainer.early_stopping.patience=1"
+      " trainer.early_stopping.min_delta=10");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "early stopping: val/loss did not improve")) << r.output;
+  int epochs = 0;
+  std::ifstream in(dir / "es" / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);)
+    epochs += nlohmann::json::parse(line)["kind"] == "epoch";
+  EXPECT_EQ(epochs, 2);
+}

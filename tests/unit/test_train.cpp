@@ -665,3 +665,64 @@ TEST(TrainerOptions, PlateauMatchesReduceLROnPlateau) {
     for (size_t i = 0; i < ours.size(); ++i) EXPECT_DOUBLE_EQ(ours[i], want[i]) << mode << " " << i;
   }
 }
+
+namespace {
+
+/// Every logged row of one kind, with the step it was logged at.
+struct RowsOf : train::Callback {
+  std::string kind;
+  std::vector<std::pair<int64_t, train::Metrics>> rows;
+  explicit RowsOf(std::string k) : kind(std::move(k)) {}
+  std::string name() const override { return "rows_" + kind; }
+  void on_log(train::Trainer&, const train::LogEvent& e) override {
+    if (e.kind == kind) rows.emplace_back(e.step, e.values);
+  }
+};
+
+}  // namespace
+
+TEST(TrainerOptions, Fp16TrainingThroughTheTrainerScalesAndLearns) {
+  // trainer.precision=fp16 on the CPU: autocast to float16 and the dynamic scaler, logged.
+  lathe::seed_everything(4);
+  torch::nn::Linear net(8, 3);
+  const at::Tensor x = at::randn({256, 8});
+  const at::Tensor y = x.narrow(1, 0, 3).argmax(1);  // learnable
+  config::TrainerSection t;
+  t.max_epochs = 6;
+  t.progress = "none";
+  t.precision = "fp16";
+  t.log_every_n_steps = 4;
+  config::OptimSection o;
+  o.lr = 3e-2;
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), train::Task(), opt,
+                         train::make_schedules(o, 96, 16));
+  auto steps = std::make_shared<RowsOf>("step");
+  trainer.add_callback(steps);
+  lathe::data::TensorLoader loader({x, y}, 16, true, 0);
+  const auto history = trainer.fit(loader, nullptr);
+  ASSERT_FALSE(steps->rows.empty());
+  for (const auto& [step, row] : steps->rows) {
+    EXPECT_GT(row.at("amp/scale"), 0.0);  // the scaler's state is logged with every step row
+    EXPECT_EQ(row.at("amp/skipped_steps"), 0.0);
+  }
+  EXPECT_LT(history.back().train.at("loss"), 0.7 * history.front().train.at("loss"));
+  EXPECT_GT(history.back().train.at("accuracy"), 0.8);
+}
+
+TEST(TrainerOptions, ValEveryNStepsValidatesAtThoseSteps) {
+  LinearRig rig([] {
+    config::TrainerSection t;
+    t.max_epochs = 2;
+    t.val_every_n_steps = 3;
+    return t;
+  }());
+  auto val_rows = std::make_shared<RowsOf>("val");
+  rig.trainer->add_callback(val_rows);
+  const lathe::data::TensorDataset d{at::randn({40, 3}), at::randn({40})};
+  lathe::data::TensorLoader loader(d, 8, true, 0), val(d, 8, false, 0);  // 5 steps an epoch
+  rig.trainer->fit(loader, &val);
+  std::vector<int64_t> at_steps;
+  for (const auto& [step, row] : val_rows->rows) at_steps.push_back(step);
+  EXPECT_EQ(at_steps, (std::vector<int64_t>{3, 6, 9}));  // not once per epoch
+}
