@@ -3,8 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -325,4 +328,23 @@ TEST(Cli, EarlyStoppingFromTheConfigStopsTheRun) {
   for (std::string line; std::getline(in, line);)
     epochs += nlohmann::json::parse(line)["kind"] == "epoch";
   EXPECT_EQ(epochs, 2);
+}
+
+TEST(Cli, ExportListOpsPrintsTheTranslatedAtenOperations) {
+  const auto r = run_command(kLathe + " export --list-ops");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::vector<std::string> ops;
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_EQ(line.rfind("aten::", 0), 0u) << line;
+    ops.push_back(line);
+  }
+  EXPECT_GT(ops.size(), 50u);
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
+  EXPECT_EQ(std::adjacent_find(ops.begin(), ops.end()), ops.end());  // each once
+  // What the zoo's models trace to (their ONNX parity tests export through these).
+  for (const char* op : {"aten::_convolution", "aten::linear", "aten::batch_norm",
+                         "aten::layer_norm", "aten::lstm", "aten::gru", "aten::embedding",
+                         "aten::scaled_dot_product_attention", "aten::gelu"})
+    EXPECT_NE(std::find(ops.begin(), ops.end(), op), ops.end()) << op;
 }
