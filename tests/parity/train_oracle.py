@@ -61,6 +61,19 @@ def schedules():
             s.step()
         return out
 
+    def per_epoch(make, epochs=4, steps_per_epoch=10, lr=1.0):
+        """The scheduler stepped once per epoch of 10 optimizer steps: lr at every step."""
+        p = torch.nn.Parameter(torch.zeros(1))
+        o = torch.optim.SGD([p], lr=lr, momentum=0.9)
+        s = make(o)
+        out = []
+        for _ in range(epochs):
+            for _ in range(steps_per_epoch):
+                out.append(o.param_groups[0]["lr"])
+                o.step()
+            s.step()
+        return out
+
     print(json.dumps({
         "step": run(lambda o: S.StepLR(o, step_size=7, gamma=0.5)),
         "multistep": run(lambda o: S.MultiStepLR(o, milestones=[5, 12, 30], gamma=0.1)),
@@ -72,6 +85,14 @@ def schedules():
         "warmup_cosine": run(lambda o: S.SequentialLR(o, [
             S.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=8),
             S.CosineAnnealingLR(o, T_max=32, eta_min=0.0)], milestones=[8])),
+        "constant": run(lambda o: S.LambdaLR(o, lambda step: 1.0)),
+        # warmup 8, then 24 stable steps and a linear decay to 0.1 over the last 8 (0.25 of 32)
+        "wsd": run(lambda o: S.SequentialLR(o, [
+            S.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=8),
+            S.ConstantLR(o, factor=1.0, total_iters=24),
+            S.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=8)],
+            milestones=[8, 32])),
+        "step_per_epoch": per_epoch(lambda o: S.StepLR(o, step_size=1, gamma=0.5)),
     }))
 
 

@@ -77,6 +77,16 @@ TEST(Schedule, MatchesTorchSchedulers) {
   ours["warmup_cosine"] = spec("cosine");
   ours["warmup_cosine"].warmup_steps = 8;
   ours["warmup_cosine"].warmup_start_factor = 0.1;
+  ours["constant"] = spec("constant");
+  ours["wsd"] = spec("wsd");
+  ours["wsd"].warmup_steps = 8;
+  ours["wsd"].warmup_start_factor = 0.1;
+  ours["wsd"].decay_fraction = 0.25;
+  ours["wsd"].min_ratio = 0.1;
+  ours["step_per_epoch"] = spec("step");  // 40 steps = 4 epochs of 10
+  ours["step_per_epoch"].interval = "epoch";
+  ours["step_per_epoch"].step_size = 1;
+  ours["step_per_epoch"].gamma = 0.5;
   for (const auto& [name, s] : ours) {
     const lathe::sched::Schedule schedule(s, 1.0, 40, 10);
     const auto& curve = want.at(name);
