@@ -342,6 +342,23 @@ double max_weight_diff(const std::filesystem::path& a, const std::filesystem::pa
 
 }  // namespace
 
+TEST(DistCli, TorchrunStartsTheRanksThroughItsAgentStore) {
+  // PyTorch's own launcher (torch.distributed.run, --no-python: our binary is the worker): its
+  // agent hosts the TCPStore (TORCHELASTIC_USE_AGENT_STORE), the ranks join it as clients.
+  CsvRun r;
+  const auto one = r.train("--devices 1 run.name=one");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto tr = lathe::testing::run_command(
+      lathe::testing::python() + " -m torch.distributed.run --standalone --nproc-per-node 2 " +
+      "--no-python " + lathe::testing::lathe_binary() + " train " + r.config + " run.name=tr");
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  EXPECT_NE(tr.output.find("data parallel: 2 processes (gloo backend)"), std::string::npos)
+      << tr.output;
+  const double diff =
+      max_weight_diff(r.run("one") / "model.safetensors", r.run("tr") / "model.safetensors");
+  EXPECT_LT(diff, 1e-5) << "weights of torchrun's 2 ranks and 1 process differ by " << diff;
+}
+
 TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   CsvRun r;
   const auto one = r.train("--devices 1 run.name=one");

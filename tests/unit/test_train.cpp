@@ -736,3 +736,47 @@ TEST(TrainerOptions, ValEveryNStepsValidatesAtThoseSteps) {
   for (const auto& [step, row] : val_rows->rows) at_steps.push_back(step);
   EXPECT_EQ(at_steps, (std::vector<int64_t>{3, 6, 9}));  // not once per epoch
 }
+
+TEST(TrainerOptions, MomentumAndWeightDecaySchedulesDriveTheOptimizer) {
+  // optim.momentum_schedule and optim.weight_decay_schedule: every step runs with the values
+  // their schedules give for it, in every group that has them.
+  config::OptimSection o;
+  o.name = "sgd";
+  o.momentum = 0.9;
+  o.weight_decay = 0.1;
+  o.schedule = spec("constant");
+  o.momentum_schedule = spec("cosine");
+  o.momentum_schedule.min_ratio = 0.5;
+  o.weight_decay_schedule = spec("polynomial");
+  o.weight_decay_schedule.power = 1.0;
+  struct Probe : train::Callback {
+    std::vector<std::pair<double, double>> seen;  // (momentum, weight decay of the decay group)
+    std::string name() const override { return "probe"; }
+    void on_train_step_end(train::Trainer& t, int64_t, int64_t) override {
+      const auto v = lathe::optim::group_values(t.optimizer(), 0);
+      seen.emplace_back(v.momentum, v.weight_decay);
+    }
+  };
+  LinearRig rig(
+      [] {
+        config::TrainerSection t;
+        t.max_epochs = 2;
+        return t;
+      }(),
+      o);
+  auto probe = std::make_shared<Probe>();
+  rig.trainer->add_callback(probe);
+  const lathe::data::TensorDataset d{at::randn({40, 3}), at::randn({40})};
+  lathe::data::TensorLoader loader(d, 8, true, 0);  // 5 steps an epoch, 10 in all
+  rig.trainer->fit(loader, nullptr);
+  ASSERT_EQ(probe->seen.size(), 10u);
+  // LinearRig's schedules plan 100 steps of 10 per epoch.
+  const lathe::sched::Schedule momentum(o.momentum_schedule, 0.9, 100, 10);
+  const lathe::sched::Schedule decay(o.weight_decay_schedule, 0.1, 100, 10);
+  for (int64_t s = 0; s < 10; ++s) {
+    EXPECT_DOUBLE_EQ(probe->seen[static_cast<size_t>(s)].first, momentum.value_at(s)) << s;
+    EXPECT_DOUBLE_EQ(probe->seen[static_cast<size_t>(s)].second, decay.value_at(s)) << s;
+  }
+  EXPECT_LT(probe->seen.back().first, 0.9);  // the schedules moved the values
+  EXPECT_LT(probe->seen.back().second, 0.1);
+}
