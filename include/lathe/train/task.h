@@ -21,7 +21,11 @@ namespace lathe::train {
 ///   auto meter = task.meter(/*detailed=*/true);
 class Task {
  public:
-  explicit Task(config::TaskSection cfg = {});
+  /// A classification task with cross-entropy.
+  Task();
+  /// The task `cfg` names (config/names.h: task kinds and their losses); kind auto is a
+  /// ConfigError (a run resolves it from its data first).
+  explicit Task(config::TaskSection cfg);
 
   at::Tensor loss(const at::Tensor& output, const at::Tensor& target) const;
   /// A fresh meter for this task (detailed: every metric; else the cheap ones for training).
@@ -32,7 +36,10 @@ class Task {
   const config::TaskSection& config() const { return cfg_; }
 
  private:
+  at::Tensor classification_loss(const at::Tensor& output, const at::Tensor& target) const;
   config::TaskSection cfg_;
+  const config::TaskSpec* spec_;
+  config::Loss loss_;
 };
 
 }  // namespace lathe::train
