@@ -539,6 +539,14 @@ void resolve_task(RunConfig& c, const Validator& v) {
     kind = dtask;
 }
 
+/// resolve_task, then the loss against the kind it settled on (when it did).
+void resolve_and_check_task(RunConfig& c, const Validator& v) {
+  resolve_task(c, v);
+  if (c.task.kind != "auto")
+    loss_spec(task_spec(c.task.kind, v.where_set("task.kind")), c.task.loss,
+              v.where_set("task.loss"));
+}
+
 void validate(const RunConfig& c, const Origin& origin) {
   const Validator v(origin);
   v.fraction("data.val_fraction", c.data.val_fraction);
@@ -656,7 +664,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   read_section(top, "dist", cfg.dist);
   top.finish();
   validate(cfg, origin);
-  resolve_task(cfg, Validator(origin));
+  resolve_and_check_task(cfg, Validator(origin));
   return cfg;
 }
 
@@ -664,7 +672,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
 
 RunConfig parse_config(std::string_view yaml, std::string_view origin_name,
                        const std::vector<std::string>& overrides) {
-  Origin origin{std::string(origin_name), {}};
+  Origin origin{std::string(origin_name), {}, {}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -687,7 +695,7 @@ RunConfig load_config(const std::filesystem::path& file,
 
 ModelSection parse_model_section(const std::string& name,
                                  const std::vector<std::string>& options) {
-  Origin origin{"command line", {}};
+  Origin origin{"command line", {}, {}};
   YAML::Node root(YAML::NodeType::Map);
   root["name"] = name;
   for (const auto& o : options) apply_override(root, o, origin);

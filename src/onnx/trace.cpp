@@ -146,6 +146,13 @@ SymSize explain(int64_t base, const std::vector<int64_t>& grown, const std::vect
   return s;
 }
 
+/// A size that moves with the spatial symbols: ONNX computes it, lathe never needs it.
+SymSize unknown_size() {
+  SymSize s;
+  s.known = false;
+  return s;
+}
+
 std::vector<int64_t> int_elements(const c10::IValue& v) {
   if (v.isInt()) return {v.toInt()};
   if (v.isIntList()) return v.toIntVector();
@@ -249,7 +256,7 @@ TracedGraph trace_forward(torch::nn::Module& module, const ForwardFn& forward,
       }
       shape.push_back(explain((*sizes)[d], g, tg.symbols));
       if (spatial_peer && (!moved || moved->size() != sizes->size() || (*moved)[d] != (*sizes)[d]))
-        shape.back() = SymSize{.known = false};
+        shape.back() = unknown_size();
     }
     tg.shapes[v] = std::move(shape);
   };

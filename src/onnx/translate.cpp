@@ -140,7 +140,11 @@ class Translator {
     auto it = tg_.ints.find(v);
     if (it != tg_.ints.end()) return it->second;
     SymShape fixed;
-    for (int64_t i : ints_arg(v)) fixed.push_back(SymSize{i});
+    for (int64_t i : ints_arg(v)) {
+      SymSize one;
+      one.j = i;
+      fixed.push_back(one);
+    }
     return fixed;
   }
 

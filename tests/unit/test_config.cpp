@@ -208,7 +208,8 @@ TEST(Config, EveryKeyAHintNamesIsInTheSchema) {
           const auto at = static_cast<size_t>(k->position());
           if (at > 0 && (lit[at - 1] == '/' || lit[at - 1] == '_')) continue;  // a path
           const std::string two = (*k)[1].str() + "." + (*k)[2].str();
-          if ((*k)[2] == "yaml" || (*k)[2] == "json") continue;  // run.yaml: a file name
+          static const std::set<std::string> files{"yaml", "json", "pkl", "csv", "txt", "onnx"};
+          if (files.count((*k)[2])) continue;  // run.yaml, data.pkl: file names
           const std::string three = two + (*k)[3].str();
           ++checked;
           EXPECT_TRUE(keys.count(three) || keys.count(two))
@@ -219,4 +220,27 @@ TEST(Config, EveryKeyAHintNamesIsInTheSchema) {
     }
   }
   EXPECT_GT(checked, 50);
+}
+
+TEST(Config, HintsSayTheWholeDottedKey) {
+  // "set skip_bad_rows" named no key at all (the key is data.skip_bad_records): a hint that says
+  // "set <name_with_underscores>" must say section.key.
+  const std::regex literal(R"re("(?:[^"\\\n]|\\.)*")re");
+  const std::regex bare(R"(\bset ([a-z]+_[a-z_]+)\b)");
+  const std::string root = lathe::testing::source_dir();
+  for (const char* dir : {"src", "models", "include"}) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root + "/" + dir)) {
+      const auto ext = entry.path().extension();
+      if (ext != ".cpp" && ext != ".h") continue;
+      const std::string text = lathe::testing::read_text(entry.path());
+      for (auto s = std::sregex_iterator(text.begin(), text.end(), literal);
+           s != std::sregex_iterator(); ++s) {
+        const std::string lit = s->str();
+        std::smatch m;
+        EXPECT_FALSE(std::regex_search(lit, m, bare))
+            << entry.path().string() << ": " << lit << " hints at '" << m[1]
+            << "' without its section (write section.key)";
+      }
+    }
+  }
 }

@@ -70,6 +70,14 @@ std::filesystem::path wine_csv(const TempDir& dir) {
   return dir / "wine.csv";
 }
 
+run::RunExportOptions export_options(const std::filesystem::path& output,
+                                     std::vector<std::string> dynamic) {
+  run::RunExportOptions o;
+  o.output = output;
+  o.dynamic = std::move(dynamic);
+  return o;
+}
+
 }  // namespace
 
 TEST(RunSizes, IdxFillsChannelsClassesAndSideAndHonoursAugmentAndImageSize) {
@@ -94,7 +102,7 @@ TEST(RunSizes, IdxFillsChannelsClassesAndSideAndHonoursAugmentAndImageSize) {
   EXPECT_EQ(model.forward<at::Tensor>(batch.inputs).sizes(), (std::vector<int64_t>{8, 10}));
 
   expect_error<ConfigError>([&] { resolved(parse(yaml, {"model.num_classes=5"})); },
-                            {"run.yaml", "model.num_classes = 5, but the data has 10 classes (0, 1, "});
+                            {"override 'model.num_classes=5': model.num_classes = 5, but the data has 10 classes (0, 1, "});
   expect_error<ConfigError>([&] { resolved(parse(yaml, {"model.image_size=28"})); },
                             {"model.image_size = 28, but the data has 32x32 images"});
   // data.classes keeps and relabels a subset: 4 classes named by their ids in the files.
@@ -243,12 +251,11 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
     run::train_from_config(cfg);
     const auto run_dir = dir / name;
     // Fixed axes: the run's 64 px, never the model's 224.
-    const auto fixed = run::export_run(run_dir, {.output = dir / (name + "_64.onnx"),
-                                                 .dynamic = {"batch"}});
+    const auto fixed = run::export_run(run_dir, export_options(dir / (name + "_64.onnx"), {"batch"}));
     EXPECT_EQ(fixed.inputs.at(0).shape, (std::vector<std::string>{"batch", "3", "64", "64"}));
     const auto file = dir / (name + ".onnx");
-    const auto dynamic = run::export_run(run_dir, {.output = file,
-                                                   .dynamic = {"batch", "height", "width"}});
+    const auto dynamic =
+        run::export_run(run_dir, export_options(file, {"batch", "height", "width"}));
     EXPECT_EQ(dynamic.inputs.at(0).shape,
               (std::vector<std::string>{"batch", "3", "height", "width"}));
 
@@ -288,7 +295,7 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
                           "trainer.progress=none", "checkpoint.every_n_epochs=0",
                           "checkpoint.save_best=false"});
         run::train_from_config(cfg);
-        run::export_run(d2 / "c", {.dynamic = {"batch", "height"}});
+        run::export_run(d2 / "c", export_options({}, {"batch", "height"}));
       },
       {"--dynamic height: model convnet takes no other height"});
 

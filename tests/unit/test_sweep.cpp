@@ -15,7 +15,7 @@
 
 using lathe::testing::expect_error;
 using lathe::testing::TempDir;
-namespace sched = lathe::sched;
+
 
 namespace {
 
