@@ -68,7 +68,7 @@ TEST(Sources, ConfigErrorsForDataKeys) {
   expect_error<ConfigError>([] { data_section("  source: parquet\n  path: x\n"); },
                             {"data.source = 'parquet' must be one of idx, csv"});
   expect_error<ConfigError>(
-      [] { data_section("  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
+      [] { data_section("  source: csv\n  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
       {"data.val_fraction + data.test_fraction = 1.1"});
   expect_error<ConfigError>([] { load_splits(data_section("  source: csv\n  path: x.csv\n"), 1); },
                             {"data.target"});
@@ -76,11 +76,16 @@ TEST(Sources, ConfigErrorsForDataKeys) {
                             {"unknown augmentation 'jitter'"});
   // The resolved config writes the new keys and reads them back unchanged.
   const auto cfg = lathe::config::parse_config(
-      "data: {source: csv, path: a.csv, target: y, augment: [hflip], columns: {a: [impute=mean]}}\n"
+      "data: {source: csv, path: a.csv, target: y, columns: {a: [impute=mean]}}\n"
       "model: {name: convnet}\n",
       "run.yaml");
   const auto again = lathe::config::parse_config(lathe::config::to_yaml(cfg), "resolved.yaml");
-  EXPECT_EQ(again.data.augment, (std::vector<std::string>{"hflip"}));
+  const auto images = lathe::config::parse_config(
+      "data: {source: image_folder, path: imgs, augment: [hflip]}\nmodel: {name: convnet}\n",
+      "run.yaml");
+  EXPECT_EQ(lathe::config::parse_config(lathe::config::to_yaml(images), "resolved.yaml")
+                .data.augment,
+            (std::vector<std::string>{"hflip"}));
   EXPECT_EQ(again.data.target, "y");
   EXPECT_EQ(again.data.columns.values().at("a").items, (std::vector<std::string>{"impute=mean"}));
 }
