@@ -12,6 +12,7 @@
 #include "lathe/data/image.h"
 #include "lathe/data/split.h"
 #include "lathe/data/tabular.h"
+#include "lathe/data/tensor_data.h"
 #include "lathe/data/text.h"
 #include "lathe/data/transforms.h"
 
@@ -118,6 +119,21 @@ DataSplits load_idx(const config::DataSection& cfg, uint64_t seed) {
     std::tie(out.mean, out.std) = std::pair(cfg.mean, cfg.std);
   const int64_t native = train.inputs.size(2);
   const int64_t size = cfg.image_size > 0 ? cfg.image_size : native;
+  out.info.task = "classification";
+  out.info.channels = train.inputs.size(1);
+  out.info.side = size;
+  if (cfg.augment.empty() && size == native) {  // nothing per record: normalise once, in memory
+    for (TensorDataset* d : {&train, &val})
+      if (d->size() > 0) d->inputs = normalize(d->inputs, out.mean, out.std);
+    TensorDataset normalized_test = test;
+    if (test.size() > 0) normalized_test.inputs = normalize(test.inputs, out.mean, out.std);
+    out.train_transform = out.eval_transform = compose({});
+    out.in_memory = true;
+    out.train = std::make_shared<TensorSource>(std::move(train));
+    out.val = std::make_shared<TensorSource>(std::move(val));
+    out.test = std::make_shared<TensorSource>(std::move(normalized_test));
+    return out;
+  }
   std::vector<Transform> eval_steps;
   if (size != native) eval_steps.push_back(transforms::resize(size, size));
   std::vector<Transform> train_steps =
@@ -125,9 +141,6 @@ DataSplits load_idx(const config::DataSection& cfg, uint64_t seed) {
   for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
-  out.info.task = "classification";
-  out.info.channels = train.inputs.size(1);
-  out.info.side = size;
   out.train = std::make_shared<TensorSource>(std::move(train));
   out.val = std::make_shared<TensorSource>(std::move(val));
   out.test = std::make_shared<TensorSource>(test);
@@ -338,6 +351,32 @@ Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, u
     out.val = std::make_unique<DataLoader>(splits.val, opts(cfg.eval_batch_size, false));
   if (splits.test && splits.test->size() > 0)
     out.test = std::make_unique<DataLoader>(splits.test, opts(cfg.eval_batch_size, false));
+  return out;
+}
+
+BatchSources make_batch_sources(const config::DataSection& cfg, const DataSplits& splits,
+                                uint64_t seed, Shard shard) {
+  BatchSources out;
+  if (!splits.in_memory) {
+    Loaders l = make_loaders(cfg, splits, seed, shard);
+    out.train = std::move(l.train);
+    out.val = std::move(l.val);
+    out.test = std::move(l.test);
+    return out;
+  }
+  const auto loader = [&](const std::shared_ptr<const Dataset>& part, int64_t batch,
+                          bool train) -> std::unique_ptr<BatchSource> {
+    const auto* tensors = dynamic_cast<const TensorSource*>(part.get());
+    LATHE_CHECK(tensors != nullptr, DataError, "{}: an in-memory split is not a TensorSource",
+                cfg.path);
+    if (!train && tensors->size() == 0) return nullptr;
+    auto l = std::make_unique<TensorLoader>(tensors->tensors(), batch, train, seed);
+    if (shard.active()) l->set_shard({shard.rank, shard.world, /*pad=*/train});
+    return l;
+  };
+  out.train = loader(splits.train, cfg.batch_size / std::max<int64_t>(shard.world, 1), true);
+  out.val = loader(splits.val, cfg.eval_batch_size, false);
+  out.test = loader(splits.test, cfg.eval_batch_size, false);
   return out;
 }
 

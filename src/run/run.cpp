@@ -43,7 +43,7 @@ using train::UnfreezeCallback;
 
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard) {
   const data::DataSplits splits = data::load_splits(cfg, seed);
-  data::Loaders loaders = data::make_loaders(cfg, splits, seed, shard);
+  data::BatchSources loaders = data::make_batch_sources(cfg, splits, seed, shard);
   RunLoaders out;
   out.train = std::move(loaders.train);
   out.val = std::move(loaders.val);

@@ -24,6 +24,9 @@ struct DataSplits {
   std::vector<double> mean, std;     ///< image normalisation applied by the transforms
   std::string preprocessing_json;    ///< csv: the fitted TabularPreprocessor (save with the run)
   int64_t skipped = 0;               ///< bad records left out (skip_bad_records)
+  /// The splits are TensorSources already in their final form (idx without augmentation or
+  /// resizing: normalised once, in memory); the transforms are the identity.
+  bool in_memory = false;
 };
 
 /// Loads `cfg.source` and splits it, seeded by `seed` — the one entry point of every source;
@@ -53,6 +56,15 @@ struct Loaders {
 /// val and test unpadded, so reduced metrics count every record once.
 Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed,
                      Shard shard = {});
+
+/// The three batch sources a run trains with, over the splits: TensorLoader when the splits are
+/// `in_memory` (whole batches sliced from memory, no per-record work), else the worker
+/// DataLoader (make_loaders). Empty val / test splits give null sources. Sharded as make_loaders.
+struct BatchSources {
+  std::unique_ptr<BatchSource> train, val, test;
+};
+BatchSources make_batch_sources(const config::DataSection& cfg, const DataSplits& splits,
+                                uint64_t seed, Shard shard = {});
 
 /// The image transforms `augment` names (config::augmentations(): "random_crop[:pad]",
 /// "hflip[:p]", "random_resized_crop[:min_scale]"), for images of `size`²; ConfigError on an
