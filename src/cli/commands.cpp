@@ -114,12 +114,16 @@ void add_info(CLI::App& app, int& exit_code) {
   cmd->add_option("--data", *data,
                   "A run config: load its data and print what it says (task, input signature, "
                   "classes) and the model sizes it fills (--model, else the config's model)");
-  cmd->add_option("options", *options, "key=value options of --model (e.g. num_classes=5)");
+  cmd->add_option("options", *options,
+                  "key=value options of --model (e.g. num_classes=5); with --data alone, "
+                  "overrides of the run config (e.g. data.path=...)");
   cmd->callback([=, &exit_code] {
     if (!model->empty() || !data->empty()) {
       config::ModelSection section;
       if (!data->empty()) {
-        config::RunConfig cfg = config::load_config(*data);
+        // With --model the options are that model's; without, overrides of the run config.
+        config::RunConfig cfg =
+            config::load_config(*data, model->empty() ? *options : std::vector<std::string>{});
         if (!model->empty()) cfg.model = config::parse_model_section(*model, *options);
         setup_threads(cfg.run.threads);
         const run::RunLoaders loaders = run::make_run_loaders(cfg.data, cfg.run.seed);

@@ -113,6 +113,33 @@ TEST(RunSizes, IdxFillsChannelsClassesAndSideAndHonoursAugmentAndImageSize) {
       {"model.num_classes = 10, but the data has 4 classes (0, 2, 4, 6)"});
 }
 
+namespace {
+
+/// An IDX file: magic (0, 0, 0x08 = ubyte, dims), the sizes as big-endian int32, the bytes.
+void write_idx(const std::filesystem::path& file, const std::vector<int32_t>& dims,
+               const std::vector<uint8_t>& bytes) {
+  std::string out{0, 0, 0x08, static_cast<char>(dims.size())};
+  for (int32_t d : dims)
+    for (int shift : {24, 16, 8, 0}) out.push_back(static_cast<char>((d >> shift) & 0xff));
+  out.append(bytes.begin(), bytes.end());
+  lathe::testing::write_text(file, out);
+}
+
+}  // namespace
+
+TEST(RunSizes, IdxTestLabelsOutsideTheTrainingClassesAreADataErrorNamingFileAndRecord) {
+  TempDir dir;
+  write_idx(dir / "train-images-idx3-ubyte", {4, 2, 2}, std::vector<uint8_t>(16, 7));
+  write_idx(dir / "train-labels-idx1-ubyte", {4}, {0, 1, 0, 1});
+  write_idx(dir / "t10k-images-idx3-ubyte", {2, 2, 2}, std::vector<uint8_t>(8, 9));
+  write_idx(dir / "t10k-labels-idx1-ubyte", {2}, {1, 2});
+  const auto cfg = parse("data: {path: " + dir.path().string() + ", val_fraction: 0}\n"
+                         "model: {name: convnet}\n");
+  expect_error<lathe::DataError>(
+      [&] { run::make_run_loaders(cfg.data, 0); },
+      {"t10k-labels-idx1-ubyte: record 1 has class id 2, but the training split has 2 classes"});
+}
+
 TEST(RunSizes, CsvFillsFeaturesAndClassesAndGlobalStepsFitEachColumnsType) {
   TempDir dir;
   const std::string yaml = "data: {source: csv, path: " + wine_csv(dir).string() +
