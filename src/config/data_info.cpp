@@ -22,8 +22,8 @@ int64_t DataInfo::num_outputs() const {
 
 std::string DataInfo::classes_text() const {
   constexpr size_t kShown = 8;
-  std::vector<std::string> shown(classes.begin(),
-                                 classes.begin() + static_cast<long>(std::min(kShown, classes.size())));
+  std::vector<std::string> shown(
+      classes.begin(), classes.begin() + static_cast<long>(std::min(kShown, classes.size())));
   if (classes.size() > kShown) shown.push_back("...");
   return fmt::format("{} class{} ({})", classes.size(), classes.size() == 1 ? "" : "es",
                      fmt::join(shown, ", "));

@@ -1,10 +1,10 @@
 // The tables of named config choices (sources, task kinds and losses, augmentations).
 #include "lathe/config/names.h"
 
-#include <cstdlib>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <cstdlib>
 
 #include "lathe/config/params.h"
 #include "lathe/core/error.h"
@@ -33,25 +33,37 @@ std::string unknown(const std::string& where, const char* key, const std::string
 
 const std::vector<std::string_view>& common_data_keys() {
   static const std::vector<std::string_view> keys = {
-      "source",     "path",        "val_fraction", "batch_size",
-      "eval_batch_size", "limit_train", "limit_test", "num_workers"};
+      "source",          "path",        "val_fraction", "batch_size",
+      "eval_batch_size", "limit_train", "limit_test",   "num_workers"};
   return keys;
 }
 
 const std::vector<SourceSpec>& sources() {
   static const std::vector<SourceSpec> specs = {
-      {"idx", SourceKind::idx, "the MNIST layout's IDX files (train-*, t10k-*)",
-       {"classes", "mean", "std", "image_size", "augment"}, "classification"},
-      {"csv", SourceKind::csv, "a CSV table with a target column",
+      {"idx",
+       SourceKind::idx,
+       "the MNIST layout's IDX files (train-*, t10k-*)",
+       {"classes", "mean", "std", "image_size", "augment"},
+       "classification"},
+      {"csv",
+       SourceKind::csv,
+       "a CSV table with a target column",
        {"test_path", "test_fraction", "skip_bad_records", "target", "task", "impute", "outliers",
         "scale", "encode", "columns"},
        ""},
-      {"image_folder", SourceKind::image_folder, "one folder of JPEG / PNG images per class",
+      {"image_folder",
+       SourceKind::image_folder,
+       "one folder of JPEG / PNG images per class",
        {"test_fraction", "skip_bad_records", "mean", "std", "image_size", "augment"},
        "classification"},
-      {"text", SourceKind::text, "a byte corpus in seq_len windows (language models)",
-       {"test_fraction", "seq_len"}, "lm"},
-      {"text_csv", SourceKind::text_csv, "CSV rows of text and label, WordPiece-tokenized",
+      {"text",
+       SourceKind::text,
+       "a byte corpus in seq_len windows (language models)",
+       {"test_fraction", "seq_len"},
+       "lm"},
+      {"text_csv",
+       SourceKind::text_csv,
+       "CSV rows of text and label, WordPiece-tokenized",
        {"test_path", "test_fraction", "skip_bad_records", "target", "task", "vocab", "max_length",
         "text_column"},
        "classification"},
@@ -67,12 +79,21 @@ const SourceSpec& source_spec(const std::string& name, const std::string& where)
 
 const std::vector<TaskSpec>& tasks() {
   static const std::vector<TaskSpec> specs = {
-      {"classification", TaskKind::classification, "class ids from logits (B, K)",
-       {{"cross_entropy", Loss::cross_entropy}}, "val/accuracy"},
-      {"regression", TaskKind::regression, "values from outputs shaped like the targets",
-       {{"mse", Loss::mse}, {"l1", Loss::l1}, {"huber", Loss::huber}}, "val/loss"},
-      {"lm", TaskKind::lm, "next-token ids from logits (B, T, V)",
-       {{"cross_entropy", Loss::cross_entropy}}, "val/loss"},
+      {"classification",
+       TaskKind::classification,
+       "class ids from logits (B, K)",
+       {{"cross_entropy", Loss::cross_entropy}},
+       "val/accuracy"},
+      {"regression",
+       TaskKind::regression,
+       "values from outputs shaped like the targets",
+       {{"mse", Loss::mse}, {"l1", Loss::l1}, {"huber", Loss::huber}},
+       "val/loss"},
+      {"lm",
+       TaskKind::lm,
+       "next-token ids from logits (B, T, V)",
+       {{"cross_entropy", Loss::cross_entropy}},
+       "val/loss"},
   };
   return specs;
 }

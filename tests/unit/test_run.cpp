@@ -1,11 +1,11 @@
 // The run area: every source through the one data entry point, sizes from the data (inferred and
 // mismatched), one task answer, keys a source does not use, and export at the run's own sizes.
-#include <fstream>
-
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/ckpt/torch_pickle.h"
@@ -102,14 +102,17 @@ TEST(RunSizes, IdxFillsChannelsClassesAndSideAndHonoursAugmentAndImageSize) {
   EXPECT_EQ(model.forward<at::Tensor>(batch.inputs).sizes(), (std::vector<int64_t>{8, 10}));
 
   expect_error<ConfigError>([&] { resolved(parse(yaml, {"model.num_classes=5"})); },
-                            {"override 'model.num_classes=5': model.num_classes = 5, but the data has 10 classes (0, 1, "});
+                            {"override 'model.num_classes=5': model.num_classes = 5, but the data "
+                             "has 10 classes (0, 1, "});
   expect_error<ConfigError>([&] { resolved(parse(yaml, {"model.image_size=28"})); },
                             {"model.image_size = 28, but the data has 32x32 images"});
   // data.classes keeps and relabels a subset: 4 classes named by their ids in the files.
   const auto tops = resolved(parse(yaml, {"data.classes=[0, 2, 4, 6]"}));
   EXPECT_EQ(param(tops, "num_classes"), "4");
   expect_error<ConfigError>(
-      [&] { resolved(parse(yaml, {"data.classes=[0, 2, 4, 6]", "model.num_classes=10"})); },
+      [&] {
+        resolved(parse(yaml, {"data.classes=[0, 2, 4, 6]", "model.num_classes=10"}));
+      },
       {"model.num_classes = 10, but the data has 4 classes (0, 2, 4, 6)"});
 }
 
@@ -133,7 +136,8 @@ TEST(RunSizes, IdxTestLabelsOutsideTheTrainingClassesAreADataErrorNamingFileAndR
   write_idx(dir / "train-labels-idx1-ubyte", {4}, {0, 1, 0, 1});
   write_idx(dir / "t10k-images-idx3-ubyte", {2, 2, 2}, std::vector<uint8_t>(8, 9));
   write_idx(dir / "t10k-labels-idx1-ubyte", {2}, {1, 2});
-  const auto cfg = parse("data: {path: " + dir.path().string() + ", val_fraction: 0}\n"
+  const auto cfg = parse("data: {path: " + dir.path().string() +
+                         ", val_fraction: 0}\n"
                          "model: {name: convnet}\n");
   expect_error<lathe::DataError>(
       [&] { run::make_run_loaders(cfg.data, 0); },
@@ -150,9 +154,9 @@ TEST(RunSizes, CsvFillsFeaturesAndClassesAndGlobalStepsFitEachColumnsType) {
   const auto cfg = resolved(parse(yaml), &data);
   EXPECT_EQ(cfg.task.kind, "classification");
   EXPECT_EQ(cfg.data.task, "classification");
-  EXPECT_EQ(data.info.feature_names, (std::vector<std::string>{"alcohol", "colour=red",
-                                                               "colour=rose", "colour=white",
-                                                               "ash"}));
+  EXPECT_EQ(
+      data.info.feature_names,
+      (std::vector<std::string>{"alcohol", "colour=red", "colour=rose", "colour=white", "ash"}));
   EXPECT_EQ(param(cfg, "in_features"), "5");
   EXPECT_EQ(param(cfg, "out_features"), "3");
   EXPECT_EQ(data.train->batch(0).inputs.size(1), 5);
@@ -160,16 +164,19 @@ TEST(RunSizes, CsvFillsFeaturesAndClassesAndGlobalStepsFitEachColumnsType) {
       [&] { resolved(parse(yaml, {"model.out_features=2"})); },
       {"override 'model.out_features=2': model.out_features = 2, but the data has 3 classes "
        "(barbera, barolo, grignolino)"});
-  expect_error<ConfigError>([&] { resolved(parse(yaml, {"model.in_features=4"})); },
-                            {"model.in_features = 4, but the data has 5 features after "
-                             "preprocessing (alcohol, colour=red, colour=rose, colour=white, ash)"});
+  expect_error<ConfigError>(
+      [&] { resolved(parse(yaml, {"model.in_features=4"})); },
+      {"model.in_features = 4, but the data has 5 features after "
+       "preprocessing (alcohol, colour=red, colour=rose, colour=white, ash)"});
   // task.kind and data.task are one answer: the kind reads the data as that task...
   const auto reg = resolved(parse(yaml, {"data.target=ash", "task.kind=regression"}));
   EXPECT_EQ(reg.data.task, "regression");
   EXPECT_EQ(param(reg, "out_features"), "1");
   // ...and two answers that disagree are refused before anything is read.
   expect_error<ConfigError>(
-      [&] { parse(yaml, {"data.task=classification", "task.kind=regression"}); },
+      [&] {
+        parse(yaml, {"data.task=classification", "task.kind=regression"});
+      },
       {"task.kind = regression, but data.task = classification", "one answer"});
 }
 
@@ -217,8 +224,8 @@ TEST(RunSizes, TextCsvFillsTheWordPieceVocabularyAndLabels) {
     rows += i % 2 ? "good film good acting,pos\n" : "bad plot bad film,neg\n";
   lathe::testing::write_text(dir / "reviews.csv", rows);
   const std::string yaml =
-      "data: {source: text_csv, path: " + (dir / "reviews.csv").string() + ", vocab: " +
-      (dir / "vocab.txt").string() +
+      "data: {source: text_csv, path: " + (dir / "reviews.csv").string() +
+      ", vocab: " + (dir / "vocab.txt").string() +
       ", target: label, max_length: 8, val_fraction: 0.25, test_fraction: 0.25, num_workers: 0}\n"
       "model: {name: bert_classifier, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2,"
       " intermediate_size: 16, max_position_embeddings: 8}\n";
@@ -236,8 +243,11 @@ TEST(RunSizes, TextCsvFillsTheWordPieceVocabularyAndLabels) {
 
 TEST(DataKeys, EachSourceRefusesTheKeysItDoesNotUseAndUnknownNames) {
   expect_error<ConfigError>(
-      [] { parse("data:\n  source: csv\n  path: a.csv\n  target: y\n  augment: [hflip]\n"
-                 "model: {name: mlp}\n"); },
+      [] {
+        parse(
+            "data:\n  source: csv\n  path: a.csv\n  target: y\n  augment: [hflip]\n"
+            "model: {name: mlp}\n");
+      },
       {"run.yaml:5: data.augment does not apply to source csv", "idx, image_folder"});
   expect_error<ConfigError>([] { parse("data: {path: x, target: y}\nmodel: {name: convnet}\n"); },
                             {"data.target does not apply to source idx"});
@@ -267,18 +277,19 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
   nlohmann::json manifest{{"models", nlohmann::json::array()}};
   for (const std::string name : {"resnet18", "mobilenet_v2"}) {
     SCOPED_TRACE(name);
-    auto cfg = parse(
-        "data: {source: image_folder, path: " + images.string() +
-            ", image_size: 64, val_fraction: 0.25, test_fraction: 0.25, batch_size: 4,"
-            " eval_batch_size: 8, num_workers: 0}\n"
-            "model: {name: " + name + "}\n",
-        {"run.dir=" + dir.path().string(), "run.name=" + name, "run.threads=2",
-         "trainer.max_steps=1", "trainer.progress=none", "trainer.tensorboard=false",
-         "checkpoint.every_n_epochs=0", "checkpoint.save_best=false"});
+    auto cfg = parse("data: {source: image_folder, path: " + images.string() +
+                         ", image_size: 64, val_fraction: 0.25, test_fraction: 0.25, batch_size: 4,"
+                         " eval_batch_size: 8, num_workers: 0}\n"
+                         "model: {name: " +
+                         name + "}\n",
+                     {"run.dir=" + dir.path().string(), "run.name=" + name, "run.threads=2",
+                      "trainer.max_steps=1", "trainer.progress=none", "trainer.tensorboard=false",
+                      "checkpoint.every_n_epochs=0", "checkpoint.save_best=false"});
     run::train_from_config(cfg);
     const auto run_dir = dir / name;
     // Fixed axes: the run's 64 px, never the model's 224.
-    const auto fixed = run::export_run(run_dir, export_options(dir / (name + "_64.onnx"), {"batch"}));
+    const auto fixed =
+        run::export_run(run_dir, export_options(dir / (name + "_64.onnx"), {"batch"}));
     EXPECT_EQ(fixed.inputs.at(0).shape, (std::vector<std::string>{"batch", "3", "64", "64"}));
     const auto file = dir / (name + ".onnx");
     const auto dynamic =
@@ -292,10 +303,10 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
     lathe::ckpt::load_weights_any(*model.ptr(), run_dir / "model.safetensors", true);
     model.ptr()->eval();
     for (const char* other : {"model_64", "model_dyn"}) {
-      nlohmann::json entry{{"name", name + "/" + other},
-                           {"onnx", (other == std::string("model_64") ? dir / (name + "_64.onnx")
-                                                                       : file).string()},
-                           {"cases", nlohmann::json::array()}};
+      nlohmann::json entry{
+          {"name", name + "/" + other},
+          {"onnx", (other == std::string("model_64") ? dir / (name + "_64.onnx") : file).string()},
+          {"cases", nlohmann::json::array()}};
       const std::vector<std::vector<int64_t>> shapes =
           other == std::string("model_64")
               ? std::vector<std::vector<int64_t>>{{2, 3, 64, 64}, {5, 3, 64, 64}}
@@ -315,12 +326,12 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
   expect_error<ConfigError>(
       [&] {
         TempDir d2;
-        auto cfg = parse("data: {source: image_folder, path: " + images.string() +
-                             ", image_size: 16, num_workers: 0}\nmodel: {name: convnet, "
-                             "channels: [4], hidden: 8}\n",
-                         {"run.dir=" + d2.path().string(), "run.name=c", "trainer.max_steps=1",
-                          "trainer.progress=none", "checkpoint.every_n_epochs=0",
-                          "checkpoint.save_best=false"});
+        auto cfg = parse(
+            "data: {source: image_folder, path: " + images.string() +
+                ", image_size: 16, num_workers: 0}\nmodel: {name: convnet, "
+                "channels: [4], hidden: 8}\n",
+            {"run.dir=" + d2.path().string(), "run.name=c", "trainer.max_steps=1",
+             "trainer.progress=none", "checkpoint.every_n_epochs=0", "checkpoint.save_best=false"});
         run::train_from_config(cfg);
         run::export_run(d2 / "c", export_options({}, {"batch", "height"}));
       },

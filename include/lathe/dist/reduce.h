@@ -1,9 +1,9 @@
 // MeterReduce: the collectives a metric meter needs to combine its state over data-parallel ranks.
 #pragma once
 
-#include <functional>
-
 #include <ATen/core/Tensor.h>
+
+#include <functional>
 
 namespace lathe::dist {
 
