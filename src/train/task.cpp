@@ -66,8 +66,16 @@ at::Tensor Task::classification_loss(const at::Tensor& output, const at::Tensor&
                 cfg_.class_weights.size(), output.size(1));
     weight = at::tensor(cfg_.class_weights, output.options().dtype(at::kFloat));
   }
-  return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean, -100,
-                                cfg_.label_smoothing);
+  try {
+    return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean, -100,
+                                  cfg_.label_smoothing);
+  } catch (const c10::Error& e) {  // no check per step: only a failing step pays for the message
+    throw TrainError(fmt::format(
+        "classification loss: a class id is outside the model's {} outputs (logits {}); the "
+        "model's num_classes / out_features / num_labels must cover every class of the data "
+        "(torch: {})",
+        output.size(1), output.sizes(), e.what_without_backtrace()));
+  }
 }
 
 std::unique_ptr<Meter> Task::meter(bool detailed) const {

@@ -14,6 +14,7 @@
 #include "lathe/data/image.h"
 #include "lathe/run/export.h"
 #include "lathe/run/run.h"
+#include "lathe/train/task.h"
 #include "models/registry.h"
 #include "tests/support.h"
 
@@ -354,4 +355,12 @@ TEST(RunExport, ResNet18AndMobileNetV2TrainedAt64PxRunInOnnxruntimeAtTheirSizes)
                 r["input_shapes"].dump().c_str());
   }
   EXPECT_EQ(results, 4);
+}
+
+TEST(RunSizes, AClassIdOutsideTheModelsOutputsIsATrainErrorNotTorchs) {
+  // A module outside the zoo has no size options to check; its loss still says what is wrong.
+  const lathe::train::Task task;
+  expect_error<lathe::TrainError>(
+      [&] { task.loss(at::zeros({2, 2}), at::tensor({0, 2}, at::kLong)); },
+      {"a class id is outside the model's 2 outputs", "num_classes / out_features / num_labels"});
 }
