@@ -6,13 +6,18 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <atomic>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/custom_class.h>
 
+#include "lathe/core/autocast.h"
+
 namespace lathe::models {
 namespace {
+
+std::atomic<int64_t> recording_calls{0};
 
 /// What backward needs besides the input: the function and the states to recompute it under.
 struct Recompute : torch::CustomClassHolder {
@@ -71,21 +76,11 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       RngFork cpu(c10::Device(c10::kCPU), r->cpu_rng);
       std::optional<RngFork> dev;
       if (r->device_rng.defined()) dev.emplace(r->device, r->device_rng);
-      const c10::DeviceType type = r->device.type();
-      const bool prev = at::autocast::is_autocast_enabled(type);
-      const c10::ScalarType prev_dtype = at::autocast::get_autocast_dtype(type);
-      at::autocast::set_autocast_enabled(type, r->autocast);
-      at::autocast::set_autocast_dtype(type, r->autocast_dtype);
+      // Autocast as in the forward, as a region of its own: its cast cache is cleared when the
+      // recompute ends, so no low-precision copy of these weights outlives the optimizer step.
+      AutocastGuard amp(r->device.type(), r->autocast_dtype, r->autocast);
       torch::AutoGradMode grad(true);
-      try {
-        y = r->fn(input);
-      } catch (...) {
-        at::autocast::set_autocast_enabled(type, prev);
-        at::autocast::set_autocast_dtype(type, prev_dtype);
-        throw;
-      }
-      at::autocast::set_autocast_enabled(type, prev);
-      at::autocast::set_autocast_dtype(type, prev_dtype);
+      y = r->fn(input);
     }
     // Parameters' gradients accumulate here; the input's comes back to the outer graph.
     torch::autograd::backward({y}, {grads[0]});
@@ -97,6 +92,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
 at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x) {
   if (!at::GradMode::is_enabled() || !x.requires_grad()) return fn(x);
+  recording_calls.fetch_add(1, std::memory_order_relaxed);
   auto r = c10::make_intrusive<Recompute>();
   r->fn = std::move(fn);
   r->device = x.device();
@@ -106,5 +102,7 @@ at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const a
   r->autocast_dtype = at::autocast::get_autocast_dtype(x.device().type());
   return CheckpointFunction::apply(x, r);
 }
+
+int64_t checkpointed_calls() { return recording_calls.load(std::memory_order_relaxed); }
 
 }  // namespace lathe::models

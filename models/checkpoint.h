@@ -2,6 +2,7 @@
 // them in backward (a custom autograd Function).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 
 #include <ATen/core/Tensor.h>
@@ -18,5 +19,10 @@ namespace lathe::models {
 ///
 ///   x = checkpointed([block, mask](const at::Tensor& in) { return block->forward(in, mask); }, x);
 at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x);
+
+/// How many times checkpointed() has set up a recomputation in this process (calls that kept
+/// no activations). The Trainer reads it around its warm-up steps: a step that recomputes in
+/// backward cannot be recorded as a CUDA graph.
+int64_t checkpointed_calls();
 
 }  // namespace lathe::models

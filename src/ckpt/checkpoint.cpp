@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -16,7 +18,6 @@
 #include <torch/cuda.h>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
-#include <torch/serialize.h>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/ckpt/state_dict.h"
@@ -60,15 +61,32 @@ NamedTensors rng_states() {
 
 void set_rng_states(const NamedTensors& states, const fs::path& file) {
   for (const auto& [name, state] : states) {
-    const c10::Device d(name);
-    if (d.is_cuda() && (!torch::cuda::is_available() ||
-                        d.index() >= static_cast<int64_t>(torch::cuda::device_count()))) {
+    std::optional<c10::Device> d;
+    try {
+      d.emplace(name);
+    } catch (const c10::Error&) {
+    }
+    LATHE_CHECK(d && (d->is_cpu() || d->is_cuda()) && state.scalar_type() == at::kByte &&
+                    state.dim() == 1,
+                CheckpointError,
+                "{}: tensor '{}' is not a generator state (expected names like 'cpu' or 'cuda:0' "
+                "holding 1-d uint8 states); the file is damaged: resume from another checkpoint",
+                file.string(), name);
+    if (d->is_cuda() && (!torch::cuda::is_available() ||
+                         d->index() >= static_cast<int64_t>(torch::cuda::device_count()))) {
       log::warn("{}: generator state for {} skipped (no such device here)", file.string(), name);
       continue;
     }
-    auto gen = at::globalContext().defaultGenerator(d);
+    auto gen = at::globalContext().defaultGenerator(*d);
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(state);
+    try {
+      gen.set_state(state);
+    } catch (const c10::Error& e) {
+      throw CheckpointError(fmt::format(
+          "{}: the generator state '{}' does not fit this LibTorch's {} generator ({}); resume "
+          "from another checkpoint",
+          file.string(), name, d->str(), e.what_without_backtrace()));
+    }
   }
 }
 
@@ -82,30 +100,27 @@ Snapshot take_snapshot(train::Trainer& t, const std::string& config_yaml,
                 "tensor '{}' holds NaN or inf at step {}: not saving a checkpoint of broken "
                 "weights (the previous checkpoints are kept)",
                 name, t.global_step());
-  std::ostringstream opt;
-  torch::save(*t.optimizer().optimizer, opt);
-  s.optimizer_bytes = opt.str();
+  train::TrainState ts = t.state();
+  s.optimizer_bytes = std::move(ts.optimizer);
   s.rng = rng_states();
 
   json state;
   state["format_version"] = kCheckpointFormatVersion;
-  state["epoch"] = t.progress().epoch;
-  state["step"] = t.progress().step;
-  state["batch_in_epoch"] = t.progress().batch_in_epoch;
-  const auto scaler = t.scaler().state();
-  state["scaler"] = {{"scale", scaler.scale}, {"growth_tracker", scaler.growth_tracker}};
-  const auto& p = t.schedules().plateau.state();
+  state["epoch"] = ts.progress.epoch;
+  state["step"] = ts.progress.step;
+  state["batch_in_epoch"] = ts.progress.batch_in_epoch;
+  state["scaler"] = {{"scale", ts.scaler.scale}, {"growth_tracker", ts.scaler.growth_tracker}};
+  const auto& p = ts.plateau;
   state["plateau"] = {{"best", p.best}, {"has_best", p.has_best}, {"bad", p.bad}, {"scale", p.scale}};
   json callbacks = json::object();
-  for (const auto& cb : t.callbacks())
-    if (auto st = cb->state_json(); !st.empty()) callbacks[cb->name()] = json::parse(st);
+  for (const auto& [name, st] : ts.callbacks) callbacks[name] = json::parse(st);
   state["callbacks"] = callbacks;
   state["extra"] = json::parse(extra_json);
   state["config"] = config_yaml;
   s.state_json = state.dump(2) + "\n";
   s.model_metadata = {{"format", "pt"},
                       {"lathe_checkpoint_version", std::to_string(kCheckpointFormatVersion)},
-                      {"lathe_step", std::to_string(t.global_step())}};
+                      {"lathe_step", std::to_string(ts.progress.step)}};
   return s;
 }
 
@@ -156,7 +171,7 @@ std::string step_folder(int64_t step) { return fmt::format("step-{:08d}", step);
 
 json read_state(const fs::path& folder) {
   const fs::path file = folder / "state.json";
-  LATHE_CHECK(fs::exists(file), CheckpointError,
+  LATHE_CHECK(fs::is_regular_file(file), CheckpointError,
               "{}: not a complete lathe checkpoint (no state.json); pick another checkpoint "
               "folder",
               folder.string());
@@ -165,14 +180,50 @@ json read_state(const fs::path& folder) {
   try {
     state = json::parse(in);
   } catch (const json::exception& e) {
-    throw CheckpointError(fmt::format("{}: unreadable or truncated: {}", file.string(), e.what()));
+    throw CheckpointError(fmt::format(
+        "{}: unreadable or truncated ({}); resume from another checkpoint", file.string(),
+        e.what()));
   }
-  const int version = state.value("format_version", -1);
-  LATHE_CHECK(version == kCheckpointFormatVersion, CheckpointError,
+  LATHE_CHECK(state.is_object(), CheckpointError,
+              "{}: malformed: expected a JSON object, found {}; resume from another checkpoint",
+              file.string(), state.type_name());
+  const auto version = state.find("format_version");
+  LATHE_CHECK(version != state.end() && version->is_number_integer() &&
+                  version->get<int>() == kCheckpointFormatVersion,
+              CheckpointError,
               "{}: checkpoint format version {} but this lathe reads version {}; resume it with "
               "the lathe that wrote it",
-              file.string(), version, kCheckpointFormatVersion);
+              file.string(), version == state.end() ? "(none)" : version->dump(),
+              kCheckpointFormatVersion);
   return state;
+}
+
+/// The TrainState a checkpoint's state.json and optimizer.pt describe; a missing or mistyped
+/// field is a CheckpointError naming the file and the field.
+train::TrainState parse_state(const json& state, const fs::path& file) {
+  train::TrainState ts;
+  try {
+    ts.progress.epoch = state.at("epoch").get<int64_t>();
+    ts.progress.step = state.at("step").get<int64_t>();
+    ts.progress.batch_in_epoch = state.at("batch_in_epoch").get<int64_t>();
+    ts.scaler = {state.at("scaler").at("scale").get<double>(),
+                 state.at("scaler").at("growth_tracker").get<int64_t>()};
+    const auto& pl = state.at("plateau");
+    ts.plateau = {pl.at("best").get<double>(), pl.at("has_best").get<bool>(),
+                  pl.at("bad").get<int64_t>(), pl.at("scale").get<double>()};
+    for (const auto& [name, st] : state.at("callbacks").items()) ts.callbacks[name] = st.dump();
+  } catch (const json::exception& e) {
+    // nlohmann's messages name the field's JSON path only in part: say what was expected.
+    throw CheckpointError(fmt::format(
+        "{}: malformed state.json: {}; expected integer epoch, step and batch_in_epoch, "
+        "scaler {{scale, growth_tracker}}, plateau {{best, has_best, bad, scale}} and a "
+        "callbacks object; resume from another checkpoint",
+        file.string(), e.what()));
+  }
+  LATHE_CHECK(ts.progress.epoch >= 0 && ts.progress.step >= 0 && ts.progress.batch_in_epoch >= 0,
+              CheckpointError, "{}: malformed state.json: negative epoch, step or batch_in_epoch",
+              file.string());
+  return ts;
 }
 
 }  // namespace
@@ -184,44 +235,33 @@ void save_checkpoint(train::Trainer& trainer, const fs::path& folder,
 
 void load_checkpoint(train::Trainer& t, const fs::path& folder) {
   const json state = read_state(folder);
+  train::TrainState ts = parse_state(state, folder / "state.json");
   load_weights(*t.model().ptr(), folder / "model.safetensors", /*strict=*/true);
 
   const fs::path opt_file = folder / "optimizer.pt";
-  LATHE_CHECK(fs::exists(opt_file), CheckpointError, "{}: missing", opt_file.string());
-  try {
+  LATHE_CHECK(fs::is_regular_file(opt_file), CheckpointError,
+              "{}: missing; resume from another checkpoint", opt_file.string());
+  {
     std::ifstream in(opt_file, std::ios::binary);
-    torch::load(*t.optimizer().optimizer, in);
-  } catch (const c10::Error& e) {
-    throw CheckpointError(fmt::format(
-        "{}: cannot restore the optimizer (truncated, or written for other parameters): {}",
-        opt_file.string(), e.what_without_backtrace()));
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    LATHE_CHECK(in.good() || in.eof(), CheckpointError, "{}: cannot be read", opt_file.string());
+    ts.optimizer = bytes.str();
   }
-  set_rng_states(load_safetensors(folder / "rng.safetensors").tensors, folder / "rng.safetensors");
-
   try {
-    train::TrainProgress p;
-    p.epoch = state.at("epoch").get<int64_t>();
-    p.step = state.at("step").get<int64_t>();
-    p.batch_in_epoch = state.at("batch_in_epoch").get<int64_t>();
-    t.set_progress(p);
-    t.scaler().set_state({state.at("scaler").at("scale").get<double>(),
-                          state.at("scaler").at("growth_tracker").get<int64_t>()});
-    const auto& pl = state.at("plateau");
-    t.schedules().plateau.set_state({pl.at("best").get<double>(), pl.at("has_best").get<bool>(),
-                                     pl.at("bad").get<int64_t>(), pl.at("scale").get<double>()});
-    const auto& callbacks = state.at("callbacks");
-    for (auto& cb : t.callbacks())
-      if (callbacks.contains(cb->name())) cb->load_state_json(callbacks.at(cb->name()).dump());
-  } catch (const json::exception& e) {
-    throw CheckpointError(fmt::format("{}: malformed state.json: {}",
-                                      (folder / "state.json").string(), e.what()));
+    t.load_state(ts);
+  } catch (const train::StateMismatch& e) {
+    const fs::path file = e.part() == "optimizer" ? opt_file : folder / "state.json";
+    throw CheckpointError(fmt::format("{}: {}", file.string(), e.what()));
   }
+  const fs::path rng_file = folder / "rng.safetensors";
+  set_rng_states(load_safetensors(rng_file).tensors, rng_file);
   log::info("resumed from {} (epoch {}, step {}, batch {} of the epoch)", folder.string(),
             t.progress().epoch + 1, t.progress().step, t.progress().batch_in_epoch);
 }
 
 int64_t checkpoint_step(const fs::path& folder) {
-  return read_state(folder).value("step", int64_t{0});
+  return parse_state(read_state(folder), folder / "state.json").progress.step;
 }
 
 fs::path resolve_resume(const std::string& spec, const fs::path& run_dir) {

@@ -362,6 +362,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("precision", s.precision);
   v("channels_last", s.channels_last);
   v("cuda_graphs", s.cuda_graphs);
+  v("matmul_precision", s.matmul_precision);
   v("log_every_n_steps", s.log_every_n_steps);
   v("progress", s.progress);
   v("csv", s.csv);
@@ -451,7 +452,7 @@ void validate_schedule(const Validator& v, const std::string& key, const Schedul
               "{}: {}.name = 'none' is only for momentum_schedule and weight_decay_schedule",
               v.where(key + ".name"), key);
   v.choice(key + ".interval", s.interval, {"step", "epoch"});
-  v.choice(key + ".mode", s.mode, {"min", "max"});
+  v.choice(key + ".mode", s.mode, {"auto", "min", "max"});
   v.fraction(key + ".warmup_fraction", s.warmup_fraction);
   v.at_least<int64_t>(key + ".warmup_steps", s.warmup_steps, 0);
   v.at_least<int64_t>(key + ".step_size", s.step_size, 1);
@@ -607,9 +608,10 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, {"norm", "value"});
   v.choice("trainer.precision", t.precision, {"auto", "32", "bf16", "fp16"});
   v.choice("trainer.channels_last", t.channels_last, {"auto", "true", "false"});
+  v.choice("trainer.matmul_precision", t.matmul_precision, {"auto", "highest", "high", "medium"});
   v.at_least<int64_t>("trainer.log_every_n_steps", t.log_every_n_steps, 1);
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
-  v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"min", "max"});
+  v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"auto", "min", "max"});
   v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);

@@ -6,6 +6,7 @@
 #include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #define LATHE_CUDA_HEADERS 1
 #endif
 #include <torch/cuda.h>
@@ -33,9 +34,27 @@ void configure_cuda(bool deterministic) {
   at::globalContext().setBenchmarkCuDNN(!deterministic);
 }
 
+void use_device(c10::Device device) {
+#ifdef LATHE_CUDA_HEADERS
+  if (device.is_cuda() && torch::cuda::is_available())
+    c10::cuda::set_device(device.has_index() ? device.index() : c10::DeviceIndex(0));
+#else
+  (void)device;
+#endif
+}
+
+std::string resolve_matmul_precision(const std::string& setting, const std::string& precision,
+                                     bool deterministic, c10::Device device) {
+  if (setting != "auto") return setting;
+  return device.is_cuda() && precision == "32" && !deterministic ? "high" : "highest";
+}
+
 void synchronize(c10::Device device) {
 #ifdef LATHE_CUDA_HEADERS
-  if (device.is_cuda()) c10::cuda::device_synchronize();
+  if (!device.is_cuda()) return;
+  // device_synchronize() waits for the current device only: make `device` current meanwhile.
+  const c10::cuda::CUDAGuard on(device.has_index() ? device.index() : c10::DeviceIndex(0));
+  c10::cuda::device_synchronize();
 #else
   (void)device;
 #endif

@@ -1,6 +1,8 @@
 // Device selection, seeding, thread setup and the facts `lathe info` reports.
 #include "lathe/core/runtime.h"
 
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include <ATen/Context.h>
@@ -55,6 +57,20 @@ int setup_threads(int requested) {
 }
 
 void set_deterministic(bool on) {
+  if (on) {
+    // cuBLAS is deterministic only with a fixed workspace, read from the environment when its
+    // first handle is made: set it now (before any CUDA work), as PyTorch's docs ask of users.
+    const char* ws = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+    if (ws == nullptr) {
+      ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    } else {
+      const std::string value(ws);
+      LATHE_CHECK(value == ":4096:8" || value == ":16:8", ConfigError,
+                  "run.deterministic: CUBLAS_WORKSPACE_CONFIG={} makes cuBLAS nondeterministic; "
+                  "unset it or export CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting lathe",
+                  value);
+    }
+  }
   at::globalContext().setDeterministicAlgorithms(on, /*warn_only=*/false);
   at::globalContext().setDeterministicCuDNN(on);
   at::globalContext().setBenchmarkCuDNN(!on);

@@ -41,10 +41,10 @@ void DeviceFeed::start(int64_t i) {
   const c10::Device dev(device_.type(),
                         device_.has_index() ? device_.index() : impl.getDevice().index());
   if (!ahead_) ahead_ = std::make_unique<Copy>(impl.getStreamFromGlobalPool(dev));
-  Batch b = source_.batch(i);
-  // Page-locked memory makes the copy asynchronous; loaders on CUDA already collate into it.
-  if (!b.inputs.is_pinned()) b.inputs = b.inputs.pin_memory();
-  if (!b.targets.is_pinned()) b.targets = b.targets.pin_memory();
+  // Loaders on CUDA hand out page-locked batches (DataLoader's workers collate into them,
+  // TensorLoader gathers into them), so the copy is asynchronous; a batch that is not pinned is
+  // copied as it is rather than pinned here, on the training thread.
+  const Batch b = source_.batch(i);
   c10::StreamGuard on_side(ahead_->stream);
   ahead_->batch = {place(b.inputs, dev, channels_last_), place(b.targets, dev, false)};
   ahead_->done.record(ahead_->stream);

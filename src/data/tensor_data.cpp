@@ -2,8 +2,12 @@
 #include "lathe/data/tensor_data.h"
 
 #include <cmath>
+#include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/tensor.h>
@@ -81,7 +85,8 @@ TensorLoader::TensorLoader(TensorDataset data, int64_t batch_size, bool shuffle,
       batch_size_(batch_size),
       shuffle_(shuffle),
       seed_(seed),
-      drop_last_(drop_last) {
+      drop_last_(drop_last),
+      pin_(at::globalContext().hasCUDA()) {
   LATHE_CHECK(batch_size_ > 0, DataError, "batch size must be positive, got {}", batch_size_);
   LATHE_CHECK(data_.inputs.defined() && data_.targets.defined() &&
                   data_.inputs.size(0) == data_.targets.size(0),
@@ -116,7 +121,16 @@ Batch TensorLoader::batch(int64_t i) {
   const int64_t start = i * batch_size_;
   const int64_t len = std::min(batch_size_, order_.size(0) - start);
   const at::Tensor idx = order_.narrow(0, start, len);
-  return {data_.inputs.index_select(0, idx), data_.targets.index_select(0, idx)};
+  if (!pin_) return {data_.inputs.index_select(0, idx), data_.targets.index_select(0, idx)};
+  // Gathered straight into page-locked memory: one copy, and DeviceFeed's copy to the GPU is
+  // asynchronous without pinning anything on the training thread.
+  const auto gather = [&](const at::Tensor& all) {
+    std::vector<int64_t> shape = all.sizes().vec();
+    shape[0] = len;
+    at::Tensor out = at::empty(shape, all.options().pinned_memory(true));  // (B, ...)
+    return at::index_select_out(out, all, 0, idx);
+  };
+  return {gather(data_.inputs), gather(data_.targets)};
 }
 
 }  // namespace lathe::data

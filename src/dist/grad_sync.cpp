@@ -153,10 +153,10 @@ void GradientSync::before_step() {
     for (const auto& s : b.slots) {
       at::Tensor& p = params_[s.param];
       const at::Tensor mean = b.flat.narrow(0, s.offset, s.numel).view(p.sizes());
-      if (p.grad().defined())
-        p.mutable_grad().copy_(mean);
-      else
-        p.mutable_grad() = mean.clone();
+      // A new gradient takes the parameter's strides (channels-last stays channels-last), as
+      // fused optimizer kernels want parameter, gradient and state laid out alike.
+      if (!p.grad().defined()) p.mutable_grad() = at::empty_like(p, at::MemoryFormat::Preserve);
+      p.mutable_grad().copy_(mean);
     }
   }
 }

@@ -24,6 +24,7 @@
 #include <torch/nn/module.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
 
 namespace lathe::dist {
@@ -85,7 +86,10 @@ struct ProcessGroup::Impl {
   }
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& op) const {
     try {
-      if (!work->wait(timeout)) fail(op, "timed out");
+      // The plain wait: for NCCL it makes the current stream wait for the collective without
+      // blocking the host (wait(timeout) blocks until it completes); the group's own timeout
+      // (dist.timeout_s) still aborts a collective that stalls.
+      if (!work->wait()) fail(op, "did not complete");
     } catch (const DistError&) {
       throw;
     } catch (const std::exception& e) {
@@ -158,8 +162,17 @@ std::shared_ptr<ProcessGroup> ProcessGroup::from_env(c10::Device device,
     if (impl->backend == "nccl") {
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
-      impl->device = device;
-      impl->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, w.rank, w.size, opts);
+      // This rank's GPU is current before NCCL starts, and the group is bound to it (as
+      // init_process_group(device_id=...)): its communicator is made now, on this device,
+      // instead of lazily on whichever device is current at the first collective.
+      const c10::Device bound(c10::kCUDA, device.has_index() ? device.index()
+                                                             : c10::DeviceIndex(w.local_rank));
+      use_device(bound);
+      impl->device = bound;
+      auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, w.rank, w.size, opts);
+      nccl->setBoundDeviceId(bound);
+      nccl->eagerConnectSingleDevice(bound);
+      impl->pg = nccl;
     } else {
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
       opts->devices.push_back(gloo_device());

@@ -1,7 +1,9 @@
 // Optimizer factory, parameter groups and the hyperparameter setters schedules call.
 #include "lathe/optim/optimizer.h"
 
+#include <ATen/ATen.h>
 #include <torch/nn/module.h>
+#include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
@@ -147,6 +149,62 @@ GroupValues group_values(OptimizerBundle& bundle, size_t g) {
   }
   auto& r = static_cast<o::RMSpropOptions&>(opts);
   return {r.lr(), r.momentum(), r.weight_decay()};
+}
+
+}  // namespace lathe::optim
+
+namespace lathe::optim {
+namespace {
+
+/// `state` as a tensor of `param`'s device and strides (same values, its own dtype); the tensor
+/// itself when it already is one. Scalars (step counts) and other shapes stay where they are.
+bool place_like(at::Tensor& state, const at::Tensor& param) {
+  if (!state.defined() || state.sizes() != param.sizes()) return false;
+  if (state.device() == param.device() && state.strides() == param.strides()) return false;
+  at::Tensor placed = at::empty_strided(param.sizes(), param.strides(),
+                                        state.options().device(param.device()));
+  placed.copy_(state);
+  state = placed;
+  return true;
+}
+
+}  // namespace
+
+int64_t place_state_like_params(torch::optim::Optimizer& optimizer) {
+  namespace to = torch::optim;
+  int64_t moved = 0;
+  auto& states = optimizer.state();
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params()) {
+      auto it = states.find(p.unsafeGetTensorImpl());
+      if (it == states.end()) continue;
+      const auto move = [&](const at::Tensor& t, auto setter) {
+        at::Tensor v = t;
+        if (place_like(v, p)) {
+          setter(v);
+          ++moved;
+        }
+      };
+      to::OptimizerParamState* s = it->second.get();
+      if (auto* a = dynamic_cast<to::AdamWParamState*>(s)) {
+        move(a->exp_avg(), [&](const at::Tensor& v) { a->exp_avg(v); });
+        move(a->exp_avg_sq(), [&](const at::Tensor& v) { a->exp_avg_sq(v); });
+        move(a->max_exp_avg_sq(), [&](const at::Tensor& v) { a->max_exp_avg_sq(v); });
+      } else if (auto* b = dynamic_cast<to::AdamParamState*>(s)) {
+        move(b->exp_avg(), [&](const at::Tensor& v) { b->exp_avg(v); });
+        move(b->exp_avg_sq(), [&](const at::Tensor& v) { b->exp_avg_sq(v); });
+        move(b->max_exp_avg_sq(), [&](const at::Tensor& v) { b->max_exp_avg_sq(v); });
+      } else if (auto* c = dynamic_cast<to::SGDParamState*>(s)) {
+        move(c->momentum_buffer(), [&](const at::Tensor& v) { c->momentum_buffer(v); });
+      } else if (auto* d = dynamic_cast<to::RMSpropParamState*>(s)) {
+        move(d->square_avg(), [&](const at::Tensor& v) { d->square_avg(v); });
+        move(d->momentum_buffer(), [&](const at::Tensor& v) { d->momentum_buffer(v); });
+        move(d->grad_avg(), [&](const at::Tensor& v) { d->grad_avg(v); });
+      } else if (auto* e = dynamic_cast<to::AdagradParamState*>(s)) {
+        move(e->sum(), [&](const at::Tensor& v) { e->sum(v); });
+      }
+    }
+  return moved;
 }
 
 }  // namespace lathe::optim

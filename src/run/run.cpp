@@ -93,14 +93,18 @@ c10::Device prepare_runtime(const config::RunConfig& cfg, const dist::World& wor
   set_deterministic(cfg.run.deterministic);
   configure_cuda(cfg.run.deterministic);  // cuDNN benchmark mode unless deterministic
   seed_everything(cfg.run.seed);
-  const c10::Device device = select_device(cfg.run.device);
-  if (!world.active() || !device.is_cuda()) return device;
-  const size_t gpus = runtime_info().cuda_devices.size();
-  LATHE_CHECK(static_cast<size_t>(world.local_rank) < gpus, DistError,
-              "rank {} (LOCAL_RANK {}) has no GPU of its own: this machine has {}; start at most "
-              "{} processes per machine (--devices / --nproc-per-node) or set run.device=cpu",
-              world.rank, world.local_rank, gpus, gpus);
-  return {c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank)};
+  c10::Device device = select_device(cfg.run.device);
+  if (world.active() && device.is_cuda()) {
+    const size_t gpus = runtime_info().cuda_devices.size();
+    LATHE_CHECK(static_cast<size_t>(world.local_rank) < gpus, DistError,
+                "rank {} (LOCAL_RANK {}) has no GPU of its own: this machine has {}; start at "
+                "most {} processes per machine (--devices / --nproc-per-node) or set "
+                "run.device=cpu",
+                world.rank, world.local_rank, gpus, gpus);
+    device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
+  }
+  use_device(device);  // current before anything else (NCCL, streams, allocator) uses CUDA
+  return device;
 }
 
 /// Joins the data-parallel group the environment describes (none for a single process).
@@ -225,10 +229,17 @@ void truncate_metrics_log(const std::filesystem::path& file, int64_t step) {
   if (!std::filesystem::exists(file)) return;
   std::ifstream in(file);
   std::string kept;
+  int64_t number = 0;
   for (std::string line; std::getline(in, line);) {
+    ++number;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) continue;  // a line cut short by the crash
-    if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+    const auto s = j.is_object() ? j.find("step") : j.end();
+    LATHE_CHECK(j.is_object() && s != j.end() && s->is_number_integer(), CheckpointError,
+                "{}:{}: not a metrics row (a JSON object with an integer 'step'); the run "
+                "folder is damaged: move the file away to resume without the earlier rows",
+                file.string(), number);
+    if (s->get<int64_t>() <= step) kept += line + "\n";
   }
   write_file_atomic(file, kept);
 }
@@ -250,12 +261,22 @@ void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
   std::vector<LogEvent> earlier;
   if (resume && std::filesystem::exists(jsonl)) {  // metrics.csv is rebuilt from the JSONL log
     std::ifstream in(jsonl);
+    int64_t number = 0;
     for (std::string line; std::getline(in, line);) {
-      const auto j = nlohmann::json::parse(line);
-      LogEvent e{j.at("kind").get<std::string>(), j.at("epoch").get<int64_t>(),
-                 j.at("step").get<int64_t>(), {}};
-      for (const auto& [k, v] : j.items())
-        if (v.is_number() && k != "epoch" && k != "step") e.values[k] = v.get<double>();
+      ++number;
+      LogEvent e;
+      try {
+        const auto j = nlohmann::json::parse(line);
+        e = {j.at("kind").get<std::string>(), j.at("epoch").get<int64_t>(),
+             j.at("step").get<int64_t>(), {}};
+        for (const auto& [k, v] : j.items())
+          if (v.is_number() && k != "epoch" && k != "step") e.values[k] = v.get<double>();
+      } catch (const nlohmann::json::exception& ex) {
+        throw CheckpointError(fmt::format(
+            "{}:{}: not a metrics row ({}); the run folder is damaged: move the file away to "
+            "resume without the earlier rows",
+            jsonl.string(), number, ex.what()));
+      }
       earlier.push_back(std::move(e));
     }
   }

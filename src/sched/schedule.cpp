@@ -77,11 +77,12 @@ double Schedule::after_warmup(double v, double total) const {
   return base_;  // constant, plateau (scaled by Plateau), none
 }
 
-Plateau::Plateau(config::ScheduleSection spec) : spec_(std::move(spec)) {}
+Plateau::Plateau(config::ScheduleSection spec)
+    : spec_(std::move(spec)), maximize_(spec_.mode == "max") {}
 
 bool Plateau::observe(double value) {
   if (!std::isfinite(value)) return false;
-  const bool maximize = spec_.mode == "max";
+  const bool maximize = maximize_;
   const bool better =
       !state_.has_best ||
       (maximize ? value > state_.best * (1.0 + spec_.threshold * (state_.best >= 0 ? 1 : -1))

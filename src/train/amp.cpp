@@ -1,4 +1,4 @@
-// AutocastGuard and GradScaler on ATen's autocast state and _amp_* kernels.
+// GradScaler on ATen's autocast state and _amp_* kernels.
 #include "lathe/train/amp.h"
 
 #include <map>
@@ -8,25 +8,9 @@
 #include <torch/optim/optimizer.h>
 
 #include "lathe/core/error.h"
+#include "lathe/optim/fused_adamw.h"
 
 namespace lathe::train {
-
-AutocastGuard::AutocastGuard(c10::DeviceType device, c10::ScalarType dtype, bool enabled)
-    : device_(device), enabled_(enabled) {
-  if (!enabled_) return;
-  prev_enabled_ = at::autocast::is_autocast_enabled(device_);
-  prev_dtype_ = at::autocast::get_autocast_dtype(device_);
-  at::autocast::set_autocast_enabled(device_, true);
-  at::autocast::set_autocast_dtype(device_, dtype);
-  at::autocast::increment_nesting();
-}
-
-AutocastGuard::~AutocastGuard() {
-  if (!enabled_) return;
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_autocast_enabled(device_, prev_enabled_);
-  at::autocast::set_autocast_dtype(device_, prev_dtype_);
-}
 
 GradScaler::GradScaler(bool enabled, double init_scale, double growth_factor,
                        double backoff_factor, int64_t growth_interval)
@@ -47,10 +31,8 @@ at::Tensor GradScaler::scale(const at::Tensor& loss) {
   return loss * scale_.to(loss.scalar_type());
 }
 
-void GradScaler::unscale(torch::optim::Optimizer& optimizer) {
-  if (!enabled_ || unscaled_ || !scale_.defined()) return;
+void GradScaler::check_grads(torch::optim::Optimizer& optimizer, const at::Tensor& inv_scale) {
   found_inf_ = at::zeros({}, scale_.options());
-  const at::Tensor inv_scale = scale_.to(at::kDouble).reciprocal().to(at::kFloat);
   // The kernel wants the gradients of one call to share a dtype: one call per dtype (all are
   // on the scale's device in a single-device run).
   std::map<c10::ScalarType, std::vector<at::Tensor>> by_dtype;
@@ -59,22 +41,31 @@ void GradScaler::unscale(torch::optim::Optimizer& optimizer) {
       if (p.grad().defined()) by_dtype[p.grad().scalar_type()].push_back(p.grad());
   for (auto& [dtype, grads] : by_dtype)
     at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf_, inv_scale);
+}
+
+void GradScaler::unscale(torch::optim::Optimizer& optimizer) {
+  if (!enabled_ || unscaled_ || !scale_.defined()) return;
+  check_grads(optimizer, scale_.to(at::kDouble).reciprocal().to(at::kFloat));
   unscaled_ = true;
 }
 
-bool GradScaler::step(torch::optim::Optimizer& optimizer) {
-  if (!enabled_) {
+void GradScaler::step(torch::optim::Optimizer& optimizer) {
+  if (!enabled_ || !scale_.defined()) {
     optimizer.step();
-    return true;
+    return;
   }
-  unscale(optimizer);
-  const bool finite = !found_inf_.defined() || found_inf_.item<float>() == 0.0f;
-  if (finite) {
+  auto* fused = dynamic_cast<optim::FusedAdamW*>(&optimizer);
+  if (fused != nullptr && device_skip_.value_or(scale_.is_cuda())) {
+    // torch's GradScaler with a fused optimizer: look for inf/NaN without unscaling (×1), and
+    // let the kernel divide by the scale; unscaled gradients (after clipping) only need the flag.
+    if (!unscaled_) check_grads(optimizer, at::ones({}, scale_.options()));
+    fused->set_amp(unscaled_ ? at::Tensor() : scale_, found_inf_);
     optimizer.step();
   } else {
-    ++skipped_;
+    unscale(optimizer);
+    if (found_inf_.item<float>() == 0.0f) optimizer.step();
   }
-  return finite;
+  skipped_ = skipped_.defined() ? skipped_ + found_inf_ : found_inf_.clone();
 }
 
 void GradScaler::update() {
@@ -84,6 +75,10 @@ void GradScaler::update() {
                          growth_interval_);
   unscaled_ = false;
   found_inf_ = at::Tensor();
+}
+
+int64_t GradScaler::skipped_steps() const {
+  return skipped_.defined() ? static_cast<int64_t>(skipped_.item<float>()) : 0;
 }
 
 GradScaler::State GradScaler::state() const {

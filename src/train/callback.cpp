@@ -241,6 +241,14 @@ EarlyStopping::EarlyStopping(std::string monitor, std::string mode, int64_t pati
       best_(mode_ == "max" ? -std::numeric_limits<double>::infinity()
                            : std::numeric_limits<double>::infinity()) {}
 
+void EarlyStopping::on_fit_start(Trainer& t) {
+  if (mode_ != "auto") return;
+  mode_ = t.task().higher_is_better(monitor_) ? "max" : "min";
+  if (wait_ == 0 && std::isinf(best_))  // nothing seen yet (a resumed state keeps its best)
+    best_ = mode_ == "max" ? -std::numeric_limits<double>::infinity()
+                           : std::numeric_limits<double>::infinity();
+}
+
 void EarlyStopping::on_validation_end(Trainer& t, const Metrics& val) {
   const auto it = val.find(monitor_);
   if (it == val.end()) {

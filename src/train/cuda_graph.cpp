@@ -43,6 +43,22 @@ struct CudaGraphStep::Graph {
   at::Tensor output, loss;  ///< static outputs it writes
 };
 
+std::string cuda_graph_blocker(const GraphStepTraits& t, c10::Device device) {
+  if (t.distributed) return "distributed training all-reduces gradients between backward and the step";
+  if (t.accumulate_grad_batches != 1) return "trainer.accumulate_grad_batches is not 1";
+  if (t.fp16_scaler) return "fp16's gradient scaler keeps host-side state between steps";
+  if (!t.fused_adamw)
+    return "the optimizer is not the fused adamw (optim.name adamw, optim.fused auto or true)";
+  if (t.scheduled_momentum_or_decay)
+    return "momentum / weight decay schedules change values a graph records";
+  if (t.weight_penalty) return "the model adds a weight penalty";
+  if (t.recomputes)
+    return "activation checkpointing (model.gradient_checkpointing) recomputes in backward and "
+           "reads the CUDA generator's seed there";
+  if (!t.callback.empty()) return t.callback;
+  return CudaGraphStep::unsupported_reason(device);
+}
+
 CudaGraphStep::CudaGraphStep(int64_t warmup_steps) : warmup_steps_(warmup_steps) {}
 CudaGraphStep::~CudaGraphStep() = default;
 
@@ -65,14 +81,14 @@ CudaGraphStep::Result CudaGraphStep::run(const at::Tensor& x, const at::Tensor& 
     if (!same_signature(x, graph_->x) || !same_signature(y, graph_->y)) {
       ++fallbacks_;
       auto [out, loss] = fn(x, y);
-      return {out, loss, GraphMode::Eager};
+      return {out, loss, GraphMode::Eager, {}};
     }
 #ifdef LATHE_CUDA_HEADERS
     graph_->x.copy_(x, /*non_blocking=*/true);
     graph_->y.copy_(y, /*non_blocking=*/true);
     graph_->graph.replay();
     ++replays_;
-    return {graph_->output, graph_->loss, GraphMode::Replayed};
+    return {graph_->output, graph_->loss, GraphMode::Replayed, {}};
 #endif
   }
 #ifdef LATHE_CUDA_HEADERS
@@ -90,34 +106,49 @@ CudaGraphStep::Result CudaGraphStep::run(const at::Tensor& x, const at::Tensor& 
       wait(compute, side);
       return r;
     }
+    if (before_capture_) before_capture_();
     auto g = std::make_unique<Graph>();
     g->x = x.clone();  // the static inputs, strides kept
     g->y = y.clone();
     wait(side, compute);
+    std::string error;
     {
       c10::cuda::CUDAStreamGuard on_side(side);
       // Casts cached by autocast would be graph memory reused across replays: off while recording.
       const bool cache = at::autocast::is_autocast_cache_enabled();
       at::autocast::set_autocast_cache_enabled(false);
+      bool capturing = false;
       try {
         // Thread-local capture: loader threads may pin memory meanwhile.
         g->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        capturing = true;
         std::tie(g->output, g->loss) = fn(g->x, g->y);
-        g->graph.capture_end();
-      } catch (...) {
-        at::autocast::set_autocast_cache_enabled(cache);
-        throw;
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      if (capturing) {
+        try {
+          g->graph.capture_end();  // always: a stream left capturing fails every later launch
+        } catch (const std::exception& e) {
+          if (error.empty()) error = e.what();
+        }
       }
       at::autocast::set_autocast_cache_enabled(cache);
     }
     wait(compute, side);
+    if (!error.empty()) {
+      Result failed;
+      failed.mode = GraphMode::Failed;
+      failed.error = error;
+      return failed;
+    }
     g->graph.replay();  // recording ran nothing: this is the step
     graph_ = std::move(g);
-    return {graph_->output, graph_->loss, GraphMode::Captured};
+    return {graph_->output, graph_->loss, GraphMode::Captured, {}};
   }
 #endif
   auto [out, loss] = fn(x, y);
-  return {out, loss, GraphMode::Eager};
+  return {out, loss, GraphMode::Eager, {}};
 }
 
 }  // namespace lathe::train

@@ -56,17 +56,28 @@ void ClassificationMeter::update(const at::Tensor& logits_in, const at::Tensor& 
   const int64_t k = std::min(top_k_, logits.size(1));
   const at::Tensor topk = std::get<1>(logits.topk(k, 1));          // (B, k)
   topk_correct_ = accumulate(topk_correct_, topk.eq(target.unsqueeze(1)).any(1).sum());
-  if (detailed_) {
-    preds_.push_back(pred.cpu());
-    targets_.push_back(target.cpu());
-    scores_.push_back(logits.to(at::kFloat).softmax(1).cpu());  // (B, K)
+  if (detailed_) {  // kept on the device: one copy to the host when the epoch is computed
+    preds_.push_back(pred);
+    targets_.push_back(target);
+    scores_.push_back(logits.to(at::kFloat).softmax(1));  // (B, K)
   }
   count_ += b;
+}
+
+void ClassificationMeter::to_host() const {
+  const auto gather = [](std::vector<at::Tensor>& parts) {
+    if (parts.empty() || (parts.size() == 1 && parts.front().is_cpu())) return;
+    parts = {at::cat(parts).cpu()};
+  };
+  gather(preds_);
+  gather(targets_);
+  gather(scores_);
 }
 
 void ClassificationMeter::reduce(const MeterReduce& r) {
   reduce_sums(r, count_, {&loss_sum_, &correct_, &topk_correct_});
   if (!detailed_) return;
+  to_host();
   // Per-record predictions, targets and scores of every rank, in rank order.
   const auto gather = [&](const std::vector<at::Tensor>& parts, at::ScalarType dtype) {
     const at::Tensor mine = parts.empty() ? at::empty({0, 1}, dtype) : at::cat(parts);
@@ -90,6 +101,7 @@ void ClassificationMeter::reset() {
 at::Tensor ClassificationMeter::confusion() const {
   LATHE_CHECK(detailed_, TrainError, "the confusion matrix needs a detailed ClassificationMeter");
   if (preds_.empty()) return at::zeros({0, 0}, at::kLong);
+  to_host();
   const at::Tensor pred = at::cat(preds_), target = at::cat(targets_);
   const int64_t k = scores_.front().size(1);
   return at::bincount(target * k + pred, {}, k * k).view({k, k});  // (K, K)
@@ -150,6 +162,7 @@ Metrics ClassificationMeter::compute() const {
   // Single-label multi-class: micro precision = micro recall = micro F1 = accuracy.
   m["precision_micro"] = m["recall_micro"] = m["f1_micro"] = m["accuracy"];
 
+  to_host();
   const at::Tensor scores = at::cat(scores_), target = at::cat(targets_);
   const int64_t k = scores.size(1);
   if (k == 2) {
@@ -250,6 +263,53 @@ Metrics LanguageModelMeter::compute() const {
   if (tokens == 0) return {{"loss", kNaN}, {"perplexity", kNaN}};
   const double loss = as_double(loss_sum_) / tokens;
   return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"accuracy", as_double(correct_) / tokens}};
+}
+
+// ---- the table of built-in metrics, and user metrics -------------------------------------------
+
+const std::vector<MetricInfo>& builtin_metrics(const std::string& kind) {
+  static const std::vector<MetricInfo> classification = {
+      {"loss", false},           {"accuracy", true},         {"top{k}_accuracy", true},
+      {"precision_macro", true}, {"recall_macro", true},     {"f1_macro", true},
+      {"precision_micro", true}, {"recall_micro", true},     {"f1_micro", true},
+      {"precision_weighted", true}, {"recall_weighted", true}, {"f1_weighted", true},
+      {"roc_auc", true}};
+  static const std::vector<MetricInfo> regression = {
+      {"loss", false}, {"mae", false}, {"mse", false}, {"rmse", false}, {"r2", true}};
+  static const std::vector<MetricInfo> lm = {
+      {"loss", false}, {"perplexity", false}, {"accuracy", true}};
+  static const std::vector<MetricInfo> none;
+  if (kind == "classification") return classification;
+  if (kind == "regression") return regression;
+  if (kind == "lm") return lm;
+  return none;
+}
+
+MeterWithMetrics::MeterWithMetrics(std::unique_ptr<Meter> base,
+                                   std::vector<std::unique_ptr<Metric>> extra)
+    : base_(std::move(base)), extra_(std::move(extra)) {}
+
+void MeterWithMetrics::update(const at::Tensor& output, const at::Tensor& target,
+                              const at::Tensor& loss) {
+  base_->update(output, target, loss);
+  const at::Tensor out = output.detach(), y = target.detach();
+  for (auto& m : extra_) m->update(out, y);
+}
+
+Metrics MeterWithMetrics::compute() const {
+  Metrics m = base_->compute();
+  for (const auto& metric : extra_) m[metric->name()] = metric->compute();
+  return m;
+}
+
+void MeterWithMetrics::reset() {
+  base_->reset();
+  for (auto& m : extra_) m->reset();
+}
+
+void MeterWithMetrics::reduce(const MeterReduce& r) {
+  base_->reduce(r);
+  for (auto& m : extra_) m->reduce(r);
 }
 
 }  // namespace lathe::train

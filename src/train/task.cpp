@@ -59,13 +59,10 @@ at::Tensor Task::classification_loss(const at::Tensor& output, const at::Tensor&
   LATHE_CHECK(output.dim() == 2 && target.dim() == 1, TrainError,
               "classification loss wants logits (B, K) and class ids (B), got {} and {}",
               output.sizes(), target.sizes());
-  at::Tensor weight;
-  if (!cfg_.class_weights.empty()) {
-    LATHE_CHECK(static_cast<int64_t>(cfg_.class_weights.size()) == output.size(1), ConfigError,
-                "task.class_weights has {} values but the model predicts {} classes",
-                cfg_.class_weights.size(), output.size(1));
-    weight = at::tensor(cfg_.class_weights, output.options().dtype(at::kFloat));
-  }
+  const at::Tensor& weight = class_weights_on(output.device());
+  LATHE_CHECK(!weight.defined() || weight.size(0) == output.size(1), ConfigError,
+              "task.class_weights has {} values but the model predicts {} classes",
+              cfg_.class_weights.size(), output.size(1));
   try {
     return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean, -100,
                                   cfg_.label_smoothing);
@@ -78,22 +75,63 @@ at::Tensor Task::classification_loss(const at::Tensor& output, const at::Tensor&
   }
 }
 
+const at::Tensor& Task::class_weights_on(c10::Device device) const {
+  if (!cfg_.class_weights.empty() &&
+      (!class_weights_.defined() || class_weights_.device() != device))
+    class_weights_ = at::tensor(cfg_.class_weights, at::kFloat).to(device);  // (K)
+  return class_weights_;
+}
+
 std::unique_ptr<Meter> Task::meter(bool detailed) const {
+  std::unique_ptr<Meter> base;
   switch (spec_->kind) {
     case config::TaskKind::classification:
-      return std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
-    case config::TaskKind::lm: return std::make_unique<LanguageModelMeter>(cfg_.ignore_index);
-    case config::TaskKind::regression: return std::make_unique<RegressionMeter>();
+      base = std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
+      break;
+    case config::TaskKind::lm: base = std::make_unique<LanguageModelMeter>(cfg_.ignore_index); break;
+    case config::TaskKind::regression: base = std::make_unique<RegressionMeter>(); break;
   }
-  throw TrainError(fmt::format("task.kind '{}' has no meter", cfg_.kind));
+  if (!detailed || metrics_.empty()) return base;  // user metrics: validation and test
+  std::vector<std::unique_ptr<Metric>> extra;
+  for (const auto& make : metrics_) extra.push_back(make());
+  return std::make_unique<MeterWithMetrics>(std::move(base), std::move(extra));
+}
+
+Task& Task::add_metric(MetricFactory factory) {
+  LATHE_CHECK(factory != nullptr, ConfigError, "Task::add_metric: no metric factory given");
+  const std::string name = factory()->name();
+  for (const auto& info : builtin_metrics(cfg_.kind))
+    LATHE_CHECK(info.name != name, ConfigError,
+                "Task::add_metric: '{}' is already a metric of task.kind {}; name yours apart",
+                name, cfg_.kind);
+  for (const auto& make : metrics_)
+    LATHE_CHECK(make()->name() != name, ConfigError,
+                "Task::add_metric: a metric named '{}' was added already", name);
+  metrics_.push_back(std::move(factory));
+  return *this;
 }
 
 std::string Task::default_monitor() const { return std::string(spec_->monitor); }
 
 bool Task::higher_is_better(const std::string& metric) const {
-  for (const char* up : {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"})
-    if (metric.find(up) != std::string::npos) return true;
-  return false;
+  const std::string name = metric.substr(metric.rfind('/') == std::string::npos
+                                             ? 0
+                                             : metric.rfind('/') + 1);
+  std::string known;
+  for (const auto& info : builtin_metrics(cfg_.kind)) {
+    const bool topk = info.name == "top{k}_accuracy" &&
+                      name == fmt::format("top{}_accuracy", cfg_.top_k);
+    if (info.name == name || topk) return info.higher_is_better;
+    known += (known.empty() ? "" : ", ") + info.name;
+  }
+  for (const auto& make : metrics_) {
+    const auto m = make();
+    if (m->name() == name) return m->higher_is_better();
+    known += ", " + m->name();
+  }
+  throw ConfigError(fmt::format(
+      "'{}' is not a metric of task.kind {}; monitor one of: {} (with a val/ prefix)", metric,
+      cfg_.kind, known));
 }
 
 }  // namespace lathe::train

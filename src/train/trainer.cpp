@@ -8,16 +8,20 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize.h>
+
+#include <sstream>
 
 #include "lathe/core/error.h"
 #include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
 #include "lathe/data/device_feed.h"
+#include "lathe/optim/clip.h"
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/train/cuda_graph.h"
 #include "lathe/dist/grad_sync.h"
+#include "models/checkpoint.h"
 #include "models/regularized.h"
 
 namespace lathe::train {
@@ -88,6 +92,10 @@ Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyM
       optimizer_(optimizer),
       schedules_(std::move(schedules)),
       scaler_(cfg_.precision == "fp16") {
+  // float32 matmuls: TF32 on CUDA for precision 32 unless deterministic (a process setting).
+  at::globalContext().setFloat32MatmulPrecision(resolve_matmul_precision(
+      cfg_.matmul_precision, cfg_.precision, at::globalContext().deterministicAlgorithms(),
+      device_));
   channels_last_ = wants_channels_last(cfg_.channels_last, device_, *model_.ptr());
   if (channels_last_) {  // the weights too, so convolutions run in NHWC without conversions
     torch::NoGradGuard no_grad;
@@ -97,6 +105,50 @@ Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyM
 }
 
 Trainer::~Trainer() = default;
+
+TrainState Trainer::state() {
+  TrainState s;
+  s.progress = progress_;
+  auto& opt = *optimizer_.optimizer;
+  // Steps skipped on the device (fp16's inf/NaN) are counted on the host once, here.
+  if (auto* fused = dynamic_cast<optim::FusedAdamW*>(&opt)) fused->sync_host_steps();
+  std::ostringstream bytes;
+  torch::save(opt, bytes);
+  s.optimizer = bytes.str();
+  s.scaler = scaler_.state();
+  s.plateau = schedules_.plateau.state();
+  for (const auto& cb : callbacks_)
+    if (std::string st = cb->state_json(); !st.empty()) s.callbacks[cb->name()] = std::move(st);
+  return s;
+}
+
+void Trainer::load_state(const TrainState& s) {
+  auto& opt = *optimizer_.optimizer;
+  try {
+    std::istringstream bytes(s.optimizer);
+    torch::load(opt, bytes);
+  } catch (const c10::Error& e) {
+    throw StateMismatch("optimizer", fmt::format(
+        "cannot restore the optimizer (truncated, or written for other parameters or another "
+        "optimizer than optim.name = {}): {}",
+        optimizer_.kind, e.what_without_backtrace()));
+  }
+  // LibTorch restores each state tensor where it was saved (cuda:0, the CPU) and contiguous.
+  optim::place_state_like_params(opt);
+  progress_ = s.progress;
+  scaler_.set_state(s.scaler);
+  schedules_.plateau.set_state(s.plateau);
+  for (auto& cb : callbacks_) {
+    const auto it = s.callbacks.find(cb->name());
+    if (it == s.callbacks.end()) continue;
+    try {
+      cb->load_state_json(it->second);
+    } catch (const std::exception& e) {
+      throw StateMismatch("callbacks", fmt::format("cannot restore the state of callback '{}': {}",
+                                                   cb->name(), e.what()));
+    }
+  }
+}
 
 void Trainer::add_callback(std::shared_ptr<Callback> callback) {
   callbacks_.push_back(std::move(callback));
@@ -133,24 +185,33 @@ void Trainer::set_step_hyperparameters() {
     fused->sync_hyperparameters();  // device-side lr in capturable mode
 }
 
-std::string Trainer::graph_blocker() const {
-  std::string why = CudaGraphStep::unsupported_reason(device_);
-  if (!why.empty()) return why;
-  if (sync_) return "distributed training all-reduces gradients between backward and the step";
-  if (cfg_.accumulate_grad_batches != 1) return "trainer.accumulate_grad_batches is not 1";
-  if (cfg_.gradient_clip_val > 0) return "trainer.gradient_clip_val clips on host-side norms";
-  if (scaler_.enabled()) return "fp16's gradient scaler decides on the host whether to step";
-  if (dynamic_cast<optim::FusedAdamW*>(optimizer_.optimizer.get()) == nullptr)
-    return "the optimizer is not the fused adamw (optim.name adamw, optim.fused auto or true)";
-  if (schedules_.momentum || schedules_.weight_decay)
-    return "momentum / weight decay schedules change values a graph records";
-  if (models::penalty_of(*model_.ptr()).defined()) return "the model adds a weight penalty";
-  return {};
+std::string Trainer::cuda_graph_blocker() const {
+  GraphStepTraits t;
+  t.distributed = sync_ != nullptr;
+  t.accumulate_grad_batches = cfg_.accumulate_grad_batches;
+  t.fp16_scaler = scaler_.enabled();
+  t.fused_adamw = dynamic_cast<optim::FusedAdamW*>(optimizer_.optimizer.get()) != nullptr;
+  t.scheduled_momentum_or_decay = schedules_.momentum || schedules_.weight_decay;
+  t.weight_penalty = models::penalty_of(*model_.ptr()).defined();
+  t.recomputes = recomputes_seen_;
+  for (const auto& cb : callbacks_)
+    if (t.callback.empty()) t.callback = cb->blocks_cuda_graphs();
+  return train::cuda_graph_blocker(t, device_);
+}
+
+void Trainer::drop_graph(const std::string& why) {
+  log::warn("trainer.cuda_graphs: {}; training eagerly from step {}", why, progress_.step);
+  graph_.reset();
+  if (auto* fused = dynamic_cast<optim::FusedAdamW*>(optimizer_.optimizer.get())) {
+    fused->freeze_state(false);
+    fused->set_capturable(false);
+  }
 }
 
 std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, const at::Tensor& y) {
   auto& opt = static_cast<optim::FusedAdamW&>(*optimizer_.optimizer);
   set_step_hyperparameters();
+  const int64_t recomputed = models::checkpointed_calls();
   const auto r = graph_->run(x, y, [&](const at::Tensor& xs, const at::Tensor& ys) {
     const at::Tensor out = forward(xs);
     const at::Tensor loss = task_.loss(out, ys);  // () mean over the batch
@@ -158,15 +219,29 @@ std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, con
     opt.step();
     return std::make_pair(out.detach(), loss.detach());
   });
-  if (r.mode == GraphMode::Replayed) {
-    opt.count_replayed_step();
-  } else {
-    opt.zero_grad(/*set_to_none=*/true);
-    if (r.mode == GraphMode::Eager && graph_->fallbacks() == 1)
-      log::warn(
-          "trainer.cuda_graphs: a batch of shape {} differs from the recorded one; such "
-          "batches run eagerly",
-          x.sizes());
+  switch (r.mode) {
+    case GraphMode::Replayed:
+      opt.count_replayed_step();
+      return {r.output, r.loss};
+    case GraphMode::Failed:  // nothing ran: the step is taken eagerly by the caller
+      opt.zero_grad(/*set_to_none=*/true);
+      drop_graph(fmt::format("recording the step failed ({})", r.error));
+      return {};
+    case GraphMode::Captured:
+      opt.zero_grad(/*set_to_none=*/true);
+      return {r.output, r.loss};
+    case GraphMode::Eager:
+      break;
+  }
+  opt.zero_grad(/*set_to_none=*/true);
+  if (models::checkpointed_calls() != recomputed) recomputes_seen_ = true;
+  if (!graph_->captured()) {  // a warm-up step: what it showed may rule the graph out
+    if (const std::string why = cuda_graph_blocker(); !why.empty()) drop_graph(why);
+  } else if (graph_->fallbacks() == 1) {
+    log::warn(
+        "trainer.cuda_graphs: a batch of shape {} differs from the recorded one; such batches "
+        "run eagerly",
+        x.sizes());
   }
   return {r.output, r.loss};
 }
@@ -180,10 +255,11 @@ void Trainer::optimizer_step() {
     std::vector<at::Tensor> params;
     for (auto& g : opt.param_groups())
       for (auto& p : g.params()) params.push_back(p);
+    // On the device, no .item(): the host queues the next step without waiting.
     if (cfg_.gradient_clip_algorithm == "value")
-      torch::nn::utils::clip_grad_value_(params, cfg_.gradient_clip_val);
+      optim::clip_grad_value(params, cfg_.gradient_clip_val);
     else
-      torch::nn::utils::clip_grad_norm_(params, cfg_.gradient_clip_val);
+      optim::clip_grad_norm(params, cfg_.gradient_clip_val);
   }
   scaler_.step(opt);
   scaler_.update();
@@ -231,6 +307,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     at::Tensor out, loss;                                  // loss: () mean over the micro-batch
     if (graph_) std::tie(out, loss) = graphed_step(x, y);  // a whole optimizer step, or nothing
     const bool graphed = out.defined();
+    const int64_t recomputed = models::checkpointed_calls();
     if (!graphed) {
       out = forward(x);
       loss = task_.loss(out, y);
@@ -254,6 +331,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
       if (sync_) sync_->before_backward(/*sync=*/i + 1 - group_start == group_size);
       scaler_.scale(group_size == 1 ? objective : objective / static_cast<double>(group_size))
           .backward();
+      if (models::checkpointed_calls() != recomputed) recomputes_seen_ = true;
       if (i + 1 - group_start < group_size) continue;
       optimizer_step();
     }
@@ -287,13 +365,28 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
   if (val != nullptr && val->size() == 0) val = nullptr;
   optimizer_.optimizer->zero_grad(/*set_to_none=*/true);
   if (cfg_.cuda_graphs && !graph_) {
-    const std::string why = graph_blocker();
+    const std::string why = cuda_graph_blocker();
     if (why.empty()) {
       graph_ = std::make_unique<CudaGraphStep>();
-      static_cast<optim::FusedAdamW&>(*optimizer_.optimizer).set_capturable(true);
+      auto& fused = static_cast<optim::FusedAdamW&>(*optimizer_.optimizer);
+      fused.set_capturable(true);
+      // What the recorded step reads must exist before recording: a tensor first made inside
+      // it would be made again — zeroed — by every replay.
+      graph_->set_before_capture([&fused] {
+        fused.init_state();
+        fused.sync_hyperparameters();
+        fused.freeze_state(true);
+      });
     } else {
       log::warn("trainer.cuda_graphs: {}; training eagerly", why);
     }
+  }
+  if (schedules_.lr.spec().name == "plateau") {
+    // The direction comes from the monitored metric (the Task's table or a user Metric); an
+    // unknown monitor is an error now, not after the first epoch.
+    const auto& spec = schedules_.lr.spec();
+    const bool higher = task_.higher_is_better(spec.monitor);
+    if (spec.mode == "auto") schedules_.plateau.set_maximize(higher);
   }
   for (auto& cb : callbacks_) cb->on_fit_start(*this);
   std::vector<EpochRecord> history;

@@ -119,6 +119,25 @@ TEST(Checkpoint, BadCheckpointsAreClearErrors) {
   const std::string opt = lathe::testing::read_text(last / "optimizer.pt");
   lathe::testing::write_text(last / "optimizer.pt", opt.substr(0, opt.size() / 2));
   expect_error<CheckpointError>([&] { resume({}); }, {"optimizer.pt", "cannot restore"});
+  // Malformed run files: each a CheckpointError naming the file, never a raw json or torch one.
+  lathe::testing::write_text(last / "optimizer.pt", opt);
+  lathe::testing::write_text(last / "state.json", "[1, 2]");
+  expect_error<CheckpointError>([&] { resume({}); }, {"state.json", "expected a JSON object"});
+  j = nlohmann::json::parse(state);
+  j["step"] = "ten";
+  lathe::testing::write_text(last / "state.json", j.dump());
+  expect_error<CheckpointError>([&] { resume({}); }, {"state.json", "malformed", "step"});
+  lathe::testing::write_text(last / "state.json", state);
+  const std::string rng = lathe::testing::read_text(last / "rng.safetensors");
+  lathe::ckpt::save_safetensors(last / "rng.safetensors", {{"gpu7", at::zeros({4}, at::kByte)}});
+  expect_error<CheckpointError>([&] { resume({}); },
+                                {"rng.safetensors", "'gpu7' is not a generator state"});
+  lathe::testing::write_text(last / "rng.safetensors", rng);
+  const fs::path jsonl = dir / "b" / "metrics.jsonl";
+  const std::string rows = lathe::testing::read_text(jsonl);
+  lathe::testing::write_text(jsonl, "[\"not\", \"a row\"]\n" + rows);
+  expect_error<CheckpointError>([&] { resume({}); }, {"metrics.jsonl:1", "not a metrics row"});
+  lathe::testing::write_text(jsonl, rows);
   // Nothing to resume from.
   expect_error<CheckpointError>(
       [&] { lathe::ckpt::resolve_resume("auto", dir / "nothing"); },

@@ -14,7 +14,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/optim/adamw.h>
 #include <nlohmann/json.hpp>
 
 #include "lathe/ckpt/safetensors.h"
@@ -25,6 +27,7 @@
 #include "lathe/dist/grad_sync.h"
 #include "lathe/dist/launch.h"
 #include "lathe/dist/process_group.h"
+#include "lathe/optim/fused_adamw.h"
 #include "lathe/train/metrics.h"
 #include "tests/support.h"
 
@@ -193,9 +196,43 @@ TEST(DistWorker, GradientSync) {
     EXPECT_TRUE(at::allclose(params[i].grad(), want[i], 1e-5, 1e-6)) << "parameter " << i;
 }
 
+TEST(DistWorker, ChannelsLastFusedAdamW) {
+  if (!in_worker()) GTEST_SKIP() << "runs as a rank of Dist.CollectivesAndGradientSync";
+  auto group = worker_group();
+  const int rank = group->rank();
+  lathe::seed_everything(13);
+  torch::nn::Sequential net(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3)),
+                            torch::nn::Flatten(), torch::nn::Linear(4 * 4 * 4, 2));
+  {
+    torch::NoGradGuard no_grad;  // channels-last weights, as trainer.channels_last sets them
+    for (auto& p : net->parameters())
+      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  dist::broadcast_module(*group, *net);
+  lathe::optim::FusedAdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  dist::GradientSync sync(group, *net, /*bucket_mb=*/1e-6);
+  const at::Tensor x = at::randn({4, 3, 6, 6}).contiguous(at::MemoryFormat::ChannelsLast);
+  for (int step = 0; step < 2; ++step) {
+    opt.zero_grad(/*set_to_none=*/true);  // the averaged gradient is a new tensor each step
+    sync.before_backward(/*sync=*/true);
+    net->forward(x.narrow(0, rank * 2, 2)).square().mean().backward();
+    sync.before_step();
+    const at::Tensor w = net->parameters().front();
+    EXPECT_EQ(w.grad().strides(), w.strides()) << "step " << step;
+    opt.step();  // the fused kernel gets parameter, gradient and state laid out alike
+  }
+  // Both ranks hold the same weights.
+  for (auto& p : net->parameters()) {
+    at::Tensor mine = p.detach().clone(), sum = p.detach().clone();
+    group->all_reduce(sum);
+    EXPECT_TRUE(at::allclose(sum, mine * 2, 1e-6, 1e-7));
+  }
+}
+
 TEST(Dist, CollectivesAndGradientSync) {
   EXPECT_EQ(run_workers("Collectives", 2), 0);
   EXPECT_EQ(run_workers("GradientSync", 2), 0);
+  EXPECT_EQ(run_workers("ChannelsLastFusedAdamW", 2), 0);
 }
 
 TEST(Dist, EnvironmentErrors) {

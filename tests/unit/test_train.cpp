@@ -265,7 +265,7 @@ TEST(Trainer, Fp16ScalerSkipsStepsWithInfAndBacksOff) {
   // An injected inf in the gradient: the step is skipped and the scale halves.
   scaler.scale(net->forward(at::ones({1, 2})).sum()).backward();
   net->weight.mutable_grad()[0][0] = INFINITY;
-  EXPECT_FALSE(scaler.step(*opt));
+  scaler.step(*opt);
   scaler.update();
   EXPECT_TRUE(net->weight.equal(before));
   EXPECT_DOUBLE_EQ(scaler.state().scale, 512.0);
@@ -276,9 +276,10 @@ TEST(Trainer, Fp16ScalerSkipsStepsWithInfAndBacksOff) {
     scaler.scale(net->forward(at::ones({1, 2})).sum()).backward();
     scaler.unscale(*opt);
     EXPECT_NEAR(net->weight.grad()[0][0].item<double>(), 1.0, 1e-6);  // d(sum)/dw = x = 1
-    EXPECT_TRUE(scaler.step(*opt));
+    scaler.step(*opt);
     scaler.update();
   }
+  EXPECT_EQ(scaler.skipped_steps(), 1);  // the two clean steps were taken
   EXPECT_DOUBLE_EQ(scaler.state().scale, 1024.0);
   EXPECT_FALSE(net->weight.equal(before));
 }
@@ -480,4 +481,95 @@ TEST(Trainer, Bf16AutocastOnCpuAndUnfreezingAtAnEpoch) {
   EXPECT_FALSE(rig.net->weight.requires_grad());
   unfreeze.on_train_epoch_start(*rig.trainer, 3);
   EXPECT_TRUE(rig.net->weight.requires_grad());
+}
+
+// ---- the Metric seam: a user's metric from C++, and the table of built-in directions ----------
+
+namespace {
+
+/// Recall of one class: a metric lathe does not have, written as a user would.
+struct ClassRecall : train::Metric {
+  explicit ClassRecall(int64_t cls) : cls_(cls) {}
+  std::string name() const override { return fmt::format("recall_{}", cls_); }
+  bool higher_is_better() const override { return true; }
+  void update(const at::Tensor& logits, const at::Tensor& target) override {
+    const at::Tensor mine = target.eq(cls_);
+    hits_ += logits.argmax(1).eq(cls_).logical_and(mine).sum().item<double>();
+    total_ += mine.sum().item<double>();
+  }
+  double compute() const override { return total_ > 0 ? hits_ / total_ : NAN; }
+  void reduce(const train::MeterReduce& r) override {
+    at::Tensor both = at::tensor({hits_, total_}, at::kDouble);
+    r.sum(both);
+    hits_ = both[0].item<double>();
+    total_ = both[1].item<double>();
+  }
+  void reset() override { hits_ = total_ = 0; }
+
+ private:
+  int64_t cls_;
+  double hits_ = 0, total_ = 0;
+};
+
+}  // namespace
+
+TEST(Metric, AUserMetricIsReportedMonitoredAndGivesTheDirection) {
+  config::TaskSection tc;
+  tc.kind = "classification";
+  train::Task task(tc);
+  task.add_metric([] { return std::make_unique<ClassRecall>(1); });
+  EXPECT_TRUE(task.higher_is_better("val/recall_1"));
+  EXPECT_FALSE(task.higher_is_better("val/loss"));
+  EXPECT_TRUE(task.higher_is_better("val/top5_accuracy"));
+  EXPECT_TRUE(task.higher_is_better("test/f1_macro"));
+  expect_error<lathe::ConfigError>([&] { (void)task.higher_is_better("val/lossy_recall"); },
+                                   {"'val/lossy_recall' is not a metric", "recall_1", "f1_macro"});
+  expect_error<lathe::ConfigError>(
+      [&] { task.add_metric([] { return std::make_unique<ClassRecall>(1); }); },
+      {"'recall_1' was added already"});
+
+  // Validation reports it, exactly; early stopping in mode auto maximises it.
+  lathe::seed_everything(2);
+  torch::nn::Linear net(4, 3);
+  config::TrainerSection t;
+  t.max_epochs = 6;
+  t.progress = "none";
+  config::OptimSection o;
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), task, opt,
+                         train::make_schedules(o, 100, 4));
+  auto es = std::make_shared<train::EarlyStopping>("val/recall_1", "auto", 2, 0.0);
+  trainer.add_callback(es);
+  const lathe::data::TensorDataset d{at::randn({64, 4}), at::randint(3, {64}, at::kLong)};
+  lathe::data::TensorLoader loader(d, 16, true, 0), val(d, 16, false, 0);
+  trainer.fit(loader, &val);
+  EXPECT_TRUE(std::isfinite(es->best()));
+  EXPECT_GE(es->best(), 0.0);  // maximised: it started from -inf, not +inf
+  const auto m = trainer.validate(val);
+  ASSERT_TRUE(m.count("recall_1"));
+  torch::NoGradGuard no_grad;
+  const at::Tensor pred = net->forward(d.inputs).argmax(1), mine = d.targets.eq(1);
+  EXPECT_NEAR(m.at("recall_1"),
+              pred.eq(1).logical_and(mine).sum().item<double>() / mine.sum().item<double>(),
+              1e-12);
+}
+
+TEST(Metric, EveryBuiltInMetricIsInTheDirectionTable) {
+  // The meters' keys and the table the monitors read must not drift apart.
+  const auto check = [](const std::string& kind, const train::Metrics& computed) {
+    config::TaskSection tc;
+    tc.kind = kind;
+    const train::Task task(tc);
+    for (const auto& [name, value] : computed)
+      EXPECT_NO_THROW((void)task.higher_is_better("val/" + name)) << kind << ": " << name;
+  };
+  train::ClassificationMeter cls(/*detailed=*/true, 5);
+  cls.update(at::randn({8, 6}), at::randint(6, {8}, at::kLong), at::scalar_tensor(1.0));
+  check("classification", cls.compute());
+  train::RegressionMeter reg;
+  reg.update(at::randn({8}), at::randn({8}), at::scalar_tensor(1.0));
+  check("regression", reg.compute());
+  train::LanguageModelMeter lm;
+  lm.update(at::randn({2, 4, 7}), at::randint(7, {2, 4}, at::kLong), at::scalar_tensor(1.0));
+  check("lm", lm.compute());
 }

@@ -80,7 +80,7 @@ struct CheckpointSection {
   int64_t every_n_epochs = 1;      ///< after every N epochs (0 = off)
   int64_t keep_last = 2;           ///< newest checkpoints kept (besides the best)
   std::string monitor;             ///< metric for "best" (empty = the task's default)
-  std::string mode;                ///< min | max (empty = from the metric's name)
+  std::string mode;                ///< min | max (empty = the metric's direction, Task's table)
   bool save_best = true;
   bool async = false;              ///< copy to host memory, write on a background thread
 };
@@ -105,7 +105,7 @@ struct ScheduleSection {
   double final_div_factor = 1e4;   ///< onecycle: end = start / final_div_factor
   double decay_fraction = 0.1;     ///< wsd: the last part of training that decays
   std::string monitor = "val/loss";  ///< plateau: metric to watch
-  std::string mode = "min";        ///< plateau: min or max
+  std::string mode = "auto";       ///< plateau: auto (the monitored metric's direction) | min | max
   double factor = 0.1;             ///< plateau: multiply by this when the metric stalls
   int64_t patience = 10;           ///< plateau: validations without improvement first
   double threshold = 1e-4;         ///< plateau: relative improvement that counts
@@ -151,7 +151,7 @@ struct TaskSection {
 /// trainer.early_stopping: stop when a validation metric stops improving.
 struct EarlyStoppingSection {
   std::string monitor;             ///< e.g. val/loss; empty = off
-  std::string mode = "min";        ///< min | max
+  std::string mode = "auto";       ///< auto (the monitored metric's direction) | min | max
   int64_t patience = 3;            ///< validations without improvement before stopping
   double min_delta = 0.0;          ///< smallest change that counts as improvement
 };
@@ -168,7 +168,11 @@ struct TrainerSection {
                                    ///< bf16 (autocast) | fp16 (autocast + gradient scaler)
   std::string channels_last = "auto";  ///< auto (on CUDA for models with 4-d weights) | true | false
   bool cuda_graphs = false;        ///< capture the step as a CUDA graph and replay it (static shapes,
-                                   ///< CUDA, fused adamw, no accumulation/clipping/fp16; else eager)
+                                   ///< CUDA, fused adamw, no accumulation/fp16/checkpointing/
+                                   ///< unfreezing; else eager, with the reason logged)
+  std::string matmul_precision = "auto";  ///< float32 matmuls on CUDA: auto (high = TF32 with
+                                          ///< precision 32 and run.deterministic off, else
+                                          ///< highest) | highest | high | medium
   int64_t log_every_n_steps = 50;
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl

@@ -23,7 +23,20 @@ std::string resolve_precision(const std::string& precision, c10::Device device);
 /// unless `deterministic`. No-op without CUDA.
 void configure_cuda(bool deterministic);
 
-/// Waits for all work queued on `device` (no-op on the CPU).
+/// Makes `device` the current CUDA device of this process (what NCCL, streams and the caching
+/// allocator use when no device is named): a data-parallel rank binds cuda:LOCAL_RANK before
+/// anything else touches CUDA. No-op on the CPU.
+void use_device(c10::Device device);
+
+/// trainer.matmul_precision as PyTorch's float32_matmul_precision: "auto" is "high" (TF32
+/// tensor cores, as torch.set_float32_matmul_precision("high")) on CUDA when the run trains in
+/// precision 32 and is not deterministic, "highest" otherwise (the CPU included, where it keeps
+/// float32 results bit-stable); other settings stay as they are.
+std::string resolve_matmul_precision(const std::string& setting, const std::string& precision,
+                                     bool deterministic, c10::Device device);
+
+/// Waits for all work queued on `device` — that device, whichever is current (no-op on the
+/// CPU).
 void synchronize(c10::Device device);
 
 /// The most bytes torch's caching allocator had allocated on `device` since the last

@@ -13,9 +13,9 @@
 namespace lathe::data {
 
 /// Hands out batches first, first + 1, ... of `source` on `device`. On CUDA, batch i + 1 is
-/// pinned (when its loader did not already pin it) and copied on a side stream as soon as batch
-/// i is handed out, so the copy overlaps batch i's compute; the compute stream waits for the copy
-/// only when it uses the batch. On the CPU a batch is handed out as the source gives it.
+/// copied on a side stream as soon as batch i is handed out (asynchronously from the pinned
+/// memory lathe's loaders collate into), so the copy overlaps batch i's compute; the compute
+/// stream waits for the copy only when it uses the batch. On the CPU a batch is handed out as the source gives it.
 /// `channels_last`: 4-d inputs (B, C, H, W) come out in channels-last memory format.
 ///
 ///   DeviceFeed feed(loader, device, /*first=*/0);

@@ -80,7 +80,7 @@ class TensorLoader : public BatchSource {
   const TensorDataset& dataset() const { return data_; }
   /// Draws the order of `epoch` (no-op without shuffle).
   void set_epoch(int64_t epoch) override;
-  /// Batch i of the current epoch, on the CPU.
+  /// Batch i of the current epoch, on the CPU (in page-locked memory when CUDA is present).
   Batch batch(int64_t i) override;
 
  private:
@@ -89,6 +89,7 @@ class TensorLoader : public BatchSource {
   bool shuffle_;
   uint64_t seed_;
   bool drop_last_;
+  bool pin_;  ///< batches gathered into pinned memory (CUDA present)
   Shard shard_;
   at::Tensor order_;  ///< (N) int64 record order of the current epoch (this shard's part)
 };

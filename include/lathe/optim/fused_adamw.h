@@ -4,6 +4,7 @@
 #pragma once
 
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <torch/optim/adamw.h>
@@ -35,12 +36,33 @@ class FusedAdamW : public torch::optim::AdamW {
   /// Capturable mode: one step happened on the device without step() running on the host.
   void count_replayed_step();
 
+  /// Mixed precision without a host sync (torch's GradScaler with a fused optimizer): the next
+  /// step() divides the gradients by `grad_scale` inside the kernel (undefined: they are already
+  /// unscaled) and, where `found_inf` (() float32 on the parameters' device) is non-zero,
+  /// leaves parameters, moments and step counts as they were. Applies to one step.
+  void set_amp(at::Tensor grad_scale, at::Tensor found_inf);
+  /// Host step counts from the device counts, which skipped steps (found_inf) left behind: one
+  /// device sync. Run before serialising the state.
+  void sync_host_steps();
+  /// Creates the state of every parameter that trains (moments, device step counts) now. Run it
+  /// before a CUDA graph records step(): tensors first made during the recording would be
+  /// re-made — zeroed — by every replay.
+  void init_state();
+  /// While on, step() refuses (TrainError) to create state for a parameter that has none:
+  /// set around a recorded step, after init_state().
+  void freeze_state(bool on) { state_frozen_ = on; }
+
  private:
   struct DeviceSteps {
     at::Tensor step;    ///< () float32 beside the parameter: the count the kernel reads
     int64_t host = -1;  ///< the host count it was last filled from
   };
+  /// The state and device step count of `p`, created when missing (unless frozen).
+  std::pair<torch::optim::AdamWParamState*, at::Tensor*> state_of(const at::Tensor& p);
+
   bool capturable_ = false;
+  bool state_frozen_ = false;
+  at::Tensor grad_scale_, found_inf_;  ///< set_amp(), for the next step only
   std::unordered_map<void*, DeviceSteps> device_steps_;  ///< by parameter TensorImpl
   std::vector<at::Tensor> lr_;                           ///< () per group, capturable mode
 };

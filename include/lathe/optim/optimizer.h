@@ -57,3 +57,18 @@ struct GroupValues {
 GroupValues group_values(OptimizerBundle& bundle, size_t g);
 
 }  // namespace lathe::optim
+
+namespace lathe::optim {
+
+/// Moves every per-parameter state tensor of `optimizer` (moments, momentum buffers, ...) onto
+/// its parameter's device, dtype-preserving and in its parameter's memory format (strides), as
+/// fused kernels require. Run it after loading a state saved elsewhere: LibTorch restores a
+/// state onto the device it was saved from, contiguous — cuda:0 for every rank, the CPU for a
+/// CPU checkpoint resumed on a GPU, NCHW for a channels-last parameter. Returns how many
+/// tensors it moved or re-laid out.
+///
+///   torch::load(*bundle.optimizer, in);
+///   place_state_like_params(*bundle.optimizer);
+int64_t place_state_like_params(torch::optim::Optimizer& optimizer);
+
+}  // namespace lathe::optim

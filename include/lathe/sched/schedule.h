@@ -52,6 +52,10 @@ class Plateau {
   };
 
   explicit Plateau(config::ScheduleSection spec = {});
+  /// Whether higher monitored values are better: mode max / min, or — for mode auto — what the
+  /// caller says (the Trainer asks its Task about the monitored metric).
+  void set_maximize(bool maximize) { maximize_ = maximize; }
+  bool maximize() const { return maximize_; }
   /// Feeds one validation value; returns true when it reduced the scale.
   bool observe(double value);
   double scale() const { return state_.scale; }
@@ -60,6 +64,7 @@ class Plateau {
 
  private:
   config::ScheduleSection spec_;
+  bool maximize_;
   State state_;
 };
 

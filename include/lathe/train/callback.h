@@ -51,6 +51,10 @@ class Callback {
   virtual void on_fit_end(Trainer&) {}
   virtual std::string state_json() const { return {}; }
   virtual void load_state_json(const std::string&) {}
+  /// Why a training step cannot be recorded as a CUDA graph while this callback runs (it
+  /// changes during fit what a recorded step would fix once, e.g. which parameters train);
+  /// empty when it does not matter.
+  virtual std::string blocks_cuda_graphs() const { return {}; }
 };
 
 /// Console output: on a terminal a bar per epoch (steps/s, samples/s, ETA, loss, lr); otherwise
@@ -120,8 +124,10 @@ class TensorBoardLogger : public Callback {
 /// more than min_delta for `patience` validations in a row.
 class EarlyStopping : public Callback {
  public:
+  /// mode "auto": the monitored metric's direction, asked of the trainer's Task at fit start.
   EarlyStopping(std::string monitor, std::string mode, int64_t patience, double min_delta);
   std::string name() const override { return "early_stopping"; }
+  void on_fit_start(Trainer& t) override;
   void on_validation_end(Trainer&, const Metrics& val) override;
   std::string state_json() const override;
   void load_state_json(const std::string& json) override;
@@ -153,6 +159,10 @@ class UnfreezeCallback : public Callback {
       : epoch_(epoch), patterns_(std::move(patterns)) {}
   std::string name() const override { return "unfreeze"; }
   void on_train_epoch_start(Trainer& t, int64_t epoch) override;
+  std::string blocks_cuda_graphs() const override {
+    return "model.unfreeze_at_epoch changes which parameters train after the graph would be "
+           "recorded (a graph recorded while they are frozen never trains them)";
+  }
 
  private:
   int64_t epoch_;

@@ -3,8 +3,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "lathe/config/config.h"
 #include "lathe/train/metrics.h"
@@ -32,14 +34,27 @@ class Task {
   std::unique_ptr<Meter> meter(bool detailed) const;
   /// The validation metric to watch by default and whether higher is better.
   std::string default_monitor() const;
+  /// Whether higher values of `metric` (with or without a val/, test/ or train_epoch/ prefix)
+  /// are better: from the table of this kind's metrics (builtin_metrics) or the user metric of
+  /// that name. A name that is neither is a ConfigError listing the known ones.
   bool higher_is_better(const std::string& metric) const;
+  /// Adds a metric of the user's to the meters this task makes for validation and testing:
+  /// its values appear as val/<name> and test/<name>, and it can be monitored.
+  ///
+  ///   task.add_metric([] { return std::make_unique<MyRecall>(/*cls=*/1); });
+  Task& add_metric(MetricFactory factory);
   const config::TaskSection& config() const { return cfg_; }
+  /// task.class_weights as a (K) float tensor on `device`, made once per device and reused:
+  /// no host-to-device copy (and no host sync) per step. Undefined without class weights.
+  const at::Tensor& class_weights_on(c10::Device device) const;
 
  private:
   at::Tensor classification_loss(const at::Tensor& output, const at::Tensor& target) const;
   config::TaskSection cfg_;
-  const config::TaskSpec* spec_;
+  const config::TaskSpec* spec_;  ///< this kind's entry of config::tasks()
   config::Loss loss_;
+  std::vector<MetricFactory> metrics_;  ///< user metrics, in the order added
+  mutable at::Tensor class_weights_;  ///< (K) on the device of the last loss() call
 };
 
 }  // namespace lathe::train

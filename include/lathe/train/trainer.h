@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 #include <torch/nn/modules/container/any.h>
 
 #include "lathe/config/config.h"
+#include "lathe/core/error.h"
 #include "lathe/data/tensor_data.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/sched/schedule.h"
@@ -56,6 +58,29 @@ struct TrainProgress {
   int64_t batch_in_epoch = 0;  ///< micro-batches consumed in the current epoch (resume point)
 };
 
+/// Everything of a Trainer that changes during fit besides the model's weights, as one value:
+/// what a checkpoint holds next to them. The Trainer gives it (state()) and takes it
+/// (load_state()); ckpt only serialises it.
+struct TrainState {
+  TrainProgress progress;
+  std::string optimizer;  ///< the optimizer's state in LibTorch's archive format (torch::save)
+  GradScaler::State scaler;
+  sched::Plateau::State plateau;
+  std::map<std::string, std::string> callbacks;  ///< Callback::name() → its state_json()
+};
+
+/// A TrainState that does not fit this Trainer; part() names what: "optimizer" or "callbacks"
+/// (ckpt turns it into the file that held that part).
+class StateMismatch : public CheckpointError {
+ public:
+  StateMismatch(std::string part, const std::string& message)
+      : CheckpointError(message), part_(std::move(part)) {}
+  const std::string& part() const { return part_; }
+
+ private:
+  std::string part_;
+};
+
 /// Trains `model` on a Task with the options of a config's trainer section.
 ///
 ///   Trainer trainer(cfg.trainer, device, model, Task(cfg.task), optimizer, schedules);
@@ -89,6 +114,13 @@ class Trainer {
   int64_t epoch() const { return progress_.epoch + 1; }  ///< the epoch in progress, 1-based
   const TrainProgress& progress() const { return progress_; }
   void set_progress(const TrainProgress& p) { progress_ = p; }
+  /// The whole training state (optimizer, scaler, plateau, progress, callbacks), copied off
+  /// the device: a value that stays valid while training goes on.
+  TrainState state();
+  /// Continues from `state`: the optimizer's tensors are placed on their parameters' devices
+  /// and memory formats (lathe::optim::place_state_like_params). A state that does not fit
+  /// this optimizer or these callbacks is a StateMismatch naming the part.
+  void load_state(const TrainState& state);
   /// The trainer section as it runs: precision "auto" resolved for the device.
   const config::TrainerSection& config() const { return cfg_; }
   void request_stop(const std::string& reason);
@@ -101,6 +133,10 @@ class Trainer {
   Schedules& schedules() { return schedules_; }
   double last_lr() const { return lr_; }
   int64_t last_batch_size() const { return last_batch_size_; }
+  /// Why this trainer's step cannot be recorded as a CUDA graph (trainer.cuda_graphs), empty
+  /// when it can: its config, optimizer, model and callbacks, and what its steps so far showed
+  /// (activation checkpointing).
+  std::string cuda_graph_blocker() const;
   /// Total optimizer steps this fit will take (max_epochs · steps per epoch, capped by max_steps).
   static int64_t planned_steps(const config::TrainerSection& cfg, int64_t batches_per_epoch);
 
@@ -108,8 +144,8 @@ class Trainer {
   Metrics train_epoch(data::BatchSource& train, data::BatchSource* val);
   void optimizer_step();
   void set_step_hyperparameters();
-  /// Why the step cannot be a CUDA graph (empty when it can).
-  std::string graph_blocker() const;
+  /// Stops recording / replaying the step as a CUDA graph, saying why.
+  void drop_graph(const std::string& why);
   /// forward, loss, backward and optimizer step of one batch as a replayed CUDA graph:
   /// (output, loss), or undefined tensors when the batch must take the eager path.
   std::pair<at::Tensor, at::Tensor> graphed_step(const at::Tensor& x, const at::Tensor& y);
@@ -134,6 +170,7 @@ class Trainer {
   int64_t last_batch_size_ = 0;
   bool channels_last_ = false;            ///< 4-d inputs go channels-last (the model's weights too)
   std::unique_ptr<CudaGraphStep> graph_;  ///< trainer.cuda_graphs, when the step qualifies
+  bool recomputes_seen_ = false;          ///< a step ran activation checkpointing
 };
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
