@@ -186,58 +186,140 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_linear(int64_t 
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
+  constexpr auto C = DataSize::in_channels, S = DataSize::image_size, K = DataSize::classes,
+                 V = DataSize::vocab_size;
+  const std::vector<SizeOption> cnn = {{"num_classes", K}, {"in_channels", C}};
+  const std::vector<SizeOption> table = {{"in_features", DataSize::in_features},
+                                         {"out_features", DataSize::outputs}};
   static const std::vector<ModelSpec> specs = {
       {"convnet", "small CNN for 28x28/32x32 images (conv-BN-ReLU-pool stages, MLP head)",
-       build_convnet},
+       {{"in_channels", C}, {"num_classes", K}, {"image_size", S}}, build_convnet},
       {"resnet18", "torchvision ResNet-18 (basic blocks [2,2,2,2]); small_input=true for 32x32",
-       build_resnet(18)},
-      {"resnet34", "torchvision ResNet-34 (basic blocks [3,4,6,3])", build_resnet(34)},
-      {"resnet50", "torchvision ResNet-50 (bottlenecks [3,4,6,3])", build_resnet(50)},
-      {"resnet101", "torchvision ResNet-101 (bottlenecks [3,4,23,3])", build_resnet(101)},
-      {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])", build_resnet(152)},
-      {"mobilenet_v2", "torchvision MobileNetV2 (inverted residuals, width_mult)",
+       cnn, build_resnet(18)},
+      {"resnet34", "torchvision ResNet-34 (basic blocks [3,4,6,3])", cnn, build_resnet(34)},
+      {"resnet50", "torchvision ResNet-50 (bottlenecks [3,4,6,3])", cnn, build_resnet(50)},
+      {"resnet101", "torchvision ResNet-101 (bottlenecks [3,4,23,3])", cnn, build_resnet(101)},
+      {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])", cnn, build_resnet(152)},
+      {"mobilenet_v2", "torchvision MobileNetV2 (inverted residuals, width_mult)", cnn,
        build_mobilenet_v2},
       {"lstm_classifier", "[embedding ->] LSTM (uni/bi, stacked, batch-first) -> last state -> fc",
-       build_rnn_classifier("lstm")},
+       {{"vocab_size", V}, {"num_classes", K}}, build_rnn_classifier("lstm")},
       {"gru_classifier", "[embedding ->] GRU (uni/bi, stacked, batch-first) -> last state -> fc",
-       build_rnn_classifier("gru")},
+       {{"vocab_size", V}, {"num_classes", K}}, build_rnn_classifier("gru")},
       {"lstm_lm", "token/char language model: embedding -> LSTM -> fc over the vocabulary",
-       build_rnn_lm("lstm")},
+       {{"vocab_size", V}}, build_rnn_lm("lstm")},
       {"gru_lm", "token/char language model: embedding -> GRU -> fc over the vocabulary",
-       build_rnn_lm("gru")},
+       {{"vocab_size", V}}, build_rnn_lm("gru")},
       {"gpt2", "Hugging Face GPT2LMHeadModel (decoder LM, Conv1D [in, out], tied lm_head)",
-       build_gpt2},
+       {{"vocab_size", V}}, build_gpt2},
       {"bert_classifier", "Hugging Face BertForSequenceClassification (mask from pad_token_id)",
-       build_bert_classifier},
+       {{"vocab_size", V}, {"num_labels", K}}, build_bert_classifier},
       {"bert", "Hugging Face BertModel encoder: token ids -> hidden states (B, T, hidden_size)",
-       build_bert},
+       {{"vocab_size", V}}, build_bert},
       {"vit", "torchvision VisionTransformer (vit_b_16 by default; image_size, patch_size, ...)",
-       build_vit},
+       {{"in_channels", C}, {"num_classes", K}, {"image_size", S}}, build_vit},
       {"mlp", "multilayer perceptron for tabular data (hidden widths, activation, BN, dropout)",
-       build_mlp},
-      {"linear_regression", "y = xW^T + b (MSE loss); l1 / l2 penalties optional",
+       table, build_mlp},
+      {"linear_regression", "y = xW^T + b (MSE loss); l1 / l2 penalties optional", table,
        build_linear(1, 0.0, 0.0)},
-      {"logistic_regression", "linear logits for cross-entropy; l1 / l2 penalties optional",
+      {"logistic_regression", "linear logits for cross-entropy; l1 / l2 penalties optional", table,
        build_linear(2, 0.0, 0.0)},
-      {"lasso", "linear regression with an L1 penalty (l1 = 1e-3 unless set)",
+      {"lasso", "linear regression with an L1 penalty (l1 = 1e-3 unless set)", table,
        build_linear(1, 1e-3, 0.0)},
-      {"ridge", "linear regression with an L2 penalty (l2 = 1e-3 unless set)",
+      {"ridge", "linear regression with an L2 penalty (l2 = 1e-3 unless set)", table,
        build_linear(1, 0.0, 1e-3)},
   };
   return specs;
 }
 
-torch::nn::AnyModule build_model(const config::ModelSection& model) {
+const ModelSpec& model_spec(const config::ModelSection& model) {
   const std::string& name = model.name;
   std::vector<std::string> names;
   for (const auto& spec : model_specs()) {
-    if (spec.name == name) return spec.build(model.params);
+    if (spec.name == name) return spec;
     names.push_back(spec.name);
   }
   const std::string hint = config::closest_key(name, names);
   throw ConfigError(fmt::format(
       "{}: model.name: unknown model '{}'{}; the zoo has: {}", model.name_where, name,
       hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint), fmt::join(names, ", ")));
+}
+
+namespace {
+
+bool is_auto(const config::ParamValue& v) {
+  return !v.is_list && v.items.size() == 1 && v.items.front() == "auto";
+}
+
+/// The data's value for a size (0 when the data does not know it) and how to say it.
+std::pair<int64_t, std::string> data_size(DataSize from, const config::DataInfo& d) {
+  switch (from) {
+    case DataSize::in_channels:
+      return {d.channels, fmt::format("images with {} channel{}", d.channels,
+                                      d.channels == 1 ? "" : "s")};
+    case DataSize::image_size:
+      return {d.side, fmt::format("{}x{} images (data.image_size)", d.side, d.side)};
+    case DataSize::in_features: {
+      std::vector<std::string> names(
+          d.feature_names.begin(),
+          d.feature_names.begin() + static_cast<long>(std::min<size_t>(6, d.feature_names.size())));
+      if (d.feature_names.size() > 6) names.push_back("...");
+      return {d.num_features, fmt::format("{} features after preprocessing ({})", d.num_features,
+                                          fmt::join(names, ", "))};
+    }
+    case DataSize::classes:
+      return {d.task == "classification" ? static_cast<int64_t>(d.classes.size()) : 0,
+              d.classes_text()};
+    case DataSize::outputs:
+      if (d.task == "regression") return {1, "1 regression target"};
+      return {d.task == "classification" ? static_cast<int64_t>(d.classes.size()) : 0,
+              d.classes_text()};
+    case DataSize::vocab_size:
+      return {d.vocab_size, fmt::format("a vocabulary of {} ids ({})", d.vocab_size,
+                                        d.source == "text" ? "byte-level text" : "data.vocab")};
+  }
+  return {0, ""};
+}
+
+}  // namespace
+
+std::vector<std::string> resolve_sizes(config::ModelSection& model, const config::DataInfo& data) {
+  const ModelSpec& spec = model_spec(model);
+  std::vector<std::string> lines;
+  for (const SizeOption& opt : spec.sizes) {
+    const auto [value, says] = data_size(opt.from, data);
+    const auto& values = model.params.values();
+    const auto it = values.find(opt.key);
+    const bool given = it != values.end() && !is_auto(it->second);
+    if (value <= 0) {  // the data does not know it: the given value or the model's default
+      LATHE_CHECK(given || it == values.end(), ConfigError,
+                  "{}: model.{} = auto, but the data (source {}) does not say it; set a number",
+                  it != values.end() ? it->second.where : model.name_where, opt.key, data.source);
+      continue;
+    }
+    if (given) {
+      const int64_t stated = config::parse_int(it->second.items.front(), it->second.where,
+                                               "model." + opt.key);
+      LATHE_CHECK(stated == value, ConfigError,
+                  "{}: model.{} = {}, but the data has {}; remove the key (it defaults to auto) "
+                  "or make it {}",
+                  it->second.where, opt.key, stated, says, value);
+      lines.push_back(fmt::format("{} = {} (given, agrees with the data)", opt.key, value));
+      continue;
+    }
+    model.params.set(opt.key, config::ParamValue{{std::to_string(value)}, false,
+                                                 fmt::format("from the data ({})", data.path)});
+    lines.push_back(fmt::format("{} = {} (from the data: {})", opt.key, value, says));
+  }
+  return lines;
+}
+
+torch::nn::AnyModule build_model(const config::ModelSection& model) {
+  const ModelSpec& spec = model_spec(model);
+  config::Params params = model.params;
+  for (const SizeOption& opt : spec.sizes)  // still auto: no data said it, the defaults apply
+    if (params.has(opt.key) && is_auto(params.values().at(opt.key))) params.erase(opt.key);
+  return spec.build(params);
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

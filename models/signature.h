@@ -29,9 +29,20 @@ struct ModelSignature {
   std::string output;
 };
 
+/// What a run trained at, for the example inputs: the images' side and the text's length
+/// (0: the model's own example size — e.g. 224 for ResNet — for callers without a run).
+struct SignatureSizes {
+  int64_t side = 0;
+  int64_t seq_len = 0;
+};
+
 /// The signature of a model built by build_model(); a module that is not a zoo model is a
-/// ModelError.
-ModelSignature model_signature(const torch::nn::Module& model);
+/// ModelError. Image inputs carry the dynamic axes {0: batch, 2: height, 3: width} when the
+/// model's forward takes any image size (ResNet, MobileNetV2: global pooling before the head),
+/// else {0: batch}; sequence inputs {0: batch, 1: seq}.
+///
+///   auto sig = lathe::models::model_signature(*model.ptr(), {.side = 64});
+ModelSignature model_signature(const torch::nn::Module& model, const SignatureSizes& sizes = {});
 
 /// Random example inputs for a signature (ids uniform in range, masks all ones), seeded.
 std::vector<at::Tensor> example_inputs(const ModelSignature& signature, uint64_t seed = 0);

@@ -9,11 +9,12 @@
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
-#include "lathe/onnx/export.h"
 #include "lathe/dist/launch.h"
 #include "lathe/dist/process_group.h"
-#include "lathe/sched/sweep.h"
-#include "lathe/train/run.h"
+#include "lathe/onnx/export.h"
+#include "lathe/run/export.h"
+#include "lathe/run/run.h"
+#include "lathe/run/sweep.h"
 #include "models/registry.h"
 
 namespace lathe::cli {
@@ -57,7 +58,7 @@ void add_train(CLI::App& app, int& exit_code) {
       return;
     }
     auto cfg = config::load_config(*config, *overrides);
-    const auto result = train::train_from_config(std::move(cfg), *resume);
+    const auto result = run::train_from_config(std::move(cfg), *resume);
     if (result.test.count("accuracy") && dist::world_from_env().is_main())
       fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
     exit_code = kOk;
@@ -75,7 +76,7 @@ void add_eval(CLI::App& app, int& exit_code) {
                   "(default: RUN/model.safetensors)");
   cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
   cmd->callback([=, &exit_code] {
-    const auto metrics = train::evaluate_run(*run_dir, *weights, *overrides);
+    const auto metrics = run::evaluate_run(*run_dir, *weights, *overrides);
     for (const auto& [k, v] : metrics) fmt::print("test {} {:.4f}\n", k, v);
     exit_code = kOk;
   });
@@ -95,7 +96,7 @@ void add_sweep(CLI::App& app, int& exit_code) {
   cmd->add_option("overrides", *overrides, "key=value overrides applied to every trial");
   cmd->add_flag("--resume", *resume, "Continue the sweep from its sweep_state.json");
   cmd->callback([=, &exit_code] {
-    const auto result = sched::run_sweep(sched::load_sweep(*file, *overrides), *resume);
+    const auto result = run::run_sweep(run::load_sweep(*file, *overrides), *resume);
     if (result.best >= 0)
       fmt::print("best trial {}: {}\n", result.trials[static_cast<size_t>(result.best)].id,
                  fmt::join(result.trials[static_cast<size_t>(result.best)].params, " "));
@@ -108,11 +109,37 @@ void add_info(CLI::App& app, int& exit_code) {
       "info", "Print LibTorch, CUDA and cuDNN versions, devices and threads, or a zoo model");
   auto model = std::make_shared<std::string>();
   auto options = std::make_shared<std::vector<std::string>>();
+  auto data = std::make_shared<std::string>();
   cmd->add_option("--model", *model, "Zoo model to summarise (e.g. convnet)");
-  cmd->add_option("options", *options, "key=value options of --model (e.g. num_classes=5)");
+  cmd->add_option("--data", *data,
+                  "A run config: load its data and print what it says (task, input signature, "
+                  "classes) and the model sizes it fills (--model, else the config's model)");
+  cmd->add_option("options", *options,
+                  "key=value options of --model (e.g. num_classes=5); with --data alone, "
+                  "overrides of the run config (e.g. data.path=...)");
   cmd->callback([=, &exit_code] {
-    if (!model->empty()) {
-      auto module = models::build_model(config::parse_model_section(*model, *options));
+    if (!model->empty() || !data->empty()) {
+      config::ModelSection section;
+      if (!data->empty()) {
+        // With --model the options are that model's; without, overrides of the run config.
+        config::RunConfig cfg =
+            config::load_config(*data, model->empty() ? *options : std::vector<std::string>{});
+        if (!model->empty()) cfg.model = config::parse_model_section(*model, *options);
+        setup_threads(cfg.run.threads);
+        const run::RunLoaders loaders = run::make_run_loaders(cfg.data, cfg.run.seed);
+        for (const auto& line : run::resolve_from_data(cfg, loaders)) fmt::print("{}\n", line);
+        section = cfg.model;
+      } else {
+        section = config::parse_model_section(*model, *options);
+        std::vector<std::string> sizes;
+        for (const auto& s : models::model_spec(section).sizes)
+          sizes.push_back(s.key + (section.params.has(s.key) ? " (given)" : ""));
+        if (!sizes.empty())
+          fmt::print("sizes from the data (auto; without data the defaults below): {}\n"
+                     "(lathe info --data RUN.yaml [--model NAME] prints what a run's data fills)\n",
+                     fmt::join(sizes, ", "));
+      }
+      auto module = models::build_model(section);
       fmt::print("{}\n", fmt::streamed(*module.ptr()));
       fmt::print("parameters: {}\n", models::parameter_count(*module.ptr()));
       exit_code = kOk;
@@ -155,7 +182,8 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->add_option("-o,--output", *output, "The .onnx file (default: <run>/model.onnx)");
   cmd->add_option("--opset", *opset, "ONNX opset (17)");
   cmd->add_option("--dynamic", *dynamic,
-                  "Dynamic axes, comma-separated: batch,seq (the default); 'none' fixes all")
+                  "Dynamic axes, comma-separated: batch,seq (the default); height,width for CNNs "
+                  "that take any image size (resnet*, mobilenet_v2); 'none' fixes all")
       ->delimiter(',');
   cmd->add_flag("--fp16", *fp16, "Float16 weights and compute (float32 inputs and outputs)");
   cmd->add_flag("--triton", *triton,
@@ -169,7 +197,7 @@ void add_export(CLI::App& app, int& exit_code) {
       return;
     }
     LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
-    onnx::RunExportOptions o;
+    run::RunExportOptions o;
     o.output = *output;
     o.opset = *opset;
     o.fp16 = *fp16;
@@ -179,7 +207,7 @@ void add_export(CLI::App& app, int& exit_code) {
       o.dynamic = *dynamic;
       if (o.dynamic == std::vector<std::string>{"none"}) o.dynamic.clear();
     }
-    const onnx::ExportReport r = onnx::export_run(*source, o);
+    const onnx::ExportReport r = run::export_run(*source, o);
     const auto io_text = [](const std::vector<onnx::ExportReport::Io>& ios) {
       std::vector<std::string> parts;
       for (const auto& io : ios) {

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include "lathe/core/error.h"
@@ -17,6 +18,7 @@ namespace {
 struct Origin {
   std::string file;
   std::map<std::string, std::string> overrides;  ///< dotted key → "override 'k=v'"
+  mutable std::map<std::string, std::string> read;  ///< dotted key → where it was set
 
   std::string where(const YAML::Node& node, const std::string& dotted) const {
     if (const auto it = overrides.find(dotted); it != overrides.end()) return it->second;
@@ -106,7 +108,10 @@ class Section {
   void optional(const std::string& key, T& field) {
     known_.push_back(key);
     const YAML::Node v = value(key);
-    if (v.IsDefined()) convert(v, origin_.where(v, dotted(key)), dotted(key), field);
+    if (!v.IsDefined()) return;
+    const std::string w = origin_.where(v, dotted(key));
+    origin_.read[dotted(key)] = w;
+    convert(v, w, dotted(key), field);
   }
 
   template <class T>
@@ -412,7 +417,7 @@ class Validator {
   void choice(const std::string& key, const std::string& value,
               std::initializer_list<const char*> allowed) const {
     std::string list;
-    for (const auto* a : allowed) {
+    for (const char* a : allowed) {
       if (value == a) return;
       list += (list.empty() ? "" : ", ") + std::string(a);
     }
@@ -422,6 +427,11 @@ class Validator {
   void at_least(const std::string& key, T value, T low) const {
     LATHE_CHECK(value >= low, ConfigError, "{}: {} = {} must be at least {}", where(key), key,
                 value, low);
+  }
+  /// Where `key` was set: file:line, the override, or the file.
+  std::string where_set(const std::string& key) const {
+    const auto it = origin_.read.find(key);
+    return it != origin_.read.end() ? it->second : where(key);
   }
   void fraction(const std::string& key, double value) const {
     LATHE_CHECK(value >= 0 && value < 1, ConfigError, "{}: {} = {} must be in [0, 1)", where(key),
@@ -457,10 +467,91 @@ void validate_schedule(const Validator& v, const std::string& key, const Schedul
                 key, s.milestones[i], s.milestones[i - 1]);
 }
 
+/// Every data.* key as text, to see which differ from the defaults.
+struct Flatten {
+  std::map<std::string, std::string>& out;
+  template <class T>
+  void operator()(const std::string& key, const T& v) { out[key] = fmt::format("{}", v); }
+  template <class T>
+  void operator()(const std::string& key, const std::vector<T>& v) {
+    out[key] = fmt::format("[{}]", fmt::join(v, ", "));
+  }
+  void operator()(const std::string& key, const Params& p) {
+    out[key] = p.values().empty() ? "" : "set";
+  }
+  template <class T>
+  void required(const std::string& key, const T& v) { (*this)(key, v); }
+};
+
+/// data.source is a known source, and every data.* key set away from its default is one that
+/// source honours (config/names.h); data.augment items are known augmentations.
+void validate_source_keys(const Validator& v, const DataSection& d) {
+  const SourceSpec& src = source_spec(d.source, v.where_set("data.source"));
+  std::map<std::string, std::string> given, defaults;
+  Flatten fg{given}, fd{defaults};
+  visit(fg, d);
+  DataSection fresh;
+  visit(fd, fresh);
+  for (const auto& [key, value] : given) {
+    if (value == defaults[key]) continue;
+    const auto applies = [&](const std::vector<std::string_view>& keys) {
+      return std::find(keys.begin(), keys.end(), key) != keys.end();
+    };
+    if (applies(common_data_keys()) || applies(src.keys)) continue;
+    std::vector<std::string> users;
+    for (const auto& s : sources())
+      if (applies(s.keys)) users.emplace_back(s.name);
+    throw ConfigError(fmt::format(
+        "{}: data.{} does not apply to source {} ({}); remove it. It applies to: {}; source {} "
+        "also takes: {}",
+        v.where_set("data." + key), key, src.name, src.description, fmt::join(users, ", "),
+        src.name, fmt::join(src.keys, ", ")));
+  }
+  for (const auto& item : d.augment) parse_augment_item(item, v.where_set("data.augment"));
+}
+
+/// data.task and task.kind are one answer: the source's own task (idx, image_folder, text_csv:
+/// classification; text: lm) or, for csv, data.task and task.kind, whichever is set (both: they
+/// must agree); csv with both auto leaves it to the target column.
+void resolve_task(RunConfig& c, const Validator& v) {
+  const SourceSpec& src = source_spec(c.data.source);
+  std::string& kind = c.task.kind;
+  std::string& dtask = c.data.task;
+  LATHE_CHECK(kind == "auto" || dtask == "auto" || kind == dtask, ConfigError,
+              "{}: task.kind = {}, but data.task = {} ({}); they are one answer: set one of them "
+              "or make them agree",
+              v.where_set("task.kind"), kind, dtask, v.where_set("data.task"));
+  if (!src.task.empty()) {
+    for (const auto& [key, value] : {std::pair{"data.task", dtask}, std::pair{"task.kind", kind}})
+      LATHE_CHECK(value == "auto" || value == src.task, ConfigError,
+                  "{}: {} = {}, but source {} gives {} data; remove {} or change data.source",
+                  v.where_set(key), key, value, src.name, src.task, key);
+    kind = std::string(src.task);
+    if (src.kind == SourceKind::text_csv) dtask = kind;
+    return;
+  }
+  LATHE_CHECK(kind != "lm", ConfigError,
+              "{}: task.kind = lm, but source {} gives classification or regression data (language "
+              "models read source text)",
+              v.where_set("task.kind"), src.name);
+  if (dtask == "auto")
+    dtask = kind;  // may stay auto: the target column decides when the data is read
+  else
+    kind = dtask;
+}
+
+/// resolve_task, then the loss against the kind it settled on (when it did).
+void resolve_and_check_task(RunConfig& c, const Validator& v) {
+  resolve_task(c, v);
+  if (c.task.kind != "auto")
+    loss_spec(task_spec(c.task.kind, v.where_set("task.kind")), c.task.loss,
+              v.where_set("task.loss"));
+}
+
 void validate(const RunConfig& c, const Origin& origin) {
   const Validator v(origin);
   v.fraction("data.val_fraction", c.data.val_fraction);
-  v.choice("data.source", c.data.source, {"idx", "csv", "image_folder", "text", "text_csv"});
+  validate_source_keys(v, c.data);
   LATHE_CHECK(c.data.test_fraction >= 0 && c.data.val_fraction + c.data.test_fraction < 1,
               ConfigError, "{}: data.val_fraction + data.test_fraction = {} must be below 1",
               v.where("data.test_fraction"), c.data.val_fraction + c.data.test_fraction);
@@ -477,12 +568,19 @@ void validate(const RunConfig& c, const Origin& origin) {
     LATHE_CHECK(s > 0, ConfigError, "{}: data.std values must be positive, got {}",
                 v.where("data.std"), s);
 
-  v.choice("task.kind", c.task.kind, {"classification", "regression", "lm"});
-  if (!c.task.loss.empty()) {
-    if (c.task.kind == "regression")
-      v.choice("task.loss", c.task.loss, {"mse", "l1", "huber"});
-    else
-      v.choice("task.loss", c.task.loss, {"cross_entropy"});
+  if (c.task.kind != "auto") {
+    loss_spec(task_spec(c.task.kind, v.where_set("task.kind")), c.task.loss,
+              v.where_set("task.loss"));
+  } else if (!c.task.loss.empty()) {  // the data picks the kind: the loss must fit one of them
+    bool known = false;
+    std::vector<std::string> all;
+    for (const auto& t : tasks())
+      for (const auto& l : t.losses) {
+        known = known || l.name == c.task.loss;
+        all.push_back(fmt::format("{} ({})", l.name, t.name));
+      }
+    LATHE_CHECK(known, ConfigError, "{}: task.loss = '{}' must be one of {}",
+                v.where_set("task.loss"), c.task.loss, fmt::join(all, ", "));
   }
   LATHE_CHECK(c.task.label_smoothing >= 0 && c.task.label_smoothing < 1, ConfigError,
               "{}: task.label_smoothing = {} must be in [0, 1)", v.where("task.label_smoothing"),
@@ -568,6 +666,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   read_section(top, "dist", cfg.dist);
   top.finish();
   validate(cfg, origin);
+  resolve_and_check_task(cfg, Validator(origin));
   return cfg;
 }
 
@@ -575,7 +674,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
 
 RunConfig parse_config(std::string_view yaml, std::string_view origin_name,
                        const std::vector<std::string>& overrides) {
-  Origin origin{std::string(origin_name), {}};
+  Origin origin{std::string(origin_name), {}, {}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -598,7 +697,7 @@ RunConfig load_config(const std::filesystem::path& file,
 
 ModelSection parse_model_section(const std::string& name,
                                  const std::vector<std::string>& options) {
-  Origin origin{"command line", {}};
+  Origin origin{"command line", {}, {}};
   YAML::Node root(YAML::NodeType::Map);
   root["name"] = name;
   for (const auto& o : options) apply_override(root, o, origin);

@@ -157,7 +157,8 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
     if (!r.error.empty()) {
       const std::string msg = fmt::format("{}:{}: malformed record: {}", t.origin, r.line, r.error);
       LATHE_CHECK(options.skip_bad_rows, DataError,
-                  "{} (fix the file, or set skip_bad_rows to skip such records)", msg);
+                  "{} (fix the file, or set data.skip_bad_records: true to skip such records)",
+                  msg);
       if (first_error.empty()) first_error = msg;
       ++t.skipped;
       continue;

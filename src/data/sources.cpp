@@ -12,6 +12,7 @@
 #include "lathe/data/image.h"
 #include "lathe/data/split.h"
 #include "lathe/data/tabular.h"
+#include "lathe/data/tensor_data.h"
 #include "lathe/data/text.h"
 #include "lathe/data/transforms.h"
 
@@ -59,25 +60,80 @@ bool has_resized_crop(const std::vector<std::string>& augment) {
   return false;
 }
 
+/// Keeps the records whose class is in `classes`, relabelled by position in that list.
+TensorDataset select_classes(const TensorDataset& d, const std::vector<int64_t>& classes,
+                             const std::string& origin) {
+  if (classes.empty()) return d;
+  const int64_t max_label = d.targets.max().item<int64_t>();
+  at::Tensor relabel = at::full({max_label + 1}, -1, at::kLong);  // old id → new id or -1
+  for (size_t i = 0; i < classes.size(); ++i) {
+    LATHE_CHECK(classes[i] >= 0 && classes[i] <= max_label, ConfigError,
+                "data.classes: class {} does not occur in {} (ids 0..{})", classes[i], origin,
+                max_label);
+    relabel[classes[i]] = static_cast<int64_t>(i);
+  }
+  const at::Tensor mapped = relabel.index_select(0, d.targets);
+  const at::Tensor keep = mapped.ge(0).nonzero().squeeze(1);
+  return {d.inputs.index_select(0, keep), mapped.index_select(0, keep)};
+}
+
+/// Every label of `d` is a class id in [0, classes); else a DataError naming the file and record.
+void check_labels(const TensorDataset& d, int64_t classes, const std::string& origin) {
+  if (d.size() == 0) return;
+  const at::Tensor bad = d.targets.lt(0).logical_or(d.targets.ge(classes)).nonzero();
+  LATHE_CHECK(bad.size(0) == 0, DataError,
+              "{}: record {} has class id {}, but the training split has {} classes (ids 0..{}); "
+              "keep the classes both have with data.classes",
+              origin, bad.size(0) ? bad[0][0].item<int64_t>() : 0,
+              bad.size(0) ? d.targets[bad[0][0]].item<int64_t>() : 0, classes, classes - 1);
+}
+
 DataSplits load_idx(const config::DataSection& cfg, uint64_t seed) {
   const IdxSplit train_raw = load_idx_split(cfg.path, "train");
   const IdxSplit test_raw = load_idx_split(cfg.path, "t10k");
+  const std::string train_origin = cfg.path + "/train-*";
+  const std::string test_origin = cfg.path + "/t10k-labels-idx1-ubyte";
   const TensorDataset full =
-      TensorDataset{images_to_float(train_raw.images), train_raw.labels}.head(cfg.limit_train);
+      select_classes({images_to_float(train_raw.images), train_raw.labels}, cfg.classes,
+                     train_origin)
+          .head(cfg.limit_train);
   const TensorDataset test =
-      TensorDataset{images_to_float(test_raw.images), test_raw.labels}.head(cfg.limit_test);
+      select_classes({images_to_float(test_raw.images), test_raw.labels}, cfg.classes,
+                     test_origin)
+          .head(cfg.limit_test);
   auto [train, val] = split_holdout(full, cfg.val_fraction, seed);
+  LATHE_CHECK(train.size() > 0, DataError, "{}: no training records left (limit_train {})",
+              train_origin, cfg.limit_train);
 
   DataSplits out;
-  out.task = "classification";
-  for (int64_t c = 0; c <= train.targets.max().item<int64_t>(); ++c)
-    out.classes.push_back(std::to_string(c));
+  const int64_t num_classes =
+      cfg.classes.empty() ? train.targets.max().item<int64_t>() + 1
+                          : static_cast<int64_t>(cfg.classes.size());
+  for (int64_t c = 0; c < num_classes; ++c)
+    out.info.classes.push_back(std::to_string(cfg.classes.empty() ? c : cfg.classes[size_t(c)]));
+  check_labels(val, num_classes, train_origin);
+  check_labels(test, num_classes, test_origin);
   if (cfg.mean.empty())
     std::tie(out.mean, out.std) = channel_stats(train.inputs);  // train only
   else
     std::tie(out.mean, out.std) = std::pair(cfg.mean, cfg.std);
   const int64_t native = train.inputs.size(2);
   const int64_t size = cfg.image_size > 0 ? cfg.image_size : native;
+  out.info.task = "classification";
+  out.info.channels = train.inputs.size(1);
+  out.info.side = size;
+  if (cfg.augment.empty() && size == native) {  // nothing per record: normalise once, in memory
+    for (TensorDataset* d : {&train, &val})
+      if (d->size() > 0) d->inputs = normalize(d->inputs, out.mean, out.std);
+    TensorDataset normalized_test = test;
+    if (test.size() > 0) normalized_test.inputs = normalize(test.inputs, out.mean, out.std);
+    out.train_transform = out.eval_transform = compose({});
+    out.in_memory = true;
+    out.train = std::make_shared<TensorSource>(std::move(train));
+    out.val = std::make_shared<TensorSource>(std::move(val));
+    out.test = std::make_shared<TensorSource>(std::move(normalized_test));
+    return out;
+  }
   std::vector<Transform> eval_steps;
   if (size != native) eval_steps.push_back(transforms::resize(size, size));
   std::vector<Transform> train_steps =
@@ -85,7 +141,6 @@ DataSplits load_idx(const config::DataSection& cfg, uint64_t seed) {
   for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
-  out.input_shape = {train.inputs.size(1), size, size};
   out.train = std::make_shared<TensorSource>(std::move(train));
   out.val = std::make_shared<TensorSource>(std::move(val));
   out.test = std::make_shared<TensorSource>(test);
@@ -100,7 +155,8 @@ DataSplits load_csv(const config::DataSection& cfg, uint64_t seed) {
   const CsvTable table = read_csv(cfg.path, opts);
   TabularSpec spec;
   spec.target = cfg.target;
-  spec.task = cfg.task == "auto" ? infer_task(table, cfg.target) : cfg.task;
+  spec.task = cfg.task == "auto" ? infer_task(table, cfg.target) : cfg.task;  // one answer with
+                                                                               // task.kind
   spec.all.impute = cfg.impute;
   spec.all.outliers = cfg.outliers;
   spec.all.scale = cfg.scale;
@@ -128,10 +184,11 @@ DataSplits load_csv(const config::DataSection& cfg, uint64_t seed) {
   out.train = source(train_rows);
   out.val = source(table.select(s.val));
   out.test = source(test_rows);
-  out.task = prep.task();
-  out.classes = prep.classes();
+  out.info.task = prep.task();
+  out.info.classes = prep.classes();
+  out.info.feature_names = prep.feature_names();
+  out.info.num_features = prep.num_features();
   out.preprocessing_json = prep.to_json();
-  out.input_shape = {prep.num_features()};
   out.skipped = table.skipped + (own_test ? test_rows.skipped : 0);
   return out;
 }
@@ -145,7 +202,7 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   DataSplits out;
   const bool layout = fs::is_directory(root / "train");
   auto base = std::make_shared<ImageFolder>(layout ? root / "train" : root, opts);
-  out.classes = base->classes();
+  out.info.classes = base->classes();
   std::vector<int64_t> labels;
   for (int64_t i = 0; i < base->size(); ++i) labels.push_back(base->label(i));
   const bool own_val = layout && fs::is_directory(root / "val");
@@ -158,7 +215,7 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   }
   if (own_test) {
     auto test = std::make_shared<ImageFolder>(root / "test", opts);
-    LATHE_CHECK(test->classes() == out.classes, DataError,
+    LATHE_CHECK(test->classes() == out.info.classes, DataError,
                 "{}: its class folders differ from {}'s; both need the same class subfolders",
                 (root / "test").string(), (root / "train").string());
     std::vector<int64_t> all(static_cast<size_t>(test->size()));
@@ -166,7 +223,7 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
     out.test = subset(test, head(all, cfg.limit_test));
   }
   out.skipped = base->skipped();
-  out.task = "classification";
+  out.info.task = "classification";
   out.mean = cfg.mean.empty() ? std::vector<double>{0.485, 0.456, 0.406} : cfg.mean;  // ImageNet
   out.std = cfg.std.empty() ? std::vector<double>{0.229, 0.224, 0.225} : cfg.std;
   const std::vector<Transform> eval_steps = {transforms::resize_shorter(size),
@@ -176,7 +233,8 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
-  out.input_shape = {3, size, size};
+  out.info.channels = 3;
+  out.info.side = size;
   return out;
 }
 
@@ -198,9 +256,9 @@ DataSplits load_text(const config::DataSection& cfg) {
   out.train = subset(corpus, head(range(0, n - n_val - n_test), cfg.limit_train));
   out.val = subset(corpus, range(n - n_val - n_test, n - n_test));
   out.test = subset(corpus, head(range(n - n_test, n), cfg.limit_test));
-  out.task = "language_model";
-  out.vocab_size = 256;
-  out.input_shape = {cfg.seq_len};
+  out.info.task = "lm";
+  out.info.vocab_size = 256;
+  out.info.seq_len = cfg.seq_len;
   return out;
 }
 
@@ -216,21 +274,21 @@ DataSplits load_text_csv(const config::DataSection& cfg, uint64_t seed) {
   auto all = std::make_shared<TextClassificationCsv>(table, cfg.text_column, cfg.target, tok,
                                                      cfg.max_length);
   DataSplits out;
-  out.classes = all->classes();
+  out.info.classes = all->classes();
   if (cfg.test_path.empty()) {
     split_into(out, all, cfg, seed, all->labels(), true);
   } else {
     split_into(out, all, cfg, seed, all->labels(), false);
     auto test = std::make_shared<TextClassificationCsv>(
         read_csv(cfg.test_path, opts), cfg.text_column, cfg.target, tok, cfg.max_length);
-    LATHE_CHECK(test->classes() == out.classes, DataError,
+    LATHE_CHECK(test->classes() == out.info.classes, DataError,
                 "{}: its labels differ from {}'s ({} vs {} classes)", cfg.test_path, cfg.path,
-                test->classes().size(), out.classes.size());
+                test->classes().size(), out.info.classes.size());
     out.test = test;
   }
-  out.task = "classification";
-  out.vocab_size = tok.vocab_size();
-  out.input_shape = {cfg.max_length};
+  out.info.task = "classification";
+  out.info.vocab_size = tok.vocab_size();
+  out.info.seq_len = cfg.max_length;
   out.skipped = table.skipped;
   return out;
 }
@@ -240,23 +298,15 @@ DataSplits load_text_csv(const config::DataSection& cfg, uint64_t seed) {
 std::vector<Transform> parse_augment(const std::vector<std::string>& augment, int64_t size) {
   std::vector<Transform> out;
   for (const auto& item : augment) {
-    const auto colon = item.find(':');
-    const std::string name = item.substr(0, colon);
-    double arg = -1;
-    if (colon != std::string::npos)
-      LATHE_CHECK(parse_number(item.substr(colon + 1), arg) && arg >= 0, ConfigError,
-                  "data.augment: '{}': the value after ':' must be a non-negative number", item);
-    if (name == "random_crop") {
-      out.push_back(transforms::random_crop(size, arg < 0 ? 4 : static_cast<int64_t>(arg)));
-    } else if (name == "hflip") {
-      out.push_back(transforms::horizontal_flip(arg < 0 ? 0.5 : arg));
-    } else if (name == "random_resized_crop") {
-      out.push_back(transforms::random_resized_crop(size, {arg < 0 ? 0.08 : arg, 1.0}));
-    } else {
-      throw ConfigError(
-          fmt::format("data.augment: unknown augmentation '{}'; known: "
-                      "random_crop[:pad], hflip[:p], random_resized_crop[:min_scale]",
-                      item));
+    const config::Augment a = config::parse_augment_item(item);
+    switch (a.spec->kind) {
+      case config::AugmentKind::random_crop:
+        out.push_back(transforms::random_crop(size, static_cast<int64_t>(a.argument)));
+        break;
+      case config::AugmentKind::hflip: out.push_back(transforms::horizontal_flip(a.argument)); break;
+      case config::AugmentKind::random_resized_crop:
+        out.push_back(transforms::random_resized_crop(size, {a.argument, 1.0}));
+        break;
     }
   }
   return out;
@@ -264,25 +314,20 @@ std::vector<Transform> parse_augment(const std::vector<std::string>& augment, in
 
 DataSplits load_splits(const config::DataSection& cfg, uint64_t seed) {
   DataSplits out;
-  if (cfg.source == "idx")
-    out = load_idx(cfg, seed);
-  else if (cfg.source == "csv")
-    out = load_csv(cfg, seed);
-  else if (cfg.source == "image_folder")
-    out = load_image_folder(cfg, seed);
-  else if (cfg.source == "text")
-    out = load_text(cfg);
-  else if (cfg.source == "text_csv")
-    out = load_text_csv(cfg, seed);
-  else
-    throw ConfigError(
-        fmt::format("data.source: unknown source '{}'; available: idx, csv, "
-                    "image_folder, text, text_csv",
-                    cfg.source));
-  LATHE_CHECK(out.train->size() > 0, DataError,
+  switch (config::source_spec(cfg.source).kind) {
+    case config::SourceKind::idx: out = load_idx(cfg, seed); break;
+    case config::SourceKind::csv: out = load_csv(cfg, seed); break;
+    case config::SourceKind::image_folder: out = load_image_folder(cfg, seed); break;
+    case config::SourceKind::text: out = load_text(cfg); break;
+    case config::SourceKind::text_csv: out = load_text_csv(cfg, seed); break;
+  }
+  LATHE_CHECK(out.train && out.train->size() > 0, DataError,
               "{}: no training records left (limit_train {}, val_fraction {}, test_fraction {})",
               cfg.path, cfg.limit_train, cfg.val_fraction, cfg.test_fraction);
-  if (out.skipped > 0) log::warn("{}: {} bad record(s) skipped", cfg.path, out.skipped);
+  out.info.source = cfg.source;
+  out.info.path = cfg.path;
+  if (out.skipped > 0)
+    log::warn("{}: {} bad record(s) skipped (data.skip_bad_records)", cfg.path, out.skipped);
   return out;
 }
 
@@ -306,6 +351,32 @@ Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, u
     out.val = std::make_unique<DataLoader>(splits.val, opts(cfg.eval_batch_size, false));
   if (splits.test && splits.test->size() > 0)
     out.test = std::make_unique<DataLoader>(splits.test, opts(cfg.eval_batch_size, false));
+  return out;
+}
+
+BatchSources make_batch_sources(const config::DataSection& cfg, const DataSplits& splits,
+                                uint64_t seed, Shard shard) {
+  BatchSources out;
+  if (!splits.in_memory) {
+    Loaders l = make_loaders(cfg, splits, seed, shard);
+    out.train = std::move(l.train);
+    out.val = std::move(l.val);
+    out.test = std::move(l.test);
+    return out;
+  }
+  const auto loader = [&](const std::shared_ptr<const Dataset>& part, int64_t batch,
+                          bool train) -> std::unique_ptr<BatchSource> {
+    const auto* tensors = dynamic_cast<const TensorSource*>(part.get());
+    LATHE_CHECK(tensors != nullptr, DataError, "{}: an in-memory split is not a TensorSource",
+                cfg.path);
+    if (!train && tensors->size() == 0) return nullptr;
+    auto l = std::make_unique<TensorLoader>(tensors->tensors(), batch, train, seed);
+    if (shard.active()) l->set_shard({shard.rank, shard.world, /*pad=*/train});
+    return l;
+  };
+  out.train = loader(splits.train, cfg.batch_size / std::max<int64_t>(shard.world, 1), true);
+  out.val = loader(splits.val, cfg.eval_batch_size, false);
+  out.test = loader(splits.test, cfg.eval_batch_size, false);
   return out;
 }
 

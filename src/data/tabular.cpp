@@ -133,6 +133,7 @@ ColumnSteps ColumnSteps::with(const std::string& key_value, const std::string& w
                     where, key));
   }
   out.validate(where);
+  out.given.insert(key);
   return out;
 }
 
@@ -272,15 +273,22 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
         col.divide = *hi > *lo ? *hi - *lo : 1.0;
       }
     } else {
+      // The global numeric strategies fit numeric columns; a categorical column takes
+      // most_frequent and no scaling or clipping unless its own steps say otherwise.
+      if ((impute == "mean" || impute == "median") && col.steps.given.count("impute") == 0)
+        col.steps.impute = "most_frequent";
+      if (col.steps.given.count("scale") == 0) col.steps.scale = "none";
+      if (col.steps.given.count("outliers") == 0) col.steps.outliers = "none";
       LATHE_CHECK(
           impute == "none" || impute == "drop" || impute == "most_frequent" || impute == "constant",
           ConfigError,
           "{}: column '{}' is categorical: impute = '{}' needs numbers (use "
-          "most_frequent, constant or drop)",
+          "most_frequent, constant or drop in data.columns)",
           train.origin, name, impute);
       LATHE_CHECK(
           col.steps.scale == "none" && col.steps.outliers == "none", ConfigError,
-          "{}: column '{}' is categorical: scale and outliers apply to numeric columns only",
+          "{}: column '{}' is categorical: scale and outliers apply to numeric columns only "
+          "(remove them from its data.columns entry)",
           train.origin, name);
       std::vector<std::string> present;
       for (int64_t r = 0; r < train.num_rows(); ++r) {

@@ -166,7 +166,7 @@ void GradientSync::broadcast_buffers() {
   for (auto& b : module_.buffers()) group_->broadcast(b, 0);
 }
 
-train::MeterReduce GradientSync::meter_reduce() {
+MeterReduce GradientSync::meter_reduce() {
   ProcessGroup* g = group_.get();
   return {[g](at::Tensor& t) { g->all_reduce(t); },
           [g](const at::Tensor& t) { return g->all_gather_cat(t); }};

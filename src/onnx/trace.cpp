@@ -7,7 +7,11 @@
 // (k12·s0·s1 + k0·s0 + k1·s1 + j). The translator then computes those sizes at run time.
 #include "src/onnx/trace.h"
 
+#include <algorithm>
+#include <optional>
+
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/nn/module.h>
@@ -89,17 +93,24 @@ Trace run_trace(const ForwardFn& forward, const std::vector<at::Tensor>& inputs)
   }
 }
 
-/// The inputs with every axis that carries symbol `s` one larger (rows repeat cyclically, so
+bool is_spatial(const std::string& symbol) {
+  return std::find(kSpatialSymbols.begin(), kSpatialSymbols.end(), symbol) !=
+         kSpatialSymbols.end();
+}
+
+/// The inputs with every axis that carries symbol `s` `by` larger (rows repeat cyclically, so
 /// token ids stay valid ids and masks stay masks).
 std::vector<at::Tensor> grow(const std::vector<at::Tensor>& inputs,
-                             const std::vector<InputSpec>& specs, const std::string& symbol) {
+                             const std::vector<InputSpec>& specs, const std::string& symbol,
+                             int64_t by = 1) {
   std::vector<at::Tensor> out = inputs;
   for (size_t i = 0; i < inputs.size() && i < specs.size(); ++i) {
     for (const auto& [axis, name] : specs[i].dynamic_axes) {
       if (name != symbol) continue;
       const int64_t n = out[i].size(axis);
       const at::Tensor index =
-          at::arange(n + 1, at::TensorOptions().dtype(at::kLong).device(out[i].device())).remainder(n);
+          at::arange(n + by, at::TensorOptions().dtype(at::kLong).device(out[i].device()))
+              .remainder(n);
       out[i] = out[i].index_select(axis, index).contiguous();
     }
   }
@@ -135,6 +146,13 @@ SymSize explain(int64_t base, const std::vector<int64_t>& grown, const std::vect
   return s;
 }
 
+/// A size that moves with the spatial symbols: ONNX computes it, lathe never needs it.
+SymSize unknown_size() {
+  SymSize s;
+  s.known = false;
+  return s;
+}
+
 std::vector<int64_t> int_elements(const c10::IValue& v) {
   if (v.isInt()) return {v.toInt()};
   if (v.isIntList()) return v.toIntVector();
@@ -157,11 +175,10 @@ TracedGraph trace_forward(torch::nn::Module& module, const ForwardFn& forward,
       LATHE_CHECK(axis >= 0 && axis < inputs[i].dim(), ExportError,
                   "input '{}': dynamic axis {} does not exist (the example has shape {})",
                   specs[i].name, axis, inputs[i].sizes());
+      auto& list = is_spatial(name) ? tg.spatial : tg.symbols;
       bool seen = false;
-      for (const auto& s : tg.symbols) seen = seen || s.name == name;
-      if (!seen) {
-        tg.symbols.push_back({name, static_cast<int64_t>(i), axis, inputs[i].size(axis)});
-      }
+      for (const auto& s : list) seen = seen || s.name == name;
+      if (!seen) list.push_back({name, static_cast<int64_t>(i), axis, inputs[i].size(axis)});
     }
   }
   LATHE_CHECK(tg.symbols.size() <= 2, ExportError,
@@ -171,10 +188,39 @@ TracedGraph trace_forward(torch::nn::Module& module, const ForwardFn& forward,
   Trace base = run_trace(forward, inputs);
   std::vector<Trace> grown;
   for (const auto& s : tg.symbols) grown.push_back(run_trace(forward, grow(inputs, specs, s.name)));
+  // One more trace with every spatial axis grown: what moves with them.
+  std::vector<Trace> spatial;
+  std::string spatial_names;
+  if (!tg.spatial.empty()) {
+    std::vector<at::Tensor> bigger = inputs;
+    for (const auto& s : tg.spatial) {
+      bigger = grow(bigger, specs, s.name, kSpatialGrowth);
+      spatial_names += (spatial_names.empty() ? "" : " and ") + s.name;
+    }
+    try {
+      spatial.push_back(run_trace(forward, bigger));
+    } catch (const ExportError& e) {
+      throw ExportError(fmt::format(
+          "the forward does not run when the input's {} grow by {} ({}); it takes one image "
+          "size only: export with --dynamic batch",
+          spatial_names, kSpatialGrowth, e.what()));
+    }
+  }
 
   tg.graph = base.graph;
   tg.outputs = base.outputs;
   const std::vector<jit::Node*> nodes = node_list(*base.graph);
+  std::vector<jit::Node*> spatial_nodes;
+  if (!spatial.empty()) {
+    spatial_nodes = node_list(*spatial.front().graph);
+    bool same = spatial_nodes.size() == nodes.size();
+    for (size_t i = 0; same && i < nodes.size(); ++i)
+      same = nodes[i]->kind() == spatial_nodes[i]->kind();
+    LATHE_CHECK(same, ExportError,
+                "the forward runs different operations when the input's {} change: it branches "
+                "on a size; export with --dynamic batch",
+                spatial_names);
+  }
   std::vector<std::vector<jit::Node*>> other;
   for (size_t s = 0; s < grown.size(); ++s) {
     other.push_back(node_list(*grown[s].graph));
@@ -191,33 +237,44 @@ TracedGraph trace_forward(torch::nn::Module& module, const ForwardFn& forward,
   }
 
   // Sizes of every tensor value (graph inputs, then node outputs) and every integer constant.
-  const auto learn_shape = [&](const jit::Value* v, const std::vector<const jit::Value*>& peers) {
-    auto type = v->type()->cast<c10::TensorType>();
-    if (!type) return;
-    auto sizes = type->sizes().concrete_sizes();
+  const auto sizes_of = [](const jit::Value* v) -> std::optional<std::vector<int64_t>> {
+    auto t = v->type()->cast<c10::TensorType>();
+    return t ? t->sizes().concrete_sizes() : std::nullopt;
+  };
+  // `spatial_peer`: the same value in the spatial trace (nullptr without spatial symbols).
+  const auto learn_shape = [&](const jit::Value* v, const std::vector<const jit::Value*>& peers,
+                               const jit::Value* spatial_peer) {
+    auto sizes = sizes_of(v);
     if (!sizes) return;
+    const auto moved = spatial_peer ? sizes_of(spatial_peer) : std::nullopt;
     SymShape shape;
     for (size_t d = 0; d < sizes->size(); ++d) {
       std::vector<int64_t> g;
       for (const jit::Value* p : peers) {
-        auto pt = p->type()->cast<c10::TensorType>();
-        auto ps = pt ? pt->sizes().concrete_sizes() : std::nullopt;
+        auto ps = sizes_of(p);
         g.push_back(ps && ps->size() == sizes->size() ? (*ps)[d] : (*sizes)[d]);
       }
       shape.push_back(explain((*sizes)[d], g, tg.symbols));
+      if (spatial_peer && (!moved || moved->size() != sizes->size() || (*moved)[d] != (*sizes)[d]))
+        shape.back() = unknown_size();
     }
     tg.shapes[v] = std::move(shape);
   };
   for (size_t i = 0; i < base.graph->inputs().size(); ++i) {
     std::vector<const jit::Value*> peers;
     for (const auto& t : grown) peers.push_back(t.graph->inputs()[i]);
-    learn_shape(base.graph->inputs()[i], peers);
+    const jit::Value* input = base.graph->inputs()[i];
+    learn_shape(input, peers, spatial.empty() ? nullptr : spatial.front().graph->inputs()[i]);
+    for (const auto& s : tg.spatial)  // the input axis that carries a spatial symbol is named
+      if (s.input == static_cast<int64_t>(i) && tg.shapes.count(input))
+        tg.shapes[input].at(static_cast<size_t>(s.axis)).spatial = s.name;
   }
   for (size_t i = 0; i < nodes.size(); ++i) {
     for (size_t o = 0; o < nodes[i]->outputs().size(); ++o) {
       std::vector<const jit::Value*> peers;
       for (const auto& nl : other) peers.push_back(nl[i]->outputs()[o]);
-      learn_shape(nodes[i]->outputs()[o], peers);
+      learn_shape(nodes[i]->outputs()[o], peers,
+                  spatial.empty() ? nullptr : spatial_nodes[i]->outputs()[o]);
     }
     if (nodes[i]->kind() != c10::prim::Constant) continue;
     const jit::Value* v = nodes[i]->output();
@@ -225,6 +282,15 @@ TracedGraph trace_forward(torch::nn::Module& module, const ForwardFn& forward,
     if (!value) continue;
     const std::vector<int64_t> elems = int_elements(*value);
     if (elems.empty()) continue;
+    if (!spatial.empty()) {
+      const auto moved = jit::toIValue(spatial_nodes[i]->output());
+      LATHE_CHECK(moved && int_elements(*moved) == elems, ExportError,
+                  "the forward uses the input's {} as a number (constant {} becomes {} when they "
+                  "grow, e.g. a reshape to a fixed size); it takes one image size only: export "
+                  "with --dynamic batch",
+                  spatial_names, fmt::format("{}", fmt::join(elems, ",")),
+                  moved ? fmt::format("{}", fmt::join(int_elements(*moved), ",")) : "?");
+    }
     SymShape ints;
     for (size_t e = 0; e < elems.size(); ++e) {
       std::vector<int64_t> g;

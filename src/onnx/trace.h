@@ -35,16 +35,26 @@ struct SymSize {
   std::array<int64_t, 2> k{0, 0};
   int64_t k12 = 0;
   bool known = true;
+  /// A graph input's spatial axis (kSpatialSymbols): its symbol; such sizes are never known.
+  std::string spatial;
   bool dynamic() const { return !known || k[0] != 0 || k[1] != 0 || k12 != 0; }
   /// The symbol index when the size is exactly one symbol (k = 1, j = 0), else -1.
   int plain_symbol() const;
 };
 using SymShape = std::vector<SymSize>;
 
+/// Symbols of axes whose sizes may move any way through the graph ("height", "width" of images:
+/// strided convolutions floor them). They are not among `symbols`: the forward is traced once
+/// more with all of them grown by kSpatialGrowth, every size that moves becomes unknown (ONNX
+/// computes it, lathe never needs it), and an integer constant that moves is refused.
+inline const std::array<const char*, 2> kSpatialSymbols{"height", "width"};
+constexpr int64_t kSpatialGrowth = 32;
+
 /// The base trace and what the others taught about its sizes.
 struct TracedGraph {
   std::shared_ptr<torch::jit::Graph> graph;
   std::vector<Symbol> symbols;
+  std::vector<Symbol> spatial;  ///< the spatial symbols (kSpatialSymbols) used by the inputs
   /// For every tensor value of `graph`: its sizes.
   std::unordered_map<const torch::jit::Value*, SymShape> shapes;
   /// For every int / int[] constant of `graph`: its elements (one entry for an int).

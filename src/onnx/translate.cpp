@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include <ATen/ATen.h>
@@ -139,7 +140,11 @@ class Translator {
     auto it = tg_.ints.find(v);
     if (it != tg_.ints.end()) return it->second;
     SymShape fixed;
-    for (int64_t i : ints_arg(v)) fixed.push_back(SymSize{i});
+    for (int64_t i : ints_arg(v)) {
+      SymSize one;
+      one.j = i;
+      fixed.push_back(one);
+    }
     return fixed;
   }
 
@@ -324,6 +329,8 @@ ValueInfo Translator::value_info(const jit::Value* v, const std::string& name) c
       vi.shape.emplace_back(s.j);
     } else if (s.plain_symbol() >= 0) {
       vi.shape.emplace_back(tg_.symbols[static_cast<size_t>(s.plain_symbol())].name);
+    } else if (!s.spatial.empty()) {
+      vi.shape.emplace_back(s.spatial);
     } else {
       vi.shape.emplace_back(std::string());
     }
@@ -382,6 +389,11 @@ void Translator::run(const std::vector<InputSpec>& specs,
     graph.nodes.push_back(id);
     graph.outputs.push_back(vi);
   }
+  // Only initializers a node reads are written: a constant whose users were folded away (a
+  // scalar absorbed into an attribute, ...) leaves nothing behind for onnxruntime to warn about.
+  std::set<std::string> used;
+  for (const Node& n : graph.nodes) used.insert(n.inputs.begin(), n.inputs.end());
+  std::erase_if(graph.initializers, [&](const TensorData& t) { return used.count(t.name) == 0; });
 }
 
 // ============================== the translations ==============================

@@ -7,37 +7,72 @@
 
 namespace lathe::train {
 
-Task::Task(config::TaskSection cfg) : cfg_(std::move(cfg)) {
-  if (cfg_.loss.empty()) cfg_.loss = cfg_.kind == "regression" ? "mse" : "cross_entropy";
+namespace {
+
+config::TaskSection classification() {
+  config::TaskSection t;
+  t.kind = "classification";
+  return t;
+}
+
+}  // namespace
+
+Task::Task() : Task(classification()) {}
+
+Task::Task(config::TaskSection cfg)
+    : cfg_(std::move(cfg)), spec_(&config::task_spec(cfg_.kind)) {
+  const config::LossSpec& l = config::loss_spec(*spec_, cfg_.loss);
+  cfg_.loss = std::string(l.name);
+  loss_ = l.loss;
 }
 
 at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const {
-  if (cfg_.kind == "classification") {
-    LATHE_CHECK(output.dim() == 2 && target.dim() == 1, TrainError,
-                "classification loss wants logits (B, K) and class ids (B), got {} and {}",
-                output.sizes(), target.sizes());
-    const at::Tensor& weight = class_weights_on(output.device());
-    LATHE_CHECK(!weight.defined() || weight.size(0) == output.size(1), ConfigError,
-                "task.class_weights has {} values but the model predicts {} classes",
-                cfg_.class_weights.size(), output.size(1));
-    return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean,
-                                  -100, cfg_.label_smoothing);
+  switch (loss_) {
+    case config::Loss::cross_entropy:
+      if (spec_->kind == config::TaskKind::lm) {  // logits (B, T, V) against ids (B, T)
+        const int64_t v = output.size(-1);
+        return at::cross_entropy_loss(output.reshape({-1, v}).to(at::kFloat),
+                                      target.reshape({-1}), {}, at::Reduction::Mean,
+                                      cfg_.ignore_index, cfg_.label_smoothing);
+      }
+      return classification_loss(output, target);
+    case config::Loss::mse:
+    case config::Loss::l1:
+    case config::Loss::huber: {
+      // regression: outputs and targets with the same number of values per record
+      LATHE_CHECK(output.numel() == target.numel(), TrainError,
+                  "regression loss wants outputs and targets with the same number of values, got "
+                  "{} and {}",
+                  output.sizes(), target.sizes());
+      const at::Tensor y = target.reshape(output.sizes()).to(at::kFloat);
+      const at::Tensor p = output.to(at::kFloat);
+      if (loss_ == config::Loss::l1) return at::l1_loss(p, y);
+      if (loss_ == config::Loss::huber)
+        return at::huber_loss(p, y, at::Reduction::Mean, cfg_.huber_delta);
+      return at::mse_loss(p, y);
+    }
   }
-  if (cfg_.kind == "lm") {
-    const int64_t v = output.size(-1);
-    return at::cross_entropy_loss(output.reshape({-1, v}).to(at::kFloat), target.reshape({-1}), {},
-                                  at::Reduction::Mean, cfg_.ignore_index, cfg_.label_smoothing);
-  }
-  // regression: outputs and targets with the same number of values per record
-  LATHE_CHECK(output.numel() == target.numel(), TrainError,
-              "regression loss wants outputs and targets with the same number of values, got {} "
-              "and {}",
+  throw TrainError(fmt::format("task.loss '{}' has no implementation", cfg_.loss));
+}
+
+at::Tensor Task::classification_loss(const at::Tensor& output, const at::Tensor& target) const {
+  LATHE_CHECK(output.dim() == 2 && target.dim() == 1, TrainError,
+              "classification loss wants logits (B, K) and class ids (B), got {} and {}",
               output.sizes(), target.sizes());
-  const at::Tensor y = target.reshape(output.sizes()).to(at::kFloat);
-  const at::Tensor p = output.to(at::kFloat);
-  if (cfg_.loss == "l1") return at::l1_loss(p, y);
-  if (cfg_.loss == "huber") return at::huber_loss(p, y, at::Reduction::Mean, cfg_.huber_delta);
-  return at::mse_loss(p, y);
+  const at::Tensor& weight = class_weights_on(output.device());
+  LATHE_CHECK(!weight.defined() || weight.size(0) == output.size(1), ConfigError,
+              "task.class_weights has {} values but the model predicts {} classes",
+              cfg_.class_weights.size(), output.size(1));
+  try {
+    return at::cross_entropy_loss(output.to(at::kFloat), target, weight, at::Reduction::Mean, -100,
+                                  cfg_.label_smoothing);
+  } catch (const c10::Error& e) {  // no check per step: only a failing step pays for the message
+    throw TrainError(fmt::format(
+        "classification loss: a class id is outside the model's {} outputs (logits {}); the "
+        "model's num_classes / out_features / num_labels must cover every class of the data "
+        "(torch: {})",
+        output.size(1), output.sizes(), e.what_without_backtrace()));
+  }
 }
 
 const at::Tensor& Task::class_weights_on(c10::Device device) const {
@@ -49,12 +84,13 @@ const at::Tensor& Task::class_weights_on(c10::Device device) const {
 
 std::unique_ptr<Meter> Task::meter(bool detailed) const {
   std::unique_ptr<Meter> base;
-  if (cfg_.kind == "classification")
-    base = std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
-  else if (cfg_.kind == "lm")
-    base = std::make_unique<LanguageModelMeter>(cfg_.ignore_index);
-  else
-    base = std::make_unique<RegressionMeter>();
+  switch (spec_->kind) {
+    case config::TaskKind::classification:
+      base = std::make_unique<ClassificationMeter>(detailed, cfg_.top_k);
+      break;
+    case config::TaskKind::lm: base = std::make_unique<LanguageModelMeter>(cfg_.ignore_index); break;
+    case config::TaskKind::regression: base = std::make_unique<RegressionMeter>(); break;
+  }
   if (!detailed || metrics_.empty()) return base;  // user metrics: validation and test
   std::vector<std::unique_ptr<Metric>> extra;
   for (const auto& make : metrics_) extra.push_back(make());
@@ -75,9 +111,7 @@ Task& Task::add_metric(MetricFactory factory) {
   return *this;
 }
 
-std::string Task::default_monitor() const {
-  return cfg_.kind == "classification" ? "val/accuracy" : "val/loss";
-}
+std::string Task::default_monitor() const { return std::string(spec_->monitor); }
 
 bool Task::higher_is_better(const std::string& metric) const {
   const std::string name = metric.substr(metric.rfind('/') == std::string::npos

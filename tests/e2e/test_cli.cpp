@@ -84,6 +84,19 @@ TEST(Cli, InfoReportsTorchDevicesThreadsAndModels) {
   EXPECT_EQ(r.status, 0) << r.output;
   // PyTorch's sum(p.numel()) for the same layout (1→32→64 stages, 3136→128→5 head).
   EXPECT_TRUE(contains(r.output, "parameters: 421093")) << r.output;
+  EXPECT_TRUE(contains(r.output, "sizes from the data (auto; without data the defaults below): "
+                                 "in_channels, num_classes (given), image_size"))
+      << r.output;
+  // What a run's data fills, without training.
+  const std::string src = lathe::testing::source_dir();
+  r = run_command(kLathe + " info --data " + src + "/configs/wine_mlp.yaml data.path=" + src +
+                  "/datasets/wine.csv");
+  EXPECT_EQ(r.status, 0) << r.output;
+  for (const auto* part : {"data says: classification, 13 features, 3 classes (0, 1, 2)",
+                           "model.in_features = 13 (from the data: 13 features after "
+                           "preprocessing (alcohol, malic_acid,",
+                           "model.out_features = 3 (from the data: 3 classes (0, 1, 2))"})
+    EXPECT_TRUE(contains(r.output, part)) << part << "\n" << r.output;
   r = run_command(kLathe + " info --model convnet widht=3");
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(contains(r.output, "unknown key 'model.widht'")) << r.output;

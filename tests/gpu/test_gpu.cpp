@@ -60,6 +60,7 @@ struct MlpRun {
 MlpRun train_mlp(config::TrainerSection t, int64_t records = 512, int64_t batch = 64) {
   lathe::seed_everything(0);
   config::RunConfig cfg;
+  cfg.task.kind = "classification";
   cfg.model =
       config::parse_model_section("mlp", {"in_features=16", "hidden=[64, 64]", "out_features=4"});
   auto model = lathe::models::build_model(cfg.model);

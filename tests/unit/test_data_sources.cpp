@@ -38,9 +38,9 @@ TEST(Sources, CsvIrisSplitsStratifiedAndPreprocessesFromConfig) {
   EXPECT_EQ(s.train->size(), 120);
   EXPECT_EQ(s.val->size(), 15);
   EXPECT_EQ(s.test->size(), 15);
-  EXPECT_EQ(s.task, "classification");
-  EXPECT_EQ(s.classes, (std::vector<std::string>{"0", "1", "2"}));
-  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(s.info.task, "classification");
+  EXPECT_EQ(s.info.classes, (std::vector<std::string>{"0", "1", "2"}));
+  EXPECT_EQ(s.info.input_shape(), (std::vector<int64_t>{4}));
   EXPECT_NE(s.preprocessing_json.find("\"scale\": \"minmax\""), std::string::npos);
   const TensorDataset train = materialize(*s.train);
   // Fitted on train: standardised columns have mean 0 and std 1 there (population std).
@@ -68,7 +68,7 @@ TEST(Sources, ConfigErrorsForDataKeys) {
   expect_error<ConfigError>([] { data_section("  source: parquet\n  path: x\n"); },
                             {"data.source = 'parquet' must be one of idx, csv"});
   expect_error<ConfigError>(
-      [] { data_section("  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
+      [] { data_section("  source: csv\n  path: x\n  val_fraction: 0.5\n  test_fraction: 0.6\n"); },
       {"data.val_fraction + data.test_fraction = 1.1"});
   expect_error<ConfigError>([] { load_splits(data_section("  source: csv\n  path: x.csv\n"), 1); },
                             {"data.target"});
@@ -76,11 +76,16 @@ TEST(Sources, ConfigErrorsForDataKeys) {
                             {"unknown augmentation 'jitter'"});
   // The resolved config writes the new keys and reads them back unchanged.
   const auto cfg = lathe::config::parse_config(
-      "data: {source: csv, path: a.csv, target: y, augment: [hflip], columns: {a: [impute=mean]}}\n"
+      "data: {source: csv, path: a.csv, target: y, columns: {a: [impute=mean]}}\n"
       "model: {name: convnet}\n",
       "run.yaml");
   const auto again = lathe::config::parse_config(lathe::config::to_yaml(cfg), "resolved.yaml");
-  EXPECT_EQ(again.data.augment, (std::vector<std::string>{"hflip"}));
+  const auto images = lathe::config::parse_config(
+      "data: {source: image_folder, path: imgs, augment: [hflip]}\nmodel: {name: convnet}\n",
+      "run.yaml");
+  EXPECT_EQ(lathe::config::parse_config(lathe::config::to_yaml(images), "resolved.yaml")
+                .data.augment,
+            (std::vector<std::string>{"hflip"}));
   EXPECT_EQ(again.data.target, "y");
   EXPECT_EQ(again.data.columns.values().at("a").items, (std::vector<std::string>{"impute=mean"}));
 }
@@ -93,7 +98,7 @@ TEST(Sources, IdxWithAugmentationThroughTheLoader) {
   EXPECT_EQ(s.train->size() + s.val->size(), 2000);
   EXPECT_NEAR(s.val->size(), 200, 5);  // 10% of each class, rounded per class
   EXPECT_EQ(s.test->size(), 500);
-  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(s.info.input_shape(), (std::vector<int64_t>{1, 28, 28}));
   Loaders l = make_loaders(cfg, s, 7);
   l.train->set_epoch(0);
   const Batch b = *l.train->next();
@@ -119,7 +124,7 @@ TEST(Sources, ImageFolderAndTextCorpus) {
                                 "\n  image_size: 16\n  batch_size: 4\n  val_fraction: 0.2\n"
                                 "  test_fraction: 0.2\n  augment: [random_resized_crop, hflip]\n");
   const DataSplits s = load_splits(cfg, 3);
-  EXPECT_EQ(s.classes, (std::vector<std::string>{"ant", "bee"}));
+  EXPECT_EQ(s.info.classes, (std::vector<std::string>{"ant", "bee"}));
   EXPECT_EQ(s.train->size(), 12);
   EXPECT_EQ(s.test->size(), 4);
   Loaders l = make_loaders(cfg, s, 3);
@@ -134,7 +139,7 @@ TEST(Sources, ImageFolderAndTextCorpus) {
   const DataSplits t = load_splits(tcfg, 1);
   const int64_t windows = (static_cast<int64_t>(text.size()) - 33) / 32 + 1;
   EXPECT_EQ(t.train->size() + t.val->size() + t.test->size(), windows);
-  EXPECT_EQ(t.vocab_size, 256);
+  EXPECT_EQ(t.info.vocab_size, 256);
   const Example first_test = t.test->get(0);  // the test part is the corpus' tail
   EXPECT_EQ(first_test.input[0].item<int64_t>(),
             static_cast<unsigned char>(text[static_cast<size_t>((windows - t.test->size()) * 32)]));
@@ -149,9 +154,9 @@ TEST(Sources, TextCsvTokenizesWithTheVocabulary) {
   const DataSplits s =
       load_splits(data_section(common + "  val_fraction: 0\n  test_fraction: 0\n"), 1);
   EXPECT_EQ(s.train->size(), 3);
-  EXPECT_EQ(s.classes, (std::vector<std::string>{"neg", "pos"}));
-  EXPECT_EQ(s.input_shape, (std::vector<int64_t>{12}));
-  EXPECT_GT(s.vocab_size, 700);
+  EXPECT_EQ(s.info.classes, (std::vector<std::string>{"neg", "pos"}));
+  EXPECT_EQ(s.info.input_shape(), (std::vector<int64_t>{12}));
+  EXPECT_GT(s.info.vocab_size, 700);
   // A separate test file: its records become the test split as they are.
   const DataSplits t =
       load_splits(data_section(common + "  test_path: " + (dir / "reviews.csv").string() +

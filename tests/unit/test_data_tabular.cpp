@@ -65,7 +65,7 @@ TEST(Csv, MalformedRecordsNameFileAndLineOrAreSkipped) {
   expect_error<DataError>(
       [&] { parse_csv(text, "bad.csv"); },
       {"bad.csv:3: malformed record: expected 3 fields (as in the header), got 2",
-       "skip_bad_rows"});
+       "set data.skip_bad_records: true"});
   const CsvTable t = parse_csv(text, "bad.csv", CsvOptions{.skip_bad_rows = true});
   EXPECT_EQ(t.skipped, 3);  // line 3 (short), line 4 (text after a quote), line 6 (unterminated)
   ASSERT_EQ(t.num_rows(), 2);
@@ -169,9 +169,24 @@ TEST(Tabular, MissingValuesUnknownCategoriesAndErrors) {
                           {"n.csv:2: column 'x' is numeric but holds 'two'"});
   expect_error<ConfigError>([&] { ColumnSteps().with("impute=avg", "run.yaml:7"); },
                             {"run.yaml:7: impute = 'avg' is not one of: none, drop, mean"});
+  // Global steps apply to the columns they fit: mean and standard scaling to the numeric x,
+  // most_frequent (and no scaling) to the categorical colour.
   spec.all.impute = "mean";
+  spec.all.scale = "standard";
+  spec.all.outliers = "iqr";
+  const auto by_type = TabularPreprocessor::fit(t, spec);
+  ASSERT_EQ(by_type.columns().size(), 2u);
+  EXPECT_EQ(by_type.columns()[0].steps.impute, "mean");
+  EXPECT_NEAR(by_type.columns()[0].fill_number, 3.0, 1e-12);  // mean of 1, 3, 5
+  EXPECT_EQ(by_type.columns()[1].steps.impute, "most_frequent");
+  EXPECT_EQ(by_type.columns()[1].fill_category, "red");
+  EXPECT_EQ(by_type.columns()[1].steps.scale, "none");
+  EXPECT_EQ(by_type.columns()[1].steps.outliers, "none");
+  EXPECT_EQ(by_type.transform(t).inputs.size(0), 4);  // every hole filled
+  // A column's own numeric step on a categorical column is still an error naming the key.
+  spec.columns["colour"] = spec.all.with("impute=median", "run.yaml:12");
   expect_error<ConfigError>([&] { TabularPreprocessor::fit(t, spec); },
-                            {"column 'colour' is categorical: impute = 'mean'"});
+                            {"column 'colour' is categorical: impute = 'median'", "data.columns"});
   expect_error<DataError>([&] { TabularPreprocessor::from_json("{\"format\": \"x\"}", "p.json"); },
                           {"p.json: not a lathe tabular preprocessing file"});
 }

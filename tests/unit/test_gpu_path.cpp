@@ -290,6 +290,7 @@ TEST(GpuDefects, CudaGraphRefusalReasons) {
 
   // task.class_weights: one tensor, made once and reused by every step (no copy per step).
   config::TaskSection weighted;
+  weighted.kind = "classification";
   weighted.class_weights = {1.0, 2.0, 0.5};
   const train::Task task(weighted);
   const at::Tensor logits = at::randn({4, 3}), labels = at::tensor({0, 1, 2, 1}, at::kLong);

@@ -10,12 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/core/error.h"
-#include "lathe/sched/sweep.h"
+#include "lathe/run/sweep.h"
 #include "tests/support.h"
 
 using lathe::testing::expect_error;
 using lathe::testing::TempDir;
-namespace sched = lathe::sched;
+
 
 namespace {
 
@@ -44,12 +44,12 @@ space:
   model.hidden: {type: choice, values: [16, 32]}
   data.batch_size: {type: int, low: 32, high: 128, step: 32}
 )");
-  const auto a = sched::sample_trials(sched::load_sweep(file));
+  const auto a = lathe::run::sample_trials(lathe::run::load_sweep(file));
   ASSERT_EQ(a.size(), 6u);
-  EXPECT_EQ(a, sched::sample_trials(sched::load_sweep(file)));
-  auto other = sched::load_sweep(file);
+  EXPECT_EQ(a, lathe::run::sample_trials(lathe::run::load_sweep(file)));
+  auto other = lathe::run::load_sweep(file);
   other.seed = 12;
-  EXPECT_NE(a, sched::sample_trials(other));
+  EXPECT_NE(a, lathe::run::sample_trials(other));
   for (const auto& t : a) {
     const double lr = std::stod(t[0].substr(t[0].find('=') + 1));
     EXPECT_TRUE(lr >= 1e-4 && lr <= 1e-1) << t[0];
@@ -61,26 +61,26 @@ space:
   optim.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2, grid_points: 3}
   model.hidden: {type: choice, values: [16, 32]}
 )", "g.yaml");
-  const auto g = sched::sample_trials(sched::load_sweep(grid));
+  const auto g = lathe::run::sample_trials(lathe::run::load_sweep(grid));
   ASSERT_EQ(g.size(), 6u);
   EXPECT_EQ(g[0], (std::vector<std::string>{"optim.lr=0.0001", "model.hidden=16"}));
   EXPECT_EQ(g[3], (std::vector<std::string>{"optim.lr=0.001", "model.hidden=32"}));
-  EXPECT_EQ(sched::asha_rungs(1, 3, 10), (std::vector<int64_t>{1, 3, 9, 10}));
+  EXPECT_EQ(lathe::run::asha_rungs(1, 3, 10), (std::vector<int64_t>{1, 3, 9, 10}));
 }
 
 TEST(Sweep, FileErrorsNameTheLineAndKey) {
   TempDir dir;
   expect_error<lathe::ConfigError>(
-      [&] { sched::load_sweep(write_sweep(dir, "serach: grid\nspace: {optim.lr: {type: choice, values: [1]}}\n")); },
+      [&] { lathe::run::load_sweep(write_sweep(dir, "serach: grid\nspace: {optim.lr: {type: choice, values: [1]}}\n")); },
       {"s.yaml:12", "unknown key 'serach'", "did you mean 'search'"});
   expect_error<lathe::ConfigError>(
-      [&] { sched::load_sweep(write_sweep(dir, "space:\n  optim.lr: {type: loguniform, low: 0, high: 1}\n")); },
+      [&] { lathe::run::load_sweep(write_sweep(dir, "space:\n  optim.lr: {type: loguniform, low: 0, high: 1}\n")); },
       {"s.yaml:13", "loguniform needs low > 0"});
   expect_error<lathe::ConfigError>(
-      [&] { sched::load_sweep(write_sweep(dir, "space:\n  optim.lrr: {type: choice, values: [0.1]}\n")); },
+      [&] { lathe::run::load_sweep(write_sweep(dir, "space:\n  optim.lrr: {type: choice, values: [0.1]}\n")); },
       {"unknown key 'optim.lrr'"});
   const auto f = write_sweep(dir, "search: grid\nspace:\n  optim.lr: {type: uniform, low: 0.1, high: 1}\n");
-  expect_error<lathe::ConfigError>([&] { sched::sample_trials(sched::load_sweep(f)); },
+  expect_error<lathe::ConfigError>([&] { lathe::run::sample_trials(lathe::run::load_sweep(f)); },
                                    {"space.optim.lr is continuous", "grid_points"});
 }
 
@@ -98,8 +98,8 @@ space:
   const auto asha = write_sweep(dir, "name: asha\nscheduler: asha\n" + space, "a.yaml");
   const auto full = write_sweep(dir, "name: full\nscheduler: none\n" + space, "f.yaml");
   const auto overrides = std::vector<std::string>{"trainer.max_epochs=4"};
-  const auto a = sched::run_sweep(sched::load_sweep(asha, overrides), false);
-  const auto g = sched::run_sweep(sched::load_sweep(full, overrides), false);
+  const auto a = lathe::run::run_sweep(lathe::run::load_sweep(asha, overrides), false);
+  const auto g = lathe::run::run_sweep(lathe::run::load_sweep(full, overrides), false);
   ASSERT_GE(a.best, 0);
   ASSERT_GE(g.best, 0);
   EXPECT_EQ(g.trials[static_cast<size_t>(g.best)].params,
@@ -193,7 +193,7 @@ devices: [cpu, cpu]
 space:
   optim.lr: {type: choice, values: [0.0001, 0.001, 0.003, 0.01]}
 )");
-  const auto r = sched::run_sweep(sched::load_sweep(file, {"trainer.max_epochs=2"}), false);
+  const auto r = lathe::run::run_sweep(lathe::run::load_sweep(file, {"trainer.max_epochs=2"}), false);
   ASSERT_EQ(r.trials.size(), 4u);
   int completed = 0;
   for (const auto& t : r.trials) {

@@ -18,7 +18,7 @@
 #include "lathe/sched/schedule.h"
 #include "lathe/train/amp.h"
 #include "lathe/train/metrics.h"
-#include "lathe/train/run.h"
+#include "lathe/run/run.h"
 #include "lathe/train/trainer.h"
 #include "models/cnn/convnet.h"
 #include "tests/support.h"
@@ -367,7 +367,7 @@ std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& file) {
 
 TEST(Run, FromConfigToFilesAndTensorBoard) {
   TempDir dir;
-  const auto result = train::train_from_config(small_run(dir, "t"));
+  const auto result = lathe::run::train_from_config(small_run(dir, "t"));
   const auto run = dir / "t";
   for (const auto* f : {"config.yaml", "metrics.jsonl", "metrics.csv", "model.safetensors",
                         "test_metrics.json"})
@@ -408,7 +408,7 @@ TEST(Run, FromConfigToFilesAndTensorBoard) {
   // The resolved config carries the fitted normalisation and reproduces the evaluation.
   const auto resolved = config::load_config(run / "config.yaml");
   EXPECT_EQ(resolved.data.mean.size(), 1u);
-  const auto again = train::evaluate_run(run, {}, {});
+  const auto again = lathe::run::evaluate_run(run, {}, {});
   EXPECT_NEAR(again.at("accuracy"), result.test.at("accuracy"), 1e-12);
 }
 
@@ -416,8 +416,8 @@ TEST(Run, SameSeedDeterministicModeGivesTheSameLossCurveBitForBit) {
   TempDir dir;
   const std::vector<std::string> opts = {"run.deterministic=true", "trainer.max_epochs=1",
                                          "data.limit_train=800", "trainer.log_every_n_steps=1"};
-  train::train_from_config(small_run(dir, "a", opts));
-  train::train_from_config(small_run(dir, "b", opts));
+  lathe::run::train_from_config(small_run(dir, "a", opts));
+  lathe::run::train_from_config(small_run(dir, "b", opts));
   const auto curve = [&](const std::string& name) {
     std::vector<std::string> losses;  // compared as written: every digit of the double
     for (const auto& j : read_jsonl(dir / name / "metrics.jsonl"))
@@ -449,7 +449,7 @@ TEST(Recipes, EachRunsEndToEndAtSmallSize) {
                                   "trainer.tensorboard=false", "trainer.log_every_n_steps=2"};
     o.insert(o.end(), extra.begin(), extra.end());
     const auto cfg = config::load_config(src + "/configs/" + file, o);
-    const auto result = train::train_from_config(cfg);
+    const auto result = lathe::run::train_from_config(cfg);
     ASSERT_FALSE(result.history.empty());
     EXPECT_TRUE(std::isfinite(result.history.back().train.at("loss")));
     EXPECT_FALSE(result.test.empty());

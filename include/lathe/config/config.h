@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lathe/config/names.h"
 #include "lathe/config/params.h"
 
 namespace lathe::config {
@@ -23,7 +24,9 @@ struct RunSection {
 
 /// data: the source and how it is split, preprocessed and batched.
 struct DataSection {
-  std::string source = "idx";      ///< idx | csv | image_folder | text | text_csv
+  /// idx | csv | image_folder | text | text_csv (config/names.h: the keys each one honours; a
+  /// key set for a source that does not use it is a ConfigError)
+  std::string source = "idx";
   std::string path;                ///< the source's folder or file (required)
   std::string test_path;           ///< a separate test file/folder (csv, text_csv); empty = split off
   double val_fraction = 0.1;       ///< part of the training set held out for validation
@@ -39,14 +42,15 @@ struct DataSection {
   bool skip_bad_records = false;   ///< skip malformed CSV rows / unreadable images (counted) instead of failing
   // csv and text_csv
   std::string target;              ///< the target (label) column
-  std::string task = "auto";       ///< auto | classification | regression
+  std::string task = "auto";       ///< auto | classification | regression; one answer with task.kind
   std::string impute = "none";     ///< every column: none | drop | mean | median | most_frequent | constant
   std::string outliers = "none";   ///< every numeric column: none | zscore | iqr
   std::string scale = "standard";  ///< every numeric column: none | standard | minmax
   std::string encode = "onehot";   ///< every categorical column: onehot | label
   Params columns{"data.columns"};  ///< per column: name: [impute=median, scale=minmax, ...]
   // images
-  int64_t image_size = 0;          ///< train/eval size (square); 0 = as stored (idx) / 224 (folders)
+  int64_t image_size = 0;          ///< train/eval size (square); 0 = as stored (idx) / 224 (folders);
+                                   ///< the resolved config holds the size used
   std::vector<std::string> augment;  ///< train only: random_crop[:pad], hflip, random_resized_crop
   // text
   int64_t seq_len = 128;           ///< text: window length in bytes
@@ -132,7 +136,10 @@ struct OptimSection {
 
 /// task: what is learnt, its loss and its metrics.
 struct TaskSection {
-  std::string kind = "classification";  ///< classification | regression | lm
+  /// auto (the data's task: classification for idx, image_folder, text_csv; lm for text; data.task
+  /// or the target column for csv) | classification | regression | lm. A value that disagrees
+  /// with the data is a ConfigError; the resolved config holds the answer.
+  std::string kind = "auto";
   std::string loss;                ///< default per kind: cross_entropy | mse (l1, huber) | cross_entropy
   double label_smoothing = 0.0;    ///< classification, lm
   std::vector<double> class_weights;  ///< classification: one weight per class

@@ -30,6 +30,8 @@ class Params {
 
   void set(const std::string& key, ParamValue value) { values_[key] = std::move(value); }
   bool has(const std::string& key) const { return values_.count(key) != 0; }
+  /// Removes `key` (an `auto` size the data did not fill: the component's default applies).
+  void erase(const std::string& key) { values_.erase(key); }
   const std::map<std::string, ParamValue>& values() const { return values_; }
   const std::string& section() const { return section_; }
 

@@ -7,29 +7,33 @@
 #include <vector>
 
 #include "lathe/config/config.h"
+#include "lathe/config/data_info.h"
 #include "lathe/data/dataset.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/shard.h"
 
 namespace lathe::data {
 
-/// The three splits of a run's data and everything fitted on the training split.
+/// The three splits of a run's data, everything fitted on the training split, and what the data
+/// says about the run (task, input signature, classes: `info`).
 struct DataSplits {
   std::shared_ptr<const Dataset> train, val, test;
   Transform train_transform;         ///< augmentation + normalisation, run in loader workers
   Transform eval_transform;          ///< deterministic resizing + normalisation (val, test)
-  std::string task;                  ///< classification | regression | language_model
-  std::vector<std::string> classes;  ///< class names in id order (classification)
+  config::DataInfo info;             ///< task, input signature (after the transforms), classes
   std::vector<double> mean, std;     ///< image normalisation applied by the transforms
   std::string preprocessing_json;    ///< csv: the fitted TabularPreprocessor (save with the run)
-  std::vector<int64_t> input_shape;  ///< one record's input shape after the transforms
-  int64_t vocab_size = 0;            ///< text: 256 (bytes) or the WordPiece vocabulary
   int64_t skipped = 0;               ///< bad records left out (skip_bad_records)
+  /// The splits are TensorSources already in their final form (idx without augmentation or
+  /// resizing: normalised once, in memory); the transforms are the identity.
+  bool in_memory = false;
 };
 
-/// Loads `cfg.source` and splits it, seeded by `seed`:
-///  - idx: the MNIST layout's train/t10k files; val_fraction of train held out (stratified);
-///    mean/std from the config or the training split; records are [0, 1] float (1, H, W).
+/// Loads `cfg.source` and splits it, seeded by `seed` — the one entry point of every source;
+/// each honours the data.* keys config/names.h lists for it (the config refuses the others):
+///  - idx: the MNIST layout's train/t10k files; data.classes keeps those class ids (relabelled
+///    in that order); val_fraction of train held out (stratified); mean/std from the config or
+///    the training split; records are [0, 1] float (1, H, W), resized to image_size.
 ///  - csv: one file (target column `cfg.target`), split val/test by fraction (stratified for
 ///    classification) or with `cfg.test_path` as the test set; preprocessing fitted on train.
 ///  - image_folder: `path/train` and `path/test` (and `path/val`) when present, else `path` split
@@ -53,8 +57,18 @@ struct Loaders {
 Loaders make_loaders(const config::DataSection& cfg, const DataSplits& splits, uint64_t seed,
                      Shard shard = {});
 
-/// The image transforms `augment` names ("random_crop[:pad]", "hflip[:p]",
-/// "random_resized_crop[:min_scale]"), for images of `size`²; ConfigError on an unknown name.
+/// The three batch sources a run trains with, over the splits: TensorLoader when the splits are
+/// `in_memory` (whole batches sliced from memory, no per-record work), else the worker
+/// DataLoader (make_loaders). Empty val / test splits give null sources. Sharded as make_loaders.
+struct BatchSources {
+  std::unique_ptr<BatchSource> train, val, test;
+};
+BatchSources make_batch_sources(const config::DataSection& cfg, const DataSplits& splits,
+                                uint64_t seed, Shard shard = {});
+
+/// The image transforms `augment` names (config::augmentations(): "random_crop[:pad]",
+/// "hflip[:p]", "random_resized_crop[:min_scale]"), for images of `size`²; ConfigError on an
+/// unknown name.
 std::vector<Transform> parse_augment(const std::vector<std::string>& augment, int64_t size);
 
 }  // namespace lathe::data

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,10 @@ struct ColumnSteps {
   std::string scale = "none";
   /// categorical columns: onehot (unknown → all zeros) | label (unknown → -1)
   std::string encode = "onehot";
+  /// The keys set for this column itself (by with()); the others come from the global steps,
+  /// which apply to the columns they fit: a categorical column takes most_frequent for a global
+  /// mean / median and no global scale or outliers.
+  std::set<std::string> given;
 
   /// This with one "key=value" change (kind, impute, fill, outliers, outlier_k, scale, encode);
   /// a bad key or value is a ConfigError naming `where`.

@@ -11,7 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "lathe/dist/process_group.h"
-#include "lathe/train/metrics.h"
+#include "lathe/dist/reduce.h"
 
 namespace torch::nn {
 class Module;
@@ -57,7 +57,7 @@ class GradientSync {
   /// How many buckets started during the last syncing backward (the rest in before_step()).
   int64_t overlapped_buckets() const { return overlapped_; }
   /// The collectives a Meter needs to combine its state over this group's ranks.
-  train::MeterReduce meter_reduce();
+  MeterReduce meter_reduce();
 
  private:
   struct Slot {

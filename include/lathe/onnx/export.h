@@ -95,30 +95,3 @@ std::filesystem::path write_triton_repository(const ExportReport& report,
                                               int64_t max_batch_size = 64);
 
 }  // namespace lathe::onnx
-
-namespace lathe::onnx {
-
-/// What `lathe export` takes besides the run.
-struct RunExportOptions {
-  std::filesystem::path output;  ///< the .onnx file; empty = <run>/model.onnx
-  int64_t opset = 17;
-  /// Dynamic symbols to keep: "batch" and/or "seq" (sequence models); others are fixed at the
-  /// example size.
-  std::vector<std::string> dynamic{"batch", "seq"};
-  bool fp16 = false;
-  /// Also write a Triton model repository at <output's folder>/triton/<model name>/.
-  bool triton = false;
-  /// Weights to export instead of the run's model.safetensors (.safetensors / .pt).
-  std::filesystem::path weights;
-};
-
-/// Exports a finished run (runs/<name>: config.yaml + model.safetensors) or one of its checkpoint
-/// folders (model.safetensors + state.json holding the config). The zoo model's signature names
-/// the inputs and outputs; metadata_props carry the model name, the run config, the image
-/// normalisation and the tabular preprocessing (with class names) when the run has them.
-///
-///   lathe::onnx::export_run("runs/fashion_cnn", {.output = "fashion.onnx"});
-ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
-                        const RunExportOptions& options);
-
-}  // namespace lathe::onnx

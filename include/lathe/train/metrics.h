@@ -12,19 +12,14 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lathe/dist/reduce.h"
+
 namespace lathe::train {
 
 using Metrics = std::map<std::string, double>;
 
-/// The collectives a meter needs to combine its state over the ranks of a data-parallel run
-/// (dist::GradientSync::meter_reduce() makes one from a process group).
-struct MeterReduce {
-  /// Sums a CPU tensor over ranks, in place.
-  std::function<void(at::Tensor&)> sum;
-  /// Every rank's rows (n_r, ...) in rank order as (Σ n_r, m), m the row size; a rank may pass
-  /// (0, ...) rows of any trailing shape, the dtype must agree.
-  std::function<at::Tensor(const at::Tensor&)> cat;
-};
+/// The collectives a meter needs to combine its state over ranks (owned by dist).
+using MeterReduce = dist::MeterReduce;
 
 /// Accumulates one epoch of one task's outputs and reports its metrics.
 class Meter {

@@ -23,7 +23,11 @@ namespace lathe::train {
 ///   auto meter = task.meter(/*detailed=*/true);
 class Task {
  public:
-  explicit Task(config::TaskSection cfg = {});
+  /// A classification task with cross-entropy.
+  Task();
+  /// The task `cfg` names (config/names.h: task kinds and their losses); kind auto is a
+  /// ConfigError (a run resolves it from its data first).
+  explicit Task(config::TaskSection cfg);
 
   at::Tensor loss(const at::Tensor& output, const at::Tensor& target) const;
   /// A fresh meter for this task (detailed: every metric; else the cheap ones for training).
@@ -45,7 +49,10 @@ class Task {
   const at::Tensor& class_weights_on(c10::Device device) const;
 
  private:
+  at::Tensor classification_loss(const at::Tensor& output, const at::Tensor& target) const;
   config::TaskSection cfg_;
+  const config::TaskSpec* spec_;  ///< this kind's entry of config::tasks()
+  config::Loss loss_;
   std::vector<MetricFactory> metrics_;  ///< user metrics, in the order added
   mutable at::Tensor class_weights_;  ///< (K) on the device of the last loss() call
 };

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace lathe::sched {
+namespace lathe::run {
 
 /// One searched key: choice (values), uniform / loguniform (low, high), int (low..high, step).
 struct ParamSpec {
@@ -92,4 +92,4 @@ struct SweepResult {
 /// best_config.yaml, and prints the summary table.
 SweepResult run_sweep(const SweepConfig& cfg, bool resume);
 
-}  // namespace lathe::sched
+}  // namespace lathe::run

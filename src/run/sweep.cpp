@@ -1,6 +1,6 @@
 // lathe sweep: sweep files, grid / random trials, ASHA rung scheduling, the resumable state file,
 // and the summary (table, summary.csv, best_config.yaml).
-#include "lathe/sched/sweep.h"
+#include "lathe/run/sweep.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,10 +19,10 @@
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/core/log.h"
-#include "lathe/train/run.h"
+#include "lathe/run/run.h"
 #include "lathe/train/trainer.h"
 
-namespace lathe::sched {
+namespace lathe::run {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -331,7 +331,7 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
     double value = NAN;
     try {
       const bool has_ckpt = fs::exists(run_dir / "checkpoints" / "last" / "state.json");
-      const auto run = train::train_from_config(config::load_config(cfg.base, o),
+      const auto run = train_from_config(config::load_config(cfg.base, o),
                                                 has_ckpt ? "auto" : "",
                                                 {std::make_shared<StopAtEpoch>(target)});
       for (const auto& rec : run.history) {
@@ -468,4 +468,4 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
   return result;
 }
 
-}  // namespace lathe::sched
+}  // namespace lathe::run

@@ -1,5 +1,5 @@
 // train_from_config / evaluate_run: the path of one run, from config to files on disk.
-#include "lathe/train/run.h"
+#include "lathe/run/run.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -19,7 +20,6 @@
 #include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
-#include "lathe/data/idx.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/sources.h"
 #include "lathe/dist/grad_sync.h"
@@ -27,85 +27,50 @@
 #include "lathe/optim/optimizer.h"
 #include "models/registry.h"
 
-namespace lathe::train {
+namespace lathe::run {
 
-namespace {
-
-/// Keeps the records whose class is in `classes`, relabelled by position in that list.
-data::TensorDataset select_classes(const data::TensorDataset& d,
-                                   const std::vector<int64_t>& classes) {
-  if (classes.empty()) return d;
-  const int64_t max_label = d.targets.max().item<int64_t>();
-  at::Tensor relabel = at::full({max_label + 1}, -1, at::kLong);  // old id → new id or -1
-  for (size_t i = 0; i < classes.size(); ++i) {
-    LATHE_CHECK(classes[i] >= 0 && classes[i] <= max_label, ConfigError,
-                "data.classes: class {} does not occur in the data (ids 0..{})", classes[i],
-                max_label);
-    relabel[classes[i]] = static_cast<int64_t>(i);
-  }
-  const at::Tensor mapped = relabel.index_select(0, d.targets);
-  const at::Tensor keep = mapped.ge(0).nonzero().squeeze(1);
-  return {d.inputs.index_select(0, keep), mapped.index_select(0, keep)};
-}
-
-}  // namespace
-
-RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
-  LATHE_CHECK(cfg.source == "idx", ConfigError,
-              "data.source: unknown source '{}'; available: idx (MNIST-style IDX files)",
-              cfg.source);
-  const data::IdxSplit train_raw = data::load_idx_split(cfg.path, "train");
-  const data::IdxSplit test_raw = data::load_idx_split(cfg.path, "t10k");
-
-  data::TensorDataset full{data::images_to_float(train_raw.images), train_raw.labels};
-  data::TensorDataset test{data::images_to_float(test_raw.images), test_raw.labels};
-  full = select_classes(full, cfg.classes).head(cfg.limit_train);
-  test = select_classes(test, cfg.classes).head(cfg.limit_test);
-
-  RunData out;
-  std::tie(out.train, out.val) = data::split_holdout(full, cfg.val_fraction, seed);
-  out.test = test;
-  if (cfg.mean.empty()) {
-    std::tie(out.mean, out.std) = data::channel_stats(out.train.inputs);  // train split only
-  } else {
-    out.mean = cfg.mean;
-    out.std = cfg.std;
-  }
-  for (auto* d : {&out.train, &out.val, &out.test})
-    if (d->size() > 0) d->inputs = data::normalize(d->inputs, out.mean, out.std);
-  return out;
-}
+using train::CsvLogger;
+using train::EarlyStopping;
+using train::evaluate;
+using train::make_schedules;
+using train::JsonlLogger;
+using train::LearningRateMonitor;
+using train::LogEvent;
+using train::ProgressCallback;
+using train::Task;
+using train::TensorBoardLogger;
+using train::UnfreezeCallback;
 
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard) {
-  RunLoaders out;
-  if (cfg.source == "idx") {  // in memory: the MNIST family fits, and data.classes applies
-    RunData d = load_run_data(cfg, seed);
-    const auto loader = [&](const data::TensorDataset& part, int64_t batch, bool train) {
-      auto l = std::make_unique<data::TensorLoader>(part, batch, train, seed);
-      if (shard.active()) l->set_shard({shard.rank, shard.world, /*pad=*/train});
-      return l;
-    };
-    out.train = loader(d.train, cfg.batch_size / shard.world, true);
-    out.val = loader(d.val, cfg.eval_batch_size, false);
-    out.test = loader(d.test, cfg.eval_batch_size, false);
-    out.mean = d.mean;
-    out.std = d.std;
-    return out;
-  }
-  LATHE_CHECK(cfg.classes.empty(), ConfigError,
-              "data.classes is supported for source idx only (got source {})", cfg.source);
   const data::DataSplits splits = data::load_splits(cfg, seed);
-  data::Loaders loaders = data::make_loaders(cfg, splits, seed, shard);
+  data::BatchSources loaders = data::make_batch_sources(cfg, splits, seed, shard);
+  RunLoaders out;
   out.train = std::move(loaders.train);
   out.val = std::move(loaders.val);
   out.test = std::move(loaders.test);
+  out.info = splits.info;
   out.mean = splits.mean;
   out.std = splits.std;
   out.preprocessing_json = splits.preprocessing_json;
-  out.classes = splits.classes;
-  if (splits.skipped > 0)
-    log::warn("{}: {} bad records skipped (data.skip_bad_records)", cfg.path, splits.skipped);
   return out;
+}
+
+std::vector<std::string> resolve_from_data(config::RunConfig& cfg, const RunLoaders& data) {
+  const config::DataInfo& info = data.info;
+  LATHE_CHECK(cfg.task.kind == "auto" || cfg.task.kind == info.task, ConfigError,
+              "{}: task.kind = {}, but the data ({}) is {}; remove task.kind or change the data",
+              cfg.source, cfg.task.kind, info.path, info.task);
+  cfg.task.kind = info.task;
+  if (cfg.data.source == "csv") cfg.data.task = info.task;
+  if (info.side > 0) cfg.data.image_size = info.side;
+  if (!data.mean.empty()) {  // the resolved config records the normalisation actually used
+    cfg.data.mean = data.mean;
+    cfg.data.std = data.std;
+  }
+  std::vector<std::string> lines{fmt::format("data says: {}", info.describe())};
+  for (const auto& line : models::resolve_sizes(cfg.model, info))
+    lines.push_back(fmt::format("model.{}", line));
+  return lines;
 }
 
 namespace {
@@ -174,19 +139,17 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
             device.str(), at::get_num_threads(), cfg.run.seed);
 
   RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed, {world.rank, world.size});
-  if (!data.mean.empty()) {  // the resolved config records the normalisation actually used
-    cfg.data.mean = data.mean;
-    cfg.data.std = data.std;
-  }
-  log::info("data: {} train / {} val / {} test records from {}", data.train->size(),
-            data.val->size(), data.test->size(), cfg.data.path);
-  LATHE_CHECK(data.train->size() > 0, DataError,
-              "{}: no training records left (limit_train {}, val_fraction {})", cfg.data.path,
-              cfg.data.limit_train, cfg.data.val_fraction);
+  const auto size_of = [](const std::unique_ptr<data::BatchSource>& l) {
+    return l ? l->size() : int64_t{0};
+  };
+  log::info("data: {} train / {} val / {} test records from {}", size_of(data.train),
+            size_of(data.val), size_of(data.test), cfg.data.path);
+  for (const auto& line : resolve_from_data(cfg, data)) log::info("{}", line);
   if (!data.preprocessing_json.empty() && main_rank)
     write_file_atomic(result.run_dir / "preprocessing.json", data.preprocessing_json);
-  if (!data.classes.empty())  // class names in id order, one per line (exported with the model)
-    write_file_atomic(result.run_dir / "classes.txt", fmt::format("{}\n", fmt::join(data.classes, "\n")));
+  if (!data.info.classes.empty() && main_rank)  // class names in id order (exported with the model)
+    write_file_atomic(result.run_dir / "classes.txt",
+                      fmt::format("{}\n", fmt::join(data.info.classes, "\n")));
   const std::string config_yaml = config::to_yaml(cfg);
   if (main_rank) write_file_atomic(result.run_dir / "config.yaml", config_yaml);
   const std::filesystem::path resume_from =
@@ -206,8 +169,8 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
       {cfg.model.head, cfg.model.backbone_lr_scale, cfg.model.unfreeze_at_epoch > 0});
 
   data::BatchSource& train_loader = *data.train;
-  data::BatchSource& val_loader = *data.val;
-  data::BatchSource& test_loader = *data.test;
+  data::BatchSource* val_loader = data.val.get();  // null when the split is empty
+  data::BatchSource* test_loader = data.test.get();
   const int64_t steps_per_epoch = Trainer::planned_steps(
       [&] { auto t = cfg.trainer; t.max_epochs = 1; t.max_steps = 0; return t; }(),
       train_loader.num_batches());
@@ -236,13 +199,13 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (group)
     trainer.set_gradient_sync(
         std::make_shared<dist::GradientSync>(group, *model.ptr(), cfg.dist.bucket_mb));
-  result.history = trainer.fit(train_loader, &val_loader);
+  result.history = trainer.fit(train_loader, val_loader);
 
   if (main_rank)
     ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
                        {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
-  if (test_loader.size() > 0) {
-    result.test = trainer.test(test_loader);
+  if (test_loader != nullptr && test_loader->size() > 0) {
+    result.test = trainer.test(*test_loader);
     Metrics logged;
     for (const auto& [k, v] : result.test) logged["test/" + k] = v;
     trainer.log("test", logged);
@@ -254,7 +217,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     std::string line;
     for (const auto* k : {"accuracy", "f1_macro", "roc_auc", "perplexity", "r2", "rmse", "loss"})
       if (result.test.count(k)) line += fmt::format(" {} {:.4f}", k, result.test.at(k));
-    log::info("test:{} ({} records)", line, test_loader.size());
+    log::info("test:{} ({} records)", line, test_loader->size());
   }
   log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
             "model.safetensors, test_metrics.json}} in {:.1f}s",
@@ -332,10 +295,12 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
   LATHE_CHECK(std::filesystem::exists(config_file), ConfigError,
               "{}: no config.yaml here; pass the folder of a finished run (runs/<name>)",
               run_dir.string());
-  const config::RunConfig cfg = config::load_config(config_file, overrides);
+  config::RunConfig cfg = config::load_config(config_file, overrides);
   const c10::Device device = prepare_runtime(cfg);
   RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed);
-  LATHE_CHECK(data.test->size() > 0, DataError, "{}: the test split is empty", cfg.data.path);
+  resolve_from_data(cfg, data);
+  LATHE_CHECK(data.test && data.test->size() > 0, DataError, "{}: the test split is empty",
+              cfg.data.path);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
@@ -344,4 +309,4 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
   return evaluate(model, Task(cfg.task), *data.test, device, cfg.trainer.precision);
 }
 
-}  // namespace lathe::train
+}  // namespace lathe::run

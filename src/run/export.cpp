@@ -1,8 +1,13 @@
-// `lathe export`: a finished run or checkpoint → its zoo model with weights → ONNX (+ Triton).
+// `lathe export`: a finished run or checkpoint → its zoo model with weights, at the sizes it
+// trained at → ONNX (+ Triton).
+#include "lathe/run/export.h"
+
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/modules/container/any.h>
 
@@ -10,11 +15,10 @@
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
-#include "lathe/onnx/export.h"
 #include "models/registry.h"
 #include "models/signature.h"
 
-namespace lathe::onnx {
+namespace lathe::run {
 namespace {
 
 std::string read_text(const std::filesystem::path& file) {
@@ -47,9 +51,32 @@ std::string join(const std::vector<double>& v) {
   return fmt::format("{}", fmt::join(v, ","));
 }
 
+/// The sizes the run trained at, from its resolved config: the image side (data.image_size, or
+/// the image_folder source's 224) and the text length; a run without them (made before sizes
+/// were resolved) of an idx source is an ExportError saying what to do.
+models::SignatureSizes run_sizes(const config::RunConfig& cfg) {
+  models::SignatureSizes sizes;
+  switch (config::source_spec(cfg.data.source).kind) {
+    case config::SourceKind::idx:
+      LATHE_CHECK(cfg.data.image_size > 0, ExportError,
+                  "{}: data.image_size is not in the run's config (a run made before lathe "
+                  "recorded it); add data.image_size: 28 (or the side it trained at) to it",
+                  cfg.source);
+      sizes.side = cfg.data.image_size;
+      break;
+    case config::SourceKind::image_folder:
+      sizes.side = cfg.data.image_size > 0 ? cfg.data.image_size : 224;  // the source's default
+      break;
+    case config::SourceKind::text: sizes.seq_len = cfg.data.seq_len; break;
+    case config::SourceKind::text_csv: sizes.seq_len = cfg.data.max_length; break;
+    case config::SourceKind::csv: break;  // the feature count is model.in_features
+  }
+  return sizes;
+}
+
 }  // namespace
 
-ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
+onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
                         const RunExportOptions& options) {
   LATHE_CHECK(std::filesystem::is_directory(run_or_checkpoint), ExportError,
               "{}: no such folder; pass a run folder (runs/<name>) or a checkpoint folder",
@@ -67,13 +94,15 @@ ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
               weights.string());
   ckpt::load_weights_any(*model.ptr(), weights, /*strict=*/true);
 
-  const models::ModelSignature sig = models::model_signature(*model.ptr());
-  ExportOptions eo;
+  const models::ModelSignature sig = models::model_signature(*model.ptr(), run_sizes(cfg));
+  onnx::ExportOptions eo;
   eo.opset = options.opset;
   eo.fp16 = options.fp16;
+  std::set<std::string> offered;  // the symbols this model's inputs have
   for (const auto& in : sig.inputs) {
-    InputSpec spec{in.name, {}};
+    onnx::InputSpec spec{in.name, {}};
     for (const auto& [axis, symbol] : in.dynamic) {
+      offered.insert(symbol);
       if (std::find(options.dynamic.begin(), options.dynamic.end(), symbol) !=
           options.dynamic.end()) {
         spec.dynamic_axes[axis] = symbol;
@@ -81,9 +110,13 @@ ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     }
     eo.inputs.push_back(spec);
   }
+  const bool defaults = options.dynamic == RunExportOptions{}.dynamic;
   for (const auto& d : options.dynamic) {
-    LATHE_CHECK(d == "batch" || d == "seq", ConfigError,
-                "--dynamic: unknown axis '{}'; the axes are batch and seq", d);
+    LATHE_CHECK(d == "batch" || d == "seq" || d == "height" || d == "width", ConfigError,
+                "--dynamic: unknown axis '{}'; the axes are batch, seq, height and width", d);
+    LATHE_CHECK(defaults || offered.count(d), ConfigError,
+                "--dynamic {}: model {} takes no other {} (its inputs' dynamic axes: {})", d,
+                cfg.model.name, d, fmt::join(offered, ", "));
   }
   // A tabular model's output is logits for classification, a prediction for regression.
   std::string output_name = sig.output;
@@ -123,13 +156,13 @@ ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
   const std::filesystem::path output =
       options.output.empty() ? dir / "model.onnx" : options.output;
   const std::vector<at::Tensor> examples = models::example_inputs(sig, cfg.run.seed);
-  ExportReport report = export_model(model, examples, output, eo);
+  onnx::ExportReport report = onnx::export_model(model, examples, output, eo);
   if (options.triton) {
     const auto repo = output.parent_path() / "triton";
-    const auto entry = write_triton_repository(report, repo, cfg.run.name);
+    const auto entry = onnx::write_triton_repository(report, repo, cfg.run.name);
     log::info("Triton model repository: {}", entry.string());
   }
   return report;
 }
 
-}  // namespace lathe::onnx
+}  // namespace lathe::run

@@ -1,4 +1,5 @@
-// A whole run from a config: data → model → fit → test → files under runs/<name>/.
+// The orchestration of one run: data → sizes from the data → model → fit → test → files under
+// runs/<name>/; and evaluating a finished run.
 #pragma once
 
 #include <filesystem>
@@ -7,32 +8,37 @@
 #include <vector>
 
 #include "lathe/config/config.h"
+#include "lathe/config/data_info.h"
+#include "lathe/data/loader.h"
 #include "lathe/data/shard.h"
-#include "lathe/data/tensor_data.h"
 #include "lathe/train/trainer.h"
 
-namespace lathe::train {
+namespace lathe::run {
 
-/// The three splits of a run's data, preprocessed the same way.
-struct RunData {
-  data::TensorDataset train, val, test;
-  std::vector<double> mean, std;  ///< normalisation actually applied (fitted on train)
-};
+using train::Callback;
+using train::EpochRecord;
+using train::Metrics;
+using train::Trainer;
 
-/// Loads `cfg.data` (source, limits, hold-out split, normalisation). Normalisation statistics
-/// come from the config when given, else from the training split alone.
-RunData load_run_data(const config::DataSection& cfg, uint64_t seed);
-
-/// A run's three loaders over one data section: in memory for idx (TensorLoader), through the
-/// data pipeline's worker DataLoader for csv, image_folder, text and text_csv. With an active
+/// A run's three loaders over one data section, all made by the data area's one entry point
+/// (data::load_splits + make_loaders), and what the data says about the run. With an active
 /// `shard` each loader reads that rank's part (train: batch_size / world records per batch).
 struct RunLoaders {
   std::unique_ptr<data::BatchSource> train, val, test;
+  config::DataInfo info;           ///< task, input signature, classes, vocabulary
   std::vector<double> mean, std;   ///< image normalisation applied (empty for other data)
   std::string preprocessing_json;  ///< csv: the fitted tabular preprocessing, saved with the run
-  std::vector<std::string> classes;  ///< class names in id order (csv, image_folder, text_csv)
 };
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard = {});
+
+/// Writes back into `cfg` what the data answered: task.kind (and csv's data.task), the image
+/// side (data.image_size), the normalisation used, and the model's `auto` sizes (checking the
+/// given ones: a disagreement is a ConfigError naming both sides). Returns the log lines that
+/// say what was inferred.
+///
+///   auto data = lathe::run::make_run_loaders(cfg.data, cfg.run.seed);
+///   for (const auto& line : lathe::run::resolve_from_data(cfg, data)) fmt::print("{}\n", line);
+std::vector<std::string> resolve_from_data(config::RunConfig& cfg, const RunLoaders& data);
 
 /// What a finished run produced.
 struct RunResult {
@@ -42,12 +48,13 @@ struct RunResult {
   double seconds = 0;
 };
 
-/// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved, with the fitted
-/// normalisation), classes.txt (class names, when the data has them), metrics.jsonl, metrics.csv, tensorboard/events.out.tfevents.*,
+/// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved: the task, the
+/// model sizes and image side from the data, the fitted normalisation), classes.txt (class
+/// names, when the data has them), metrics.jsonl, metrics.csv, tensorboard/events.out.tfevents.*,
 /// model.safetensors (PyTorch names) and test_metrics.json.
 ///
 ///   auto cfg = lathe::config::load_config("configs/fashion_cnn.yaml");
-///   auto result = lathe::train::train_from_config(cfg);
+///   auto result = lathe::run::train_from_config(cfg);
 /// With `resume` ("auto", a checkpoint folder or a run folder) the run continues from that
 /// checkpoint exactly where it stopped, mid-epoch included.
 /// `extra` callbacks run after the standard ones (progress, loggers, checkpointer).
@@ -72,4 +79,4 @@ void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
 Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem::path& weights,
                      const std::vector<std::string>& overrides);
 
-}  // namespace lathe::train
+}  // namespace lathe::run

@@ -1,0 +1,40 @@
+// Exporting a finished run: its zoo model, its weights and the input signature it trained at
+// (image side and channels, text length) → a validated ONNX file (+ a Triton repository).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lathe/onnx/export.h"
+
+namespace lathe::run {
+
+/// What `lathe export` takes besides the run.
+struct RunExportOptions {
+  std::filesystem::path output;  ///< the .onnx file; empty = <run>/model.onnx
+  int64_t opset = 17;
+  /// Dynamic symbols to keep: "batch", "seq" (sequence models), "height" and "width" (CNNs whose
+  /// forward takes any image size: ResNet, MobileNetV2); others are fixed at the run's sizes.
+  std::vector<std::string> dynamic{"batch", "seq"};
+  bool fp16 = false;
+  /// Also write a Triton model repository at <output's folder>/triton/<model name>/.
+  bool triton = false;
+  /// Weights to export instead of the run's model.safetensors (.safetensors / .pt).
+  std::filesystem::path weights;
+};
+
+/// Exports a finished run (runs/<name>: config.yaml + model.safetensors) or one of its checkpoint
+/// folders (model.safetensors + state.json holding the config). The input signature is the
+/// run's: images at the side and channels it trained at (data.image_size of the resolved
+/// config), token ids at its text length (data.seq_len / data.max_length); never a model
+/// default. The zoo model's signature names the inputs and outputs; metadata_props carry the
+/// model name, the run config, the image normalisation and the tabular preprocessing (with class
+/// names) when the run has them. A --dynamic axis the model cannot take is a ConfigError.
+///
+///   lathe::run::export_run("runs/fashion_cnn", {.output = "fashion.onnx"});
+onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
+                              const RunExportOptions& options);
+
+}  // namespace lathe::run
