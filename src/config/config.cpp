@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/fs.h"
 
 namespace lathe::config {
 namespace {
@@ -281,11 +282,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSecti
   v("encode", s.encode);
   v("columns", s.columns);
   v("image_size", s.image_size);
+  v("max_image_pixels", s.max_image_pixels);
   v("augment", s.augment);
   v("seq_len", s.seq_len);
   v("vocab", s.vocab);
   v("max_length", s.max_length);
   v("text_column", s.text_column);
+  v("invalid_utf8", s.invalid_utf8);
 }
 
 template <class V, class S>
@@ -465,13 +468,28 @@ void validate(const RunConfig& c, const Origin& origin) {
               v.where("data.test_fraction"), c.data.val_fraction + c.data.test_fraction);
   v.at_least("data.num_workers", c.data.num_workers, -1);
   v.choice("data.task", c.data.task, {"auto", "classification", "regression"});
+  v.choice("data.invalid_utf8", c.data.invalid_utf8, {"error", "replace"});
   v.at_least<int64_t>("data.seq_len", c.data.seq_len, 1);
+  v.at_least<int64_t>("data.max_image_pixels", c.data.max_image_pixels, 1);
+  LATHE_CHECK(c.data.image_size >= 0 && c.data.image_size <= 8192, ConfigError,
+              "{}: data.image_size = {} must be in [0, 8192] (0: the source's own size)",
+              v.where("data.image_size"), c.data.image_size);
   v.at_least<int64_t>("data.max_length", c.data.max_length, 2);
   v.at_least<int64_t>("data.batch_size", c.data.batch_size, 1);
   v.at_least<int64_t>("data.eval_batch_size", c.data.eval_batch_size, 1);
   LATHE_CHECK(c.data.mean.size() == c.data.std.size(), ConfigError,
               "{}: data.mean has {} values but data.std has {}; give both per channel or neither",
               v.where("data.mean"), c.data.mean.size(), c.data.std.size());
+  std::map<int64_t, size_t> class_pos;
+  for (size_t i = 0; i < c.data.classes.size(); ++i) {
+    LATHE_CHECK(c.data.classes[i] >= 0, ConfigError,
+                "{}: data.classes holds {}; class ids are non-negative", v.where("data.classes"),
+                c.data.classes[i]);
+    const auto [it, fresh] = class_pos.emplace(c.data.classes[i], i);
+    LATHE_CHECK(fresh, ConfigError,
+                "{}: data.classes lists class {} twice (positions {} and {}); each class once",
+                v.where("data.classes"), c.data.classes[i], it->second, i);
+  }
   for (double s : c.data.std)
     LATHE_CHECK(s > 0, ConfigError, "{}: data.std values must be positive, got {}",
                 v.where("data.std"), s);
@@ -544,6 +562,103 @@ void read_model(Section& model, ModelSection& out) {
   model.finish();
 }
 
+/// A key written twice in one mapping is an error naming both lines (yaml-cpp would keep the
+/// first silently, Python's YAML the last). Walks the tree without recursion.
+void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
+  std::vector<std::pair<YAML::Node, std::string>> todo{{root, ""}};
+  while (!todo.empty()) {
+    const auto [node, path] = todo.back();
+    todo.pop_back();
+    if (node.IsSequence()) {
+      for (const auto& item : node) todo.emplace_back(item, path);
+    } else if (node.IsMap()) {
+      std::map<std::string, int> seen;  // key -> line
+      for (const auto& kv : node) {
+        const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "(a non-scalar key)";
+        const std::string dotted = path.empty() ? key : path + "." + key;
+        const int line = kv.first.Mark().is_null() ? 0 : kv.first.Mark().line + 1;
+        const auto [it, fresh] = seen.emplace(key, line);
+        LATHE_CHECK(fresh, ConfigError,
+                    "{}:{}: key '{}' appears twice in one mapping (first on line {}); keep one",
+                    file, line, dotted, it->second);
+        todo.emplace_back(kv.second, dotted);
+      }
+    }
+  }
+}
+
+/// The data keys each source reads besides the ones all sources share; a key set to anything
+/// but its default for a source that ignores it is an error naming it (it would do nothing).
+const std::map<std::string, std::vector<std::string>>& source_keys() {
+  static const std::map<std::string, std::vector<std::string>> m = {
+      {"idx", {"classes", "mean", "std", "image_size", "augment"}},
+      {"csv",
+       {"test_path", "test_fraction", "skip_bad_records", "target", "task", "impute", "outliers",
+        "scale", "encode", "columns"}},
+      {"image_folder",
+       {"test_fraction", "skip_bad_records", "mean", "std", "image_size", "max_image_pixels",
+        "augment"}},
+      {"text", {"test_fraction", "seq_len"}},
+      {"text_csv",
+       {"test_path", "test_fraction", "skip_bad_records", "target", "task", "vocab", "max_length",
+        "text_column", "invalid_utf8"}},
+  };
+  return m;
+}
+
+/// Emits each field of a section as YAML text, by key (to compare a section with its defaults).
+struct FieldTexts {
+  std::map<std::string, std::string> out;
+  template <class T>
+  void operator()(const std::string& key, const T& v) {
+    YAML::Emitter e;
+    if constexpr (std::is_same_v<T, Params>) {
+      e << YAML::BeginMap;
+      for (const auto& [name, value] : v.values()) e << YAML::Key << name << YAML::Value << value.items;
+      e << YAML::EndMap;
+    } else if constexpr (std::is_same_v<T, double>) {
+      e << fmt::format("{}", v);
+    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+      e << YAML::Flow << YAML::BeginSeq;
+      for (double x : v) e << fmt::format("{}", x);
+      e << YAML::EndSeq;
+    } else {
+      e << v;
+    }
+    out[key] = e.c_str();
+  }
+  template <class T>
+  void required(const std::string& key, const T& v) { (*this)(key, v); }
+};
+
+void check_source_keys(const DataSection& data, const YAML::Node& root, const Origin& origin) {
+  const auto it = source_keys().find(data.source);
+  if (it == source_keys().end()) return;  // an unknown source is reported by validate()
+  static const std::vector<std::string> common = {
+      "source", "path", "val_fraction", "batch_size", "eval_batch_size", "limit_train",
+      "limit_test", "num_workers"};
+  FieldTexts set, defaults;
+  visit(set, data);
+  const DataSection fresh;
+  visit(defaults, fresh);
+  for (const auto& [key, text] : set.out) {
+    if (text == defaults.out[key]) continue;
+    if (std::find(common.begin(), common.end(), key) != common.end()) continue;
+    if (std::find(it->second.begin(), it->second.end(), key) != it->second.end()) continue;
+    const std::string dotted = "data." + key;
+    const YAML::Node section = root.IsMap() ? root["data"] : YAML::Node();
+    const YAML::Node node = section.IsMap() ? section[key] : YAML::Node();
+    std::string users;
+    for (const auto& [source, keys] : source_keys())
+      if (std::find(keys.begin(), keys.end(), key) != keys.end())
+        users += (users.empty() ? "" : ", ") + source;
+    throw ConfigError(fmt::format(
+        "{}: {} is set but source '{}' does not use it (it applies to: {}); remove it or choose "
+        "another data.source",
+        origin.where(node, dotted), dotted, data.source, users));
+  }
+}
+
 RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::string>& overrides) {
   LATHE_CHECK(root.IsMap() || root.IsNull(), ConfigError,
               "{}: a run config is a mapping of sections (run, data, model, task, optim, "
@@ -566,6 +681,7 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
   read_section(top, "dist", cfg.dist);
   top.finish();
   validate(cfg, origin);
+  check_source_keys(cfg.data, root, origin);
   return cfg;
 }
 
@@ -574,21 +690,29 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
 RunConfig parse_config(std::string_view yaml, std::string_view origin_name,
                        const std::vector<std::string>& overrides) {
   Origin origin{std::string(origin_name), {}};
-  YAML::Node root;
+  std::vector<YAML::Node> docs;
   try {
-    root = YAML::Load(std::string(yaml));
+    docs = YAML::LoadAll(std::string(yaml));
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}:{}:{}: not valid YAML: {}", origin.file, e.mark.line + 1,
                                   e.mark.column + 1, e.msg));
   }
+  LATHE_CHECK(docs.size() <= 1, ConfigError,
+              "{}:{}: a second YAML document ('---'); a run config is one document: remove it or "
+              "put it in its own file",
+              origin.file, docs.size() > 1 && !docs[1].Mark().is_null() ? docs[1].Mark().line + 1 : 1);
+  YAML::Node root = docs.empty() ? YAML::Node(YAML::NodeType::Null) : docs.front();
+  reject_duplicate_keys(root, origin.file);
   return from_tree(root, origin, overrides);
 }
 
 RunConfig load_config(const std::filesystem::path& file,
                       const std::vector<std::string>& overrides) {
+  const std::string why = not_a_regular_file(file);
+  LATHE_CHECK(why.empty(), ConfigError, "{}: cannot open the config file ({})", file.string(), why);
   std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), ConfigError, "{}: cannot open the config file ({})", file.string(),
-              std::filesystem::exists(file) ? "not readable" : "no such file");
+  LATHE_CHECK(in.good(), ConfigError, "{}: cannot open the config file (not readable)",
+              file.string());
   std::stringstream buf;
   buf << in.rdbuf();
   return parse_config(buf.str(), file.string(), overrides);

@@ -66,16 +66,28 @@ T most_frequent(const std::vector<T>& v) {
 }
 
 /// A numeric cell in canonical form, so "1", "1.0" and " 1" name the same class.
-std::string canonical_number(double v) { return fmt::format("{}", v); }
+/// "0" and "-0" are one class: negative zero is written as 0.
+std::string canonical_number(double v) { return fmt::format("{}", v == 0 ? 0.0 : v); }
 
 bool column_is_numeric(const CsvTable& t, int64_t col) {
   bool any = false;
   double v = 0;
+  int64_t non_finite = -1;  // the first inf cell, reported only when the column is numeric
   for (int64_t r = 0; r < t.num_rows(); ++r) {
     if (t.is_missing(r, col)) continue;
-    if (!parse_number(t.rows[static_cast<size_t>(r)][static_cast<size_t>(col)], v)) return false;
+    const std::string& cell = t.rows[static_cast<size_t>(r)][static_cast<size_t>(col)];
+    if (!parse_number(cell, v)) {
+      if (!is_non_finite_number(cell)) return false;
+      if (non_finite < 0) non_finite = r;
+      continue;
+    }
     any = true;
   }
+  LATHE_CHECK(non_finite < 0 || !any, DataError,
+              "{}: column '{}' is numeric but holds '{}', which is not a finite number (write a "
+              "missing value such as NA, or a finite number)",
+              t.where(non_finite), t.columns[static_cast<size_t>(col)],
+              t.rows[static_cast<size_t>(non_finite)][static_cast<size_t>(col)]);
   return any;
 }
 

@@ -14,6 +14,7 @@
 #include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/core/gpu.h"
@@ -54,6 +55,7 @@ RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
   LATHE_CHECK(cfg.source == "idx", ConfigError,
               "data.source: unknown source '{}'; available: idx (MNIST-style IDX files)",
               cfg.source);
+  const Doing doing(fmt::format("loading the idx data at {}", cfg.path));
   const data::IdxSplit train_raw = data::load_idx_split(cfg.path, "train");
   const data::IdxSplit test_raw = data::load_idx_split(cfg.path, "t10k");
 
@@ -79,6 +81,9 @@ RunData load_run_data(const config::DataSection& cfg, uint64_t seed) {
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard) {
   RunLoaders out;
   if (cfg.source == "idx") {  // in memory: the MNIST family fits, and data.classes applies
+    LATHE_CHECK(cfg.augment.empty() && cfg.image_size == 0, ConfigError,
+                "data.augment / data.image_size: the idx source trains on its images as stored; "
+                "remove them (augmentation applies to image_folder)");
     RunData d = load_run_data(cfg, seed);
     const auto loader = [&](const data::TensorDataset& part, int64_t batch, bool train) {
       auto l = std::make_unique<data::TensorLoader>(part, batch, train, seed);

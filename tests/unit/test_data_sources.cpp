@@ -76,11 +76,15 @@ TEST(Sources, ConfigErrorsForDataKeys) {
                             {"unknown augmentation 'jitter'"});
   // The resolved config writes the new keys and reads them back unchanged.
   const auto cfg = lathe::config::parse_config(
-      "data: {source: csv, path: a.csv, target: y, augment: [hflip], columns: {a: [impute=mean]}}\n"
+      "data: {source: csv, path: a.csv, target: y, columns: {a: [impute=mean]}}\n"
       "model: {name: convnet}\n",
       "run.yaml");
   const auto again = lathe::config::parse_config(lathe::config::to_yaml(cfg), "resolved.yaml");
-  EXPECT_EQ(again.data.augment, (std::vector<std::string>{"hflip"}));
+  const auto images = lathe::config::parse_config(
+      "data: {source: image_folder, path: imgs, augment: [hflip]}\nmodel: {name: convnet}\n",
+      "run.yaml");
+  EXPECT_EQ(lathe::config::parse_config(lathe::config::to_yaml(images), "r.yaml").data.augment,
+            (std::vector<std::string>{"hflip"}));
   EXPECT_EQ(again.data.target, "y");
   EXPECT_EQ(again.data.columns.values().at("a").items, (std::vector<std::string>{"impute=mean"}));
 }
@@ -161,4 +165,14 @@ TEST(Sources, TextCsvTokenizesWithTheVocabulary) {
   EXPECT_TRUE(t.test->get(1).input.equal(s.train->get(1).input));
   expect_error<ConfigError>(
       [&] { load_splits(data_section("  source: text_csv\n  path: x.csv\n"), 1); }, {"data.vocab"});
+}
+
+TEST(Sources, AugmentationParametersAreBounded) {
+  expect_error<ConfigError>([] { parse_augment({"random_crop:100000"}, 28); },
+                            {"'random_crop:100000'", "padding must be at most the image size 28"});
+  expect_error<ConfigError>([] { parse_augment({"hflip:2"}, 28); },
+                            {"'hflip:2'", "probability must be in [0, 1]"});
+  expect_error<ConfigError>([] { parse_augment({"random_resized_crop:0"}, 28); },
+                            {"minimum scale must be in (0, 1]"});
+  EXPECT_EQ(parse_augment({"random_crop:28", "hflip:1", "random_resized_crop:1"}, 28).size(), 3u);
 }
