@@ -46,7 +46,7 @@ struct PyObject {
 /// Python's own recursion limit: deeper containers are refused as they are built.
 constexpr size_t kMaxDepth = 1000;
 
-Obj make(PyObject::Kind k) {
+Obj make_object(PyObject::Kind k) {
   auto o = std::make_shared<PyObject>();
   o->kind = k;
   return o;
@@ -77,22 +77,10 @@ class StateDictUnpickler {
   StateDictUnpickler(const StateDictUnpickler&) = delete;
   StateDictUnpickler& operator=(const StateDictUnpickler&) = delete;
   /// Frees the object graph without recursion: a hostile pickle can nest containers (or link
-  /// them in a cycle) deeper than the stack, and shared_ptr's destructors would recurse.
+  /// them in a cycle) deeper than the stack, and shared_ptr's destructors would recurse. Every
+  /// object lives in arena_ until here, so none is freed (recursively) while the pickle runs.
   ~StateDictUnpickler() {
-    std::vector<Obj> all;
-    std::set<const PyObject*> seen;
-    const auto add = [&](const Obj& o) {
-      if (o && seen.insert(o.get()).second) all.push_back(o);
-    };
-    for (const auto& o : stack_) add(o);
-    for (const auto& [k, o] : memo_) add(o);
-    for (const auto& [k, o] : storages_) add(o);
-    for (size_t i = 0; i < all.size(); ++i) {
-      const Obj o = all[i];
-      for (const auto& c : o->items) add(c);
-      for (const auto& [k, v] : o->dict) add(k), add(v);
-    }
-    for (const auto& o : all) {  // `all` holds every object: clearing frees nothing yet
+    for (const auto& o : arena_) {  // the arena holds every object: clearing frees nothing yet
       o->items.clear();
       o->dict.clear();
     }
@@ -110,6 +98,14 @@ class StateDictUnpickler {
   }
 
  private:
+  /// A new object, kept in the arena; their number is bounded (each costs an opcode or more).
+  Obj make(PyObject::Kind k) {
+    if (arena_.size() >= kMaxObjects)
+      fail(fmt::format("malformed pickle (more than {} objects; a state dict has far fewer)",
+                       kMaxObjects));
+    arena_.push_back(make_object(k));
+    return arena_.back();
+  }
   [[noreturn]] void fail(const std::string& what) const {
     throw CheckpointError(fmt::format("{}: {}", file_, what));
   }
@@ -485,9 +481,12 @@ class StateDictUnpickler {
 
   /// Bound on the stack, the marks and the memo: far above what a state dict needs.
   static constexpr size_t kMaxStack = 1u << 24;
+  /// Bound on the objects one pickle makes (a large state dict makes about ten per tensor).
+  static constexpr size_t kMaxObjects = 1u << 20;
 
   const PickleRecords& records_;
   bool big_endian_ = false;
+  std::vector<Obj> arena_;  ///< every object made, released only by the destructor
 
  public:
   /// Storages are stored big-endian (the archive's byteorder record says "big").

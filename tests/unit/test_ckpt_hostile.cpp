@@ -156,12 +156,13 @@ TEST(HostilePickle, NestingIsLimitedAndFreedWithoutRecursion) {
   expect_error<CheckpointError>([&] { unpickle("\x80\x02" + deep); },
                                 {"nest deeper than 1000 levels"});
   // 300000 lists linked through the memo after each was built: the recorded depths stay small,
-  // the chain is 300000 deep, and freeing it must not recurse (it would overflow the stack).
+  // the chain is 300000 deep, then dropped; freeing it must not recurse (that would overflow the
+  // stack).
   std::string chain = "\x80\x02";
   const uint32_t n = 300000;
   for (uint32_t i = 0; i < n; ++i) chain += "]r" + u32(i) + "0";
   for (uint32_t i = 0; i + 1 < n; ++i) chain += "j" + u32(i) + "j" + u32(i + 1) + "a0";
-  for (uint32_t i = 1; i < n; ++i) chain += "Nr" + u32(i) + "0";  // only memo 0 holds the chain
+  for (uint32_t i = 0; i < n; ++i) chain += "Nr" + u32(i) + "0";  // the chain is dropped
   chain += "}.";
   EXPECT_TRUE(unpickle(chain).empty());
 }
