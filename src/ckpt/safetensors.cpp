@@ -123,7 +123,9 @@ std::vector<Entry> parse_header(std::string_view json, uint64_t data_size, const
               "{}: the safetensors header is not a JSON object", where);
 
   std::vector<Entry> out;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();  // not a structured binding: lambdas capture these
+    const nlohmann::json& entry = item.value();
     if (name == "__metadata__") {
       LATHE_CHECK(entry.is_object(), CheckpointError,
                   "{}: __metadata__ is not an object of strings", where);

@@ -10,6 +10,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"

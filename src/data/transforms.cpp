@@ -8,6 +8,7 @@
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/flip.h>
 #include <ATen/ops/tensor.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 
