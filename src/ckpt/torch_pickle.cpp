@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <bit>
@@ -16,8 +17,6 @@
 #include <memory>
 #include <set>
 #include <vector>
-
-#include <fmt/ranges.h>
 
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
@@ -38,7 +37,7 @@ struct PyObject {
   std::vector<Obj> items;                 ///< Tuple, List
   std::vector<std::pair<Obj, Obj>> dict;  ///< Dict, in insertion order
   at::Tensor tensor;                      ///< Tensor (also a storage: 1-D, its dtype)
-  size_t depth = 1;                       ///< nesting depth when last grown (a bound, see kMaxDepth)
+  size_t depth = 1;  ///< nesting depth when last grown (a bound, see kMaxDepth)
   std::map<std::string, size_t> str_keys;  ///< Dict: position of each string key in `dict`
   std::map<int64_t, size_t> int_keys;      ///< Dict: position of each integer key in `dict`
 };
@@ -241,9 +240,10 @@ class StateDictUnpickler {
     const size_t size = records_.size(record);
     const auto elem = static_cast<size_t>(c10::elementSize(dt->second));
     if (numel < 0 || static_cast<uint64_t>(numel) > size / elem)
-      fail(fmt::format("record {} holds {} bytes, but its storage declares {} elements of {} "
-                       "bytes; the file is truncated or corrupt",
-                       record, size, numel, elem));
+      fail(
+          fmt::format("record {} holds {} bytes, but its storage declares {} elements of {} "
+                      "bytes; the file is truncated or corrupt",
+                      record, size, numel, elem));
     at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt->second));
     const size_t want = static_cast<size_t>(numel) * elem;
     records_.read(record, t.data_ptr(), want);
@@ -281,9 +281,10 @@ class StateDictUnpickler {
           fail("malformed tensor record (its view overflows)");
       }
       if (a[1]->i < 0 || (!empty && last >= numel) || (empty && a[1]->i > numel))
-        fail(fmt::format("malformed tensor record: a view of sizes [{}], strides [{}] at offset "
-                         "{} reaches beyond its storage of {} elements",
-                         fmt::join(size, ", "), fmt::join(stride, ", "), a[1]->i, numel));
+        fail(
+            fmt::format("malformed tensor record: a view of sizes [{}], strides [{}] at offset "
+                        "{} reaches beyond its storage of {} elements",
+                        fmt::join(size, ", "), fmt::join(stride, ", "), a[1]->i, numel));
       Obj o = make(PyObject::Kind::Tensor);
       o->tensor = a[0]->tensor.as_strided(size, stride, a[1]->i);
       return o;

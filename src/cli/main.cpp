@@ -1,15 +1,15 @@
 // `lathe`: the command-line entry point; maps every lathe::Error to a message and an exit code,
 // and any other exception to one that says what lathe was doing (never a bare library message).
+#include <c10/util/Exception.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/exceptions.h>
+
 #include <algorithm>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <c10/util/Exception.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
-#include <yaml-cpp/exceptions.h>
 
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
@@ -23,7 +23,8 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 /// nlohmann's "[json.exception.type_error.306] cannot use value() with array" without the tag.
 std::string json_message(const std::string& s) {
   const auto close = s.find("] ");
-  return s.rfind("[json.exception.", 0) == 0 && close != std::string::npos ? s.substr(close + 2) : s;
+  return s.rfind("[json.exception.", 0) == 0 && close != std::string::npos ? s.substr(close + 2)
+                                                                           : s;
 }
 
 /// Reports an exception that is not a lathe::Error with what lathe was doing when it came (the
@@ -59,8 +60,8 @@ int main(int argc, char** argv) {
     lathe::log::write(lathe::log::Level::error, fmt::format("{}: {}", e.kind(), e.what()));
     return Exit::kFailure;
   } catch (const c10::Error& e) {
-    return library_error(fmt::format("LibTorch refused an operation: {}",
-                                     first_line(e.what_without_backtrace())));
+    return library_error(
+        fmt::format("LibTorch refused an operation: {}", first_line(e.what_without_backtrace())));
   } catch (const nlohmann::json::exception& e) {
     return library_error(fmt::format("malformed JSON: {}", json_message(e.what())));
   } catch (const YAML::Exception& e) {

@@ -45,9 +45,9 @@ class RecordReader {
       if (pos_ >= s_.size()) {
         // The last line counted is the last one holding text (not the empty one after a final
         // newline).
-        const int64_t last = !s_.empty() && (s_.back() == '\n' || s_.back() == '\r') && line_ > r.line
-                                 ? line_ - 1
-                                 : line_;
+        const int64_t last =
+            !s_.empty() && (s_.back() == '\n' || s_.back() == '\r') && line_ > r.line ? line_ - 1
+                                                                                      : line_;
         r.lines = last - r.line + 1;
         if (quoted)
           r.error = fmt::format(

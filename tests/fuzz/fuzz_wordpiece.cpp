@@ -9,8 +9,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const lathe::data::WordPiece tok(
-      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "un", "##aff", "##able", "a", "##b",
-       "é", "##ü", "中", ",", "!", "'", "##s", "hello", "world"},
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "un", "##aff", "##able", "a",
+       "##b",   "é",     "##ü",   "中",    ",",      "!",   "'",  "##s",   "hello",  "world"},
       size % 2 == 0, "fuzz-vocab");
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   try {

@@ -1,12 +1,12 @@
 // Hostile weights files: malformed safetensors headers and pickles are CheckpointErrors naming the
 // file, refused before anything large is allocated; nothing crashes. Reader-level only, so the
 // sanitizer build runs this file too.
+#include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+
 #include <cstring>
 #include <map>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/ckpt/torch_pickle.h"
@@ -46,8 +46,8 @@ std::string int32(int32_t v) { return "J" + u32(static_cast<uint32_t>(v)); }
 std::string tensor(const std::string& key, int32_t numel, std::vector<int32_t> sizes,
                    std::vector<int32_t> strides, int32_t offset = 0) {
   std::string s = "ctorch._utils\n_rebuild_tensor_v2\n(";
-  s += "(" + str("storage") + "ctorch\nFloatStorage\n" + str(key) + str("cpu") + int32(numel) +
-       "tQ";
+  s +=
+      "(" + str("storage") + "ctorch\nFloatStorage\n" + str(key) + str("cpu") + int32(numel) + "tQ";
   s += int32(offset) + "(";
   for (int32_t v : sizes) s += int32(v);
   s += "t(";
@@ -126,9 +126,8 @@ TEST(HostileSafetensors, DtypeTimesShapeMustEqualTheBytes) {
   const std::string data(16, '\0');
   expect_st_error(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", data,
                   {"tensor 'a'", "needs 12 bytes but its data_offsets span 16"});
-  expect_st_error(
-      R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", data,
-      {"tensor 'a'", "larger than the whole data section"});
+  expect_st_error(R"({"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,16]}})",
+                  data, {"tensor 'a'", "larger than the whole data section"});
   expect_st_error(R"({"a":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}})", data,
                   {"tensor 'a'", "non-negative integers"});
   expect_st_error(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"a":{}})", data,
@@ -171,15 +170,25 @@ TEST(HostilePickle, StorageLargerThanItsRecordIsRefusedBeforeAllocating) {
   MemRecords m;
   m.data["data/0"] = floats({1, 2});
   expect_error<CheckpointError>(
-      [&] { unpickle(dict({{"w", tensor("0", 2000000000, {2}, {1})}}), m); },
+      [&] {
+        unpickle(dict({{"w", tensor("0", 2000000000, {2}, {1})}}), m);
+      },
       {"w.pt", "record data/0 holds 8 bytes", "declares 2000000000 elements"});
-  expect_error<CheckpointError>([&] { unpickle(dict({{"w", tensor("1", 2, {2}, {1})}}), m); },
-                                {"archive lacks record data/1"});
   expect_error<CheckpointError>(
-      [&] { unpickle(dict({{"w", tensor("0", 2, {2, 1000000}, {1000000, 1})}}), m); },
+      [&] {
+        unpickle(dict({{"w", tensor("1", 2, {2}, {1})}}), m);
+      },
+      {"archive lacks record data/1"});
+  expect_error<CheckpointError>(
+      [&] {
+        unpickle(dict({{"w", tensor("0", 2, {2, 1000000}, {1000000, 1})}}), m);
+      },
       {"reaches beyond its storage of 2 elements"});
-  expect_error<CheckpointError>([&] { unpickle(dict({{"w", tensor("0", 2, {-1}, {1})}}), m); },
-                                {"non-negative"});
+  expect_error<CheckpointError>(
+      [&] {
+        unpickle(dict({{"w", tensor("0", 2, {-1}, {1})}}), m);
+      },
+      {"non-negative"});
 }
 
 TEST(HostilePickle, DuplicateKeysKeepTheFirstPlaceAndTheLastValueAsTorchLoad) {

@@ -16,9 +16,7 @@ TEST(HostileConfig, DuplicateKeysAreErrorsNamingBothLines) {
       [] { parse_config("data:\n  path: a\n  path: b\nmodel: {name: convnet}\n", "d.yaml"); },
       {"d.yaml:3", "key 'data.path' appears twice", "first on line 2"});
   expect_error<ConfigError>(
-      [] {
-        parse_config("data: {path: a}\nmodel: {name: convnet}\ndata: {path: b}\n", "d.yaml");
-      },
+      [] { parse_config("data: {path: a}\nmodel: {name: convnet}\ndata: {path: b}\n", "d.yaml"); },
       {"d.yaml:3", "key 'data' appears twice", "first on line 1"});
 }
 
@@ -31,9 +29,10 @@ TEST(HostileConfig, ASecondDocumentIsAnError) {
 TEST(HostileConfig, AKeyTheSourceDoesNotUseIsAnError) {
   expect_error<ConfigError>(
       [] {
-        parse_config("data:\n  source: csv\n  path: a.csv\n  target: y\n  seq_len: 64\n"
-                     "model: {name: mlp}\n",
-                     "d.yaml");
+        parse_config(
+            "data:\n  source: csv\n  path: a.csv\n  target: y\n  seq_len: 64\n"
+            "model: {name: mlp}\n",
+            "d.yaml");
       },
       {"d.yaml:5", "data.seq_len is set but source 'csv' does not use it", "applies to: text"});
   expect_error<ConfigError>(
@@ -43,14 +42,16 @@ TEST(HostileConfig, AKeyTheSourceDoesNotUseIsAnError) {
       },
       {"override 'data.vocab=v.txt'", "source 'text' does not use it"});
   // Defaults written back by a run (config.yaml) are not "set".
-  const auto cfg = parse_config("data: {source: csv, path: a.csv, target: y}\nmodel: {name: mlp}\n",
-                                "d.yaml");
+  const auto cfg =
+      parse_config("data: {source: csv, path: a.csv, target: y}\nmodel: {name: mlp}\n", "d.yaml");
   EXPECT_NO_THROW(parse_config(lathe::config::to_yaml(cfg), "config.yaml"));
 }
 
 TEST(HostileConfig, RepeatedOrNegativeClassIdIsRefused) {
   expect_error<ConfigError>(
-      [] { parse_config("data: {path: a, classes: [0, 2, 0]}\nmodel: {name: convnet}\n", "d.yaml"); },
+      [] {
+        parse_config("data: {path: a, classes: [0, 2, 0]}\nmodel: {name: convnet}\n", "d.yaml");
+      },
       {"data.classes lists class 0 twice", "positions 0 and 2"});
   expect_error<ConfigError>(
       [] { parse_config("data: {path: a, classes: [-1]}\nmodel: {name: convnet}\n", "d.yaml"); },
@@ -74,16 +75,18 @@ TEST(HostileConfig, AConfigPathThatIsAFolderOrDeviceIsNamed) {
 TEST(HostileConfig, ImageAugmentationAndPixelLimitsAreBounded) {
   expect_error<ConfigError>(
       [] {
-        parse_config("data: {source: image_folder, path: p, image_size: 100000}\nmodel: {name: "
-                     "convnet}\n",
-                     "d.yaml");
+        parse_config(
+            "data: {source: image_folder, path: p, image_size: 100000}\nmodel: {name: "
+            "convnet}\n",
+            "d.yaml");
       },
       {"data.image_size = 100000 must be in [0, 8192]"});
   expect_error<ConfigError>(
       [] {
-        parse_config("data: {source: image_folder, path: p, max_image_pixels: 0}\nmodel: {name: "
-                     "convnet}\n",
-                     "d.yaml");
+        parse_config(
+            "data: {source: image_folder, path: p, max_image_pixels: 0}\nmodel: {name: "
+            "convnet}\n",
+            "d.yaml");
       },
       {"data.max_image_pixels"});
 }

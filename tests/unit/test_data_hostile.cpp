@@ -1,13 +1,12 @@
 // Hostile input to the data readers: each kind is refused (or bounded) with an error naming it.
 // Reader-level only (no loader, no model), so the sanitizer build runs this file too.
+#include <ATen/ATen.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
 #include <chrono>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 #include "lathe/core/error.h"
 #include "lathe/data/csv.h"
@@ -82,8 +81,7 @@ TEST(HostilePaths, FolderFifoOrDeviceWhereAFileIsExpectedIsNamed) {
   expect_error<DataError>([&] { lathe::data::WordPiece("/dev/zero"); },
                           {"/dev/zero", "vocabulary", "it is a device"});
   ASSERT_EQ(::mkfifo((dir / "pipe").c_str(), 0600), 0);
-  expect_error<DataError>([&] { lathe::data::read_csv(dir / "pipe"); },
-                          {"pipe", "FIFO"});
+  expect_error<DataError>([&] { lathe::data::read_csv(dir / "pipe"); }, {"pipe", "FIFO"});
 }
 
 // ---- IDX -----------------------------------------------------------------------------------
@@ -119,8 +117,7 @@ TEST(HostileIdx, LabelBeyondTheClassLimitIsRefused) {
   expect_error<DataError>([&] { lathe::data::load_idx_split(dir.path(), "train"); },
                           {"train-labels-idx1-ubyte", "label 2147483647", "[0, 65536)"});
   write_text(dir / "train-labels-idx1-ubyte", idx_bytes(0x09, {1}, "\xFF"));  // int8 -1
-  expect_error<DataError>([&] { lathe::data::load_idx_split(dir.path(), "train"); },
-                          {"label -1"});
+  expect_error<DataError>([&] { lathe::data::load_idx_split(dir.path(), "train"); }, {"label -1"});
 }
 
 // ---- CSV -----------------------------------------------------------------------------------
@@ -179,8 +176,11 @@ TEST(HostileImage, HeaderOverThePixelLimitIsRefusedBeforeDecoding) {
 TEST(HostileImage, ResizeOfAnExtremeAspectRatioIsBounded) {
   lathe::data::Rng rng(1);
   const auto resize = lathe::data::transforms::resize_shorter(224);
-  expect_error<DataError>([&] { resize(at::zeros({3, 1, 100000}, at::kByte), rng); },
-                          {"a 1x100000 image would become 224x22400000", "over the 89478485"});
+  expect_error<DataError>(
+      [&] {
+        resize(at::zeros({3, 1, 100000}, at::kByte), rng);
+      },
+      {"a 1x100000 image would become 224x22400000", "over the 89478485"});
 }
 
 TEST(HostileImage, HiddenClassFoldersAreIgnored) {
@@ -203,8 +203,7 @@ TEST(HostileText, SpecialTokensTokenizeInLinearTime) {
   for (int i = 0; i < 200000; ++i) text += "[SEP]";  // 1 MB; the quadratic scan took hours
   const auto start = std::chrono::steady_clock::now();
   const auto tokens = tok.tokenize(text);
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(tokens.size(), 200000u);
   EXPECT_LT(s, 10.0);
 }
@@ -225,7 +224,9 @@ TEST(HostileText, InvalidUtf8IsAnErrorNamingFileAndLineOrReplaced) {
   const lathe::data::TextClassificationCsv replaced(t, "text", "label", tok, 8, true);
   EXPECT_EQ(replaced.size(), 2);
   expect_error<DataError>(
-      [] { lathe::data::WordPiece({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "\xC0\xAF"}, true, "v.txt"); },
+      [] {
+        lathe::data::WordPiece({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "\xC0\xAF"}, true, "v.txt");
+      },
       {"v.txt:5", "not valid UTF-8"});
 }
 

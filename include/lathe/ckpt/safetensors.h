@@ -1,6 +1,8 @@
 // safetensors read and write: the weights format shared with Python's safetensors package.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -8,8 +10,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 namespace lathe::ckpt {
 

@@ -23,8 +23,8 @@ NamedTensors load_torch_state_dict(const std::filesystem::path& file);
 
 /// Where the unpickler finds a storage's bytes (an archive's data/<key> records).
 struct PickleRecords {
-  std::function<bool(const std::string&)> has;                   ///< whether the record exists
-  std::function<size_t(const std::string&)> size;                ///< its size in bytes
+  std::function<bool(const std::string&)> has;                  ///< whether the record exists
+  std::function<size_t(const std::string&)> size;               ///< its size in bytes
   std::function<void(const std::string&, void*, size_t)> read;  ///< its first n bytes into dst
 };
 

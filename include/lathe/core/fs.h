@@ -46,7 +46,8 @@ namespace lathe {
 /// call it before opening, so that /dev/zero or a folder given as a data path is an error naming
 /// it instead of an endless read.
 ///
-///   if (auto why = lathe::not_a_regular_file(p); !why.empty()) throw DataError(p.string() + ": " + why);
+///   if (auto why = lathe::not_a_regular_file(p); !why.empty()) throw DataError(p.string() + ": " +
+///   why);
 std::string not_a_regular_file(const std::filesystem::path& path);
 
 }  // namespace lathe
