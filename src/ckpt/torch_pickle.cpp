@@ -246,7 +246,7 @@ class StateDictUnpickler {
                       record, size, numel, elem));
     at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt->second));
     const size_t want = static_cast<size_t>(numel) * elem;
-    records_.read(record, t.data_ptr(), want);
+    if (want > 0) records_.read(record, t.data_ptr(), want);  // an empty storage has no buffer
     if (big_endian_ && elem > 1) {  // swap each scalar (each half of a complex number)
       const size_t unit = c10::isComplexType(dt->second) ? elem / 2 : elem;
       auto* b = static_cast<uint8_t*>(t.data_ptr());
