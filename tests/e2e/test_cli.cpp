@@ -252,7 +252,9 @@ TEST(Cli, HostileInputGetsLathesOwnErrorNamingTheFile) {
                              "  name: convnet\n");
   r = run_command(kLathe + " train " + (dir / "dup.yaml").string());
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "dup.yaml:4: key 'data.batch_size' appears twice (first on line 3)"))
+  EXPECT_TRUE(contains(r.output,
+                       "dup.yaml:4: key 'data.batch_size' appears twice in one mapping "
+                       "(first on line 3)"))
       << r.output;
   // Augmentation the idx source would ignore.
   r = run_command(kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
