@@ -562,6 +562,35 @@ void read_model(Section& model, ModelSection& out) {
   model.finish();
 }
 
+/// The line where a second YAML document starts (a `---` after content or after another `---`,
+/// or content after a `...` end marker), or 0. A scan of the text: markers sit at column 0.
+int64_t second_document_line(std::string_view yaml) {
+  bool started = false, ended = false;
+  int64_t line_no = 0;
+  for (size_t pos = 0; pos < yaml.size();) {
+    const size_t eol = std::min(yaml.find('\n', pos), yaml.size());
+    std::string_view line = yaml.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const auto marker = [&](std::string_view m) {
+      return line.substr(0, 3) == m && (line.size() == 3 || line[3] == ' ' || line[3] == '\t');
+    };
+    const size_t first = line.find_first_not_of(" \t");
+    const bool blank = first == std::string_view::npos || line[first] == '#';
+    if (marker("---")) {
+      if (started || ended) return line_no;
+      started = true;
+    } else if (marker("...")) {
+      ended = true;
+    } else if (!blank && line[0] != '%') {
+      if (ended) return line_no;
+      started = true;
+    }
+  }
+  return 0;
+}
+
 /// A key written twice in one mapping is an error naming both lines (yaml-cpp would keep the
 /// first silently, Python's YAML the last). Walks the tree without recursion.
 void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
@@ -690,18 +719,18 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
 RunConfig parse_config(std::string_view yaml, std::string_view origin_name,
                        const std::vector<std::string>& overrides) {
   Origin origin{std::string(origin_name), {}};
-  std::vector<YAML::Node> docs;
+  const int64_t second = second_document_line(yaml);
+  LATHE_CHECK(second == 0, ConfigError,
+              "{}:{}: a second YAML document ('---'); a run config is one document: remove it or "
+              "put it in its own file",
+              origin.file, second);
+  YAML::Node root;
   try {
-    docs = YAML::LoadAll(std::string(yaml));
+    root = YAML::Load(std::string(yaml));  // not LoadAll: yaml-cpp 0.7's hangs on `,"`
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}:{}:{}: not valid YAML: {}", origin.file, e.mark.line + 1,
                                   e.mark.column + 1, e.msg));
   }
-  LATHE_CHECK(docs.size() <= 1, ConfigError,
-              "{}:{}: a second YAML document ('---'); a run config is one document: remove it or "
-              "put it in its own file",
-              origin.file, docs.size() > 1 && !docs[1].Mark().is_null() ? docs[1].Mark().line + 1 : 1);
-  YAML::Node root = docs.empty() ? YAML::Node(YAML::NodeType::Null) : docs.front();
   reject_duplicate_keys(root, origin.file);
   return from_tree(root, origin, overrides);
 }

@@ -105,7 +105,7 @@ at::Tensor read_idx(const std::filesystem::path& file) {
   // inflates to more or less than promised is refused while inflating (read below).
   const uint64_t header_bytes = 4 + dims.size();
   const uint64_t limit = gzipped ? file_size * kMaxDeflateRatio : file_size - header_bytes;
-  uint64_t count = 1;
+  uint64_t count = 1, span = 1;
   bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
     const uint8_t* b = &dims[4 * static_cast<size_t>(d)];
@@ -113,7 +113,11 @@ at::Tensor read_idx(const std::filesystem::path& file) {
                        uint64_t{b[3]};
     shape[static_cast<size_t>(d)] = static_cast<int64_t>(n);
     overflow = overflow || __builtin_mul_overflow(count, n, &count);
+    // The strides multiply the non-zero sizes: they must fit int64 even when a size is 0 (the
+    // IDX fuzzer found [0, 2^32-1, ...] reaching LibTorch's stride check).
+    overflow = overflow || (n > 0 && __builtin_mul_overflow(span, n, &span));
   }
+  overflow = overflow || span > static_cast<uint64_t>(INT64_MAX);
   uint64_t want_bytes = 0;
   overflow = overflow || __builtin_mul_overflow(count, uint64_t{type.size}, &want_bytes);
   LATHE_CHECK(!overflow && want_bytes <= limit, DataError,

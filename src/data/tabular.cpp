@@ -2,6 +2,7 @@
 #include "lathe/data/tabular.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -65,6 +66,14 @@ T most_frequent(const std::vector<T>& v) {
   return best->first;
 }
 
+/// The number a canonical class key spells. Not std::stod: it throws on subnormal values such
+/// as 5e-324 (the CSV fuzzer found that), and keys come from parsed numbers, so this never fails.
+double key_number(const std::string& key) {
+  double v = 0;
+  std::from_chars(key.data(), key.data() + key.size(), v);
+  return v;
+}
+
 /// A numeric cell in canonical form, so "1", "1.0" and " 1" name the same class.
 /// "0" and "-0" are one class: negative zero is written as 0.
 std::string canonical_number(double v) { return fmt::format("{}", v == 0 ? 0.0 : v); }
@@ -109,7 +118,7 @@ std::vector<std::string> sorted_classes(std::set<std::string> keys, bool numeric
   std::vector<std::string> out(keys.begin(), keys.end());
   if (numeric)
     std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
-      return std::stod(a) < std::stod(b);
+      return key_number(a) < key_number(b);
     });
   return out;
 }
@@ -179,7 +188,7 @@ at::Tensor target_strata(const CsvTable& table, const std::string& target) {
   for (size_t r = 0; r < keys.size(); ++r)
     p[r] = std::lower_bound(classes.begin(), classes.end(), keys[r],
                             [&](const std::string& a, const std::string& b) {
-                              return numeric ? std::stod(a) < std::stod(b) : a < b;
+                              return numeric ? key_number(a) < key_number(b) : a < b;
                             }) -
            classes.begin();
   return out;

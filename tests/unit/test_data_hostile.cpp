@@ -100,6 +100,10 @@ TEST(HostileIdx, GzipBombIsRefusedBeforeAllocating) {
   write_text(dir / "wide.idx", idx_bytes(0x0E, std::vector<uint32_t>(8, 0xFFFFFFFFu), "x"));
   expect_error<DataError>([&] { lathe::data::read_idx(dir / "wide.idx"); },
                           {"wide.idx", "too many values"});
+  // An empty tensor whose other sizes overflow the strides (the IDX fuzzer found it).
+  write_text(dir / "zero.idx", idx_bytes(0x08, {0, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu}, ""));
+  expect_error<DataError>([&] { lathe::data::read_idx(dir / "zero.idx"); },
+                          {"zero.idx", "too many values"});
 }
 
 TEST(HostileIdx, FloatLabelsAreRefused) {
