@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # Debian 12 (bookworm) packages; their versions are fixed by the release. fmt is not among them on
 # purpose: lathe uses the fmt 12 headers shipped inside the torch wheel (see cmake/Dependencies.cmake).
 # libgloo-dev gives the gloo/*.h headers that torch's ProcessGroupGloo.hpp needs (README).
+# clang and libclang-rt-14-dev (ASan, UBSan, libFuzzer runtimes) build the asan preset.
 DEB_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config git
+  clang libclang-rt-14-dev
   libprotobuf-dev protobuf-compiler libonnx-dev
   libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libturbojpeg0-dev libpng-dev libicu-dev zlib1g-dev

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: install what is missing, build with tests (the ci preset), run ctest.
+# The whole test suite: install what is missing, build with tests (the ci preset), run ctest;
+# then the readers under sanitizers (the asan preset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -7,3 +8,8 @@ scripts/check_layers.sh   # no file includes a header of a higher layer (shared/
 cmake --preset ci >/dev/null
 cmake --build --preset ci
 ctest --preset ci -j 2
+# The input readers alone under ASan + UBSan (clang): replay the fuzz seed corpora and run the
+# hostile-input tests (tests/fuzz/CMakeLists.txt).
+cmake --preset asan >/dev/null
+cmake --build --preset asan
+ctest --preset asan -j 2

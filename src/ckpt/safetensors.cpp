@@ -1,14 +1,16 @@
 // safetensors: 8-byte little-endian header length, JSON header, raw little-endian tensor data.
 #include "lathe/ckpt/safetensors.h"
 
-#include <fstream>
-
 #include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
 
 #include <ATen/ops/empty.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 
@@ -76,9 +78,182 @@ void save_safetensors(const std::filesystem::path& file, const NamedTensors& ten
   out.commit();
 }
 
+namespace {
+
+/// Where one tensor's bytes lie in the data section, validated against the file.
+struct Entry {
+  std::string name;
+  c10::ScalarType type;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;
+  uint64_t bytes = 0;
+};
+
+/// The header's tensors in data order, and its metadata. Everything is checked before any tensor
+/// is allocated, as the reference library does: the JSON shape of the header (no nesting beyond
+/// what the format has, no repeated name, string metadata), dtypes, integral non-negative shapes
+/// and offsets, dtype x shape = the bytes the offsets span, and offsets that tile the data
+/// section exactly (contiguous, non-overlapping, ending at the end of the file).
+std::vector<Entry> parse_header(std::string_view json, uint64_t data_size, const std::string& where,
+                                std::map<std::string, std::string>& metadata) {
+  // The deepest a valid header goes: {"name": {"shape": [1]}} is depth 3.
+  constexpr int kMaxDepth = 3;
+  std::set<std::string> names;
+  const nlohmann::json::parser_callback_t guard = [&](int depth, nlohmann::json::parse_event_t ev,
+                                                      nlohmann::json& parsed) {
+    LATHE_CHECK(depth <= kMaxDepth, CheckpointError,
+                "{}: the safetensors header nests deeper than the format allows ({} levels); "
+                "not a safetensors file",
+                where, kMaxDepth);
+    if (ev == nlohmann::json::parse_event_t::key && depth == 1) {
+      const std::string& name = parsed.get_ref<const std::string&>();
+      LATHE_CHECK(names.insert(name).second, CheckpointError,
+                  "{}: the safetensors header names '{}' twice", where, name);
+    }
+    return true;
+  };
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(json.begin(), json.end(), guard);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(
+        fmt::format("{}: the safetensors header is not valid JSON: {}", where, e.what()));
+  }
+  LATHE_CHECK(header.is_object(), CheckpointError,
+              "{}: the safetensors header is not a JSON object", where);
+
+  std::vector<Entry> out;
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();  // not a structured binding: lambdas capture these
+    const nlohmann::json& entry = item.value();
+    if (name == "__metadata__") {
+      LATHE_CHECK(entry.is_object(), CheckpointError,
+                  "{}: __metadata__ is not an object of strings", where);
+      for (const auto& [k, v] : entry.items()) {
+        LATHE_CHECK(v.is_string(), CheckpointError,
+                    "{}: __metadata__ '{}' is not a string (safetensors metadata maps strings to "
+                    "strings)",
+                    where, k);
+        metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    LATHE_CHECK(entry.is_object(), CheckpointError,
+                "{}: tensor '{}': header entry is not an object of dtype, shape, data_offsets",
+                where, name);
+    const auto field = [&](const char* key) -> const nlohmann::json& {
+      const auto it = entry.find(key);
+      LATHE_CHECK(it != entry.end(), CheckpointError, "{}: tensor '{}': the header entry lacks '{}'",
+                  where, name, key);
+      return *it;
+    };
+    const auto& dtype = field("dtype");
+    const auto& shape = field("shape");
+    const auto& offsets = field("data_offsets");
+    LATHE_CHECK(dtype.is_string(), CheckpointError, "{}: tensor '{}': dtype is not a string",
+                where, name);
+    LATHE_CHECK(shape.is_array(), CheckpointError,
+                "{}: tensor '{}': shape is not a list of sizes", where, name);
+    LATHE_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
+                    offsets[1].is_number_unsigned(),
+                CheckpointError,
+                "{}: tensor '{}': data_offsets must be [begin, end], two non-negative integers, "
+                "got {}",
+                where, name, offsets.dump());
+    Entry e;
+    e.name = name;
+    e.type = dtype_of(dtype.get<std::string>(), name, where);
+    e.begin = offsets[0].get<uint64_t>();
+    const uint64_t end = offsets[1].get<uint64_t>();
+    LATHE_CHECK(e.begin <= end, CheckpointError,
+                "{}: tensor '{}': data_offsets [{}, {}] end before they begin", where, name,
+                e.begin, end);
+    LATHE_CHECK(end <= data_size, CheckpointError,
+                "{}: truncated: tensor '{}' needs bytes up to {} of the data section but the file "
+                "holds only {}; the file is incomplete, write or download it again",
+                where, name, end, data_size);
+    // dtype x shape, without overflow: a size beyond the data section is refused as it is seen.
+    uint64_t bytes = c10::elementSize(e.type);
+    bool empty = false;
+    for (const auto& d : shape) {
+      LATHE_CHECK(d.is_number_unsigned(), CheckpointError,
+                  "{}: tensor '{}': shape {} holds something other than non-negative integers",
+                  where, name, shape.dump());
+      const uint64_t n = d.get<uint64_t>();
+      LATHE_CHECK(n <= static_cast<uint64_t>(INT64_MAX), CheckpointError,
+                  "{}: tensor '{}': shape {} is too large", where, name, shape.dump());
+      e.shape.push_back(static_cast<int64_t>(n));
+      if (n == 0) empty = true;
+      if (!empty) {
+        LATHE_CHECK(bytes <= data_size / n, CheckpointError,
+                    "{}: tensor '{}': shape {} of {} is larger than the whole data section ({} "
+                    "bytes)",
+                    where, name, shape.dump(), dtype.get<std::string>(), data_size);
+        bytes *= n;
+      }
+    }
+    e.bytes = empty ? 0 : bytes;
+    LATHE_CHECK(e.bytes == end - e.begin, CheckpointError,
+                "{}: tensor '{}': shape {} of {} needs {} bytes but its data_offsets span {}", where,
+                name, shape.dump(), dtype.get<std::string>(), e.bytes, end - e.begin);
+    out.push_back(std::move(e));
+  }
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.bytes < b.bytes;
+  });
+  uint64_t expect = 0;
+  for (const auto& e : out) {
+    LATHE_CHECK(e.begin == expect, CheckpointError,
+                "{}: tensor '{}' starts at byte {} of the data section, expected {}: tensors' "
+                "data_offsets must be contiguous and must not overlap",
+                where, e.name, e.begin, expect);
+    expect = e.begin + e.bytes;
+  }
+  LATHE_CHECK(expect == data_size, CheckpointError,
+              "{}: the tensors cover {} bytes of the data section but it holds {}; the file is "
+              "corrupt or has trailing data",
+              where, expect, data_size);
+  return out;
+}
+
+/// The header length from the first 8 bytes, checked against the file and the cap.
+uint64_t header_length(const unsigned char* len_le, uint64_t file_size, const std::string& where) {
+  uint64_t header_len = 0;
+  for (int i = 0; i < 8; ++i) header_len |= uint64_t{len_le[i]} << (8 * i);
+  LATHE_CHECK(header_len <= kMaxSafetensorsHeader, CheckpointError,
+              "{}: the safetensors header claims {} bytes, over the {} bytes allowed (as in the "
+              "reference library); not a safetensors file",
+              where, header_len, kMaxSafetensorsHeader);
+  LATHE_CHECK(header_len <= file_size - 8, CheckpointError,
+              "{}: truncated or not safetensors: header length {} exceeds the file's {} bytes",
+              where, header_len, file_size);
+  return header_len;
+}
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& origin) {
+  LATHE_CHECK(bytes.size() >= 8, CheckpointError,
+              "{}: truncated: {} bytes, too short for a safetensors header", origin, bytes.size());
+  const uint64_t header_len =
+      header_length(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), origin);
+  const uint64_t data_start = 8 + header_len;
+  SafetensorsFile out;
+  for (const Entry& e : parse_header(bytes.substr(8, header_len), bytes.size() - data_start,
+                                     origin, out.metadata)) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
+    if (e.bytes > 0) std::memcpy(t.data_ptr(), bytes.data() + data_start + e.begin, e.bytes);
+    out.tensors.emplace_back(e.name, std::move(t));
+  }
+  return out;
+}
+
 SafetensorsFile load_safetensors(const std::filesystem::path& file) {
   const std::string where = file.string();
+  const Doing doing(fmt::format("reading the weights file {}", where));
   LATHE_CHECK(std::filesystem::exists(file), CheckpointError, "{}: no such weights file", where);
+  const std::string why = not_a_regular_file(file);
+  LATHE_CHECK(why.empty(), CheckpointError, "{}: cannot read the weights file ({})", where, why);
   std::ifstream in(file, std::ios::binary);
   LATHE_CHECK(in.good(), CheckpointError, "{}: cannot open the weights file", where);
   const uint64_t file_size = std::filesystem::file_size(file);
@@ -86,84 +261,20 @@ SafetensorsFile load_safetensors(const std::filesystem::path& file) {
   unsigned char len_le[8];
   LATHE_CHECK(file_size >= 8 && in.read(reinterpret_cast<char*>(len_le), 8), CheckpointError,
               "{}: truncated: {} bytes, too short for a safetensors header", where, file_size);
-  uint64_t header_len = 0;
-  for (int i = 0; i < 8; ++i) header_len |= uint64_t{len_le[i]} << (8 * i);
-  LATHE_CHECK(header_len <= file_size - 8, CheckpointError,
-              "{}: truncated or not safetensors: header length {} exceeds the file's {} bytes",
-              where, header_len, file_size);
+  const uint64_t header_len = header_length(len_le, file_size, where);
   std::string json(header_len, '\0');
-  in.read(json.data(), static_cast<std::streamsize>(header_len));
-
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(json);
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(fmt::format("{}: the safetensors header is not valid JSON: {}", where,
-                                      e.what()));
-  }
-  LATHE_CHECK(header.is_object(), CheckpointError, "{}: the safetensors header is not an object",
-              where);
+  LATHE_CHECK(in.read(json.data(), static_cast<std::streamsize>(header_len)), CheckpointError,
+              "{}: read failed inside the header", where);
 
   SafetensorsFile out;
   const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = file_size - data_start;
-  std::vector<std::pair<uint64_t, std::string>> order;  // (begin offset, name)
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      LATHE_CHECK(entry.is_object(), CheckpointError, "{}: __metadata__ is not an object", where);
-      for (const auto& [k, v] : entry.items())
-        out.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-      continue;
-    }
-    LATHE_CHECK(entry.is_object(), CheckpointError,
-                "{}: tensor '{}': header entry is not an object of dtype, shape, data_offsets",
-                where, name);
-    uint64_t begin = 0;
-    if (const auto it = entry.find("data_offsets");
-        it != entry.end() && it->is_array() && !it->empty() && (*it)[0].is_number_unsigned())
-      begin = (*it)[0].get<uint64_t>();
-    order.emplace_back(begin, name);
-  }
-  std::sort(order.begin(), order.end());
-
-  for (const auto& [begin_unused, name] : order) {
-    const auto& entry = header[name];
-    std::vector<int64_t> shape;
-    std::vector<uint64_t> offsets;
-    std::string dtype;
-    try {
-      dtype = entry.at("dtype").get<std::string>();
-      shape = entry.at("shape").get<std::vector<int64_t>>();
-      offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
-    } catch (const nlohmann::json::exception& e) {
-      throw CheckpointError(fmt::format("{}: tensor '{}': malformed header entry: {}", where, name,
-                                        e.what()));
-    }
-    LATHE_CHECK(offsets.size() == 2 && offsets[0] <= offsets[1], CheckpointError,
-                "{}: tensor '{}': data_offsets must be [begin, end]", where, name);
-    LATHE_CHECK(offsets[1] <= data_size, CheckpointError,
-                "{}: truncated: tensor '{}' needs bytes up to {} of the data section but the file "
-                "holds only {}; the file is incomplete, write or download it again",
-                where, name, offsets[1], data_size);
-    const c10::ScalarType type = dtype_of(dtype, name, where);
-    // Validate the shape before allocating: negative or absurd sizes must not reach ATen.
-    uint64_t bytes = c10::elementSize(type);
-    for (int64_t d : shape) {
-      LATHE_CHECK(d >= 0, CheckpointError, "{}: tensor '{}': negative dimension in shape [{}]",
-                  where, name, fmt::join(shape, ", "));
-      LATHE_CHECK(d == 0 || bytes <= data_size / static_cast<uint64_t>(d) + 1, CheckpointError,
-                  "{}: tensor '{}': shape [{}] is larger than the whole file", where, name,
-                  fmt::join(shape, ", "));
-      bytes *= static_cast<uint64_t>(d);
-    }
-    LATHE_CHECK(bytes == offsets[1] - offsets[0], CheckpointError,
-                "{}: tensor '{}': shape [{}] of {} needs {} bytes but its data_offsets span {}",
-                where, name, fmt::join(shape, ", "), dtype, bytes, offsets[1] - offsets[0]);
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
-    in.seekg(static_cast<std::streamoff>(data_start + offsets[0]));
-    LATHE_CHECK(in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(bytes)),
-                CheckpointError, "{}: read failed for tensor '{}'", where, name);
-    out.tensors.emplace_back(name, std::move(t));
+  for (const Entry& e : parse_header(json, file_size - data_start, where, out.metadata)) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
+    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+    LATHE_CHECK(e.bytes == 0 || in.read(static_cast<char*>(t.data_ptr()),
+                                        static_cast<std::streamsize>(e.bytes)),
+                CheckpointError, "{}: read failed for tensor '{}'", where, e.name);
+    out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
 }

@@ -8,14 +8,19 @@
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
+#include "lathe/core/fs.h"
 
 namespace lathe::ckpt {
 namespace {
@@ -32,9 +37,15 @@ struct PyObject {
   std::vector<Obj> items;                 ///< Tuple, List
   std::vector<std::pair<Obj, Obj>> dict;  ///< Dict, in insertion order
   at::Tensor tensor;                      ///< Tensor (also a storage: 1-D, its dtype)
+  size_t depth = 1;  ///< nesting depth when last grown (a bound, see kMaxDepth)
+  std::map<std::string, size_t> str_keys;  ///< Dict: position of each string key in `dict`
+  std::map<int64_t, size_t> int_keys;      ///< Dict: position of each integer key in `dict`
 };
 
-Obj make(PyObject::Kind k) {
+/// Python's own recursion limit: deeper containers are refused as they are built.
+constexpr size_t kMaxDepth = 1000;
+
+Obj make_object(PyObject::Kind k) {
   auto o = std::make_shared<PyObject>();
   o->kind = k;
   return o;
@@ -60,9 +71,19 @@ const std::map<std::string, at::ScalarType>& storage_dtypes() {
 /// Runs data.pkl; tensors' storages come from the archive's data/<key> records.
 class StateDictUnpickler {
  public:
-  StateDictUnpickler(caffe2::serialize::PyTorchStreamReader& zip, const char* data, size_t size,
-                     std::string file)
-      : zip_(zip), p_(data), end_(data + size), file_(std::move(file)) {}
+  StateDictUnpickler(const PickleRecords& records, std::string_view pkl, std::string file)
+      : records_(records), p_(pkl.data()), end_(pkl.data() + pkl.size()), file_(std::move(file)) {}
+  StateDictUnpickler(const StateDictUnpickler&) = delete;
+  StateDictUnpickler& operator=(const StateDictUnpickler&) = delete;
+  /// Frees the object graph without recursion: a hostile pickle can nest containers (or link
+  /// them in a cycle) deeper than the stack, and shared_ptr's destructors would recurse. Every
+  /// object lives in arena_ until here, so none is freed (recursively) while the pickle runs.
+  ~StateDictUnpickler() {
+    for (const auto& o : arena_) {  // the arena holds every object: clearing frees nothing yet
+      o->items.clear();
+      o->dict.clear();
+    }
+  }
 
   Obj run() {
     for (;;) {
@@ -76,6 +97,14 @@ class StateDictUnpickler {
   }
 
  private:
+  /// A new object, kept in the arena; their number is bounded (each costs an opcode or more).
+  Obj make(PyObject::Kind k) {
+    if (arena_.size() >= kMaxObjects)
+      fail(fmt::format("malformed pickle (more than {} objects; a state dict has far fewer)",
+                       kMaxObjects));
+    arena_.push_back(make_object(k));
+    return arena_.back();
+  }
   [[noreturn]] void fail(const std::string& what) const {
     throw CheckpointError(fmt::format("{}: {}", file_, what));
   }
@@ -102,11 +131,22 @@ class StateDictUnpickler {
     for (char c = byte(); c != '\n'; c = byte()) s += c;
     return s;
   }
+  /// The bottom of the current frame: objects below the last MARK are out of reach, as in
+  /// Python's unpickler (which moves them to a separate stack).
+  size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
   Obj pop() {
-    if (stack_.empty()) fail("malformed pickle (pop from an empty stack)");
+    if (stack_.size() <= base()) fail("malformed pickle (pop from an empty stack)");
     Obj o = stack_.back();
     stack_.pop_back();
     return o;
+  }
+  Obj& top() {
+    if (stack_.size() <= base()) fail("malformed pickle (an opcode needs an object on the stack)");
+    return stack_.back();
+  }
+  void push(Obj o) {
+    if (stack_.size() >= kMaxStack) fail("malformed pickle (the stack grows without bound)");
+    stack_.push_back(std::move(o));
   }
   std::vector<Obj> pop_to_mark() {
     if (marks_.empty()) fail("malformed pickle (no MARK)");
@@ -115,6 +155,29 @@ class StateDictUnpickler {
     std::vector<Obj> items(stack_.begin() + static_cast<ptrdiff_t>(start), stack_.end());
     stack_.resize(start);
     return items;
+  }
+  /// Records that `parent` now holds `child`; refuses nesting deeper than kMaxDepth.
+  void grow(PyObject& parent, const Obj& child) {
+    parent.depth = std::max(parent.depth, child->depth + 1);
+    if (parent.depth > kMaxDepth)
+      fail(fmt::format("malformed pickle (objects nest deeper than {} levels)", kMaxDepth));
+  }
+  /// dict[k] = v as Python does: a repeated key keeps its first position and takes the last value.
+  void set_item(PyObject& d, const Obj& k, const Obj& v) {
+    grow(d, k);
+    grow(d, v);
+    size_t* slot = nullptr;
+    if (k->kind == PyObject::Kind::Str) {
+      const auto [it, fresh] = d.str_keys.emplace(k->s, d.dict.size());
+      if (!fresh) slot = &it->second;
+    } else if (k->kind == PyObject::Kind::Int || k->kind == PyObject::Kind::Bool) {
+      const auto [it, fresh] = d.int_keys.emplace(k->i, d.dict.size());
+      if (!fresh) slot = &it->second;
+    }
+    if (slot != nullptr)
+      d.dict[*slot].second = v;
+    else
+      d.dict.emplace_back(k, v);
   }
   Obj str(std::string s) {
     Obj o = make(PyObject::Kind::Str);
@@ -128,6 +191,7 @@ class StateDictUnpickler {
   }
   Obj tuple(std::vector<Obj> items) {
     Obj o = make(PyObject::Kind::Tuple);
+    for (const auto& i : items) grow(*o, i);
     o->items = std::move(items);
     return o;
   }
@@ -136,23 +200,33 @@ class StateDictUnpickler {
     o->s = module + "." + name;
     return o;
   }
-  void memo_put(size_t key) { memo_[key] = stack_.at(stack_.size() - 1); }
+  void memo_put(size_t key) {
+    if (memo_.size() >= kMaxStack) fail("malformed pickle (the memo grows without bound)");
+    memo_[key] = top();
+  }
   Obj memo_get(size_t key) {
     const auto it = memo_.find(key);
     if (it == memo_.end()) fail(fmt::format("malformed pickle (memo {} unset)", key));
     return it->second;
   }
-  static std::vector<int64_t> ints(const Obj& t) {
+  std::vector<int64_t> ints(const Obj& t, const char* what) const {
+    if (t->kind != PyObject::Kind::Tuple) fail(fmt::format("malformed tensor record ({})", what));
     std::vector<int64_t> v;
-    for (const auto& x : t->items) v.push_back(x->i);
+    for (const auto& x : t->items) {
+      if (x->kind != PyObject::Kind::Int || x->i < 0)
+        fail(fmt::format("malformed tensor record ({} must be non-negative integers)", what));
+      v.push_back(x->i);
+    }
     return v;
   }
 
   /// persistent_id ('storage', torch.FloatStorage, key, location, numel) → a 1-D tensor holding
   /// the archive's data/<key>, shared by every tensor viewing that storage.
   Obj storage(const Obj& pid) {
-    if (pid->kind != PyObject::Kind::Tuple || pid->items.size() < 5 ||
-        pid->items[0]->s != "storage")
+    using K = PyObject::Kind;
+    if (pid->kind != K::Tuple || pid->items.size() < 5 || pid->items[0]->kind != K::Str ||
+        pid->items[0]->s != "storage" || pid->items[1]->kind != K::Global ||
+        pid->items[2]->kind != K::Str || pid->items[4]->kind != K::Int)
       fail("unsupported persistent id in data.pkl (expected a tensor storage)");
     const std::string& key = pid->items[2]->s;
     if (const auto it = storages_.find(key); it != storages_.end()) return it->second;
@@ -160,15 +234,25 @@ class StateDictUnpickler {
     const auto dt = storage_dtypes().find(type);
     if (dt == storage_dtypes().end()) fail(fmt::format("unsupported storage type torch.{}", type));
     const int64_t numel = pid->items[4]->i;
-    at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt->second));
-    const size_t want = static_cast<size_t>(numel) * t.element_size();
     const std::string record = "data/" + key;
-    if (!zip_.hasRecord(record)) fail(fmt::format("archive lacks record {}", record));
-    auto [data, size] = zip_.getRecord(record);
-    if (size < want)
-      fail(fmt::format("record {} holds {} bytes, its storage needs {}", record, size, want));
-    std::memcpy(t.data_ptr(), data.get(), want);
-    Obj o = make(PyObject::Kind::Tensor);
+    if (!records_.has(record)) fail(fmt::format("archive lacks record {}", record));
+    // The record's real size bounds the allocation, whatever the pickle declares.
+    const size_t size = records_.size(record);
+    const auto elem = static_cast<size_t>(c10::elementSize(dt->second));
+    if (numel < 0 || static_cast<uint64_t>(numel) > size / elem)
+      fail(
+          fmt::format("record {} holds {} bytes, but its storage declares {} elements of {} "
+                      "bytes; the file is truncated or corrupt",
+                      record, size, numel, elem));
+    at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt->second));
+    const size_t want = static_cast<size_t>(numel) * elem;
+    if (want > 0) records_.read(record, t.data_ptr(), want);  // an empty storage has no buffer
+    if (big_endian_ && elem > 1) {  // swap each scalar (each half of a complex number)
+      const size_t unit = c10::isComplexType(dt->second) ? elem / 2 : elem;
+      auto* b = static_cast<uint8_t*>(t.data_ptr());
+      for (size_t i = 0; i < want; i += unit) std::reverse(b + i, b + i + unit);
+    }
+    Obj o = make(K::Tensor);
     o->tensor = t;
     storages_.emplace(key, o);
     return o;
@@ -181,14 +265,35 @@ class StateDictUnpickler {
     }
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       const auto& a = args->items;  // (storage, offset, size, stride, ...)
-      if (a.size() < 4 || a[0]->kind != PyObject::Kind::Tensor) fail("malformed tensor record");
+      if (a.size() < 4 || a[0]->kind != PyObject::Kind::Tensor || a[1]->kind != PyObject::Kind::Int)
+        fail("malformed tensor record");
+      const std::vector<int64_t> size = ints(a[2], "sizes"), stride = ints(a[3], "strides");
+      if (size.size() != stride.size()) fail("malformed tensor record (sizes vs strides)");
+      // The last element it reaches must lie inside its storage (no overflow on the way).
+      const int64_t numel = a[0]->tensor.numel();
+      int64_t last = a[1]->i;
+      bool empty = false;
+      for (size_t d = 0; d < size.size(); ++d) {
+        if (size[d] == 0) empty = true;
+        int64_t span = 0;
+        if (size[d] > 0 && (__builtin_mul_overflow(size[d] - 1, stride[d], &span) ||
+                            __builtin_add_overflow(last, span, &last)))
+          fail("malformed tensor record (its view overflows)");
+      }
+      if (a[1]->i < 0 || (!empty && last >= numel) || (empty && a[1]->i > numel))
+        fail(
+            fmt::format("malformed tensor record: a view of sizes [{}], strides [{}] at offset "
+                        "{} reaches beyond its storage of {} elements",
+                        fmt::join(size, ", "), fmt::join(stride, ", "), a[1]->i, numel));
       Obj o = make(PyObject::Kind::Tensor);
-      o->tensor = a[0]->tensor.as_strided(ints(a[2]), ints(a[3]), a[1]->i);
+      o->tensor = a[0]->tensor.as_strided(size, stride, a[1]->i);
       return o;
     }
     if (name == "torch._utils._rebuild_parameter" ||
         name == "torch._utils._rebuild_parameter_with_state") {
-      return args->items.at(0);  // (data, requires_grad, hooks[, state])
+      if (args->items.empty() || args->items[0]->kind != PyObject::Kind::Tensor)
+        fail("malformed parameter record (expected a tensor first)");
+      return args->items[0];  // (data, requires_grad, hooks[, state])
     }
     fail(
         fmt::format("the pickle holds a {} object; only state dicts of tensors load (save "
@@ -206,45 +311,52 @@ class StateDictUnpickler {
         le<uint64_t>();
         break;  // FRAME
       case '(':
+        if (marks_.size() >= kMaxStack) fail("malformed pickle (too many MARKs)");
         marks_.push_back(stack_.size());
         break;
       case '}':
-        stack_.push_back(make(K::Dict));
+        push(make(K::Dict));
         break;
       case ']':
-        stack_.push_back(make(K::List));
+        push(make(K::List));
         break;
       case ')':
-        stack_.push_back(tuple({}));
+        push(tuple({}));
         break;
       case 't':
-        stack_.push_back(tuple(pop_to_mark()));
+        push(tuple(pop_to_mark()));
         break;
       case 0x85: {
         Obj a = pop();
-        stack_.push_back(tuple({a}));
+        push(tuple({a}));
       } break;
       case 0x86: {
         Obj b = pop(), a = pop();
-        stack_.push_back(tuple({a, b}));
+        push(tuple({a, b}));
       } break;
       case 0x87: {
         Obj c = pop(), b = pop(), a = pop();
-        stack_.push_back(tuple({a, b, c}));
+        push(tuple({a, b, c}));
       } break;
       case 'l': {
         Obj l = make(K::List);
         l->items = pop_to_mark();
-        stack_.push_back(l);
+        for (const auto& x : l->items) grow(*l, x);
+        push(l);
       } break;
       case 'a': {
         Obj v = pop();
-        stack_.back()->items.push_back(v);
+        Obj& l = top();
+        if (l->kind != K::List) fail("malformed pickle (APPEND on a non-list)");
+        grow(*l, v);
+        l->items.push_back(v);
       } break;
       case 'e': {
         auto v = pop_to_mark();
-        auto& items = stack_.back()->items;
-        items.insert(items.end(), v.begin(), v.end());
+        Obj& l = top();
+        if (l->kind != K::List) fail("malformed pickle (APPENDS on a non-list)");
+        for (const auto& x : v) grow(*l, x);
+        l->items.insert(l->items.end(), v.begin(), v.end());
       } break;
       case 'd':
       case 's':
@@ -254,14 +366,15 @@ class StateDictUnpickler {
         if (op == 's') {
           Obj v = pop(), k = pop();
           kv = {k, v};
-          target = stack_.back();
+          target = top();
         } else {
           kv = pop_to_mark();
-          target = op == 'd' ? make(K::Dict) : stack_.back();
-          if (op == 'd') stack_.push_back(target);
+          if (kv.size() % 2 != 0) fail("malformed pickle (a key without a value)");
+          target = op == 'd' ? make(K::Dict) : top();
+          if (op == 'd') push(target);
         }
         if (target->kind != K::Dict) fail("malformed pickle (SETITEM on a non-dict)");
-        for (size_t i = 0; i + 1 < kv.size(); i += 2) target->dict.emplace_back(kv[i], kv[i + 1]);
+        for (size_t i = 0; i + 1 < kv.size(); i += 2) set_item(*target, kv[i], kv[i + 1]);
       } break;
       case 'q':
         memo_put(static_cast<uint8_t>(byte()));
@@ -273,39 +386,43 @@ class StateDictUnpickler {
         memo_put(memo_.size());
         break;  // MEMOIZE
       case 'h':
-        stack_.push_back(memo_get(static_cast<uint8_t>(byte())));
+        push(memo_get(static_cast<uint8_t>(byte())));
         break;
       case 'j':
-        stack_.push_back(memo_get(le<uint32_t>()));
+        push(memo_get(le<uint32_t>()));
         break;
       case 'c': {
         std::string m = line();
-        stack_.push_back(global(m, line()));
+        push(global(m, line()));
       } break;
       case 0x93: {
         Obj n = pop(), m = pop();
-        stack_.push_back(global(m->s, n->s));
+        if (n->kind != K::Str || m->kind != K::Str) fail("malformed pickle (STACK_GLOBAL)");
+        push(global(m->s, n->s));
       } break;
       case 'R':
       case 0x81: {
         Obj args = pop(), fn = pop();
-        stack_.push_back(call(fn, args));
+        if (fn->kind != K::Global || args->kind != K::Tuple)
+          fail("malformed pickle (REDUCE needs a global and an argument tuple)");
+        push(call(fn, args));
       } break;
       case 'b':
         pop();
+        top();
         break;  // BUILD: an OrderedDict's __dict__ (_metadata), not needed
       case 'Q': {
         Obj pid = pop();
-        stack_.push_back(storage(pid));
+        push(storage(pid));
       } break;
       case 'J':
-        stack_.push_back(integer(le<int32_t>()));
+        push(integer(le<int32_t>()));
         break;
       case 'K':
-        stack_.push_back(integer(static_cast<uint8_t>(byte())));
+        push(integer(static_cast<uint8_t>(byte())));
         break;
       case 'M':
-        stack_.push_back(integer(le<uint16_t>()));
+        push(integer(le<uint16_t>()));
         break;
       case 0x8a: {  // LONG1
         const auto n = static_cast<uint8_t>(byte());
@@ -315,38 +432,38 @@ class StateDictUnpickler {
         for (size_t k = 0; k < n; ++k)
           v |= static_cast<uint64_t>(static_cast<uint8_t>(b[k])) << (8 * k);
         if (n > 0 && n < 8 && (static_cast<uint8_t>(b[n - 1]) & 0x80)) v |= ~uint64_t{0} << (8 * n);
-        stack_.push_back(integer(static_cast<int64_t>(v)));
+        push(integer(static_cast<int64_t>(v)));
       } break;
       case 'G': {  // BINFLOAT, big-endian
         uint64_t bits = le<uint64_t>();
         if constexpr (std::endian::native == std::endian::little) bits = __builtin_bswap64(bits);
         Obj o = make(K::Float);
         std::memcpy(&o->f, &bits, sizeof bits);
-        stack_.push_back(o);
+        push(o);
       } break;
       case 'N':
-        stack_.push_back(make(K::None));
+        push(make(K::None));
         break;
       case 0x88:
       case 0x89: {
         Obj o = make(K::Bool);
         o->i = op == 0x88;
-        stack_.push_back(o);
+        push(o);
       } break;
       case 'X':
-        stack_.push_back(str(bytes(le<uint32_t>())));
+        push(str(bytes(le<uint32_t>())));
         break;
       case 0x8c:
       case 'U':
       case 'C':
-        stack_.push_back(str(bytes(static_cast<uint8_t>(byte()))));
+        push(str(bytes(static_cast<uint8_t>(byte()))));
         break;
       case 0x8d:
-        stack_.push_back(str(bytes(le<uint64_t>())));
+        push(str(bytes(le<uint64_t>())));
         break;
       case 'T':
       case 'B':
-        stack_.push_back(str(bytes(le<uint32_t>())));
+        push(str(bytes(le<uint32_t>())));
         break;
       case '0':
         pop();
@@ -354,15 +471,29 @@ class StateDictUnpickler {
       case '1':
         pop_to_mark();
         break;
-      case '2':
-        stack_.push_back(stack_.at(stack_.size() - 1));
-        break;
+      case '2': {
+        Obj o = top();
+        push(o);
+      } break;
       default:
         fail(fmt::format("unsupported pickle opcode 0x{:02x} in data.pkl", op));
     }
   }
 
-  caffe2::serialize::PyTorchStreamReader& zip_;
+  /// Bound on the stack, the marks and the memo: far above what a state dict needs.
+  static constexpr size_t kMaxStack = 1u << 24;
+  /// Bound on the objects one pickle makes (a large state dict makes about ten per tensor).
+  static constexpr size_t kMaxObjects = 1u << 20;
+
+  const PickleRecords& records_;
+  bool big_endian_ = false;
+  std::vector<Obj> arena_;  ///< every object made, released only by the destructor
+
+ public:
+  /// Storages are stored big-endian (the archive's byteorder record says "big").
+  void set_big_endian(bool big) { big_endian_ = big; }
+
+ private:
   const char* p_;
   const char* end_;
   std::string file_;
@@ -387,10 +518,29 @@ const PyObject& state_dict_of(const Obj& root, const std::string& file) {
 
 }  // namespace
 
+NamedTensors unpickle_state_dict(std::string_view pkl, const PickleRecords& records,
+                                 const std::string& origin, bool big_endian) {
+  StateDictUnpickler unpickler(records, pkl, origin);
+  unpickler.set_big_endian(big_endian);
+  const Obj root = unpickler.run();
+  NamedTensors out;
+  for (const auto& [k, v] : state_dict_of(root, origin).dict) {
+    LATHE_CHECK(k->kind == PyObject::Kind::Str, CheckpointError,
+                "{}: a state dict key is not a string", origin);
+    LATHE_CHECK(v->kind == PyObject::Kind::Tensor, CheckpointError,
+                "{}: entry '{}' is not a tensor; only state dicts of tensors load", origin, k->s);
+    out.emplace_back(k->s, v->tensor);
+  }
+  return out;
+}
+
 NamedTensors load_torch_state_dict(const std::filesystem::path& file) {
   const std::string name = file.string();
-  LATHE_CHECK(std::filesystem::is_regular_file(file), CheckpointError,
-              "{}: no such weights file (or it cannot be read)", name);
+  const Doing doing(fmt::format("reading the weights file {}", name));
+  const std::string why = not_a_regular_file(file);
+  LATHE_CHECK(why.empty(), CheckpointError, "{}: no such weights file (or it cannot be read: {})",
+              name, why);
+  const uint64_t file_size = std::filesystem::file_size(file);
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> zip;
   try {
     zip = std::make_unique<caffe2::serialize::PyTorchStreamReader>(name);
@@ -401,21 +551,52 @@ NamedTensors load_torch_state_dict(const std::filesystem::path& file) {
         "safetensors): {}",
         name, std::string(e.what()).substr(0, std::string(e.what()).find('\n'))));
   }
+  // Every record is read through here: its declared size is checked against the file before a
+  // byte is allocated (torch.save stores records uncompressed, so none can be larger than the
+  // file), and zip errors become CheckpointErrors naming the record.
+  const auto record_size = [&](const std::string& record) {
+    size_t size = 0;
+    try {
+      size = zip->getRecordSize(record);
+    } catch (const std::exception& e) {
+      throw CheckpointError(fmt::format("{}: cannot read record {} of the archive", name, record));
+    }
+    LATHE_CHECK(size <= file_size, CheckpointError,
+                "{}: record {} declares {} bytes, more than the whole {}-byte file (a compressed "
+                "or corrupt archive; torch.save writes records uncompressed)",
+                name, record, size, file_size);
+    return size;
+  };
+  PickleRecords records;
+  records.has = [&](const std::string& record) { return zip->hasRecord(record); };
+  records.size = record_size;
+  records.read = [&](const std::string& record, void* dst, size_t n) {
+    try {
+      zip->getRecord(record, dst, n);
+    } catch (const std::exception& e) {
+      throw CheckpointError(fmt::format("{}: cannot read record {} of the archive", name, record));
+    }
+  };
+  const auto read_whole = [&](const std::string& record) {
+    std::string bytes(record_size(record), '\0');
+    records.read(record, bytes.data(), bytes.size());
+    return bytes;
+  };
   LATHE_CHECK(zip->hasRecord("data.pkl"), CheckpointError,
               "{}: the archive has no data.pkl; is it a TorchScript module (torch.jit.save)? Save "
               "model.state_dict() with torch.save instead",
               name);
-  auto [pkl, size] = zip->getRecord("data.pkl");
-  const Obj root = StateDictUnpickler(*zip, static_cast<const char*>(pkl.get()), size, name).run();
-  NamedTensors out;
-  for (const auto& [k, v] : state_dict_of(root, name).dict) {
-    LATHE_CHECK(k->kind == PyObject::Kind::Str, CheckpointError,
-                "{}: a state dict key is not a string", name);
-    LATHE_CHECK(v->kind == PyObject::Kind::Tensor, CheckpointError,
-                "{}: entry '{}' is not a tensor; only state dicts of tensors load", name, k->s);
-    out.emplace_back(k->s, v->tensor);
+  bool big_endian = std::endian::native == std::endian::big;  // no record: the writer's order
+  if (zip->hasRecord("byteorder")) {
+    const std::string order = read_whole("byteorder");
+    LATHE_CHECK(order == "little" || order == "big", CheckpointError,
+                "{}: the archive's byteorder record says '{}', expected 'little' or 'big'", name,
+                order.substr(0, 32));
+    big_endian = order == "big";
   }
-  return out;
+  if constexpr (std::endian::native == std::endian::big) big_endian = !big_endian;
+  const std::string pkl = read_whole("data.pkl");
+  return unpickle_state_dict(pkl, records, name, big_endian);
 }
 
 LoadReport load_weights_any(torch::nn::Module& module, const std::filesystem::path& file,

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 
 #include "lathe/config/config.h"
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
@@ -57,6 +58,7 @@ void add_train(CLI::App& app, int& exit_code) {
       exit_code = dist::launch_local(args, {.processes = *devices});
       return;
     }
+    const Doing doing(fmt::format("training from {}", *config));
     auto cfg = config::load_config(*config, *overrides);
     const auto result = run::train_from_config(std::move(cfg), *resume);
     if (result.test.count("accuracy") && dist::world_from_env().is_main())
@@ -76,6 +78,7 @@ void add_eval(CLI::App& app, int& exit_code) {
                   "(default: RUN/model.safetensors)");
   cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
   cmd->callback([=, &exit_code] {
+    const Doing doing(fmt::format("evaluating the run {}", *run_dir));
     const auto metrics = run::evaluate_run(*run_dir, *weights, *overrides);
     for (const auto& [k, v] : metrics) fmt::print("test {} {:.4f}\n", k, v);
     exit_code = kOk;
@@ -96,6 +99,7 @@ void add_sweep(CLI::App& app, int& exit_code) {
   cmd->add_option("overrides", *overrides, "key=value overrides applied to every trial");
   cmd->add_flag("--resume", *resume, "Continue the sweep from its sweep_state.json");
   cmd->callback([=, &exit_code] {
+    const Doing doing(fmt::format("running the sweep {}", *file));
     const auto result = run::run_sweep(run::load_sweep(*file, *overrides), *resume);
     if (result.best >= 0)
       fmt::print("best trial {}: {}\n", result.trials[static_cast<size_t>(result.best)].id,
@@ -207,6 +211,7 @@ void add_export(CLI::App& app, int& exit_code) {
       o.dynamic = *dynamic;
       if (o.dynamic == std::vector<std::string>{"none"}) o.dynamic.clear();
     }
+    const Doing doing(fmt::format("exporting {}", *source));
     const onnx::ExportReport r = run::export_run(*source, o);
     const auto io_text = [](const std::vector<onnx::ExportReport::Io>& ios) {
       std::vector<std::string> parts;

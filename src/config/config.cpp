@@ -10,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/fs.h"
 
 namespace lathe::config {
 namespace {
@@ -286,11 +287,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSecti
   v("encode", s.encode);
   v("columns", s.columns);
   v("image_size", s.image_size);
+  v("max_image_pixels", s.max_image_pixels);
   v("augment", s.augment);
   v("seq_len", s.seq_len);
   v("vocab", s.vocab);
   v("max_length", s.max_length);
   v("text_column", s.text_column);
+  v("invalid_utf8", s.invalid_utf8);
 }
 
 template <class V, class S>
@@ -557,13 +560,28 @@ void validate(const RunConfig& c, const Origin& origin) {
               v.where("data.test_fraction"), c.data.val_fraction + c.data.test_fraction);
   v.at_least("data.num_workers", c.data.num_workers, -1);
   v.choice("data.task", c.data.task, {"auto", "classification", "regression"});
+  v.choice("data.invalid_utf8", c.data.invalid_utf8, {"error", "replace"});
   v.at_least<int64_t>("data.seq_len", c.data.seq_len, 1);
+  v.at_least<int64_t>("data.max_image_pixels", c.data.max_image_pixels, 1);
+  LATHE_CHECK(c.data.image_size >= 0 && c.data.image_size <= 8192, ConfigError,
+              "{}: data.image_size = {} must be in [0, 8192] (0: the source's own size)",
+              v.where("data.image_size"), c.data.image_size);
   v.at_least<int64_t>("data.max_length", c.data.max_length, 2);
   v.at_least<int64_t>("data.batch_size", c.data.batch_size, 1);
   v.at_least<int64_t>("data.eval_batch_size", c.data.eval_batch_size, 1);
   LATHE_CHECK(c.data.mean.size() == c.data.std.size(), ConfigError,
               "{}: data.mean has {} values but data.std has {}; give both per channel or neither",
               v.where("data.mean"), c.data.mean.size(), c.data.std.size());
+  std::map<int64_t, size_t> class_pos;
+  for (size_t i = 0; i < c.data.classes.size(); ++i) {
+    LATHE_CHECK(c.data.classes[i] >= 0, ConfigError,
+                "{}: data.classes holds {}; class ids are non-negative", v.where("data.classes"),
+                c.data.classes[i]);
+    const auto [it, fresh] = class_pos.emplace(c.data.classes[i], i);
+    LATHE_CHECK(fresh, ConfigError,
+                "{}: data.classes lists class {} twice (positions {} and {}); each class once",
+                v.where("data.classes"), c.data.classes[i], it->second, i);
+  }
   for (double s : c.data.std)
     LATHE_CHECK(s > 0, ConfigError, "{}: data.std values must be positive, got {}",
                 v.where("data.std"), s);
@@ -644,6 +662,60 @@ void read_model(Section& model, ModelSection& out) {
   model.finish();
 }
 
+/// The line where a second YAML document starts (a `---` after content or after another `---`,
+/// or content after a `...` end marker), or 0. A scan of the text: markers sit at column 0.
+int64_t second_document_line(std::string_view yaml) {
+  bool started = false, ended = false;
+  int64_t line_no = 0;
+  for (size_t pos = 0; pos < yaml.size();) {
+    const size_t eol = std::min(yaml.find('\n', pos), yaml.size());
+    std::string_view line = yaml.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const auto marker = [&](std::string_view m) {
+      return line.substr(0, 3) == m && (line.size() == 3 || line[3] == ' ' || line[3] == '\t');
+    };
+    const size_t first = line.find_first_not_of(" \t");
+    const bool blank = first == std::string_view::npos || line[first] == '#';
+    if (marker("---")) {
+      if (started || ended) return line_no;
+      started = true;
+    } else if (marker("...")) {
+      ended = true;
+    } else if (!blank && line[0] != '%') {
+      if (ended) return line_no;
+      started = true;
+    }
+  }
+  return 0;
+}
+
+/// A key written twice in one mapping is an error naming both lines (yaml-cpp would keep the
+/// first silently, Python's YAML the last). Walks the tree without recursion.
+void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
+  std::vector<std::pair<YAML::Node, std::string>> todo{{root, ""}};
+  while (!todo.empty()) {
+    const auto [node, path] = todo.back();
+    todo.pop_back();
+    if (node.IsSequence()) {
+      for (const auto& item : node) todo.emplace_back(item, path);
+    } else if (node.IsMap()) {
+      std::map<std::string, int> seen;  // key -> line
+      for (const auto& kv : node) {
+        const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "(a non-scalar key)";
+        const std::string dotted = path.empty() ? key : path + "." + key;
+        const int line = kv.first.Mark().is_null() ? 0 : kv.first.Mark().line + 1;
+        const auto [it, fresh] = seen.emplace(key, line);
+        LATHE_CHECK(fresh, ConfigError,
+                    "{}:{}: key '{}' appears twice in one mapping (first on line {}); keep one",
+                    file, line, dotted, it->second);
+        todo.emplace_back(kv.second, dotted);
+      }
+    }
+  }
+}
+
 RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::string>& overrides) {
   LATHE_CHECK(root.IsMap() || root.IsNull(), ConfigError,
               "{}: a run config is a mapping of sections (run, data, model, task, optim, "
@@ -675,21 +747,29 @@ RunConfig from_tree(YAML::Node root, Origin& origin, const std::vector<std::stri
 RunConfig parse_config(std::string_view yaml, std::string_view origin_name,
                        const std::vector<std::string>& overrides) {
   Origin origin{std::string(origin_name), {}, {}};
+  const int64_t second = second_document_line(yaml);
+  LATHE_CHECK(second == 0, ConfigError,
+              "{}:{}: a second YAML document ('---'); a run config is one document: remove it or "
+              "put it in its own file",
+              origin.file, second);
   YAML::Node root;
   try {
-    root = YAML::Load(std::string(yaml));
+    root = YAML::Load(std::string(yaml));  // not LoadAll: yaml-cpp 0.7's hangs on `,"`
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}:{}:{}: not valid YAML: {}", origin.file, e.mark.line + 1,
                                   e.mark.column + 1, e.msg));
   }
+  reject_duplicate_keys(root, origin.file);
   return from_tree(root, origin, overrides);
 }
 
 RunConfig load_config(const std::filesystem::path& file,
                       const std::vector<std::string>& overrides) {
+  const std::string why = not_a_regular_file(file);
+  LATHE_CHECK(why.empty(), ConfigError, "{}: cannot open the config file ({})", file.string(), why);
   std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), ConfigError, "{}: cannot open the config file ({})", file.string(),
-              std::filesystem::exists(file) ? "not readable" : "no such file");
+  LATHE_CHECK(in.good(), ConfigError, "{}: cannot open the config file (not readable)",
+              file.string());
   std::stringstream buf;
   buf << in.rdbuf();
   return parse_config(buf.str(), file.string(), overrides);

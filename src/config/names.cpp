@@ -54,7 +54,8 @@ const std::vector<SourceSpec>& sources() {
       {"image_folder",
        SourceKind::image_folder,
        "one folder of JPEG / PNG images per class",
-       {"test_fraction", "skip_bad_records", "mean", "std", "image_size", "augment"},
+       {"test_fraction", "skip_bad_records", "mean", "std", "image_size", "max_image_pixels",
+        "augment"},
        "classification"},
       {"text",
        SourceKind::text,
@@ -65,7 +66,7 @@ const std::vector<SourceSpec>& sources() {
        SourceKind::text_csv,
        "CSV rows of text and label, WordPiece-tokenized",
        {"test_path", "test_fraction", "skip_bad_records", "target", "task", "vocab", "max_length",
-        "text_column"},
+        "text_column", "invalid_utf8"},
        "classification"},
   };
   return specs;
@@ -142,6 +143,14 @@ Augment parse_augment_item(const std::string& item, const std::string& where) {
                   "{}data.augment: '{}': the value after ':' ({}) must be a non-negative number",
                   prefix(where), item, spec.argument);
     }
+    // Bounded arguments (the crop's padding is bounded by the image size where it is known).
+    LATHE_CHECK(spec.kind != AugmentKind::hflip || out.argument <= 1, ConfigError,
+                "{}data.augment: '{}': the flip probability must be in [0, 1]", prefix(where),
+                item);
+    LATHE_CHECK(spec.kind != AugmentKind::random_resized_crop ||
+                    (out.argument > 0 && out.argument <= 1),
+                ConfigError, "{}data.augment: '{}': the minimum scale must be in (0, 1]",
+                prefix(where), item);
     return out;
   }
   std::vector<std::string> known;

@@ -70,3 +70,30 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view text)
 }
 
 }  // namespace lathe
+
+namespace lathe {
+
+std::string not_a_regular_file(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);  // follows links
+  switch (st.type()) {
+    case fs::file_type::regular:
+      return {};
+    case fs::file_type::not_found:
+      return "no such file";
+    case fs::file_type::directory:
+      return "it is a folder, not a file";
+    case fs::file_type::fifo:
+      return "it is a FIFO (named pipe), not a regular file";
+    case fs::file_type::character:
+    case fs::file_type::block:
+      return "it is a device, not a regular file";
+    case fs::file_type::socket:
+      return "it is a socket, not a regular file";
+    default:
+      return ec ? fmt::format("cannot inspect it: {}", ec.message()) : "not a regular file";
+  }
+}
+
+}  // namespace lathe

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
@@ -22,6 +23,7 @@ std::string_view trim(std::string_view s) {
 struct Record {
   std::vector<std::string> fields;
   int64_t line = 0;
+  int64_t lines = 1;  ///< how many lines it spans (an unterminated quote: to the end of the file)
   std::string error;  ///< empty when well-formed
 };
 
@@ -41,7 +43,17 @@ class RecordReader {
     bool quoted = false, after_quote = false;
     for (;;) {
       if (pos_ >= s_.size()) {
-        if (quoted) r.error = "unterminated quoted field (a '\"' opened here is never closed)";
+        // The last line counted is the last one holding text (not the empty one after a final
+        // newline).
+        const int64_t last =
+            !s_.empty() && (s_.back() == '\n' || s_.back() == '\r') && line_ > r.line ? line_ - 1
+                                                                                      : line_;
+        r.lines = last - r.line + 1;
+        if (quoted)
+          r.error = fmt::format(
+              "unterminated quoted field: a '\"' opened in this record is never closed, so it "
+              "swallows the rest of the file (lines {} to {})",
+              r.line, last);
         r.fields.push_back(std::move(field));
         return r;
       }
@@ -67,6 +79,7 @@ class RecordReader {
         after_quote = false;
       } else if (c == '\n' || c == '\r') {
         if (c == '\r' && pos_ < s_.size() && s_[pos_] == '\n') ++pos_;
+        r.lines = line_ - r.line + 1;
         ++line_;
         r.fields.push_back(std::move(field));
         return r;
@@ -101,7 +114,16 @@ bool parse_number(std::string_view cell, double& out) {
   if (cell.empty()) return false;
   if (cell.front() == '+') cell.remove_prefix(1);
   const auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), out);
-  return ec == std::errc() && end == cell.data() + cell.size();
+  return ec == std::errc() && end == cell.data() + cell.size() && std::isfinite(out);
+}
+
+bool is_non_finite_number(std::string_view cell) {
+  cell = trim(cell);
+  if (cell.empty()) return false;
+  if (cell.front() == '+') cell.remove_prefix(1);
+  double v = 0;
+  const auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), v);
+  return ec == std::errc() && end == cell.data() + cell.size() && !std::isfinite(v);
 }
 
 int64_t CsvTable::column_index(const std::string& name) const {
@@ -142,7 +164,15 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
     if (blank(head)) continue;
     LATHE_CHECK(head.error.empty(), DataError, "{}:{}: malformed header: {}", t.origin, head.line,
                 head.error);
-    for (auto& f : head.fields) t.columns.emplace_back(trim(f));
+    for (auto& f : head.fields) {
+      const std::string name(trim(f));
+      const auto it = std::find(t.columns.begin(), t.columns.end(), name);
+      LATHE_CHECK(it == t.columns.end(), DataError,
+                  "{}:{}: the header names column '{}' twice (columns {} and {}); column names "
+                  "must be unique",
+                  t.origin, head.line, name, it - t.columns.begin() + 1, t.columns.size() + 1);
+      t.columns.push_back(name);
+    }
     break;
   }
   std::string first_error;
@@ -160,7 +190,8 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
                   "{} (fix the file, or set data.skip_bad_records: true to skip such records)",
                   msg);
       if (first_error.empty()) first_error = msg;
-      ++t.skipped;
+      // An unterminated quote swallowed every record after it: count each line it took.
+      t.skipped += r.error.rfind("unterminated", 0) == 0 ? r.lines : 1;
       continue;
     }
     t.rows.push_back(std::move(r.fields));

@@ -3,13 +3,17 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
+#include <fstream>
 #include <memory>
 #include <vector>
 
 #include <ATen/ops/empty.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
@@ -37,6 +41,9 @@ size_t read_bytes(gzFile f, void* dst, size_t n, const std::filesystem::path& fi
   return total;
 }
 
+/// deflate's largest compression ratio: no gzip file inflates to more than this many times its size.
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
 struct ElementType {
   c10::ScalarType dtype;
   size_t size;
@@ -61,6 +68,15 @@ ElementType element_type(uint8_t code, const std::filesystem::path& file) {
 
 at::Tensor read_idx(const std::filesystem::path& file) {
   LATHE_CHECK(std::filesystem::exists(file), DataError, "{}: no such IDX file", file.string());
+  detail::require_regular_file(file, "IDX file");
+  const uint64_t file_size = std::filesystem::file_size(file);
+  bool gzipped = false;
+  {
+    std::ifstream raw(file, std::ios::binary);
+    char head[2] = {0, 0};
+    raw.read(head, 2);
+    gzipped = raw.gcount() == 2 && head[0] == '\x1f' && head[1] == '\x8b';
+  }
   GzFile f(gzopen(file.c_str(), "rb"));
   LATHE_CHECK(f != nullptr, DataError, "{}: cannot open the IDX file", file.string());
 
@@ -83,16 +99,37 @@ at::Tensor read_idx(const std::filesystem::path& file) {
   std::vector<uint8_t> dims(4 * static_cast<size_t>(ndim));
   LATHE_CHECK(read_bytes(f.get(), dims.data(), dims.size(), file) == dims.size(), DataError,
               "{}: truncated inside the header ({} dimension sizes expected)", file.string(), ndim);
-  size_t count = 1;
+  // The data the header promises, without overflow, checked against what the file can hold
+  // before anything is allocated: exactly the rest of a plain file; for a gzip file at most what
+  // deflate's best ratio (1032:1) inflates it to — a gzip bomb is refused here, and a file that
+  // inflates to more or less than promised is refused while inflating (read below).
+  const uint64_t header_bytes = 4 + dims.size();
+  const uint64_t limit = gzipped ? file_size * kMaxDeflateRatio : file_size - header_bytes;
+  uint64_t count = 1, span = 1;
+  bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
     const uint8_t* b = &dims[4 * static_cast<size_t>(d)];
-    shape[static_cast<size_t>(d)] = (int64_t{b[0]} << 24) | (int64_t{b[1]} << 16) |
-                                    (int64_t{b[2]} << 8) | int64_t{b[3]};
-    count *= static_cast<size_t>(shape[static_cast<size_t>(d)]);
+    const uint64_t n = (uint64_t{b[0]} << 24) | (uint64_t{b[1]} << 16) | (uint64_t{b[2]} << 8) |
+                       uint64_t{b[3]};
+    shape[static_cast<size_t>(d)] = static_cast<int64_t>(n);
+    overflow = overflow || __builtin_mul_overflow(count, n, &count);
+    // The strides multiply the non-zero sizes: they must fit int64 even when a size is 0 (the
+    // IDX fuzzer found [0, 2^32-1, ...] reaching LibTorch's stride check).
+    overflow = overflow || (n > 0 && __builtin_mul_overflow(span, n, &span));
   }
+  overflow = overflow || span > static_cast<uint64_t>(INT64_MAX);
+  uint64_t want_bytes = 0;
+  overflow = overflow || __builtin_mul_overflow(count, uint64_t{type.size}, &want_bytes);
+  LATHE_CHECK(!overflow && want_bytes <= limit, DataError,
+              "{}: truncated: the header promises {} values of {} byte(s) (shape [{}]) but {}; the "
+              "file is incomplete or not the IDX layout its header describes",
+              file.string(), overflow ? std::string("too many") : std::to_string(count), type.size,
+              fmt::join(shape, ", "),
+              gzipped ? fmt::format("the {}-byte gzip file cannot inflate to that much", file_size)
+                      : fmt::format("only {} bytes follow", file_size - header_bytes));
 
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type.dtype));
-  const size_t want = count * type.size;
+  const auto want = static_cast<size_t>(want_bytes);
   const size_t got = read_bytes(f.get(), out.data_ptr(), want, file);
   LATHE_CHECK(got == want, DataError,
               "{}: truncated: the header promises {} values ({} bytes) but only {} bytes follow; "
@@ -130,7 +167,20 @@ IdxSplit load_idx_split(const std::filesystem::path& dir, const std::string& pre
   LATHE_CHECK(split.images.size(0) == split.labels.size(0), DataError,
               "{} has {} images but {} has {} labels", images_file.string(),
               split.images.size(0), labels_file.string(), split.labels.size(0));
+  const auto t = split.labels.scalar_type();
+  LATHE_CHECK(t == c10::kByte || t == c10::kChar || t == c10::kShort || t == c10::kInt, DataError,
+              "{}: labels of type {}; IDX labels are class ids, an integer type (0x08, 0x09, 0x0B "
+              "or 0x0C)",
+              labels_file.string(), c10::toString(t));
   split.labels = split.labels.to(c10::kLong);
+  if (split.labels.numel() > 0) {
+    const int64_t lo = split.labels.min().item<int64_t>();
+    const int64_t hi = split.labels.max().item<int64_t>();
+    LATHE_CHECK(lo >= 0 && hi < kMaxIdxClasses, DataError,
+                "{}: label {} is not a class id in [0, {}); the labels of a classification "
+                "dataset number its classes from 0",
+                labels_file.string(), lo < 0 ? lo : hi, kMaxIdxClasses);
+  }
   return split;
 }
 

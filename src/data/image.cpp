@@ -10,6 +10,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
@@ -43,14 +44,26 @@ bool is_png(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x8
 /// torchvision's decode_jpeg): ATen's fast uint8 resize works on this layout; collation copies.
 at::Tensor hwc_to_chw(at::Tensor hwc) { return hwc.permute({2, 0, 1}); }
 
+/// A DataError unless width x height is within `max_pixels` (checked from the header).
+void check_pixels(int64_t width, int64_t height, int64_t max_pixels, const std::string& origin) {
+  LATHE_CHECK(width > 0 && height > 0, DataError, "{}: the image header declares {}x{} pixels",
+              origin, width, height);
+  LATHE_CHECK(width <= max_pixels / height, DataError,
+              "{}: the image header declares {}x{} = {} pixels, over the limit of {} (a "
+              "decompression bomb, or an image far larger than training needs); shrink it, or "
+              "raise data.max_image_pixels if it is genuine",
+              origin, width, height, width * height, max_pixels);
+}
+
 at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int channels,
-                       int min_side) {
+                       int min_side, int64_t max_pixels) {
   tjhandle h = decompressor();
   const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
   const auto size = static_cast<unsigned long>(bytes.size());
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
   LATHE_CHECK(tjDecompressHeader3(h, src, size, &width, &height, &subsamp, &colorspace) == 0,
               DataError, "{}: not a readable JPEG: {}", origin, tjGetErrorStr2(h));
+  check_pixels(width, height, max_pixels, origin);
   // The smallest scale whose shorter side still reaches min_side (scales come largest first).
   int out_w = width, out_h = height;
   if (min_side > 0) {
@@ -74,11 +87,18 @@ at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int ch
   return hwc_to_chw(hwc);  // (C, H, W)
 }
 
-at::Tensor decode_png(std::string_view bytes, const std::string& origin, int channels) {
+at::Tensor decode_png(std::string_view bytes, const std::string& origin, int channels,
+                      int64_t max_pixels) {
   png_image img{};
   img.version = PNG_IMAGE_VERSION;
   LATHE_CHECK(png_image_begin_read_from_memory(&img, bytes.data(), bytes.size()) != 0, DataError,
               "{}: not a readable PNG: {}", origin, img.message);
+  try {
+    check_pixels(img.width, img.height, max_pixels, origin);
+  } catch (...) {
+    png_image_free(&img);
+    throw;
+  }
   img.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
   at::Tensor hwc =
       at::empty({static_cast<int64_t>(img.height), static_cast<int64_t>(img.width), channels},
@@ -111,19 +131,21 @@ bool is_image_name(const std::filesystem::path& p) {
 }  // namespace
 
 at::Tensor decode_image(std::string_view bytes, const std::string& origin, int channels,
-                        int min_side) {
+                        int min_side, int64_t max_pixels) {
   LATHE_CHECK(channels == 1 || channels == 3, DataError,
               "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
-  if (is_jpeg(bytes)) return decode_jpeg(bytes, origin, channels, min_side);
-  if (is_png(bytes)) return decode_png(bytes, origin, channels);
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, origin, channels, min_side, max_pixels);
+  if (is_png(bytes)) return decode_png(bytes, origin, channels, max_pixels);
   throw DataError(
       fmt::format("{}: neither a JPEG nor a PNG ({} bytes; a JPEG starts with "
                   "FF D8 FF, a PNG with 89 50 4E 47)",
                   origin, bytes.size()));
 }
 
-at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side) {
-  return decode_image(detail::read_file(file, "image"), file.string(), channels, min_side);
+at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side,
+                      int64_t max_pixels) {
+  return decode_image(detail::read_file(file, "image"), file.string(), channels, min_side,
+                      max_pixels);
 }
 
 std::string encode_jpeg(const at::Tensor& image, int quality) {
@@ -168,8 +190,9 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
   LATHE_CHECK(options_.channels == 1 || options_.channels == 3, DataError,
               "{}: channels must be 1 or 3, got {}", root.string(), options_.channels);
   std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) dirs.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(root))  // hidden folders are not classes
+    if (e.is_directory() && e.path().filename().string().rfind('.', 0) != 0)
+      dirs.push_back(e.path());
   std::sort(dirs.begin(), dirs.end());
   LATHE_CHECK(!dirs.empty(), DataError, "{}: no class subfolders (expected {}/<class>/<image>.jpg)",
               root.string(), root.string());
@@ -184,7 +207,7 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
       if (options_.skip_bad_files) {
         try {
           const std::string bytes = detail::read_file(f, "image");
-          decode_image(bytes, f.string(), options_.channels, /*min_side=*/1);
+          decode_image(bytes, f.string(), options_.channels, /*min_side=*/1, options_.max_pixels);
         } catch (const DataError& e) {
           if (skipped_++ == 0) log::warn("skipping unreadable image: {}", e.what());
           continue;
@@ -204,7 +227,7 @@ Example ImageFolder::get(int64_t index) const {
   LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
               size());
   const auto i = static_cast<size_t>(index);
-  return {read_image(files_[i], options_.channels, options_.min_side),
+  return {read_image(files_[i], options_.channels, options_.min_side, options_.max_pixels),
           at::scalar_tensor(labels_[i], at::TensorOptions().dtype(at::kLong))};
 }
 

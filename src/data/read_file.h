@@ -7,14 +7,23 @@
 #include <string>
 
 #include "lathe/core/error.h"
+#include "lathe/core/fs.h"
 
 namespace lathe::data::detail {
 
-/// The bytes of `file`; a DataError "FILE: cannot open the WHAT (no such file | not readable)".
+/// A DataError "FILE: cannot open the WHAT (REASON)" unless `file` is a regular file: a folder,
+/// a FIFO or a device (/dev/zero) where a file is expected is refused before anything is read.
+inline void require_regular_file(const std::filesystem::path& file, const char* what) {
+  const std::string why = not_a_regular_file(file);
+  LATHE_CHECK(why.empty(), DataError, "{}: cannot open the {} ({})", file.string(), what, why);
+}
+
+/// The bytes of `file`; a DataError "FILE: cannot open the WHAT (no such file | not readable |
+/// it is a folder | ...)".
 inline std::string read_file(const std::filesystem::path& file, const char* what) {
+  require_regular_file(file, what);
   std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), DataError, "{}: cannot open the {} ({})", file.string(), what,
-              std::filesystem::exists(file) ? "not readable" : "no such file");
+  LATHE_CHECK(in.good(), DataError, "{}: cannot open the {} (not readable)", file.string(), what);
   std::stringstream s;
   s << in.rdbuf();
   return s.str();

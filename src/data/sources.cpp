@@ -5,6 +5,7 @@
 
 #include <ATen/ops/tensor.h>
 
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/data/csv.h"
@@ -199,6 +200,7 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   ImageFolderOptions opts;
   opts.min_side = static_cast<int>(size);  // decode large JPEGs at a reduced DCT scale
   opts.skip_bad_files = cfg.skip_bad_records;
+  opts.max_pixels = cfg.max_image_pixels;
   DataSplits out;
   const bool layout = fs::is_directory(root / "train");
   auto base = std::make_shared<ImageFolder>(layout ? root / "train" : root, opts);
@@ -271,8 +273,9 @@ DataSplits load_text_csv(const config::DataSection& cfg, uint64_t seed) {
   CsvOptions opts;
   opts.skip_bad_rows = cfg.skip_bad_records;
   const CsvTable table = read_csv(cfg.path, opts);
+  const bool replace = cfg.invalid_utf8 == "replace";
   auto all = std::make_shared<TextClassificationCsv>(table, cfg.text_column, cfg.target, tok,
-                                                     cfg.max_length);
+                                                     cfg.max_length, replace);
   DataSplits out;
   out.info.classes = all->classes();
   if (cfg.test_path.empty()) {
@@ -280,7 +283,7 @@ DataSplits load_text_csv(const config::DataSection& cfg, uint64_t seed) {
   } else {
     split_into(out, all, cfg, seed, all->labels(), false);
     auto test = std::make_shared<TextClassificationCsv>(
-        read_csv(cfg.test_path, opts), cfg.text_column, cfg.target, tok, cfg.max_length);
+        read_csv(cfg.test_path, opts), cfg.text_column, cfg.target, tok, cfg.max_length, replace);
     LATHE_CHECK(test->classes() == out.info.classes, DataError,
                 "{}: its labels differ from {}'s ({} vs {} classes)", cfg.test_path, cfg.path,
                 test->classes().size(), out.info.classes.size());
@@ -301,6 +304,11 @@ std::vector<Transform> parse_augment(const std::vector<std::string>& augment, in
     const config::Augment a = config::parse_augment_item(item);
     switch (a.spec->kind) {
       case config::AugmentKind::random_crop:
+        // Bounded by the crop itself: more padding than that only crops blank borders, and a
+        // huge one would allocate a huge padded image per record.
+        LATHE_CHECK(a.argument <= static_cast<double>(size), ConfigError,
+                    "data.augment: '{}': the padding must be at most the image size {}", item,
+                    size);
         out.push_back(transforms::random_crop(size, static_cast<int64_t>(a.argument)));
         break;
       case config::AugmentKind::hflip: out.push_back(transforms::horizontal_flip(a.argument)); break;
@@ -313,6 +321,7 @@ std::vector<Transform> parse_augment(const std::vector<std::string>& augment, in
 }
 
 DataSplits load_splits(const config::DataSection& cfg, uint64_t seed) {
+  const Doing doing(fmt::format("loading the {} data at {}", cfg.source, cfg.path));
   DataSplits out;
   switch (config::source_spec(cfg.source).kind) {
     case config::SourceKind::idx: out = load_idx(cfg, seed); break;

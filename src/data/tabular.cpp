@@ -2,6 +2,7 @@
 #include "lathe/data/tabular.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -65,17 +66,37 @@ T most_frequent(const std::vector<T>& v) {
   return best->first;
 }
 
+/// The number a canonical class key spells. Not std::stod: it throws on subnormal values such
+/// as 5e-324 (the CSV fuzzer found that), and keys come from parsed numbers, so this never fails.
+double key_number(const std::string& key) {
+  double v = 0;
+  std::from_chars(key.data(), key.data() + key.size(), v);
+  return v;
+}
+
 /// A numeric cell in canonical form, so "1", "1.0" and " 1" name the same class.
-std::string canonical_number(double v) { return fmt::format("{}", v); }
+/// "0" and "-0" are one class: negative zero is written as 0.
+std::string canonical_number(double v) { return fmt::format("{}", v == 0 ? 0.0 : v); }
 
 bool column_is_numeric(const CsvTable& t, int64_t col) {
   bool any = false;
   double v = 0;
+  int64_t non_finite = -1;  // the first inf cell, reported only when the column is numeric
   for (int64_t r = 0; r < t.num_rows(); ++r) {
     if (t.is_missing(r, col)) continue;
-    if (!parse_number(t.rows[static_cast<size_t>(r)][static_cast<size_t>(col)], v)) return false;
+    const std::string& cell = t.rows[static_cast<size_t>(r)][static_cast<size_t>(col)];
+    if (!parse_number(cell, v)) {
+      if (!is_non_finite_number(cell)) return false;
+      if (non_finite < 0) non_finite = r;
+      continue;
+    }
     any = true;
   }
+  LATHE_CHECK(non_finite < 0 || !any, DataError,
+              "{}: column '{}' is numeric but holds '{}', which is not a finite number (write a "
+              "missing value such as NA, or a finite number)",
+              t.where(non_finite), t.columns[static_cast<size_t>(col)],
+              t.rows[static_cast<size_t>(non_finite)][static_cast<size_t>(col)]);
   return any;
 }
 
@@ -97,7 +118,7 @@ std::vector<std::string> sorted_classes(std::set<std::string> keys, bool numeric
   std::vector<std::string> out(keys.begin(), keys.end());
   if (numeric)
     std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
-      return std::stod(a) < std::stod(b);
+      return key_number(a) < key_number(b);
     });
   return out;
 }
@@ -168,7 +189,7 @@ at::Tensor target_strata(const CsvTable& table, const std::string& target) {
   for (size_t r = 0; r < keys.size(); ++r)
     p[r] = std::lower_bound(classes.begin(), classes.end(), keys[r],
                             [&](const std::string& a, const std::string& b) {
-                              return numeric ? std::stod(a) < std::stod(b) : a < b;
+                              return numeric ? key_number(a) < key_number(b) : a < b;
                             }) -
            classes.begin();
   return out;

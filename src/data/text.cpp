@@ -88,6 +88,37 @@ const std::vector<std::string> kSpecial = {"[CLS]", "[SEP]", "[PAD]", "[UNK]", "
 
 }  // namespace
 
+bool valid_utf8(std::string_view s, size_t& bad_offset) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    bool ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (p[i + k] & 0xC0) == 0x80;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // No overlong forms, no surrogates, nothing past U+10FFFF.
+    ok = ok && !(len == 3 && cp < 0x800) && !(len == 4 && cp < 0x10000) &&
+         !(cp >= 0xD800 && cp <= 0xDFFF) && cp <= 0x10FFFF;
+    if (!ok) {
+      bad_offset = i;
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 // ---- ByteCorpus -----------------------------------------------------------------------------
 
 ByteCorpus::ByteCorpus(const std::filesystem::path& file, int64_t seq_len, int64_t stride)
@@ -129,7 +160,14 @@ WordPiece::WordPiece(const std::filesystem::path& vocab_file, bool lower_case)
 
 WordPiece::WordPiece(std::vector<std::string> vocab, bool lower_case, std::string origin)
     : vocab_(std::move(vocab)), lower_case_(lower_case) {
-  for (size_t i = 0; i < vocab_.size(); ++i) ids_.emplace(vocab_[i], static_cast<int64_t>(i));
+  // A token listed twice maps to its last line, as Hugging Face's load_vocab builds its dict.
+  for (size_t i = 0; i < vocab_.size(); ++i) {
+    size_t bad = 0;
+    LATHE_CHECK(valid_utf8(vocab_[i], bad), DataError,
+                "{}:{}: the vocabulary line is not valid UTF-8 (byte {}); a vocab.txt is UTF-8",
+                origin, i + 1, bad + 1);
+    ids_[vocab_[i]] = static_cast<int64_t>(i);
+  }
   const auto need = [&](const char* t) {
     const auto it = ids_.find(t);
     LATHE_CHECK(it != ids_.end(), DataError,
@@ -236,24 +274,33 @@ void WordPiece::wordpiece(const std::string& word, std::vector<std::string>& out
 
 std::vector<std::string> WordPiece::tokenize(std::string_view text) const {
   std::vector<std::string> out;
-  // Special tokens written in the text stay whole; the text between them is tokenized.
+  // Special tokens written in the text stay whole; the text between them is tokenized. Each
+  // special token's next occurrence is searched for only once it has been passed, so the whole
+  // text is scanned a bounded number of times: linear, however many special tokens it holds.
+  std::vector<size_t> next_at(kSpecial.size(), 0);
+  std::vector<bool> known(kSpecial.size());
+  for (size_t k = 0; k < kSpecial.size(); ++k) {
+    known[k] = ids_.count(kSpecial[k]) != 0;
+    next_at[k] = known[k] ? text.find(kSpecial[k]) : std::string_view::npos;
+  }
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t next = std::string_view::npos;
-    const std::string* special = nullptr;
-    for (const auto& s : kSpecial) {
-      const size_t at = text.find(s, pos);
-      if (at < next && ids_.count(s) != 0) {
-        next = at;
-        special = &s;
+    size_t which = kSpecial.size();
+    for (size_t k = 0; k < kSpecial.size(); ++k) {
+      if (next_at[k] != std::string_view::npos && next_at[k] < pos)
+        next_at[k] = text.find(kSpecial[k], pos);  // passed (inside an earlier match): look again
+      if (next_at[k] < next) {
+        next = next_at[k];
+        which = k;
       }
     }
     const std::string_view chunk =
         text.substr(pos, next == std::string_view::npos ? text.npos : next - pos);
     for (const auto& w : basic_tokens(chunk)) wordpiece(w, out);
-    if (special == nullptr) break;
-    out.push_back(*special);
-    pos = next + special->size();
+    if (which == kSpecial.size()) break;
+    out.push_back(kSpecial[which]);
+    pos = next + kSpecial[which].size();
   }
   return out;
 }
@@ -279,9 +326,20 @@ Encoding WordPiece::encode(std::string_view text, int64_t max_length, bool pad) 
 
 // ---- TextClassificationCsv ------------------------------------------------------------------
 
+namespace {
+/// A label cell without the spaces around it: " pos" and "pos" are one class.
+std::string label_of(const CsvTable& table, int64_t row, int64_t col) {
+  std::string_view s = table.rows[static_cast<size_t>(row)][static_cast<size_t>(col)];
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return std::string(s);
+}
+}  // namespace
+
 TextClassificationCsv::TextClassificationCsv(const CsvTable& table, const std::string& text_column,
                                              const std::string& label_column,
-                                             const WordPiece& tokenizer, int64_t max_length) {
+                                             const WordPiece& tokenizer, int64_t max_length,
+                                             bool replace_invalid_utf8) {
   LATHE_CHECK(max_length >= 2, DataError, "{}: max_length {} must be at least 2", table.origin,
               max_length);
   const int64_t tc = table.column_index(text_column), lc = table.column_index(label_column);
@@ -289,7 +347,15 @@ TextClassificationCsv::TextClassificationCsv(const CsvTable& table, const std::s
   for (int64_t r = 0; r < table.num_rows(); ++r) {
     LATHE_CHECK(!table.is_missing(r, lc), DataError, "{}: the label column '{}' is empty here",
                 table.where(r), label_column);
-    labels.insert(table.rows[static_cast<size_t>(r)][static_cast<size_t>(lc)]);
+    labels.insert(label_of(table, r, lc));
+    size_t bad = 0;
+    LATHE_CHECK(replace_invalid_utf8 ||
+                    valid_utf8(table.rows[static_cast<size_t>(r)][static_cast<size_t>(tc)], bad),
+                DataError,
+                "{}: column '{}' is not valid UTF-8 (byte {} of the cell); convert the file to "
+                "UTF-8, or set data.invalid_utf8=replace to drop such bytes as Hugging Face's "
+                "tokenizer does with errors='replace'",
+                table.where(r), text_column, bad + 1);
   }
   classes_.assign(labels.begin(), labels.end());
   const int64_t n = table.num_rows();
@@ -300,7 +366,7 @@ TextClassificationCsv::TextClassificationCsv(const CsvTable& table, const std::s
     const Encoding e = tokenizer.encode(row[static_cast<size_t>(tc)], max_length);
     std::copy(e.ids.begin(), e.ids.end(), ids_.data_ptr<int64_t>() + r * max_length);
     labels_.data_ptr<int64_t>()[r] =
-        std::lower_bound(classes_.begin(), classes_.end(), row[static_cast<size_t>(lc)]) -
+        std::lower_bound(classes_.begin(), classes_.end(), label_of(table, r, lc)) -
         classes_.begin();
   }
 }

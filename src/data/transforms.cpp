@@ -8,6 +8,7 @@
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/flip.h>
 #include <ATen/ops/tensor.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 
@@ -85,6 +86,10 @@ Transform horizontal_flip(double p) {
 
 at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width) {
   check_image(image, "resize");
+  LATHE_CHECK(height > 0 && width > 0 && width <= kMaxResizedPixels / height, DataError,
+              "resize: a {}x{} image would become {}x{}, over the {} pixels a resized image may "
+              "have (an extreme aspect ratio?); crop or drop the image",
+              image.size(1), image.size(2), height, width, kMaxResizedPixels);
   if (image.size(1) == height && image.size(2) == width) return image;
   // (1, C, H, W) → (1, C, height, width); uint8 goes through ATen's uint8 kernel, as torchvision.
   return at::_upsample_bilinear2d_aa(image.unsqueeze(0), {height, width}, /*align_corners=*/false)
@@ -103,8 +108,16 @@ Transform resize_shorter(int64_t size) {
     check_image(x, "resize_shorter");
     const int64_t h = x.size(1), w = x.size(2);
     // torchvision: the longer side is int(size * long / short), truncated.
-    if (h <= w) return resize_image(x, size, size * w / h);
-    return resize_image(x, size * h / w, size);
+    LATHE_CHECK(h > 0 && w > 0, DataError, "resize_shorter: an empty {}x{} image", h, w);
+    // In double: size * long overflows int64 for no real image, but the bound comes first.
+    const auto scaled = [&](int64_t lng, int64_t shrt) {
+      const double v = std::floor(static_cast<double>(size) * static_cast<double>(lng) /
+                                  static_cast<double>(shrt));
+      return v > static_cast<double>(kMaxResizedPixels) ? kMaxResizedPixels + 1
+                                                        : size * lng / shrt;
+    };
+    if (h <= w) return resize_image(x, size, scaled(w, h));
+    return resize_image(x, scaled(h, w), size);
   };
 }
 

@@ -15,6 +15,7 @@
 #include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
+#include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/core/gpu.h"
@@ -42,6 +43,7 @@ using train::TensorBoardLogger;
 using train::UnfreezeCallback;
 
 RunLoaders make_run_loaders(const config::DataSection& cfg, uint64_t seed, data::Shard shard) {
+  const Doing doing(fmt::format("loading the {} data at {}", cfg.source, cfg.path));
   const data::DataSplits splits = data::load_splits(cfg, seed);
   data::BatchSources loaders = data::make_batch_sources(cfg, splits, seed, shard);
   RunLoaders out;

@@ -361,3 +361,43 @@ TEST(Cli, ExportListOpsPrintsTheTranslatedAtenOperations) {
                          "aten::scaled_dot_product_attention", "aten::gelu"})
     EXPECT_NE(std::find(ops.begin(), ops.end(), op), ops.end()) << op;
 }
+
+TEST(Cli, HostileInputGetsLathesOwnErrorNamingTheFile) {
+  TempDir dir;
+  // A device where a data file is expected: refused up front, never read forever.
+  auto r = run_command(kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
+                       " data.source=csv data.path=/dev/zero data.target=y");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "data error: /dev/zero: cannot open the CSV file (it is a device"))
+      << r.output;
+  // A key written twice in the config: an error naming both lines, not "the first one wins".
+  lathe::testing::write_text(dir / "dup.yaml",
+                             "data:\n  path: /x\n  batch_size: 8\n  batch_size: 16\nmodel:\n"
+                             "  name: convnet\n");
+  r = run_command(kLathe + " train " + (dir / "dup.yaml").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "dup.yaml:4: key 'data.batch_size' appears twice in one mapping "
+                       "(first on line 3)"))
+      << r.output;
+  // Augmentation the idx source would ignore.
+  r = run_command(kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
+                  " data.augment=[hflip]");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "the idx source trains on its images as stored")) << r.output;
+}
+
+TEST(Cli, LibraryErrorsAreWrappedWithWhatLatheWasDoing) {
+  TempDir dir;
+  // A checkpoint folder whose state.json holds a number where the config text belongs: the JSON
+  // library's type error reaches the CLI, which says what it was doing instead of printing it bare.
+  std::filesystem::create_directories(dir / "ckpt");
+  lathe::testing::write_text(dir / "ckpt" / "state.json", "{\"config\": 5}");
+  const auto r = run_command(kLathe + " export " + (dir / "ckpt").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "error: while exporting " + (dir / "ckpt").string() +
+                                     ": malformed JSON: type must be string"))
+      << r.output;
+  EXPECT_FALSE(contains(r.output, "[json.exception")) << r.output;
+  EXPECT_FALSE(contains(r.output, "error: torch:")) << r.output;
+}

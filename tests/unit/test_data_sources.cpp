@@ -167,3 +167,13 @@ TEST(Sources, TextCsvTokenizesWithTheVocabulary) {
   expect_error<ConfigError>(
       [&] { load_splits(data_section("  source: text_csv\n  path: x.csv\n"), 1); }, {"data.vocab"});
 }
+
+TEST(Sources, AugmentationParametersAreBounded) {
+  expect_error<ConfigError>([] { parse_augment({"random_crop:100000"}, 28); },
+                            {"'random_crop:100000'", "padding must be at most the image size 28"});
+  expect_error<ConfigError>([] { parse_augment({"hflip:2"}, 28); },
+                            {"'hflip:2'", "probability must be in [0, 1]"});
+  expect_error<ConfigError>([] { parse_augment({"random_resized_crop:0"}, 28); },
+                            {"minimum scale must be in (0, 1]"});
+  EXPECT_EQ(parse_augment({"random_crop:28", "hflip:1", "random_resized_crop:1"}, 28).size(), 3u);
+}

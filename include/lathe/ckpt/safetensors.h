@@ -1,13 +1,15 @@
 // safetensors read and write: the weights format shared with Python's safetensors package.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 namespace lathe::ckpt {
 
@@ -30,5 +32,12 @@ struct SafetensorsFile {
 /// Reads a safetensors file onto the CPU. A missing file, a truncated header or body, bad JSON,
 /// an unknown dtype or offsets that do not fit are CheckpointErrors naming the file (and tensor).
 SafetensorsFile load_safetensors(const std::filesystem::path& file);
+
+/// The largest header load_safetensors reads: 100 MB, the reference library's limit.
+inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+
+/// Same as load_safetensors, from the bytes of a whole file held in memory; `origin` names it in
+/// errors. Every offset, shape and dtype is validated before a tensor is allocated.
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& origin);
 
 }  // namespace lathe::ckpt

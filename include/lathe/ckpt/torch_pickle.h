@@ -1,7 +1,11 @@
 // PyTorch .pt / .pth state dicts (torch.save(model.state_dict())) read into NamedTensors.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/ckpt/state_dict.h"
@@ -16,6 +20,21 @@ namespace lathe::ckpt {
 ///
 ///   auto tensors = lathe::ckpt::load_torch_state_dict("resnet18.pth");
 NamedTensors load_torch_state_dict(const std::filesystem::path& file);
+
+/// Where the unpickler finds a storage's bytes (an archive's data/<key> records).
+struct PickleRecords {
+  std::function<bool(const std::string&)> has;                  ///< whether the record exists
+  std::function<size_t(const std::string&)> size;               ///< its size in bytes
+  std::function<void(const std::string&, void*, size_t)> read;  ///< its first n bytes into dst
+};
+
+/// Runs a state dict's data.pkl (`pkl`) with its storages from `records` (big-endian ones are
+/// swapped to the host's order). Every opcode checks the stack it needs, containers nest at most
+/// 1000 deep, a storage's declared size is checked against its record before anything is
+/// allocated, and a repeated key keeps its first position and its last value, as in torch.load.
+/// Malformed input is a CheckpointError naming `origin`.
+NamedTensors unpickle_state_dict(std::string_view pkl, const PickleRecords& records,
+                                 const std::string& origin, bool big_endian = false);
 
 /// Loads weights into `module` by the file's extension (load_state_dict_file): .safetensors, or
 /// .pt / .pth / .bin (torch.save). Any other extension is a CheckpointError naming the file. See

@@ -51,12 +51,14 @@ struct DataSection {
   // images
   int64_t image_size = 0;          ///< train/eval size (square); 0 = as stored (idx) / 224 (folders);
                                    ///< the resolved config holds the size used
+  int64_t max_image_pixels = 89'478'485;  ///< image_folder: larger images are errors (PIL's bomb limit)
   std::vector<std::string> augment;  ///< train only: random_crop[:pad], hflip, random_resized_crop
   // text
   int64_t seq_len = 128;           ///< text: window length in bytes
   std::string vocab;               ///< text_csv: a BERT vocab.txt
   int64_t max_length = 128;        ///< text_csv: tokens per record ([CLS] ... [SEP] [PAD]...)
   std::string text_column = "text";  ///< text_csv: the column holding the text
+  std::string invalid_utf8 = "error";  ///< text_csv: error | replace (drop bad bytes, as HF does)
 };
 
 /// model: a zoo name plus that model's own options (checked by the model's factory), and how

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <string>
 #include <string_view>
 
 namespace lathe {
@@ -35,5 +36,18 @@ class AtomicFile {
 
 /// Writes `text` to `path` atomically.
 void write_file_atomic(const std::filesystem::path& path, std::string_view text);
+
+}  // namespace lathe
+
+namespace lathe {
+
+/// Why `path` cannot be read as a regular file, or an empty string when it can: "no such file",
+/// "it is a folder", "it is a FIFO (named pipe)", "it is a device", "it is a socket". Readers
+/// call it before opening, so that /dev/zero or a folder given as a data path is an error naming
+/// it instead of an endless read.
+///
+///   if (auto why = lathe::not_a_regular_file(p); !why.empty()) throw DataError(p.string() + ": " +
+///   why);
+std::string not_a_regular_file(const std::filesystem::path& path);
 
 }  // namespace lathe

@@ -41,7 +41,8 @@ struct CsvTable {
 
 /// Reads a CSV file. A record with the wrong number of fields, an unterminated quote or text
 /// after a closing quote is a DataError naming the file and line — or, with skip_bad_rows, is
-/// skipped and counted.
+/// skipped and counted (an unterminated quote counts every line it swallowed). A header that
+/// names a column twice is a DataError. A folder, FIFO or device is refused before reading.
 ///
 ///   CsvTable t = lathe::data::read_csv("iris.csv");
 CsvTable read_csv(const std::filesystem::path& file, const CsvOptions& options = {});
@@ -49,7 +50,13 @@ CsvTable read_csv(const std::filesystem::path& file, const CsvOptions& options =
 /// Same as read_csv, from text; `origin` names it in errors.
 CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& options = {});
 
-/// Parses a whole cell as a number (leading/trailing spaces allowed); false when it is not one.
+/// Parses a whole cell as a finite number (leading/trailing spaces allowed); false when it is not
+/// one. The rule for non-finite cells: `nan` / `NaN` are missing values (CsvOptions::missing);
+/// `inf`, `-inf`, `infinity` are not numbers lathe reads — in a column that is otherwise numeric
+/// they are a DataError naming the cell (is_non_finite_number tells them apart).
 bool parse_number(std::string_view cell, double& out);
+
+/// Whether a whole cell spells an infinite or NaN value (`inf`, `-Infinity`, `nan`, ...).
+bool is_non_finite_number(std::string_view cell);
 
 }  // namespace lathe::data

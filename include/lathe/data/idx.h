@@ -1,6 +1,7 @@
 // IDX files (the MNIST family), plain or gzip-compressed, read into tensors.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -16,6 +17,10 @@ namespace lathe::data {
 ///   at::Tensor images = lathe::data::read_idx("train-images-idx3-ubyte.gz");  // (60000, 28, 28)
 at::Tensor read_idx(const std::filesystem::path& file);
 
+/// IDX labels are class ids in [0, kMaxIdxClasses): a larger one is refused as the labels are
+/// read, before anything sized by the number of classes is allocated.
+inline constexpr int64_t kMaxIdxClasses = 65536;
+
 /// Images and labels of one split of an MNIST-style folder.
 struct IdxSplit {
   at::Tensor images;  ///< (N, H, W) uint8
@@ -23,7 +28,8 @@ struct IdxSplit {
 };
 
 /// Loads "train" or "t10k" images and labels from `dir` (names as in MNIST / Fashion-MNIST, with
-/// or without .gz) and checks that their counts agree.
+/// or without .gz) and checks that their counts agree, that the labels have an integer type and
+/// that each is a class id in [0, kMaxIdxClasses).
 IdxSplit load_idx_split(const std::filesystem::path& dir, const std::string& prefix);
 
 }  // namespace lathe::data

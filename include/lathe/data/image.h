@@ -13,16 +13,23 @@
 
 namespace lathe::data {
 
+/// The most pixels (width x height, as the file's header declares them) an image may have:
+/// PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS). Checked before anything is decoded
+/// or allocated; data.max_image_pixels changes it.
+inline constexpr int64_t kDefaultMaxImagePixels = 89'478'485;
+
 /// Decodes a JPEG or PNG held in memory (the format is told by its signature) into (C, H, W)
 /// uint8 with C = `channels` (3: RGB, 1: grey). JPEGs are decoded at the smallest DCT scale
 /// (1/8 .. 1) whose shorter side is still >= `min_side` (0: full size) — much faster when the
-/// image is larger than the training resolution. `origin` names the image in errors.
+/// image is larger than the training resolution. `origin` names the image in errors. An image
+/// whose header declares more than `max_pixels` pixels is a DataError before decoding.
 at::Tensor decode_image(std::string_view bytes, const std::string& origin, int channels = 3,
-                        int min_side = 0);
+                        int min_side = 0, int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
 /// naming it.
-at::Tensor read_image(const std::filesystem::path& file, int channels = 3, int min_side = 0);
+at::Tensor read_image(const std::filesystem::path& file, int channels = 3, int min_side = 0,
+                      int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Encodes (C, H, W) uint8 (C = 1 or 3) as a JPEG of `quality` (1..100), for tests and tools.
 std::string encode_jpeg(const at::Tensor& image, int quality = 90);
@@ -35,9 +42,12 @@ struct ImageFolderOptions {
   int channels = 3;  ///< 3 (RGB) or 1 (grey)
   int min_side = 0;  ///< decode JPEGs at a reduced scale down to this shorter side (0: full)
   bool skip_bad_files = false;  ///< check every header up front and leave out unreadable files
+  int64_t max_pixels = kDefaultMaxImagePixels;  ///< larger images are errors (decompression bombs)
 };
 
-/// One subfolder per class (classes sorted by name, ids 0..K-1), images (.jpg, .jpeg, .png, any
+/// One subfolder per class (classes sorted by name, ids 0..K-1; folders whose name starts with
+/// '.', such as .ipynb_checkpoints, are ignored: they are tool litter, never classes; note that
+/// torchvision's ImageFolder would count them), images (.jpg, .jpeg, .png, any
 /// case) sorted by path. get(i) = ((C, H, W) uint8, class id). Sizes may differ between images:
 /// give the loader a transform that makes them equal (resize, crops).
 ///

@@ -35,6 +35,10 @@ class ByteCorpus : public Dataset {
   int64_t seq_len_, stride_;
 };
 
+/// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+/// U+10FFFF); when not, `bad_offset` is the byte where it goes wrong.
+bool valid_utf8(std::string_view s, size_t& bad_offset);
+
 /// An encoded text: ids ([CLS] tokens [SEP] [PAD]...), the attention mask (1 for real tokens)
 /// and token type ids (all 0 for one sequence), each max_length long when padding.
 struct Encoding {
@@ -48,7 +52,9 @@ struct Encoding {
 /// stripping (NFD, marks removed) when `lower_case`, splitting on punctuation, then greedy
 /// longest-match WordPiece with "##" continuations ([UNK] for a word it cannot cover or longer
 /// than 100 characters). Special tokens in the text ([CLS], [SEP], [PAD], [UNK], [MASK]) are
-/// kept whole.
+/// kept whole; tokenization is linear in the text, however many of them it holds. A token listed
+/// twice in the vocabulary maps to its last line (as Hugging Face's load_vocab); a line that is not
+/// valid UTF-8 is a DataError naming the file and line.
 ///
 ///   WordPiece tok("bert-base-uncased/vocab.txt");
 ///   Encoding e = tok.encode("Hello, world!", /*max_length=*/16);   // [CLS] hello , world ! [SEP]
@@ -90,9 +96,12 @@ class WordPiece {
 ///   "label", tok, 128);
 class TextClassificationCsv : public Dataset {
  public:
+  /// Labels are trimmed of surrounding spaces. A text cell that is not valid UTF-8 is a
+  /// DataError naming file and line, unless `replace_invalid_utf8` (then its bad bytes are
+  /// dropped, as Hugging Face's tokenizer does after decoding with errors='replace').
   TextClassificationCsv(const CsvTable& table, const std::string& text_column,
                         const std::string& label_column, const WordPiece& tokenizer,
-                        int64_t max_length);
+                        int64_t max_length, bool replace_invalid_utf8 = false);
   int64_t size() const override { return ids_.size(0); }
   Example get(int64_t index) const override;
   const std::vector<std::string>& classes() const { return classes_; }

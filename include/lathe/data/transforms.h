@@ -47,7 +47,12 @@ Transform random_resized_crop(int64_t size, std::pair<double, double> scale = {0
 Box random_resized_box(int64_t height, int64_t width, Rng& rng, std::pair<double, double> scale,
                        std::pair<double, double> ratio);
 
-/// Resizes (C, H, W) to (C, height, width) as resize() does (no randomness).
+/// The most pixels a resize may produce (PIL's decompression-bomb limit): a 100000x1 image
+/// resized to a shorter side of 224 would otherwise take gigabytes.
+inline constexpr int64_t kMaxResizedPixels = 89'478'485;
+
+/// Resizes (C, H, W) to (C, height, width) as resize() does (no randomness); an output over
+/// kMaxResizedPixels is a DataError.
 at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width);
 
 }  // namespace lathe::data::transforms
