@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
+#include "lathe/config/optim_names.h"
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 
@@ -448,9 +449,7 @@ class Validator {
 void validate_schedule(const Validator& v, const std::string& key, const ScheduleSection& s,
                        bool may_be_none) {
   if (may_be_none && s.name == "none") return;
-  v.choice(key + ".name", s.name,
-           {"constant", "step", "multistep", "exponential", "cosine", "polynomial", "onecycle",
-            "wsd", "plateau", "none"});
+  schedule_spec(s.name, v.where(key + ".name"), key + ".name");  // the one table of names
   LATHE_CHECK(s.name != "none" || may_be_none, ConfigError,
               "{}: {}.name = 'none' is only for momentum_schedule and weight_decay_schedule",
               v.where(key + ".name"), key);
@@ -605,7 +604,7 @@ void validate(const RunConfig& c, const Origin& origin) {
               c.task.label_smoothing);
   v.at_least<int64_t>("task.top_k", c.task.top_k, 1);
 
-  v.choice("optim.name", c.optim.name, {"sgd", "adam", "adamw", "rmsprop"});
+  optimizer_spec(c.optim.name, v.where("optim.name"));  // the one table of optimizers
   v.choice("optim.fused", c.optim.fused, {"auto", "true", "false"});
   LATHE_CHECK(c.optim.lr > 0, ConfigError, "{}: optim.lr = {} must be positive",
               v.where("optim.lr"), c.optim.lr);

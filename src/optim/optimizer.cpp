@@ -10,6 +10,7 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include "lathe/config/optim_names.h"
 #include "lathe/core/error.h"
 #include "lathe/optim/fused_adamw.h"
 
@@ -20,23 +21,24 @@ std::unique_ptr<torch::optim::OptimizerOptions> options_for(const config::OptimS
                                                             double wd) {
   namespace o = torch::optim;
   const auto betas = std::make_tuple(cfg.betas[0], cfg.betas[1]);
-  if (cfg.name == "sgd")
-    return std::make_unique<o::SGDOptions>(
-        o::SGDOptions(cfg.lr).momentum(cfg.momentum).nesterov(cfg.nesterov).weight_decay(wd));
-  if (cfg.name == "adam")
-    return std::make_unique<o::AdamOptions>(
-        o::AdamOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
-  if (cfg.name == "adamw")
-    return std::make_unique<o::AdamWOptions>(
-        o::AdamWOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
-  if (cfg.name == "rmsprop")
-    return std::make_unique<o::RMSpropOptions>(o::RMSpropOptions(cfg.lr)
-                                                   .alpha(cfg.alpha)
-                                                   .eps(cfg.eps)
-                                                   .momentum(cfg.momentum)
-                                                   .weight_decay(wd));
-  throw ConfigError(fmt::format(
-      "optim.name: unknown optimizer '{}'; expected sgd, adam, adamw or rmsprop", cfg.name));
+  switch (config::optimizer_spec(cfg.name, "optim.name").kind) {  // the one table of names
+    case config::OptimizerKind::sgd:
+      return std::make_unique<o::SGDOptions>(
+          o::SGDOptions(cfg.lr).momentum(cfg.momentum).nesterov(cfg.nesterov).weight_decay(wd));
+    case config::OptimizerKind::adam:
+      return std::make_unique<o::AdamOptions>(
+          o::AdamOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+    case config::OptimizerKind::adamw:
+      return std::make_unique<o::AdamWOptions>(
+          o::AdamWOptions(cfg.lr).betas(betas).eps(cfg.eps).weight_decay(wd));
+    case config::OptimizerKind::rmsprop:
+      return std::make_unique<o::RMSpropOptions>(o::RMSpropOptions(cfg.lr)
+                                                     .alpha(cfg.alpha)
+                                                     .eps(cfg.eps)
+                                                     .momentum(cfg.momentum)
+                                                     .weight_decay(wd));
+  }
+  throw ConfigError(fmt::format("optim.name: '{}' has no optimizer", cfg.name));  // unreachable
 }
 
 /// optim.fused: auto picks the fused kernel where ATen has one — parameters on CUDA or the CPU
@@ -89,17 +91,28 @@ OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Modul
     bundle.decays.push_back(g.decays);
   }
   const auto defaults = options_for(cfg, cfg.weight_decay);
-  if (cfg.name == "sgd")
-    bundle.optimizer = std::make_unique<o::SGD>(param_groups, static_cast<o::SGDOptions&>(*defaults));
-  else if (cfg.name == "adam")
-    bundle.optimizer = std::make_unique<o::Adam>(param_groups, static_cast<o::AdamOptions&>(*defaults));
-  else if (cfg.name == "adamw" && use_fused(cfg, param_groups))
-    bundle.optimizer =
-        std::make_unique<FusedAdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
-  else if (cfg.name == "adamw")
-    bundle.optimizer = std::make_unique<o::AdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
-  else
-    bundle.optimizer = std::make_unique<o::RMSprop>(param_groups, static_cast<o::RMSpropOptions&>(*defaults));
+  switch (config::optimizer_spec(cfg.name, "optim.name").kind) {
+    case config::OptimizerKind::sgd:
+      bundle.optimizer =
+          std::make_unique<o::SGD>(param_groups, static_cast<o::SGDOptions&>(*defaults));
+      break;
+    case config::OptimizerKind::adam:
+      bundle.optimizer =
+          std::make_unique<o::Adam>(param_groups, static_cast<o::AdamOptions&>(*defaults));
+      break;
+    case config::OptimizerKind::adamw:
+      if (use_fused(cfg, param_groups))
+        bundle.optimizer =
+            std::make_unique<FusedAdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
+      else
+        bundle.optimizer =
+            std::make_unique<o::AdamW>(param_groups, static_cast<o::AdamWOptions&>(*defaults));
+      break;
+    case config::OptimizerKind::rmsprop:
+      bundle.optimizer =
+          std::make_unique<o::RMSprop>(param_groups, static_cast<o::RMSpropOptions&>(*defaults));
+      break;
+  }
   return bundle;
 }
 

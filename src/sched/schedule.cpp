@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "lathe/config/optim_names.h"
 #include "lathe/core/error.h"
 
 namespace lathe::sched {
@@ -38,7 +39,7 @@ double Schedule::value_at(int64_t step) const {
                                              static_cast<double>(steps_per_epoch_))
                                  : static_cast<double>(total_steps_);
   const auto& s = spec_;
-  if (s.name == "onecycle") {
+  if (config::schedule_spec(s.name).kind == config::ScheduleKind::onecycle) {
     // torch.optim.lr_scheduler.OneCycleLR(max_lr=base, total_steps, pct_start, anneal 'cos',
     // div_factor, final_div_factor, three_phase=False).
     const double initial = base_ / s.div_factor;
@@ -58,23 +59,37 @@ double Schedule::value_at(int64_t step) const {
 double Schedule::after_warmup(double v, double total) const {
   const auto& s = spec_;
   const double floor_value = base_ * s.min_ratio;
-  if (s.name == "step") return base_ * std::pow(s.gamma, std::floor(v / static_cast<double>(s.step_size)));
-  if (s.name == "multistep") {
-    const auto passed = std::count_if(s.milestones.begin(), s.milestones.end(),
-                                      [&](int64_t m) { return static_cast<double>(m) <= v; });
-    return base_ * std::pow(s.gamma, static_cast<double>(passed));
+  // The one table of schedule names (config/optim_names.h): a name without a shape here would
+  // not compile cleanly (-Wswitch), and none passes validation to fall through to a default.
+  switch (config::schedule_spec(s.name).kind) {
+    case config::ScheduleKind::step:
+      return base_ * std::pow(s.gamma, std::floor(v / static_cast<double>(s.step_size)));
+    case config::ScheduleKind::multistep: {
+      const auto passed = std::count_if(s.milestones.begin(), s.milestones.end(),
+                                        [&](int64_t m) { return static_cast<double>(m) <= v; });
+      return base_ * std::pow(s.gamma, static_cast<double>(passed));
+    }
+    case config::ScheduleKind::exponential:
+      return base_ * std::pow(s.gamma, v);
+    case config::ScheduleKind::cosine:
+      return cos_anneal(base_, floor_value, v / total);
+    case config::ScheduleKind::polynomial:
+      return floor_value +
+             (base_ - floor_value) * std::pow(1.0 - std::min(v, total) / total, s.power);
+    case config::ScheduleKind::wsd: {
+      const double decay = std::max(std::round(s.decay_fraction * total), 1.0);
+      const double stable = total - decay;
+      if (v < stable) return base_;
+      return base_ + (floor_value - base_) * std::min((v - stable) / decay, 1.0);
+    }
+    case config::ScheduleKind::constant:
+    case config::ScheduleKind::plateau:  // scaled by Plateau
+    case config::ScheduleKind::none:
+      return base_;
+    case config::ScheduleKind::onecycle:  // handled before warmup in value_at
+      break;
   }
-  if (s.name == "exponential") return base_ * std::pow(s.gamma, v);
-  if (s.name == "cosine") return cos_anneal(base_, floor_value, v / total);
-  if (s.name == "polynomial")
-    return floor_value + (base_ - floor_value) * std::pow(1.0 - std::min(v, total) / total, s.power);
-  if (s.name == "wsd") {
-    const double decay = std::max(std::round(s.decay_fraction * (total)), 1.0);
-    const double stable = total - decay;
-    if (v < stable) return base_;
-    return base_ + (floor_value - base_) * std::min((v - stable) / decay, 1.0);
-  }
-  return base_;  // constant, plateau (scaled by Plateau), none
+  throw ConfigError(fmt::format("schedule '{}' has no shape after warmup", s.name));
 }
 
 Plateau::Plateau(config::ScheduleSection spec)

@@ -10,6 +10,7 @@
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/config/config.h"
+#include "lathe/config/optim_names.h"
 #include "lathe/core/error.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/idx.h"
@@ -779,4 +780,32 @@ TEST(TrainerOptions, MomentumAndWeightDecaySchedulesDriveTheOptimizer) {
   }
   EXPECT_LT(probe->seen.back().first, 0.9);  // the schedules moved the values
   EXPECT_LT(probe->seen.back().second, 0.1);
+}
+
+TEST(NameTables, EveryOptimizerAndScheduleInTheTableDispatches) {
+  // Validation and dispatch read one table (config/optim_names.h): every name in it builds, and
+  // a name outside it is refused by validation with the table's names.
+  torch::nn::Linear net(3, 2);
+  for (const auto& entry : lathe::config::optimizers()) {
+    config::OptimSection o;
+    o.name = std::string(entry.name);
+    const auto bundle = lathe::optim::make_optimizer(o, *net);
+    EXPECT_NE(bundle.optimizer, nullptr) << entry.name;
+  }
+  for (const auto& entry : lathe::config::schedules()) {
+    auto s = spec(std::string(entry.name));
+    const lathe::sched::Schedule schedule(s, 1.0, 40, 10);
+    EXPECT_TRUE(std::isfinite(schedule.value_at(20))) << entry.name;
+  }
+  expect_error<lathe::ConfigError>(
+      [] {
+        config::parse_config("data: {path: x}\nmodel: {name: mlp}\n", "<t>",
+                             {"optim.schedule.name=cosin"});
+      },
+      {"optim.schedule.name = 'cosin' must be one of constant, step", "did you mean 'cosine'?"});
+  expect_error<lathe::ConfigError>(
+      [] {
+        config::parse_config("data: {path: x}\nmodel: {name: mlp}\n", "<t>", {"optim.name=adamx"});
+      },
+      {"optim.name = 'adamx' must be one of sgd, adam, adamw, rmsprop"});
 }
