@@ -380,11 +380,11 @@ TEST(Cli, HostileInputGetsLathesOwnErrorNamingTheFile) {
                        "dup.yaml:4: key 'data.batch_size' appears twice in one mapping "
                        "(first on line 3)"))
       << r.output;
-  // Augmentation the idx source would ignore.
+  // A data key the idx source has no use for.
   r = run_command(kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
-                  " data.augment=[hflip]");
+                  " data.seq_len=64");
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "the idx source trains on its images as stored")) << r.output;
+  EXPECT_TRUE(contains(r.output, "data.seq_len does not apply to source idx")) << r.output;
 }
 
 TEST(Cli, LibraryErrorsAreWrappedWithWhatLatheWasDoing) {

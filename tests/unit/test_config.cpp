@@ -192,7 +192,8 @@ TEST(Config, EveryKeyAHintNamesIsInTheSchema) {
   const std::set<std::string> keys = schema_keys();
   ASSERT_TRUE(keys.count("data.skip_bad_records") && keys.count("optim.schedule.name"));
   const std::regex literal(R"re("(?:[^"\\\n]|\\.)*")re");
-  const std::regex key(R"(\b(run|data|task|optim|trainer|checkpoint|dist)\.([a-z_]+)(\.[a-z_]+)?)");
+  const std::regex key(
+      R"(\b(run|data|task|optim|trainer|checkpoint|dist)\.([a-z_0-9]+)(\.[a-z_0-9]+)?)");
   int checked = 0;
   const std::string root = lathe::testing::source_dir();
   for (const char* dir : {"src", "models", "include"}) {

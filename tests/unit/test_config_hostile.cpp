@@ -34,13 +34,13 @@ TEST(HostileConfig, AKeyTheSourceDoesNotUseIsAnError) {
             "model: {name: mlp}\n",
             "d.yaml");
       },
-      {"d.yaml:5", "data.seq_len is set but source 'csv' does not use it", "applies to: text"});
+      {"d.yaml:5", "data.seq_len does not apply to source csv", "It applies to: text"});
   expect_error<ConfigError>(
       [] {
         parse_config("data: {source: text, path: a.txt}\nmodel: {name: gpt2}\n", "d.yaml",
                      {"data.vocab=v.txt"});
       },
-      {"override 'data.vocab=v.txt'", "source 'text' does not use it"});
+      {"override 'data.vocab=v.txt'", "data.vocab does not apply to source text"});
   // Defaults written back by a run (config.yaml) are not "set".
   const auto cfg =
       parse_config("data: {source: csv, path: a.csv, target: y}\nmodel: {name: mlp}\n", "d.yaml");
