@@ -101,7 +101,17 @@ log "CUDA available to torch: $cuda"
 
 log "tests labelled gpu"
 status=0
-timeout 300 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 240 || status=$?
+ctest_log=$(mktemp)
+timeout 300 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 240 | tee "$ctest_log" ||
+  status=$?
+# Where torch sees a GPU, a skipped gpu test is a failure: the check must not pass empty.
+skipped=$(grep -c '(Skipped)' "$ctest_log" || true)
+if [ "$cuda" = 1 ] && [ "$skipped" -gt 0 ]; then
+  log "FAIL: $skipped gpu test(s) skipped although CUDA is available:"
+  grep '(Skipped)' "$ctest_log"
+  status=1
+fi
+rm -f "$ctest_log"
 
 log "training benchmark (lathe vs PyTorch eager)"
 if [ "$cuda" = 1 ]; then

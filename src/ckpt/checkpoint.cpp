@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
 #include <cmath>
 #include <fstream>
 #include <optional>
@@ -132,6 +135,19 @@ void fsync_dir(const fs::path& dir) {
   }
 }
 
+/// Fault injection for the crash tests: LATHE_FAULT_CHECKPOINT_PAUSE="MS@STEP" holds every
+/// checkpoint write of step ≥ STEP for MS milliseconds half done (weights written, state.json
+/// not yet), so that a test can kill the process in the middle of a write. Unset (always,
+/// outside those tests): nothing.
+void pause_for_crash_tests(int64_t step) {
+  static const char* spec = std::getenv("LATHE_FAULT_CHECKPOINT_PAUSE");
+  if (spec == nullptr) return;
+  const std::string s(spec);
+  const auto at = s.find('@');
+  const int64_t from = at == std::string::npos ? 0 : std::atoll(s.c_str() + at + 1);
+  if (step >= from) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(spec)));
+}
+
 /// Writes a snapshot into a temporary sibling folder, then renames it to `folder`.
 void write_snapshot(const Snapshot& s, const fs::path& folder) {
   const fs::path parent = folder.parent_path();
@@ -148,6 +164,7 @@ void write_snapshot(const Snapshot& s, const fs::path& folder) {
       f.commit();
     }
     save_safetensors(tmp / "rng.safetensors", s.rng);
+    pause_for_crash_tests(std::stoll(s.model_metadata.at("lathe_step")));
     write_file_atomic(tmp / "state.json", s.state_json);  // last: its presence marks completeness
     fs::remove_all(folder, ec);
     fs::rename(tmp, folder);

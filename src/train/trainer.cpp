@@ -199,6 +199,8 @@ std::string Trainer::cuda_graph_blocker() const {
   return train::cuda_graph_blocker(t, device_);
 }
 
+int64_t Trainer::cuda_graph_replays() const { return graph_ ? graph_->replays() : 0; }
+
 void Trainer::drop_graph(const std::string& why) {
   log::warn("trainer.cuda_graphs: {}; training eagerly from step {}", why, progress_.step);
   graph_.reset();

@@ -3,8 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -197,6 +200,76 @@ TEST(Cli, KilledWithSigkillThenResumedGivesBitIdenticalWeights) {
   EXPECT_EQ(rows("killed"), rows("full"));  // the log reads as if nothing had happened
 }
 
+TEST(Cli, KilledInTheMiddleOfACheckpointWriteResumesWithoutDeterministicMode) {
+  TempDir dir;
+  // No run.deterministic: the CPU's kernels still give the same bits at the same thread count.
+  const std::string args =
+      " run.dir=" + dir.path().string() +
+      " run.deterministic=false run.threads=2 data.limit_train=1200 data.limit_test=200"
+      " data.batch_size=64 trainer.max_epochs=2 trainer.log_every_n_steps=1 model.channels=[8]"
+      " model.hidden=32 checkpoint.every_n_steps=5 checkpoint.keep_last=3";
+  auto r = run_command(kLathe + " train " + kConfig + args + " run.name=full");
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  // The same run with the checkpoint write of step 10 held half done (weights on disk, no
+  // state.json), killed meanwhile; step 5's checkpoint is complete.
+  const std::string cmd = "LATHE_FAULT_CHECKPOINT_PAUSE=60000@10 exec " + kLathe + " train " +
+                          kConfig + args + " run.name=killed > " +
+                          (dir / "killed.log").string() + " 2>&1";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto ck = dir / "killed" / "checkpoints";
+  const auto half_written = [&] {
+    std::error_code ec;
+    if (!std::filesystem::exists(ck, ec)) return false;
+    for (const auto& e : std::filesystem::directory_iterator(ck, ec)) {
+      const auto name = e.path().filename().string();
+      if (name.rfind(".tmp-step-00000010", 0) == 0 &&
+          std::filesystem::exists(e.path() / "rng.safetensors"))
+        return true;
+    }
+    return false;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  int status = 0;
+  bool exited = false;
+  while (!half_written() && std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(exited) << lathe::testing::read_text(dir / "killed.log");
+  ASSERT_TRUE(half_written()) << "no checkpoint write was caught half done";
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  // The half-written folder is hidden and has no state.json; every step-* folder is complete.
+  std::vector<std::string> steps;
+  for (const auto& e : std::filesystem::directory_iterator(ck)) {
+    const auto name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && !e.is_symlink()) {
+      steps.push_back(name);
+      EXPECT_TRUE(std::filesystem::exists(e.path() / "state.json")) << name;
+    }
+  }
+  EXPECT_EQ(steps, std::vector<std::string>{"step-00000005"});
+  EXPECT_EQ(std::filesystem::read_symlink(ck / "last"), "step-00000005");
+
+  r = run_command(kLathe + " train " + kConfig + args + " run.name=killed --resume");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from")) << r.output;
+  for (const auto& e : std::filesystem::directory_iterator(ck))  // the leftover was cleaned
+    EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u) << e.path();
+  EXPECT_EQ(lathe::testing::read_text(dir / "killed" / "model.safetensors"),
+            lathe::testing::read_text(dir / "full" / "model.safetensors"));
+}
+
 TEST(Cli, ExportARunToOnnxWithMetadataTritonAndFp16) {
   TempDir dir;
   const std::string wine = lathe::testing::source_dir() + "/configs/wine_mlp.yaml";
@@ -249,4 +322,42 @@ TEST(Cli, ExportARunToOnnxWithMetadataTritonAndFp16) {
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(contains(r.output, "--dynamic: unknown axis 'time'")) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "x.onnx"));
+}
+
+TEST(Cli, EarlyStoppingFromTheConfigStopsTheRun) {
+  TempDir dir;
+  // min_delta 10: only the first validation counts as an improvement, so patience 1 stops the
+  // run after the second epoch of 30; mode auto takes val/loss's direction (min).
+  const auto r = run_command(
+      kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
+      " run.name=es data.limit_train=300 data.limit_test=100 data.batch_size=64"
+      " model.channels=[4] model.hidden=16 trainer.max_epochs=30 trainer.progress=none"
+      " trainer.early_stopping.monitor=val/loss trainer.early_stopping.patience=1"
+      " trainer.early_stopping.min_delta=10");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "early stopping: val/loss did not improve")) << r.output;
+  int epochs = 0;
+  std::ifstream in(dir / "es" / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);)
+    epochs += nlohmann::json::parse(line)["kind"] == "epoch";
+  EXPECT_EQ(epochs, 2);
+}
+
+TEST(Cli, ExportListOpsPrintsTheTranslatedAtenOperations) {
+  const auto r = run_command(kLathe + " export --list-ops");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::vector<std::string> ops;
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_EQ(line.rfind("aten::", 0), 0u) << line;
+    ops.push_back(line);
+  }
+  EXPECT_GT(ops.size(), 50u);
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
+  EXPECT_EQ(std::adjacent_find(ops.begin(), ops.end()), ops.end());  // each once
+  // What the zoo's models trace to (their ONNX parity tests export through these).
+  for (const char* op : {"aten::_convolution", "aten::linear", "aten::batch_norm",
+                         "aten::layer_norm", "aten::lstm", "aten::gru", "aten::embedding",
+                         "aten::scaled_dot_product_attention", "aten::gelu"})
+    EXPECT_NE(std::find(ops.begin(), ops.end(), op), ops.end()) << op;
 }

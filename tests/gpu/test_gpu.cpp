@@ -54,6 +54,7 @@ struct MlpRun {
   std::vector<train::Metrics> epochs;
   std::vector<at::Tensor> weights;
   std::string precision;
+  int64_t graph_replays = 0;  ///< steps that ran as replays of a recorded CUDA graph
 };
 
 MlpRun train_mlp(config::TrainerSection t, int64_t records = 512, int64_t batch = 64) {
@@ -79,6 +80,7 @@ MlpRun train_mlp(config::TrainerSection t, int64_t records = 512, int64_t batch 
   r.history = trainer.fit(loader, nullptr);
   r.epochs = rows->rows;
   for (const auto& p : model.ptr()->parameters()) r.weights.push_back(p.detach().cpu());
+  r.graph_replays = trainer.cuda_graph_replays();
   return r;
 }
 
@@ -141,6 +143,11 @@ TEST(Gpu, CudaGraphStepEqualsTheEagerStep) {
     EXPECT_LE((eager.weights[i] - graphed_even.weights[i]).abs().max().item<double>(), 1e-5) << i;
   EXPECT_TRUE(std::isfinite(graphed.history.back().train.at("loss")));
   EXPECT_EQ(graphed.history.back().step, 3 * 9);
+  // The graph ran: 3 warm-up steps, 1 recording, and every later full batch a replay (the
+  // epochs' last batches of 32 run eagerly) — not an eager run that happens to agree.
+  EXPECT_EQ(eager.graph_replays, 0);
+  EXPECT_EQ(graphed_even.graph_replays, 3 * 8 - 4);
+  EXPECT_EQ(graphed.graph_replays, 3 * 8 - 4);
 
   // The step itself: replays equal eager calls, and other shapes fall back.
   train::CudaGraphStep step(/*warmup_steps=*/1);

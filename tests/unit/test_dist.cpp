@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -30,6 +31,7 @@
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/train/metrics.h"
 #include "tests/support.h"
+#include <gtest/gtest-spi.h>
 
 using lathe::testing::TempDir;
 namespace dist = lathe::dist;
@@ -47,13 +49,40 @@ std::vector<int64_t> as_vector(const at::Tensor& t) {
 /// DistWorker case skips only when someone runs this binary by hand without a filter.
 bool in_worker() { return std::getenv("LATHE_DIST_TEST_WORKER") != nullptr; }
 
+/// In a rank: after its tests, writes how many ran to $LATHE_DIST_TEST_RAN/rank-<RANK>, so the
+/// parent can tell a passing rank from one whose filter matched nothing (GoogleTest exits 0
+/// then, and runs no environment: no file at all).
+class RanMarker : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    const char* dir = std::getenv("LATHE_DIST_TEST_RAN");
+    const char* rank = std::getenv("RANK");
+    if (dir == nullptr || rank == nullptr) return;
+    lathe::testing::write_text(std::filesystem::path(dir) / (std::string("rank-") + rank),
+                               std::to_string(::testing::UnitTest::GetInstance()->test_to_run_count()));
+  }
+};
+[[maybe_unused]] auto* const ran_marker = ::testing::AddGlobalTestEnvironment(new RanMarker);
+
 /// Runs this test binary's DistWorker.<name> case as `ranks` processes; each rank's gtest result
-/// is its exit status.
+/// is its exit status. A rank that ran no test (a renamed case) fails it too.
 int run_workers(const std::string& name, int ranks) {
+  TempDir ran;
   ::setenv("LATHE_DIST_TEST_WORKER", "1", 1);
-  const int rc = dist::launch_local({"test_dist", "--gtest_filter=DistWorker." + name},
-                                    {.processes = ranks, .grace_s = 1.0});
+  ::setenv("LATHE_DIST_TEST_RAN", ran.path().c_str(), 1);
+  int rc = dist::launch_local({"test_dist", "--gtest_filter=DistWorker." + name},
+                              {.processes = ranks, .grace_s = 1.0});
   ::unsetenv("LATHE_DIST_TEST_WORKER");
+  ::unsetenv("LATHE_DIST_TEST_RAN");
+  for (int r = 0; r < ranks; ++r) {
+    const auto file = ran / ("rank-" + std::to_string(r));
+    const std::string count = std::filesystem::exists(file) ? lathe::testing::read_text(file) : "";
+    if (count != "1") {
+      ADD_FAILURE() << "rank " << r << " of DistWorker." << name << " ran "
+                    << (count.empty() ? "no" : count) << " test(s), expected 1";
+      rc = rc == 0 ? 1 : rc;
+    }
+  }
   return rc;
 }
 
@@ -229,6 +258,13 @@ TEST(DistWorker, ChannelsLastFusedAdamW) {
   }
 }
 
+TEST(Dist, AWorkerFilterThatMatchesNothingFails) {
+  int rc = 0;
+  EXPECT_NONFATAL_FAILURE(rc = run_workers("NoSuchCase", 1),
+                          "rank 0 of DistWorker.NoSuchCase ran no test(s), expected 1");
+  EXPECT_NE(rc, 0);
+}
+
 TEST(Dist, CollectivesAndGradientSync) {
   EXPECT_EQ(run_workers("Collectives", 2), 0);
   EXPECT_EQ(run_workers("GradientSync", 2), 0);
@@ -305,6 +341,23 @@ double max_weight_diff(const std::filesystem::path& a, const std::filesystem::pa
 }
 
 }  // namespace
+
+TEST(DistCli, TorchrunStartsTheRanksThroughItsAgentStore) {
+  // PyTorch's own launcher (torch.distributed.run, --no-python: our binary is the worker): its
+  // agent hosts the TCPStore (TORCHELASTIC_USE_AGENT_STORE), the ranks join it as clients.
+  CsvRun r;
+  const auto one = r.train("--devices 1 run.name=one");
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto tr = lathe::testing::run_command(
+      lathe::testing::python() + " -m torch.distributed.run --standalone --nproc-per-node 2 " +
+      "--no-python " + lathe::testing::lathe_binary() + " train " + r.config + " run.name=tr");
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  EXPECT_NE(tr.output.find("data parallel: 2 processes (gloo backend)"), std::string::npos)
+      << tr.output;
+  const double diff =
+      max_weight_diff(r.run("one") / "model.safetensors", r.run("tr") / "model.safetensors");
+  EXPECT_LT(diff, 1e-5) << "weights of torchrun's 2 ranks and 1 process differ by " << diff;
+}
 
 TEST(DistCli, TwoProcessesTrainLikeOneAndResumeAtAnyWorldSize) {
   CsvRun r;

@@ -158,6 +158,26 @@ TEST(ResNet, Resnet50MatchesTorchvision) {
   check_batchnorm_model(model, *ref);
 }
 
+// Every depth the zoo offers, against torchvision's model of that depth (outputs, train-mode
+// outputs and BatchNorm buffers within kTol).
+TEST(ResNet, Resnet34MatchesTorchvision) {
+  const auto ref = reference("resnet34");
+  zoo::ResNet model(zoo::ResNetOptions().depth(34).num_classes(10));
+  check_batchnorm_model(model, *ref);
+}
+
+TEST(ResNet, Resnet101MatchesTorchvision) {
+  const auto ref = reference("resnet101");
+  zoo::ResNet model(zoo::ResNetOptions().depth(101).num_classes(10));
+  check_batchnorm_model(model, *ref);
+}
+
+TEST(ResNet, Resnet152MatchesTorchvision) {
+  const auto ref = reference("resnet152");
+  zoo::ResNet model(zoo::ResNetOptions().depth(152).num_classes(10));
+  check_batchnorm_model(model, *ref);
+}
+
 TEST(ResNet, ParameterCountsEqualTorchvisionsAtFullSize) {
   // torchvision.models.resnetN(num_classes=1000): sum(p.numel() for p in m.parameters()).
   EXPECT_EQ(zoo::parameter_count(*zoo::ResNet(zoo::ResNetOptions().depth(18))), 11689512);

@@ -84,9 +84,10 @@ void randomize_buffers(torch::nn::Module& m) {
   }
 }
 
-/// Inputs for `sig` with batch `b` and sequence `t`: ids in range; a mask whose row i pads its
-/// last i positions (so padding masks are exercised); images with dynamic height and width
-/// (ResNet, MobileNetV2) 8 px taller and narrower for t < 8, else 8 px shorter and wider.
+/// Inputs for `sig` with batch `b` and sequence `t`: ids in range, row i ending in i pad ids
+/// (0); a mask whose row i pads its last i positions (so padding and packed lengths are
+/// exercised); images with dynamic height and width (ResNet, MobileNetV2) 8 px taller and
+/// narrower for t < 8, else 8 px shorter and wider.
 std::vector<at::Tensor> sized_inputs(const zoo::ModelSignature& sig, int64_t b, int64_t t) {
   std::vector<at::Tensor> out;
   for (const auto& in : sig.inputs) {
@@ -103,7 +104,15 @@ std::vector<at::Tensor> sized_inputs(const zoo::ModelSignature& sig, int64_t b, 
       for (int64_t i = 1; i < b; ++i) mask[i].narrow(0, t - std::min(i, t - 1), std::min(i, t - 1)).zero_();
       out.push_back(mask);
     } else if (in.id_limit > 0) {
-      out.push_back(at::randint(1, in.id_limit, shape, at::kLong));
+      // Row i ends in i pad tokens (id 0), as the mask does: models with a pad_id (the packed
+      // LSTM) see sequences of every length, not only full ones.
+      at::Tensor ids = at::randint(1, in.id_limit, shape, at::kLong);
+      if (shape.size() == 2)
+        for (int64_t i = 1; i < b; ++i) {
+          const int64_t pads = std::min(i, t - 1);
+          ids[i].narrow(0, t - pads, pads).zero_();
+        }
+      out.push_back(ids);
     } else {
       out.push_back(at::randn(shape));
     }

@@ -77,6 +77,16 @@ TEST(Schedule, MatchesTorchSchedulers) {
   ours["warmup_cosine"] = spec("cosine");
   ours["warmup_cosine"].warmup_steps = 8;
   ours["warmup_cosine"].warmup_start_factor = 0.1;
+  ours["constant"] = spec("constant");
+  ours["wsd"] = spec("wsd");
+  ours["wsd"].warmup_steps = 8;
+  ours["wsd"].warmup_start_factor = 0.1;
+  ours["wsd"].decay_fraction = 0.25;
+  ours["wsd"].min_ratio = 0.1;
+  ours["step_per_epoch"] = spec("step");  // 40 steps = 4 epochs of 10
+  ours["step_per_epoch"].interval = "epoch";
+  ours["step_per_epoch"].step_size = 1;
+  ours["step_per_epoch"].gamma = 0.5;
   for (const auto& [name, s] : ours) {
     const lathe::sched::Schedule schedule(s, 1.0, 40, 10);
     const auto& curve = want.at(name);
@@ -572,4 +582,201 @@ TEST(Metric, EveryBuiltInMetricIsInTheDirectionTable) {
   train::LanguageModelMeter lm;
   lm.update(at::randn({2, 4, 7}), at::randint(7, {2, 4}, at::kLong), at::scalar_tensor(1.0));
   check("lm", lm.compute());
+}
+
+// ---- trainer options against PyTorch training the same Linear model on the same batches -------
+
+TEST(TrainerOptions, ClippingSmoothingClassWeightsAndLossesMatchTorch) {
+  struct Case {
+    std::string what, loss;
+    double label_smoothing = 0, huber_delta = 1.0, clip = 0;
+    std::string clip_algorithm = "norm";
+    std::vector<double> class_weights;
+  };
+  const std::vector<Case> cases = {
+      {"label smoothing + class weights + clip norm", "cross_entropy", 0.1, 1.0, 0.5, "norm",
+       {1.0, 2.0, 0.5}},
+      {"clip value", "cross_entropy", 0.0, 1.0, 0.05, "value", {}},
+      {"l1", "l1", 0, 1.0, 0, "norm", {}},
+      {"huber", "huber", 0, 0.3, 0, "norm", {}},
+  };
+  TempDir dir;
+  for (const auto& c : cases) {
+    const bool cls = c.loss == "cross_entropy";
+    lathe::seed_everything(21);
+    torch::nn::Linear net(5, cls ? 3 : 1);
+    const at::Tensor x = at::randn({32, 5}) * 3;
+    const at::Tensor y = cls ? at::randint(3, {32}, at::kLong) : at::randn({32}) * 4;
+    lathe::ckpt::save_safetensors(dir / "case.safetensors", {{"weight", net->weight.detach().clone()},
+                                                           {"bias", net->bias.detach().clone()},
+                                                           {"x", x},
+                                                           {"y", y}});
+    config::TrainerSection t;
+    t.max_epochs = 2;
+    t.progress = "none";
+    t.gradient_clip_val = c.clip;
+    t.gradient_clip_algorithm = c.clip_algorithm;
+    config::OptimSection o;
+    o.name = "sgd";
+    o.lr = 0.1;
+    o.momentum = 0.9;
+    o.weight_decay = 0.0;
+    o.schedule = spec("constant");
+    config::TaskSection task;
+    task.kind = cls ? "classification" : "regression";
+    task.loss = c.loss;
+    task.label_smoothing = c.label_smoothing;
+    task.huber_delta = c.huber_delta;
+    task.class_weights = c.class_weights;
+    auto opt = lathe::optim::make_optimizer(o, *net);
+    train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), train::Task(task), opt,
+                           train::make_schedules(o, 8, 4));
+    lathe::data::TensorLoader loader({x, y}, 8, /*shuffle=*/false, 0);
+    trainer.fit(loader, nullptr);
+    ASSERT_EQ(trainer.global_step(), 8) << c.what;
+
+    nlohmann::json spec_json{{"loss", c.loss},       {"label_smoothing", c.label_smoothing},
+                             {"huber_delta", c.huber_delta}, {"clip", c.clip},
+                             {"clip_algorithm", c.clip_algorithm}, {"class_weights", c.class_weights},
+                             {"lr", 0.1},           {"momentum", 0.9},
+                             {"steps", 8},          {"batch", 8}};
+    const auto want = oracle("options " + (dir / "case.safetensors").string() + " '" +
+                             spec_json.dump() + "'");
+    const at::Tensor w = net->weight.detach().flatten(), b = net->bias.detach();
+    const auto ww = want.at("weight").get<std::vector<double>>();
+    const auto wb = want.at("bias").get<std::vector<double>>();
+    ASSERT_EQ(static_cast<size_t>(w.numel()), ww.size());
+    for (size_t i = 0; i < ww.size(); ++i)
+      EXPECT_NEAR(w[static_cast<int64_t>(i)].item<double>(), ww[i], 1e-5) << c.what << " w" << i;
+    for (size_t i = 0; i < wb.size(); ++i)
+      EXPECT_NEAR(b[static_cast<int64_t>(i)].item<double>(), wb[i], 1e-5) << c.what << " b" << i;
+  }
+}
+
+TEST(TrainerOptions, PlateauMatchesReduceLROnPlateau) {
+  const std::vector<double> values = {1.0, 0.9, 0.95, 0.91, 0.905, 0.92, 0.7, 0.71, 0.72,
+                                      0.73, 0.69, 0.70, 0.71, 0.72, 0.73, 0.74};
+  for (const std::string mode : {"min", "max"}) {
+    auto s = spec("plateau");
+    s.mode = mode;
+    s.factor = 0.5;
+    s.patience = 2;
+    s.threshold = 0.01;
+    lathe::sched::Plateau plateau(s);
+    std::vector<double> ours;
+    for (double v : values) {
+      plateau.observe(v);
+      ours.push_back(plateau.scale());
+    }
+    const nlohmann::json req{{"mode", mode}, {"factor", 0.5}, {"patience", 2},
+                             {"threshold", 0.01}, {"values", values}};
+    const auto want = oracle("plateau '" + req.dump() + "'").get<std::vector<double>>();
+    ASSERT_EQ(want.size(), ours.size());
+    for (size_t i = 0; i < ours.size(); ++i) EXPECT_DOUBLE_EQ(ours[i], want[i]) << mode << " " << i;
+  }
+}
+
+namespace {
+
+/// Every logged row of one kind, with the step it was logged at.
+struct RowsOf : train::Callback {
+  std::string kind;
+  std::vector<std::pair<int64_t, train::Metrics>> rows;
+  explicit RowsOf(std::string k) : kind(std::move(k)) {}
+  std::string name() const override { return "rows_" + kind; }
+  void on_log(train::Trainer&, const train::LogEvent& e) override {
+    if (e.kind == kind) rows.emplace_back(e.step, e.values);
+  }
+};
+
+}  // namespace
+
+TEST(TrainerOptions, Fp16TrainingThroughTheTrainerScalesAndLearns) {
+  // trainer.precision=fp16 on the CPU: autocast to float16 and the dynamic scaler, logged.
+  lathe::seed_everything(4);
+  torch::nn::Linear net(8, 3);
+  const at::Tensor x = at::randn({256, 8});
+  const at::Tensor y = x.narrow(1, 0, 3).argmax(1);  // learnable
+  config::TrainerSection t;
+  t.max_epochs = 6;
+  t.progress = "none";
+  t.precision = "fp16";
+  t.log_every_n_steps = 4;
+  config::OptimSection o;
+  o.lr = 3e-2;
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), train::Task(), opt,
+                         train::make_schedules(o, 96, 16));
+  auto steps = std::make_shared<RowsOf>("step");
+  trainer.add_callback(steps);
+  lathe::data::TensorLoader loader({x, y}, 16, true, 0);
+  const auto history = trainer.fit(loader, nullptr);
+  ASSERT_FALSE(steps->rows.empty());
+  for (const auto& [step, row] : steps->rows) {
+    EXPECT_GT(row.at("amp/scale"), 0.0);  // the scaler's state is logged with every step row
+    EXPECT_EQ(row.at("amp/skipped_steps"), 0.0);
+  }
+  EXPECT_LT(history.back().train.at("loss"), 0.7 * history.front().train.at("loss"));
+  EXPECT_GT(history.back().train.at("accuracy"), 0.8);
+}
+
+TEST(TrainerOptions, ValEveryNStepsValidatesAtThoseSteps) {
+  LinearRig rig([] {
+    config::TrainerSection t;
+    t.max_epochs = 2;
+    t.val_every_n_steps = 3;
+    return t;
+  }());
+  auto val_rows = std::make_shared<RowsOf>("val");
+  rig.trainer->add_callback(val_rows);
+  const lathe::data::TensorDataset d{at::randn({40, 3}), at::randn({40})};
+  lathe::data::TensorLoader loader(d, 8, true, 0), val(d, 8, false, 0);  // 5 steps an epoch
+  rig.trainer->fit(loader, &val);
+  std::vector<int64_t> at_steps;
+  for (const auto& [step, row] : val_rows->rows) at_steps.push_back(step);
+  EXPECT_EQ(at_steps, (std::vector<int64_t>{3, 6, 9}));  // not once per epoch
+}
+
+TEST(TrainerOptions, MomentumAndWeightDecaySchedulesDriveTheOptimizer) {
+  // optim.momentum_schedule and optim.weight_decay_schedule: every step runs with the values
+  // their schedules give for it, in every group that has them.
+  config::OptimSection o;
+  o.name = "sgd";
+  o.momentum = 0.9;
+  o.weight_decay = 0.1;
+  o.schedule = spec("constant");
+  o.momentum_schedule = spec("cosine");
+  o.momentum_schedule.min_ratio = 0.5;
+  o.weight_decay_schedule = spec("polynomial");
+  o.weight_decay_schedule.power = 1.0;
+  struct Probe : train::Callback {
+    std::vector<std::pair<double, double>> seen;  // (momentum, weight decay of the decay group)
+    std::string name() const override { return "probe"; }
+    void on_train_step_end(train::Trainer& t, int64_t, int64_t) override {
+      const auto v = lathe::optim::group_values(t.optimizer(), 0);
+      seen.emplace_back(v.momentum, v.weight_decay);
+    }
+  };
+  LinearRig rig(
+      [] {
+        config::TrainerSection t;
+        t.max_epochs = 2;
+        return t;
+      }(),
+      o);
+  auto probe = std::make_shared<Probe>();
+  rig.trainer->add_callback(probe);
+  const lathe::data::TensorDataset d{at::randn({40, 3}), at::randn({40})};
+  lathe::data::TensorLoader loader(d, 8, true, 0);  // 5 steps an epoch, 10 in all
+  rig.trainer->fit(loader, nullptr);
+  ASSERT_EQ(probe->seen.size(), 10u);
+  // LinearRig's schedules plan 100 steps of 10 per epoch.
+  const lathe::sched::Schedule momentum(o.momentum_schedule, 0.9, 100, 10);
+  const lathe::sched::Schedule decay(o.weight_decay_schedule, 0.1, 100, 10);
+  for (int64_t s = 0; s < 10; ++s) {
+    EXPECT_DOUBLE_EQ(probe->seen[static_cast<size_t>(s)].first, momentum.value_at(s)) << s;
+    EXPECT_DOUBLE_EQ(probe->seen[static_cast<size_t>(s)].second, decay.value_at(s)) << s;
+  }
+  EXPECT_LT(probe->seen.back().first, 0.9);  // the schedules moved the values
+  EXPECT_LT(probe->seen.back().second, 0.1);
 }

@@ -137,6 +137,8 @@ class Trainer {
   /// when it can: its config, optimizer, model and callbacks, and what its steps so far showed
   /// (activation checkpointing).
   std::string cuda_graph_blocker() const;
+  /// Steps run as replays of the recorded CUDA graph so far (trainer.cuda_graphs; 0 without).
+  int64_t cuda_graph_replays() const;
   /// Total optimizer steps this fit will take (max_epochs · steps per epoch, capped by max_steps).
   static int64_t planned_steps(const config::TrainerSection& cfg, int64_t batches_per_epoch);
 

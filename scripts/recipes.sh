@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Reruns every recipe under configs/ and prints the README's recipe table from what the runs
+# wrote (test_metrics.json) and how long each `lathe train` took on this machine, so that every
+# number in that table comes from here.
+#
+#   scripts/recipes.sh                 # all recipes, runs under runs/recipes/
+#   scripts/recipes.sh wine diabetes   # only those (names: the keys of RECIPES below)
+#
+# LATHE: the lathe binary (default build/release/lathe, built when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lathe=${LATHE:-build/release/lathe}
+if [ ! -x "$lathe" ]; then
+  scripts/bootstrap.sh
+  cmake --preset release >/dev/null
+  cmake --build --preset release
+fi
+out=runs/recipes
+mkdir -p "$out"
+python=.venv/bin/python
+
+# name | config | metrics to print (keys of test_metrics.json) | what
+RECIPES=(
+  "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST"
+  "wine|configs/wine_mlp.yaml|accuracy|CSV classification (wine), standardised"
+  "diabetes|configs/diabetes_regression.yaml|r2,rmse|CSV regression (diabetes), median impute, IQR clip, standardise"
+  "char_lstm|configs/fortunes_char_lstm.yaml|perplexity|byte-level LSTM LM on Debian's fortunes"
+  "gpt|configs/fortunes_gpt.yaml|perplexity|small GPT (GPT-2 architecture) on the same text"
+  "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images"
+  "scratch_tops|configs/finetune/scratch_fashion_tops.yaml|accuracy|the same 4 tops from scratch"
+  "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro|pretrained all-MiniLM-L6-v2, fortune topics"
+  "minilm_scratch|configs/finetune/minilm_fortunes_scratch.yaml|accuracy,f1_macro|the same BERT from random weights"
+)
+
+wanted=("$@")
+selected() {
+  [ ${#wanted[@]} -eq 0 ] && return 0
+  local w
+  for w in "${wanted[@]}"; do [ "$w" = "$1" ] && return 0; done
+  return 1
+}
+
+rows=()
+for recipe in "${RECIPES[@]}"; do
+  IFS='|' read -r name config keys what <<<"$recipe"
+  selected "$name" || continue
+  extra=()
+  # The fine-tuning recipe starts from the demo's weights: point it at this script's demo run.
+  if [ "$name" = finetune_tops ]; then
+    [ -f "$out/fashion/model.safetensors" ] ||
+      "$lathe" train configs/fashion_cnn.yaml run.dir="$out" run.name=fashion >"$out/fashion.log" 2>&1
+    extra=(model.pretrained="$out/fashion/model.safetensors")
+  fi
+  echo "[recipes] $name: $lathe train $config" >&2
+  start=$(date +%s.%N)
+  "$lathe" train "$config" run.dir="$out" run.name="$name" trainer.progress=none "${extra[@]}" \
+    >"$out/$name.log" 2>&1 || { echo "[recipes] $name failed: see $out/$name.log" >&2; exit 1; }
+  seconds=$("$python" -c "print(f'{$(date +%s.%N) - $start:.0f}')")
+  result=$("$python" - "$out/$name/test_metrics.json" "$keys" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+parts = []
+for k in sys.argv[2].split(","):
+    v = m[k]
+    parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else f"{k} {v:.3g}")
+print(", ".join(parts))
+EOF
+)
+  rows+=("| $config | $what | $result, ${seconds} s |")
+done
+
+echo "| config | what | test result, wall time of \`lathe train\` (this machine: $(nproc) cores) |"
+echo "| --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
