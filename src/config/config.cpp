@@ -98,6 +98,15 @@ void convert(const YAML::Node& n, const std::string& w, const std::string& k,
 
 /// Reads the keys of one mapping into struct fields; `finish` rejects the keys nobody read.
 class Section {
+  /// A mapping key as text; a list or mapping used as a key is a ConfigError (yaml-cpp's own
+  /// conversion would throw a bare "bad conversion", as the config fuzzer found).
+  std::string key_of(const YAML::Node& key) const {
+    LATHE_CHECK(key.IsScalar(), ConfigError, "{}: a key under '{}' is {}, not a name",
+                origin_.where(key, path_), path_.empty() ? "the top level" : path_,
+                describe(key));
+    return key.Scalar();
+  }
+
  public:
   Section(YAML::Node node, std::string path, const Origin& origin)
       : node_(std::move(node)), path_(std::move(path)), origin_(origin) {
@@ -140,7 +149,7 @@ class Section {
   void rest_into(Params& params) {
     if (!node_.IsMap()) return;
     for (const auto& kv : node_) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = key_of(kv.first);
       if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
       ParamValue pv;
       pv.where = origin_.where(kv.second, dotted(key));
@@ -154,13 +163,13 @@ class Section {
       params.set(key, std::move(pv));
     }
     known_.clear();
-    for (const auto& kv : node_) known_.push_back(kv.first.as<std::string>());
+    for (const auto& kv : node_) known_.push_back(key_of(kv.first));
   }
 
   void finish() const {
     if (!node_.IsMap()) return;
     for (const auto& kv : node_) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = key_of(kv.first);
       if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
       const std::string hint = closest_key(key, known_);
       std::string allowed;

@@ -66,6 +66,14 @@ TEST(HostileConfig, DeepNestingOrAnOpenQuoteIsAnErrorNotACrashOrAHang) {
   // reads them as an empty document.
   expect_error<ConfigError>([] { parse_config(",\"", "q.yaml"); },
                             {"q.yaml", "missing required key 'data.path'"});
+  // A list used as a key (yaml-cpp's conversion threw a bare "bad conversion"; fuzzer-found).
+  expect_error<ConfigError>(
+      [] {
+        parse_config("data: {source: csv, path: a, target: y, columns: {[x]: [impute=mean]}}\n"
+                     "model: {name: mlp}\n",
+                     "k.yaml");
+      },
+      {"k.yaml:1", "a key under 'data.columns' is a list, not a name"});
 }
 
 TEST(HostileConfig, AConfigPathThatIsAFolderOrDeviceIsNamed) {
