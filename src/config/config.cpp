@@ -702,12 +702,12 @@ int64_t second_document_line(std::string_view yaml) {
 /// A key written twice in one mapping is an error naming both lines (yaml-cpp would keep the
 /// first silently, Python's YAML the last). Walks the tree without recursion.
 void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
-  std::vector<std::pair<YAML::Node, std::string>> todo{{root, ""}};
-  while (!todo.empty()) {
-    const auto [node, path] = todo.back();
-    todo.pop_back();
+  std::vector<std::pair<YAML::Node, std::string>> pending{{root, ""}};
+  while (!pending.empty()) {
+    const auto [node, path] = pending.back();
+    pending.pop_back();
     if (node.IsSequence()) {
-      for (const auto& item : node) todo.emplace_back(item, path);
+      for (const auto& item : node) pending.emplace_back(item, path);
     } else if (node.IsMap()) {
       std::map<std::string, int> seen;  // key -> line
       for (const auto& kv : node) {
@@ -718,7 +718,7 @@ void reject_duplicate_keys(const YAML::Node& root, const std::string& file) {
         LATHE_CHECK(fresh, ConfigError,
                     "{}:{}: key '{}' appears twice in one mapping (first on line {}); keep one",
                     file, line, dotted, it->second);
-        todo.emplace_back(kv.second, dotted);
+        pending.emplace_back(kv.second, dotted);
       }
     }
   }
