@@ -218,6 +218,7 @@ std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, con
     const at::Tensor out = forward(xs);
     const at::Tensor loss = task_.loss(out, ys);  // () mean over the batch
     loss.backward();
+    clip_gradients();
     opt.step();
     return std::make_pair(out.detach(), loss.detach());
   });
@@ -248,21 +249,26 @@ std::pair<at::Tensor, at::Tensor> Trainer::graphed_step(const at::Tensor& x, con
   return {r.output, r.loss};
 }
 
+void Trainer::clip_gradients() {
+  if (cfg_.gradient_clip_val <= 0) return;
+  auto& opt = *optimizer_.optimizer;
+  scaler_.unscale(opt);  // clip the true gradients, not the scaled ones
+  std::vector<at::Tensor> params;
+  for (auto& g : opt.param_groups())
+    for (auto& p : g.params()) params.push_back(p);
+  // On the device, no .item(): the host queues the next step without waiting, and a recorded
+  // (CUDA graph) step can include it.
+  if (cfg_.gradient_clip_algorithm == "value")
+    optim::clip_grad_value(params, cfg_.gradient_clip_val);
+  else
+    optim::clip_grad_norm(params, cfg_.gradient_clip_val);
+}
+
 void Trainer::optimizer_step() {
   if (sync_) sync_->before_step();  // the mean gradient over ranks, before unscale and clip
   set_step_hyperparameters();
   auto& opt = *optimizer_.optimizer;
-  if (cfg_.gradient_clip_val > 0) {
-    scaler_.unscale(opt);  // clip the true gradients, not the scaled ones
-    std::vector<at::Tensor> params;
-    for (auto& g : opt.param_groups())
-      for (auto& p : g.params()) params.push_back(p);
-    // On the device, no .item(): the host queues the next step without waiting.
-    if (cfg_.gradient_clip_algorithm == "value")
-      optim::clip_grad_value(params, cfg_.gradient_clip_val);
-    else
-      optim::clip_grad_norm(params, cfg_.gradient_clip_val);
-  }
+  clip_gradients();
   scaler_.step(opt);
   scaler_.update();
   opt.zero_grad(/*set_to_none=*/true);

@@ -145,6 +145,8 @@ class Trainer {
  private:
   Metrics train_epoch(data::BatchSource& train, data::BatchSource* val);
   void optimizer_step();
+  /// trainer.gradient_clip_val / _algorithm on the (unscaled) gradients, on the device.
+  void clip_gradients();
   void set_step_hyperparameters();
   /// Stops recording / replaying the step as a CUDA graph, saying why.
   void drop_graph(const std::string& why);
