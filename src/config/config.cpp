@@ -503,8 +503,9 @@ void validate_source_keys(const Validator& v, const DataSection& d) {
   visit(fg, d);
   DataSection fresh;
   visit(fd, fresh);
-  for (const auto& [key, value] : given) {
-    if (value == defaults[key]) continue;
+  for (const auto& entry : given) {
+    const std::string& key = entry.first;  // a plain reference: clang 14 cannot capture bindings
+    if (entry.second == defaults[key]) continue;
     const auto applies = [&](const std::vector<std::string_view>& keys) {
       return std::find(keys.begin(), keys.end(), key) != keys.end();
     };
