@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/run/sweep.h"
 #include "tests/support.h"
@@ -204,4 +205,25 @@ space:
   EXPECT_GE(completed, 1);
   EXPECT_LT(r.total_epochs, 8);  // ASHA still stops some trials early
   ASSERT_GE(r.best, 0);
+}
+
+TEST(Sweep, TheShippedFashionSweepLoadsAndEveryTrialIsAValidRun) {
+  // configs/sweeps/fashion_lr.yaml as README describes it: 9 random trials, rungs 1/3/6 epochs,
+  // and every trial's overrides on top of the base config make a config lathe accepts.
+  const std::filesystem::path file =
+      lathe::testing::source_dir() + "/configs/sweeps/fashion_lr.yaml";
+  const auto sweep = lathe::run::load_sweep(file);
+  EXPECT_EQ(sweep.metric, "val/accuracy");
+  const auto trials = lathe::run::sample_trials(sweep);
+  ASSERT_EQ(trials.size(), 9u);
+  EXPECT_EQ(lathe::run::asha_rungs(sweep.min_epochs, sweep.reduction_factor, 6),
+            (std::vector<int64_t>{1, 3, 6}));
+  for (const auto& trial : trials) {
+    std::vector<std::string> overrides = sweep.overrides;
+    overrides.insert(overrides.end(), trial.begin(), trial.end());
+    const auto cfg = lathe::config::load_config(sweep.base, overrides);
+    EXPECT_EQ(cfg.trainer.max_epochs, 6);
+    EXPECT_GE(cfg.optim.lr, 1e-4);
+    EXPECT_LE(cfg.optim.lr, 1e-2);
+  }
 }
