@@ -178,6 +178,17 @@ space:
     const auto& after = state["trials"][b["id"].get<size_t>()];
     EXPECT_EQ(after["rungs"], b["rungs"]) << b.dump();
   }
+  // A rerun would reproduce the same seeded metrics, so count the executions instead: the
+  // resumed sweep starts exactly the trials that had not finished, none of the finished ones.
+  size_t executions = 0;
+  for (auto at = r.output.find("sweep k: trial "); at != std::string::npos;
+       at = r.output.find("sweep k: trial ", at + 1))
+    ++executions;
+  EXPECT_EQ(executions, 5 - before.size()) << r.output;
+  for (const auto& b : before)
+    EXPECT_EQ(r.output.find(fmt::format("sweep k: trial {} →", b["id"].get<int64_t>())),
+              std::string::npos)
+        << "finished trial " << b["id"] << " ran again:\n" << r.output;
 }
 
 TEST(Sweep, TrialsRunInParallelOnePerDevice) {
