@@ -3,6 +3,7 @@
 #include "lathe/run/sweep.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -109,8 +110,9 @@ std::vector<std::string> grid_values(const ParamSpec& p, const std::string& file
 json to_json(const TrialRecord& t) {
   json rungs = json::object();
   for (const auto& [e, v] : t.rungs) rungs[std::to_string(e)] = v;
-  return {{"id", t.id},        {"params", t.params}, {"status", t.status},
-          {"rungs", rungs},    {"epochs", t.epochs}, {"error", t.error}};
+  return {{"id", t.id},          {"params", t.params}, {"status", t.status},
+          {"rungs", rungs},      {"epochs", t.epochs}, {"error", t.error},
+          {"segments", t.segments}};
 }
 
 TrialRecord from_json(const json& j) {
@@ -121,6 +123,8 @@ TrialRecord from_json(const json& j) {
   for (const auto& [e, v] : j.at("rungs").items()) t.rungs[std::stoll(e)] = v.get<double>();
   t.epochs = j.at("epochs").get<int64_t>();
   t.error = j.value("error", "");
+  if (j.contains("segments"))
+    t.segments = j.at("segments").get<std::vector<std::pair<double, double>>>();
   return t;
 }
 
@@ -329,6 +333,11 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
               device.empty() ? "" : " on " + device, fmt::join(params, " "));
     std::string status, error;
     double value = NAN;
+    const auto now = [] {
+      return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    const double started = now();
     try {
       const bool has_ckpt = fs::exists(run_dir / "checkpoints" / "last" / "state.json");
       const auto run = train_from_config(config::load_config(cfg.base, o),
@@ -354,6 +363,7 @@ SweepResult run_sweep(const SweepConfig& cfg, bool resume) {
       log::warn("sweep {}: trial {} failed: {}", cfg.name, t.id, e.what());
     }
     std::lock_guard<std::mutex> lock(m);
+    t.segments.emplace_back(started, now());
     t.status = status;
     t.error = error;
     if (status != "failed") {

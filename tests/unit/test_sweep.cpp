@@ -216,6 +216,14 @@ space:
   EXPECT_GE(completed, 1);
   EXPECT_LT(r.total_epochs, 8);  // ASHA still stops some trials early
   ASSERT_GE(r.best, 0);
+  // Parallel, not merely both finished: two trials' training segments overlap in time.
+  bool overlapped = false;
+  for (const auto& a : r.trials)
+    for (const auto& b : r.trials)
+      if (a.id < b.id)
+        for (const auto& [a0, a1] : a.segments)
+          for (const auto& [b0, b1] : b.segments) overlapped |= a0 < b1 && b0 < a1;
+  EXPECT_TRUE(overlapped) << "no two trials trained at the same time";
 }
 
 TEST(Sweep, TheShippedFashionSweepLoadsAndEveryTrialIsAValidRun) {

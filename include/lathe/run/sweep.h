@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lathe::run {
@@ -75,6 +76,9 @@ struct TrialRecord {
   std::map<int64_t, double> rungs;    ///< epochs trained → validation metric there
   int64_t epochs = 0;                 ///< epochs trained so far
   std::string error;
+  /// Wall-clock [start, end] of each training segment (seconds since the Unix epoch): how long
+  /// the trial took, and which trials ran at the same time.
+  std::vector<std::pair<double, double>> segments;
 };
 
 /// Result of a sweep: every trial and the best one.
