@@ -7,28 +7,13 @@
 #include "lathe/data/idx.h"
 #include "lathe/data/tensor_data.h"
 #include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::DataError;
 using lathe::testing::expect_error;
+using lathe::testing::idx_bytes;
 using lathe::testing::TempDir;
-
-namespace {
-
-/// An IDX file: header (type code, dims) followed by `body` bytes.
-std::string idx_bytes(uint8_t type, const std::vector<uint32_t>& dims, const std::string& body) {
-  std::string s = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
-  for (uint32_t d : dims)
-    for (int shift : {24, 16, 8, 0}) s.push_back(static_cast<char>((d >> shift) & 0xFF));
-  return s + body;
-}
-
-void write_gz(const std::filesystem::path& file, const std::string& bytes) {
-  gzFile f = gzopen(file.c_str(), "wb");
-  gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
-  gzclose(f);
-}
-
-}  // namespace
+using lathe::testing::write_gz;
 
 TEST(Idx, ReadsUint8ImagesPlainAndGzip) {
   TempDir dir;

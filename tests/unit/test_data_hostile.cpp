@@ -16,26 +16,16 @@
 #include "lathe/data/text.h"
 #include "lathe/data/transforms.h"
 #include "tests/support.h"
+#include "tests/unit/data_support.h"
 
 using lathe::DataError;
 using lathe::testing::expect_error;
+using lathe::testing::idx_bytes;
 using lathe::testing::TempDir;
+using lathe::testing::write_gz;
 using lathe::testing::write_text;
 
 namespace {
-
-std::string idx_bytes(uint8_t type, const std::vector<uint32_t>& dims, const std::string& body) {
-  std::string s = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};
-  for (uint32_t d : dims)
-    for (int shift : {24, 16, 8, 0}) s.push_back(static_cast<char>((d >> shift) & 0xFF));
-  return s + body;
-}
-
-void write_gz(const std::filesystem::path& file, const std::string& bytes) {
-  gzFile f = gzopen(file.c_str(), "wb9");
-  gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
-  gzclose(f);
-}
 
 void put_be32(std::string& s, size_t at, uint32_t v) {
   for (int i = 0; i < 4; ++i) s[at + i] = static_cast<char>((v >> (24 - 8 * i)) & 0xFF);
