@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # purpose: lathe uses the fmt 12 headers shipped inside the torch wheel (see cmake/Dependencies.cmake).
 # libgloo-dev gives the gloo/*.h headers that torch's ProcessGroupGloo.hpp needs (README).
 # clang and libclang-rt-14-dev (ASan, UBSan, libFuzzer runtimes) build the asan preset.
+# libcurl talks to an MLflow tracking server; chromium (headless) checks the HTML run report in tests.
 DEB_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config git
   clang libclang-rt-14-dev
@@ -16,6 +17,7 @@ DEB_PACKAGES=(
   libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libturbojpeg0-dev libpng-dev libicu-dev zlib1g-dev
   libgloo-dev
+  libcurl4-openssl-dev chromium
   dataset-fashion-mnist fortunes
   python3 python3-venv
 )
