@@ -19,9 +19,12 @@ out=runs/recipes
 mkdir -p "$out"
 python=.venv/bin/python
 
-# name | config | metrics to print (keys of test_metrics.json) | what
+# name | config | metrics to print (keys of test_metrics.json, or params) | what | claims the
+# script checks (key>=value or key<=value; keys as the metrics, plus seconds): a recipe that misses
+# one makes the script fail.
 RECIPES=(
-  "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST"
+  "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST|accuracy>=0.92"
+  "fashion_small|configs/fashion_small.yaml|accuracy,params|Fashion-MNIST's \"2 Conv, <100K parameters\" row (0.925)|accuracy>=0.925 params<=100000 seconds<=300"
   "wine|configs/wine_mlp.yaml|accuracy|CSV classification (wine), standardised"
   "diabetes|configs/diabetes_regression.yaml|r2,rmse|CSV regression (diabetes), median impute, IQR clip, standardise"
   "char_lstm|configs/fortunes_char_lstm.yaml|perplexity|byte-level LSTM LM on Debian's fortunes"
@@ -41,8 +44,9 @@ selected() {
 }
 
 rows=()
+failed=0
 for recipe in "${RECIPES[@]}"; do
-  IFS='|' read -r name config keys what <<<"$recipe"
+  IFS='|' read -r name config keys what claims <<<"$recipe"
   selected "$name" || continue
   extra=()
   # The fine-tuning recipe starts from the demo's weights: point it at this script's demo run.
@@ -56,19 +60,30 @@ for recipe in "${RECIPES[@]}"; do
   "$lathe" train "$config" run.dir="$out" run.name="$name" trainer.progress=none "${extra[@]}" \
     >"$out/$name.log" 2>&1 || { echo "[recipes] $name failed: see $out/$name.log" >&2; exit 1; }
   seconds=$("$python" -c "print(f'{$(date +%s.%N) - $start:.0f}')")
-  result=$("$python" - "$out/$name/test_metrics.json" "$keys" <<'EOF'
+  # The model's trainable parameters, as `lathe train` reports them ("model: convnet (N parameters)").
+  params=$(sed -n 's/.*model: .* (\([0-9]*\) parameters).*/\1/p' "$out/$name.log" | head -n 1)
+  result=$("$python" - "$out/$name/test_metrics.json" "$keys" "$seconds" "${params:-0}" "$claims" \
+    "$name" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
+m["seconds"], m["params"] = float(sys.argv[3]), int(sys.argv[4])
 parts = []
 for k in sys.argv[2].split(","):
     v = m[k]
-    parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else f"{k} {v:.3g}")
+    parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else
+                 f"{v:,} parameters" if k == "params" else f"{k} {v:.3g}")
 print(", ".join(parts))
+for claim in sys.argv[5].split():
+    op = ">=" if ">=" in claim else "<="
+    key, bound = claim.split(op)
+    if not (m[key] >= float(bound) if op == ">=" else m[key] <= float(bound)):
+        sys.exit(f"[recipes] {sys.argv[6]}: the claim {claim} does not hold: {key} is {m[key]:g}")
 EOF
-)
+) || failed=1
   rows+=("| $config | $what | $result, ${seconds} s |")
 done
 
 echo "| config | what | test result, wall time of \`lathe train\` (this machine: $(nproc) cores) |"
 echo "| --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
+exit $failed
