@@ -1,0 +1,34 @@
+# Install rules and the CMake package: `cmake --install build/<preset> --prefix P` gives
+#   P/bin/lathe                         the command (RPATH to the LibTorch it was built with)
+#   P/include/lathe/<area>/*.h          the public API
+#   P/include/lathe/zoo/models/...      the model zoo and its registry ("models/registry.h")
+#   P/lib/liblathe.a                    the library, one archive
+#   P/lib/cmake/lathe/                  latheConfig.cmake, latheConfigVersion.cmake, the exported
+#                                       targets and latheDependencies.cmake
+# so that a project outside the tree needs only
+#   find_package(lathe 0.1 CONFIG REQUIRED)
+#   target_link_libraries(app PRIVATE lathe::lathe)
+# (examples/ holds three such projects; scripts/examples.sh builds them against an install).
+include(CMakePackageConfigHelpers)
+
+set(LATHE_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/lathe)
+
+install(TARGETS lathe EXPORT latheTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+set_target_properties(lathe_cli PROPERTIES EXPORT_NAME cli)
+install(TARGETS lathe_cli EXPORT latheTargets RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+install(DIRECTORY include/lathe DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
+install(DIRECTORY models DESTINATION ${LATHE_INSTALL_ZOO_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
+
+install(EXPORT latheTargets NAMESPACE lathe:: DESTINATION ${LATHE_INSTALL_CMAKEDIR})
+
+# The Torch this lathe was built with (symlinks resolved: a worktree's .venv may be a link), the
+# default where the package config looks for Torch when the user names none.
+file(REAL_PATH "${Torch_DIR}" LATHE_TORCH_DIR_BUILT)
+configure_package_config_file(cmake/latheConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/latheConfig.cmake INSTALL_DESTINATION ${LATHE_INSTALL_CMAKEDIR})
+# 0.1.x: the same minor version (the API may still change between minor versions before 1.0).
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/latheConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/latheConfig.cmake ${PROJECT_BINARY_DIR}/latheConfigVersion.cmake
+  cmake/latheDependencies.cmake DESTINATION ${LATHE_INSTALL_CMAKEDIR})
