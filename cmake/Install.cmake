@@ -32,3 +32,17 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/latheConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/latheConfig.cmake ${PROJECT_BINARY_DIR}/latheConfigVersion.cmake
   cmake/latheDependencies.cmake DESTINATION ${LATHE_INSTALL_CMAKEDIR})
+
+# `cpack -G DEB` (in the build folder): this install as a Debian package, prefix /usr. It needs
+# the Debian -dev packages of what the package config finds again (cmake/latheDependencies.cmake)
+# and the LibTorch lathe was built with, at the path recorded in latheConfig.cmake and in the
+# lathe binary's RPATH: torch is not a Debian package.
+set(CPACK_PACKAGE_NAME lathe)
+set(CPACK_PACKAGE_VENDOR "lathe")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEBIAN_PACKAGE_MAINTAINER "lathe developers")
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "cmake (>= 3.25), pkg-config, libprotobuf-dev, libonnx-dev, \
+libyaml-cpp-dev, nlohmann-json3-dev, libturbojpeg0-dev, libpng-dev, libicu-dev, zlib1g-dev")
+include(CPack)

@@ -61,8 +61,8 @@ using SignatureFn = std::function<ModelSignature(const torch::nn::Module&, const
 ///          return torch::nn::AnyModule(net);
 ///        }},
 ///       [](const torch::nn::Module&, const lathe::models::SignatureSizes& s) {
-///         return lathe::models::ModelSignature{{{"images", {2, 1, s.side, s.side}, 0, {{0, "batch"}}}},
-///                                              "logits"};
+///         lathe::models::InputSignature in{"images", {2, 1, s.side, s.side}, 0, {{0, "batch"}}};
+///         return lathe::models::ModelSignature{{in}, "logits"};
 ///       });
 void register_model(ModelSpec spec, SignatureFn signature = {});
 

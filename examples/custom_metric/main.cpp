@@ -5,18 +5,18 @@
 // and writes the validation logits for a check against scikit-learn.
 //
 //   custom_metric OUT_DIR
-#include <cstdio>
-#include <filesystem>
-#include <limits>
-#include <memory>
-#include <string>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/core/runtime.h"
@@ -117,9 +117,9 @@ int main(int argc, char** argv) {
   lathe::train::Task task;  // classification: cross-entropy, accuracy, ...
   for (int64_t k = 0; k < kClasses; ++k)
     task.add_metric([k] { return std::make_unique<ClassRecall>(k); });
-  lathe::train::Trainer trainer(t, device, torch::nn::AnyModule(net), task, optimizer,
-                                lathe::train::make_schedules(optim, 6 * train.num_batches(),
-                                                             train.num_batches()));
+  lathe::train::Trainer trainer(
+      t, device, torch::nn::AnyModule(net), task, optimizer,
+      lathe::train::make_schedules(optim, 6 * train.num_batches(), train.num_batches()));
   trainer.add_callback(std::make_shared<WorstClassRecall>());
   trainer.add_callback(std::make_shared<lathe::train::JsonlLogger>(out / "metrics.jsonl"));
   auto tensorboard = std::make_shared<lathe::train::TensorBoardLogger>(out / "tensorboard");

@@ -3,17 +3,17 @@
 // Trainer, and exported to ONNX. Prints "fact: key=value" lines that scripts/examples.sh checks.
 //
 //   custom_model OUT_DIR
-#include <cstdio>
-#include <filesystem>
-#include <memory>
-#include <random>
-
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <random>
 
 #include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/safetensors.h"
@@ -29,11 +29,13 @@ namespace fs = std::filesystem;
 // ---- the user's model: two convolutions and a linear head over 16x16 grey images ------------
 struct BarNetImpl : torch::nn::Module {
   explicit BarNetImpl(int64_t classes)
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 16, 3).padding(1)))),
+      : conv1(register_module("conv1",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 16, 3).padding(1)))),
         head(register_module("head", torch::nn::Linear(16 * 4 * 4, classes))) {}
 
-  at::Tensor forward(const at::Tensor& images) {                 // (B, 1, 16, 16)
+  at::Tensor forward(const at::Tensor& images) {                  // (B, 1, 16, 16)
     at::Tensor x = at::max_pool2d(at::relu(conv1(images)), {2});  // (B, 8, 8, 8)
     x = at::max_pool2d(at::relu(conv2(x)), {2});                  // (B, 16, 4, 4)
     return head(x.flatten(1));                                    // (B, classes)
@@ -151,9 +153,11 @@ int main(int argc, char** argv) {
   eo.output_names = {"logits"};
   const at::Tensor example = at::randn({2, 1, 16, 16});
   const auto report = lathe::onnx::export_model(
-      *resumed, [&](const std::vector<at::Tensor>& in) { return std::vector{resumed->forward(in[0])}; },
+      *resumed,
+      [&](const std::vector<at::Tensor>& in) { return std::vector{resumed->forward(in[0])}; },
       {example}, out / "bar_net.onnx", eo);
-  std::printf("fact: onnx=%s nodes=%lld\n", report.path.c_str(), static_cast<long long>(report.nodes));
+  std::printf("fact: onnx=%s nodes=%lld\n", report.path.c_str(),
+              static_cast<long long>(report.nodes));
   const at::Tensor probe = at::randn({5, 1, 16, 16});
   at::Tensor logits;
   {

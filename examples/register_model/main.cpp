@@ -5,18 +5,18 @@
 // Prints "fact: key=value" lines that scripts/examples.sh checks.
 //
 //   register_model run.yaml OUT_DIR [--devices N]
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <torch/nn/module.h>
-#include <torch/nn/modules/container/any.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/ckpt/state_dict.h"
@@ -30,7 +30,7 @@
 
 namespace fs = std::filesystem;
 
-// ---- the user's model: features (B, F) → hidden → logits (B, K) ------------------------------
+// ---- the user's model: features (B, F) → hidden → logits (B, K) --------------------------
 struct BlobNetImpl : torch::nn::Module {
   BlobNetImpl(int64_t in_features, int64_t hidden, int64_t classes)
       : fc1(register_module("fc1", torch::nn::Linear(in_features, hidden))),
@@ -45,7 +45,8 @@ TORCH_MODULE(BlobNet);
 void register_blob_net() {
   using lathe::models::DataSize;
   lathe::models::register_model(
-      {"blob_net", "two linear layers for tabular data (the register_model example)",
+      {"blob_net",
+       "two linear layers for tabular data (the register_model example)",
        {{"in_features", DataSize::in_features}, {"num_classes", DataSize::classes}},
        [](const lathe::config::Params& p) {
          BlobNet net(p.get_int("in_features", 4), p.get_int("hidden", 16),
@@ -92,8 +93,8 @@ int main(int argc, char** argv) try {
     write_blobs(out / "blobs.csv");
   }
   if (is_rank || devices == 1) {  // train: one process, or one rank of several
-    const auto result = lathe::run::train_from_config(
-        lathe::config::load_config(config_file, overrides));
+    const auto result =
+        lathe::run::train_from_config(lathe::config::load_config(config_file, overrides));
     if (lathe::dist::world_from_env().is_main()) {
       std::printf("fact: world_size=%d\n", lathe::dist::world_from_env().size);
       std::printf("fact: first_loss=%.6f\n", result.history.front().train.at("loss"));
@@ -132,8 +133,7 @@ int main(int argc, char** argv) try {
 
   // A misspelt option of the user's model is an error that names it.
   try {
-    lathe::models::build_model(
-        lathe::config::load_config(config_file, {"model.hiden=8"}).model);
+    lathe::models::build_model(lathe::config::load_config(config_file, {"model.hiden=8"}).model);
   } catch (const lathe::ConfigError& e) {
     std::printf("fact: misspelt_option_error=%s\n", e.what());
   }

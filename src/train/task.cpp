@@ -41,7 +41,8 @@ at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const 
     LATHE_CHECK(l.defined() && l.dim() == 0, TrainError,
                 "the loss given to Task::set_loss returned {} for outputs {} and targets {}; it "
                 "must return a scalar (e.g. the mean over the batch)",
-                l.defined() ? fmt::format("a tensor of shape {}", l.sizes()) : "an undefined tensor",
+                l.defined() ? fmt::format("a tensor of shape {}", l.sizes())
+                            : std::string("an undefined tensor"),
                 output.sizes(), target.sizes());
     return l;
   }

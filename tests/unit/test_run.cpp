@@ -438,8 +438,9 @@ TEST(RegisterModel, NamesAreUniqueAndExportWithoutASignatureSaysWhatIsMissing) {
   expect_error<ConfigError>([] { lathe::models::register_model(user_net_spec("resnet18")); },
                             {"'resnet18' is a zoo model already"});
   lathe::models::register_model(user_net_spec("test_unsigned_net"));
-  expect_error<ConfigError>([] { lathe::models::register_model(user_net_spec("test_unsigned_net")); },
-                            {"a model named 'test_unsigned_net' is registered already"});
+  expect_error<ConfigError>(
+      [] { lathe::models::register_model(user_net_spec("test_unsigned_net")); },
+      {"a model named 'test_unsigned_net' is registered already"});
   expect_error<ConfigError>([] { lathe::models::register_model({"nameless", "", {}, {}}); },
                             {"needs a name and a build function", "no build function"});
   const auto section = config::parse_model_section("test_unsigned_net", {"in_features=3"});
