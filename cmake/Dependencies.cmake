@@ -26,6 +26,9 @@ macro(lathe_find_pkg prefix module)
   pkg_check_modules(${prefix} REQUIRED IMPORTED_TARGET ${module})
 endmacro()
 include(${CMAKE_CURRENT_LIST_DIR}/latheDependencies.cmake)
+# What the package config will define again; cmake/Install.cmake refuses a library dependency
+# found anywhere else.
+get_directory_property(LATHE_PACKAGE_TARGETS IMPORTED_TARGETS)
 find_package(CLI11 REQUIRED)
 
 # Binaries find LibTorch and the pip nvidia-* libraries (CUDA runtime) through their RPATH, built

@@ -11,6 +11,21 @@
 # (examples/ holds three such projects; scripts/examples.sh builds them against an install).
 include(CMakePackageConfigHelpers)
 
+# Every imported target the library links must be one latheDependencies.cmake defines, or the
+# installed package could not define it again for a user's project: say so now, not there.
+get_target_property(_lathe_links lathe LINK_LIBRARIES)
+foreach(_lathe_link IN LISTS _lathe_links)
+  string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" _lathe_link "${_lathe_link}")
+  if(TARGET "${_lathe_link}")
+    get_target_property(_lathe_imported "${_lathe_link}" IMPORTED)
+    if(_lathe_imported AND NOT _lathe_link IN_LIST LATHE_PACKAGE_TARGETS)
+      message(FATAL_ERROR "lathe links ${_lathe_link}, which cmake/latheDependencies.cmake does "
+        "not define: move its find_package there (one line, lathe_find(<Package>)) so that "
+        "find_package(lathe) finds it again in a user's project")
+    endif()
+  endif()
+endforeach()
+
 set(LATHE_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/lathe)
 
 install(TARGETS lathe EXPORT latheTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
