@@ -1,6 +1,6 @@
 # Dependency lookup: LibTorch (from the project venv's torch wheel unless CMAKE_PREFIX_PATH names
 # another), Protobuf and ONNX (Debian), yaml-cpp, nlohmann-json, CLI11, zlib, libjpeg-turbo,
-# libpng, ICU, GTest.
+# libpng, ICU, GTest; the library's own ones through cmake/latheDependencies.cmake.
 
 # Where torch lives: an explicit -DCMAKE_PREFIX_PATH wins; else the project venv's wheel.
 if(NOT Torch_DIR)
@@ -15,53 +15,30 @@ if(NOT Torch_DIR)
   endif()
 endif()
 
-# The torch wheel is a CUDA build: its CMake config needs nvcc and the toolkit, not a GPU.
-if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
-  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc CACHE FILEPATH "nvcc used by Torch's config")
-  set(CUDAToolkit_ROOT /usr/local/cuda CACHE PATH "CUDA toolkit")
-endif()
-if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
-  set(TORCH_CUDA_ARCH_LIST "9.0" CACHE STRING "CUDA archs (H100/H200); set so nothing probes a GPU")
-endif()
-
-# Protobuf before Torch: Torch's config otherwise defines a dummy protobuf::libprotobuf.
-find_package(Protobuf REQUIRED)
-find_package(Torch 2.11 REQUIRED)
-find_package(ONNX REQUIRED)
-find_package(yaml-cpp REQUIRED)
-find_package(nlohmann_json 3.10 REQUIRED)
+# The library's own dependencies (Torch, Protobuf, ONNX, yaml-cpp, nlohmann-json, zlib,
+# libjpeg-turbo, libpng, ICU, and the lathe::torch / lathe::fmt targets) are one list,
+# cmake/latheDependencies.cmake, which the installed package config reads too: a dependency of
+# the library goes there (one line), a build-only one (CLI11, GTest, gloo headers) here.
+macro(lathe_find)
+  find_package(${ARGN} REQUIRED)
+endmacro()
+macro(lathe_find_pkg prefix module)
+  pkg_check_modules(${prefix} REQUIRED IMPORTED_TARGET ${module})
+endmacro()
+include(${CMAKE_CURRENT_LIST_DIR}/latheDependencies.cmake)
+# What the package config will define again; cmake/Install.cmake refuses a library dependency
+# found anywhere else.
+get_directory_property(LATHE_PACKAGE_TARGETS IMPORTED_TARGETS)
 find_package(CLI11 REQUIRED)
-find_package(ZLIB REQUIRED)
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
-pkg_check_modules(LIBPNG REQUIRED IMPORTED_TARGET libpng)
-pkg_check_modules(ICU REQUIRED IMPORTED_TARGET icu-uc)   # Unicode normalisation for WordPiece
 
-# lathe::torch — LibTorch's libraries without nvrtc (which we never call and which would tie our
-# binaries to the toolkit's copy). The CUDA runtime libraries resolve through torch's own RPATH to
-# the pip nvidia-* packages; we add those folders to our RPATH too so nothing needs the toolkit at
-# run time.
-add_library(lathe_torch INTERFACE)
-add_library(lathe::torch ALIAS lathe_torch)
-set(_lathe_torch_libs ${TORCH_LIBRARIES})
-list(FILTER _lathe_torch_libs EXCLUDE REGEX "nvrtc")
-# libtorch.so exports its own (static) copies of std::filesystem functions, and some of them crash
-# when called from our code (remove_all jumps to a null pointer). libstdc++ goes first in the
-# link line so the dynamic linker binds those symbols to the system libstdc++.so.6.
-target_link_libraries(lathe_torch INTERFACE
-  "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state" ${_lathe_torch_libs})
+# Binaries find LibTorch and the pip nvidia-* libraries (CUDA runtime) through their RPATH, built
+# and installed, so nothing needs the toolkit at run time.
 get_filename_component(_lathe_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
 file(GLOB _lathe_nvidia_lib_dirs LIST_DIRECTORIES true "${_lathe_torch_lib_dir}/../../nvidia/*/lib")
 set(CMAKE_BUILD_RPATH ${_lathe_torch_lib_dir} ${_lathe_nvidia_lib_dirs})
+set(CMAKE_INSTALL_RPATH ${_lathe_torch_lib_dir} ${_lathe_nvidia_lib_dirs})
 set(LATHE_TORCH_LIB_DIR "${_lathe_torch_lib_dir}")
 get_filename_component(LATHE_TORCH_INCLUDE_DIR "${_lathe_torch_lib_dir}/../include" ABSOLUTE)
-
-# fmt: the torch wheel ships fmt 12 headers in its include folder, which every translation unit
-# sees before /usr/include. We use exactly those, header-only, and never link Debian's libfmt.so.9
-# (mixing the two gives "undefined reference to fmt::v9::vformat"-style failures).
-add_library(lathe_fmt INTERFACE)
-add_library(lathe::fmt ALIAS lathe_fmt)
-target_compile_definitions(lathe_fmt INTERFACE FMT_HEADER_ONLY=1)
 
 # Distributed training (src/dist/process_group.cpp, the only file that includes c10d's backends):
 # the torch wheel ships ProcessGroupGloo.hpp and Gloo's compiled code but not gloo/*.h; Debian's

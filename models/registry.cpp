@@ -1,5 +1,9 @@
-// The registry: one explicit list of zoo entries (no static registrars the linker could drop).
+// The registry: one explicit list of zoo entries (no static registrars the linker could drop),
+// and the models a user registers at run time.
 #include "models/registry.h"
+
+#include <deque>
+#include <mutex>
 
 #include <fmt/ranges.h>
 
@@ -232,6 +236,55 @@ const std::vector<ModelSpec>& model_specs() {
   return specs;
 }
 
+namespace {
+
+/// The user's models: a deque, so references model_spec() returned stay valid as others join.
+struct UserModels {
+  std::mutex mutex;
+  std::deque<ModelSpec> specs;
+  std::deque<SignatureFn> signatures;  ///< one per spec, maybe empty
+};
+
+UserModels& user_models() {
+  static UserModels models;
+  return models;
+}
+
+/// The registered spec named `name` and its signature function; null when there is none.
+std::pair<const ModelSpec*, const SignatureFn*> find_user_model(const std::string& name) {
+  UserModels& users = user_models();
+  std::lock_guard lock(users.mutex);
+  for (size_t i = 0; i < users.specs.size(); ++i)
+    if (users.specs[i].name == name) return {&users.specs[i], &users.signatures[i]};
+  return {nullptr, nullptr};
+}
+
+}  // namespace
+
+void register_model(ModelSpec spec, SignatureFn signature) {
+  LATHE_CHECK(!spec.name.empty() && static_cast<bool>(spec.build), ConfigError,
+              "register_model: a model needs a name and a build function (got name '{}'{})",
+              spec.name, spec.build ? "" : ", no build function");
+  for (const auto& zoo : model_specs())
+    LATHE_CHECK(zoo.name != spec.name, ConfigError,
+                "register_model: '{}' is a zoo model already; register yours under another name",
+                spec.name);
+  LATHE_CHECK(find_user_model(spec.name).first == nullptr, ConfigError,
+              "register_model: a model named '{}' is registered already", spec.name);
+  UserModels& users = user_models();
+  std::lock_guard lock(users.mutex);
+  users.specs.push_back(std::move(spec));
+  users.signatures.push_back(std::move(signature));
+}
+
+std::vector<std::string> registered_models() {
+  UserModels& users = user_models();
+  std::lock_guard lock(users.mutex);
+  std::vector<std::string> names;
+  for (const auto& spec : users.specs) names.push_back(spec.name);
+  return names;
+}
+
 const ModelSpec& model_spec(const config::ModelSection& model) {
   const std::string& name = model.name;
   std::vector<std::string> names;
@@ -239,10 +292,15 @@ const ModelSpec& model_spec(const config::ModelSection& model) {
     if (spec.name == name) return spec;
     names.push_back(spec.name);
   }
+  if (const ModelSpec* user = find_user_model(name).first) return *user;
+  const std::vector<std::string> users = registered_models();
+  const std::vector<std::string> zoo = names;
+  names.insert(names.end(), users.begin(), users.end());
   const std::string hint = config::closest_key(name, names);
   throw ConfigError(fmt::format(
-      "{}: model.name: unknown model '{}'{}; the zoo has: {}", model.name_where, name,
-      hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint), fmt::join(names, ", ")));
+      "{}: model.name: unknown model '{}'{}; the zoo has: {}{}", model.name_where, name,
+      hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint), fmt::join(zoo, ", "),
+      users.empty() ? "" : fmt::format("; registered: {}", fmt::join(users, ", "))));
 }
 
 namespace {
@@ -320,6 +378,17 @@ torch::nn::AnyModule build_model(const config::ModelSection& model) {
   for (const SizeOption& opt : spec.sizes)  // still auto: no data said it, the defaults apply
     if (params.has(opt.key) && is_auto(params.values().at(opt.key))) params.erase(opt.key);
   return spec.build(params);
+}
+
+ModelSignature model_signature(const config::ModelSection& model, const torch::nn::Module& module,
+                               const SignatureSizes& sizes) {
+  const auto [user, signature] = find_user_model(model.name);
+  if (user == nullptr) return model_signature(module, sizes);
+  LATHE_CHECK(static_cast<bool>(*signature), ExportError,
+              "model '{}' was registered without a signature: pass register_model a second "
+              "argument that gives its inputs (names, example shapes, dynamic axes) to export it",
+              model.name);
+  return (*signature)(module, sizes);
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

@@ -1,4 +1,5 @@
-// The model zoo's registry: build a model by name from a config's model options.
+// The model zoo's registry: build a model by name from a config's model options; a user's own
+// models join it by name (register_model).
 #pragma once
 
 #include <functional>
@@ -9,6 +10,7 @@
 
 #include "lathe/config/config.h"
 #include "lathe/config/data_info.h"
+#include "models/signature.h"
 
 namespace lathe::models {
 
@@ -37,11 +39,46 @@ struct ModelSpec {
   std::function<torch::nn::AnyModule(const config::Params&)> build;
 };
 
-/// Every model the zoo knows, in a fixed order.
+/// Every model the zoo knows, in a fixed order (registered user models are not among them).
 const std::vector<ModelSpec>& model_specs();
 
-/// The zoo entry named `model.name`; a ConfigError naming the file and line otherwise.
+/// What a user model's forward takes, for export: its inputs at the sizes a run trained at.
+using SignatureFn = std::function<ModelSignature(const torch::nn::Module&, const SignatureSizes&)>;
+
+/// Adds a model of the user's under `spec.name`: from then on a config's `model: {name: ...}`
+/// builds it — train_from_config, evaluate_run and export_run included — with its `auto` size
+/// options filled from the data like a zoo model's. `signature` tells export_run its inputs
+/// (without it, exporting a run of this model is an ExportError saying so). Register before
+/// loading configs that use it, from one thread; the name must be new (a zoo name or an earlier
+/// registration is a ConfigError). The spec's build reads its options from `p` and must call
+/// p.check_all_used(), so that a misspelt option is an error naming the file and line.
+///
+///   lathe::models::register_model(
+///       {"tiny_cnn", "two convolutions and a linear head", {{"num_classes", DataSize::classes}},
+///        [](const lathe::config::Params& p) {
+///          auto net = TinyCnn(p.get_int("num_classes", 10), p.get_int("width", 16));
+///          p.check_all_used();
+///          return torch::nn::AnyModule(net);
+///        }},
+///       [](const torch::nn::Module&, const lathe::models::SignatureSizes& s) {
+///         lathe::models::InputSignature in{"images", {2, 1, s.side, s.side}, 0, {{0, "batch"}}};
+///         return lathe::models::ModelSignature{{in}, "logits"};
+///       });
+void register_model(ModelSpec spec, SignatureFn signature = {});
+
+/// The names of the models register_model added, in order.
+std::vector<std::string> registered_models();
+
+/// The entry named `model.name` (the zoo's or a registered one); a ConfigError naming the file
+/// and line otherwise.
 const ModelSpec& model_spec(const config::ModelSection& model);
+
+/// The signature of `module`, built from `model`: a registered model's signature function, else
+/// the zoo's model_signature. A registered model without one is an ExportError saying so.
+///
+///   auto sig = lathe::models::model_signature(cfg.model, *model.ptr(), {.side = 28});
+ModelSignature model_signature(const config::ModelSection& model, const torch::nn::Module& module,
+                               const SignatureSizes& sizes);
 
 /// Fills the model's size options that are `auto` (absent, or written `auto`) from the data and
 /// checks those given against it: a disagreement is a ConfigError naming both sides, e.g.

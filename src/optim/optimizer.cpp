@@ -53,6 +53,11 @@ bool use_fused(const config::OptimSection& cfg,
 
 }  // namespace
 
+OptimizerBundle::OptimizerBundle() = default;
+OptimizerBundle::~OptimizerBundle() = default;
+OptimizerBundle::OptimizerBundle(OptimizerBundle&&) noexcept = default;
+OptimizerBundle& OptimizerBundle::operator=(OptimizerBundle&&) noexcept = default;
+
 OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Module& module,
                                const GroupRules& rules) {
   namespace o = torch::optim;

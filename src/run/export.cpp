@@ -94,7 +94,8 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
               weights.string());
   ckpt::load_weights_any(*model.ptr(), weights, /*strict=*/true);
 
-  const models::ModelSignature sig = models::model_signature(*model.ptr(), run_sizes(cfg));
+  const models::ModelSignature sig =
+      models::model_signature(cfg.model, *model.ptr(), run_sizes(cfg));
   onnx::ExportOptions eo;
   eo.opset = options.opset;
   eo.fp16 = options.fp16;

@@ -26,7 +26,26 @@ Task::Task(config::TaskSection cfg)
   loss_ = l.loss;
 }
 
+Task& Task::set_loss(LossFn loss) {
+  LATHE_CHECK(static_cast<bool>(loss), ConfigError,
+              "Task::set_loss: the loss function is empty; pass a callable (output, target) -> "
+              "scalar tensor, or keep task.loss '{}'",
+              cfg_.loss);
+  user_loss_ = std::move(loss);
+  return *this;
+}
+
 at::Tensor Task::loss(const at::Tensor& output, const at::Tensor& target) const {
+  if (user_loss_) {
+    at::Tensor l = user_loss_(output, target);
+    LATHE_CHECK(l.defined() && l.dim() == 0, TrainError,
+                "the loss given to Task::set_loss returned {} for outputs {} and targets {}; it "
+                "must return a scalar (e.g. the mean over the batch)",
+                l.defined() ? fmt::format("a tensor of shape {}", l.sizes())
+                            : std::string("an undefined tensor"),
+                output.sizes(), target.sizes());
+    return l;
+  }
   switch (loss_) {
     case config::Loss::cross_entropy:
       if (spec_->kind == config::TaskKind::lm) {  // logits (B, T, V) against ids (B, T)

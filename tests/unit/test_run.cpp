@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -363,4 +366,86 @@ TEST(RunSizes, AClassIdOutsideTheModelsOutputsIsATrainErrorNotTorchs) {
   expect_error<lathe::TrainError>(
       [&] { task.loss(at::zeros({2, 2}), at::tensor({0, 2}, at::kLong)); },
       {"a class id is outside the model's 2 outputs", "num_classes / out_features / num_labels"});
+}
+
+namespace {
+
+/// A user's model for the registration tests: features (B, F) → logits (B, K).
+struct UserNetImpl : torch::nn::Module {
+  UserNetImpl(int64_t in, int64_t classes)
+      : fc(register_module("fc", torch::nn::Linear(in, classes))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc(x); }
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(UserNet);
+
+lathe::models::ModelSpec user_net_spec(const std::string& name) {
+  using lathe::models::DataSize;
+  return {name, "a linear layer (test_run)",
+          {{"in_features", DataSize::in_features}, {"num_classes", DataSize::classes}},
+          [](const config::Params& p) {
+            UserNet net(p.get_int("in_features", 2), p.get_int("num_classes", 2));
+            p.check_all_used();
+            return torch::nn::AnyModule(net);
+          }};
+}
+
+}  // namespace
+
+TEST(RegisterModel, AUserModelTrainsFromAConfigWithSizesFromTheDataAndExports) {
+  TempDir dir;
+  lathe::models::register_model(
+      user_net_spec("test_user_net"),
+      [](const torch::nn::Module& m, const lathe::models::SignatureSizes&) {
+        const int64_t in = dynamic_cast<const UserNetImpl&>(m).fc->options.in_features();
+        return lathe::models::ModelSignature{{{"features", {2, in}, 0, {{0, "batch"}}}},
+                                             "logits"};
+      });
+  const auto names = lathe::models::registered_models();
+  EXPECT_NE(std::find(names.begin(), names.end(), "test_user_net"), names.end());
+  auto cfg = parse("data: {source: csv, path: " + wine_csv(dir).string() +
+                       ", target: cultivar, impute: mean, batch_size: 8, num_workers: 0}\n"
+                       "model: {name: test_user_net}\n",
+                   {"run.dir=" + dir.path().string(), "run.name=user", "trainer.max_epochs=2",
+                    "trainer.progress=none", "trainer.tensorboard=false"});
+  // The data fills the user model's sizes as it fills a zoo model's.
+  const auto r = resolved(cfg);
+  EXPECT_EQ(param(r, "num_classes"), "3");
+  const std::string features = param(r, "in_features");
+  EXPECT_GT(std::stoi(features), 1);
+  const auto result = run::train_from_config(cfg);
+  EXPECT_EQ(result.history.size(), 2u);
+  EXPECT_TRUE(result.test.count("accuracy"));
+  const auto report = run::export_run(dir / "user", export_options(dir / "user.onnx", {"batch"}));
+  EXPECT_EQ(report.inputs.at(0).name, "features");
+  EXPECT_EQ(report.inputs.at(0).shape, (std::vector<std::string>{"batch", features}));
+  EXPECT_EQ(report.outputs.at(0).name, "logits");
+
+  // A misspelt option of the user's model names the file and the key; an unknown name lists
+  // the registered models beside the zoo.
+  expect_error<ConfigError>(
+      [] {
+        lathe::models::build_model(config::parse_model_section("test_user_net", {"in_featres=3"}));
+      },
+      {"unknown key 'model.in_featres'", "did you mean 'in_features'?"});
+  expect_error<ConfigError>(
+      [] { lathe::models::build_model(config::parse_model_section("test_user_nett", {})); },
+      {"unknown model 'test_user_nett'", "did you mean 'test_user_net'?",
+       "registered: test_user_net"});
+}
+
+TEST(RegisterModel, NamesAreUniqueAndExportWithoutASignatureSaysWhatIsMissing) {
+  expect_error<ConfigError>([] { lathe::models::register_model(user_net_spec("resnet18")); },
+                            {"'resnet18' is a zoo model already"});
+  lathe::models::register_model(user_net_spec("test_unsigned_net"));
+  expect_error<ConfigError>(
+      [] { lathe::models::register_model(user_net_spec("test_unsigned_net")); },
+      {"a model named 'test_unsigned_net' is registered already"});
+  expect_error<ConfigError>([] { lathe::models::register_model({"nameless", "", {}, {}}); },
+                            {"needs a name and a build function", "no build function"});
+  const auto section = config::parse_model_section("test_unsigned_net", {"in_features=3"});
+  auto model = lathe::models::build_model(section);
+  expect_error<lathe::ExportError>(
+      [&] { lathe::models::model_signature(section, *model.ptr(), {}); },
+      {"model 'test_unsigned_net' was registered without a signature"});
 }

@@ -565,6 +565,48 @@ TEST(Metric, AUserMetricIsReportedMonitoredAndGivesTheDirection) {
               1e-12);
 }
 
+TEST(Task, AUserLossTrainsWhileTheKindsMetricsStay) {
+  config::TaskSection tc;
+  tc.kind = "classification";
+  train::Task task(tc);
+  EXPECT_FALSE(task.has_user_loss());
+  int64_t calls = 0;
+  task.set_loss([&calls](const at::Tensor& logits, const at::Tensor& y) {
+    ++calls;
+    return 2.0 * at::nll_loss(at::log_softmax(logits, 1), y);  // twice the cross-entropy
+  });
+  EXPECT_TRUE(task.has_user_loss());
+  const at::Tensor logits = at::randn({5, 3}), y = at::tensor({0, 2, 1, 1, 0}, at::kLong);
+  EXPECT_NEAR(task.loss(logits, y).item<double>(),
+              2.0 * at::cross_entropy_loss(logits, y).item<double>(), 1e-6);
+
+  // The Trainer minimises it (its gradient is the user's) and reports the kind's metrics.
+  lathe::seed_everything(4);
+  torch::nn::Linear net(4, 3);
+  config::TrainerSection t;
+  t.max_epochs = 3;
+  t.progress = "none";
+  config::OptimSection o;
+  o.lr = 0.05;
+  auto opt = lathe::optim::make_optimizer(o, *net);
+  train::Trainer trainer(t, c10::kCPU, torch::nn::AnyModule(net), task, opt,
+                         train::make_schedules(o, 100, 4));
+  const at::Tensor x = at::randn({64, 4});
+  const lathe::data::TensorDataset d{x, x.slice(1, 0, 3).argmax(1)};
+  lathe::data::TensorLoader loader(d, 16, true, 0);
+  calls = 0;
+  const auto history = trainer.fit(loader, &loader);
+  EXPECT_EQ(calls, 3 * 4 + 3 * 4);  // every training batch and every validation batch
+  EXPECT_LT(history.back().train.at("loss"), history.front().train.at("loss"));
+  EXPECT_TRUE(history.back().val.count("val/accuracy"));
+
+  expect_error<lathe::ConfigError>([&] { task.set_loss({}); },
+                                   {"Task::set_loss: the loss function is empty"});
+  task.set_loss([](const at::Tensor& out, const at::Tensor&) { return out.sum(1); });
+  expect_error<lathe::TrainError>([&] { task.loss(logits, y); },
+                                  {"returned a tensor of shape [5]", "must return a scalar"});
+}
+
 TEST(Metric, EveryBuiltInMetricIsInTheDirectionTable) {
   // The meters' keys and the table the monitors read must not drift apart.
   const auto check = [](const std::string& kind, const train::Metrics& computed) {

@@ -56,6 +56,15 @@ std::filesystem::path resolve_resume(const std::string& spec, const std::filesys
 /// Writes checkpoints during fit (every N steps and/or epochs), keeps the newest keep_last and
 /// the best by a validation metric, maintains the "last" and "best" links, and can write on a
 /// background thread from a host-memory snapshot. Never saves non-finite weights as best or last.
+/// A Trainer resumes from one of its folders with load_checkpoint before fit:
+///
+///   lathe::config::CheckpointSection c;  // every epoch, keep the last 2 and the best
+///   trainer.add_callback(std::make_shared<lathe::ckpt::Checkpointer>(
+///       c, "out/checkpoints", /*config_yaml=*/"", "val/loss", /*higher_is_better=*/false));
+///   trainer.fit(train, &val);
+///   // later, in a new Trainer built the same way:
+///   lathe::ckpt::load_checkpoint(trainer, "out/checkpoints/last");
+///   trainer.fit(train, &val);  // continues at the checkpoint's epoch, step and batch
 class Checkpointer : public train::Callback {
  public:
   Checkpointer(config::CheckpointSection cfg, std::filesystem::path dir, std::string config_yaml,

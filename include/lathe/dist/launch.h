@@ -24,6 +24,15 @@ struct LaunchOptions {
 /// to the launcher are passed on to the ranks.
 ///
 ///   int rc = launch_local({"lathe", "train", "run.yaml"}, {.processes = 2});
+///
+/// A program of the user's can start itself as the ranks, each of which trains data-parallel
+/// (train_from_config reads the world from the environment; examples/register_model does this):
+///
+///   int main(int argc, char** argv) {
+///     if (std::getenv("RANK") == nullptr)  // the launcher: start 2 ranks of this program
+///       return lathe::dist::launch_local({argv[0], argv[1]}, {.processes = 2});
+///     lathe::run::train_from_config(lathe::config::load_config(argv[1]));  // one rank
+///   }
 int launch_local(const std::vector<std::string>& args, const LaunchOptions& options);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).

@@ -19,8 +19,15 @@ class Optimizer;
 
 namespace lathe::optim {
 
-/// An optimizer and what lathe knows about its parameter groups.
+/// An optimizer and what lathe knows about its parameter groups. Its special members are
+/// defined out of line, so that this header stays light (torch::optim::Optimizer is only
+/// declared here) and still compiles wherever a bundle is made, moved or destroyed.
 struct OptimizerBundle {
+  OptimizerBundle();
+  ~OptimizerBundle();
+  OptimizerBundle(OptimizerBundle&&) noexcept;
+  OptimizerBundle& operator=(OptimizerBundle&&) noexcept;
+
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::string kind;                ///< sgd | adam | adamw | rmsprop
   std::vector<double> lr_scale;    ///< per group: its lr = schedule value · lr_scale

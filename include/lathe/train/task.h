@@ -1,6 +1,7 @@
 // Task: what is learnt — turns (model output, targets) into a loss and makes the matching meters.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,9 @@
 
 namespace lathe::train {
 
+/// A user's loss: (model output, targets) → the scalar to minimise (a mean over the batch).
+using LossFn = std::function<at::Tensor(const at::Tensor& output, const at::Tensor& target)>;
+
 /// The objective of a run. The model owns forward; the task owns the loss and the metrics:
 ///  - classification: cross-entropy (label smoothing, class weights) on logits (B, K)
 ///  - regression: mse, l1 or huber on outputs shaped like the targets
@@ -21,6 +25,15 @@ namespace lathe::train {
 ///   Task task(cfg.task);
 ///   at::Tensor loss = task.loss(model_output, batch.targets);
 ///   auto meter = task.meter(/*detailed=*/true);
+///
+/// Outside a config, name the kind and, if lathe's losses do not fit, give your own:
+///
+///   lathe::config::TaskSection t;
+///   t.kind = "classification";
+///   lathe::train::Task task(t);
+///   task.set_loss([](const at::Tensor& logits, const at::Tensor& y) {
+///     return at::nll_loss(at::log_softmax(logits, 1), y);
+///   });
 class Task {
  public:
   /// A classification task with cross-entropy.
@@ -29,7 +42,17 @@ class Task {
   /// ConfigError (a run resolves it from its data first).
   explicit Task(config::TaskSection cfg);
 
+  /// The loss of a batch: the user's (set_loss) when given, else the kind's (task.loss).
   at::Tensor loss(const at::Tensor& output, const at::Tensor& target) const;
+  /// Trains on `loss` instead of the kind's loss; the meters, metrics and monitors stay the
+  /// kind's (their "loss" is then this one's batch mean). An empty function is a ConfigError.
+  ///
+  ///   task.set_loss([](const at::Tensor& out, const at::Tensor& y) {
+  ///     return at::smooth_l1_loss(out.squeeze(1), y);  // (B, 1) against (B)
+  ///   });
+  Task& set_loss(LossFn loss);
+  /// Whether set_loss gave this task a loss of the user's.
+  bool has_user_loss() const { return static_cast<bool>(user_loss_); }
   /// A fresh meter for this task (detailed: every metric; else the cheap ones for training).
   std::unique_ptr<Meter> meter(bool detailed) const;
   /// The validation metric to watch by default and whether higher is better.
@@ -53,6 +76,7 @@ class Task {
   config::TaskSection cfg_;
   const config::TaskSpec* spec_;  ///< this kind's entry of config::tasks()
   config::Loss loss_;
+  LossFn user_loss_;  ///< set_loss; empty = the kind's loss_
   std::vector<MetricFactory> metrics_;  ///< user metrics, in the order added
   mutable at::Tensor class_weights_;  ///< (K) on the device of the last loss() call
 };

@@ -87,15 +87,45 @@ class StateMismatch : public CheckpointError {
 ///   trainer.add_callback(std::make_shared<JsonlLogger>("runs/x/metrics.jsonl"));
 ///   auto history = trainer.fit(train_loader, &val_loader);
 ///   Metrics test = trainer.test(test_loader);
+///
+/// Any module whose forward takes one tensor and returns one, over any Dataset, without a
+/// config file (the sections' defaults are a config's; examples/custom_model does this whole):
+///
+///   struct NetImpl : torch::nn::Module {
+///     torch::nn::Linear fc{register_module("fc", torch::nn::Linear(4, 3))};
+///     at::Tensor forward(const at::Tensor& x) { return fc(x); }  // (B, 4) -> (B, 3)
+///   };
+///   TORCH_MODULE(Net);
+///   Net net;
+///   auto opts32 = lathe::data::LoaderOptions().with_batch_size(32).with_shuffle(true);
+///   lathe::data::DataLoader train(std::make_shared<MyDataset>(), opts32);
+///   lathe::config::OptimSection optim;   // adamw, lr 1e-3
+///   lathe::config::TrainerSection opts;  // max_epochs 5, ...
+///   auto optimizer = lathe::optim::make_optimizer(optim, *net);
+///   lathe::train::Trainer trainer(opts, lathe::select_device("auto"), torch::nn::AnyModule(net),
+///                                 lathe::train::Task(),  // classification; or set_loss(...)
+///                                 optimizer, make_schedules(optim, 5 * train.num_batches(),
+///                                                           train.num_batches()));
+///   trainer.fit(train, /*val=*/nullptr);
+///
+/// The model must already be on `device` (net->to(device)).
 class Trainer {
  public:
   Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyModule model, Task task,
           optim::OptimizerBundle& optimizer, Schedules schedules);
   ~Trainer();
 
+  /// Adds a callback; callbacks run in the order added (checkpointers, loggers, your own).
+  ///
+  ///   trainer.add_callback(std::make_shared<lathe::train::TensorBoardLogger>("runs/x/tb"));
   void add_callback(std::shared_ptr<Callback> callback);
   /// Data-parallel training: `sync` all-reduces the gradients of every optimizer step and the
-  /// meters (training, validation, test) are combined over its ranks.
+  /// meters (training, validation, test) are combined over its ranks. Each rank builds the same
+  /// model and reads its shard of the data (LoaderOptions::shard / TensorLoader::set_shard):
+  ///
+  ///   auto group = lathe::dist::ProcessGroup::from_env(device, std::chrono::seconds(60));
+  ///   lathe::dist::broadcast_module(*group, *net);  // every rank starts from rank 0's weights
+  ///   trainer.set_gradient_sync(std::make_shared<lathe::dist::GradientSync>(group, *net, 25.0));
   void set_gradient_sync(std::shared_ptr<dist::GradientSync> sync) { sync_ = std::move(sync); }
   const std::vector<std::shared_ptr<Callback>>& callbacks() const { return callbacks_; }
 
