@@ -1,6 +1,6 @@
 # Dependency lookup: LibTorch (from the project venv's torch wheel unless CMAKE_PREFIX_PATH names
 # another), Protobuf and ONNX (Debian), yaml-cpp, nlohmann-json, CLI11, zlib, libjpeg-turbo,
-# libpng, ICU, GTest.
+# libpng, ICU, libcurl, GTest.
 
 # Where torch lives: an explicit -DCMAKE_PREFIX_PATH wins; else the project venv's wheel.
 if(NOT Torch_DIR)
@@ -36,6 +36,7 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(TURBOJPEG REQUIRED IMPORTED_TARGET libturbojpeg)
 pkg_check_modules(LIBPNG REQUIRED IMPORTED_TARGET libpng)
 pkg_check_modules(ICU REQUIRED IMPORTED_TARGET icu-uc)   # Unicode normalisation for WordPiece
+find_package(CURL REQUIRED)   # MLflow tracking over HTTP (trainer.mlflow)
 
 # lathe::torch — LibTorch's libraries without nvrtc (which we never call and which would tie our
 # binaries to the toolkit's copy). The CUDA runtime libraries resolve through torch's own RPATH to
