@@ -293,6 +293,8 @@ void MlflowTracker::on_log(train::Trainer&, const train::LogEvent& e) {
   const int64_t t = now_ms();
   for (const auto& [k, v] : e.values) {
     if (!std::isfinite(v)) continue;  // JSON has no NaN; MLflow would refuse the batch
+    // An epoch row repeats the last validation and the step's lr: one point each is enough.
+    if (e.kind == "epoch" && (k.rfind("val/", 0) == 0 || k == "lr")) continue;
     pending_ += (pending_.empty() ? "" : ",") +
                 json{{"key", k}, {"value", v}, {"timestamp", t}, {"step", e.step}}.dump();
     if (++pending_count_ == kMetricsPerBatch) flush();
