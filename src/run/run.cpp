@@ -250,7 +250,12 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (group)
     trainer.set_gradient_sync(
         std::make_shared<dist::GradientSync>(group, *model.ptr(), cfg.dist.bucket_mb));
-  result.history = trainer.fit(train_loader, val_loader);
+  try {
+    result.history = trainer.fit(train_loader, val_loader);
+  } catch (const std::exception& e) {  // run.json says how it ended; the error goes on up
+    if (main_rank) record_run_failed(result.run_dir, e.what());
+    throw;
+  }
 
   if (main_rank)
     ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
@@ -269,7 +274,11 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (main_rank) {
     record_run_end(result.run_dir, result.seconds, early_stop_reason(trainer, cfg.trainer));
-    write_report(result.run_dir);
+    try {  // the run is done: a report that cannot be made does not undo it
+      write_report(result.run_dir);
+    } catch (const Error& e) {
+      log::warn("{}/report.html not written: {}", result.run_dir.string(), e.what());
+    }
   }
   if (mlflow) {
     const auto& d = result.run_dir;

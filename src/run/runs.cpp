@@ -168,7 +168,11 @@ void read_run(RunSummary& s) {
     double wall = 0;
     for (const auto& seg : segments) wall += seg.value("seconds", 0.0);
     const auto& tail = segments.back();
-    if (tail.contains("ended_unix")) {
+    if (tail.contains("failed")) {
+      s.status = "failed";
+      const std::string why = tail.value("failed", "");
+      s.detail = why.substr(0, std::min<size_t>(why.find('\n'), 200));
+    } else if (tail.contains("ended_unix")) {
       const std::string stopped = tail.value("stopped_early", "");
       s.status = stopped.empty() ? "finished" : "stopped early";
       s.detail = stopped;
@@ -534,7 +538,12 @@ void record_run_start(const fs::path& run_dir, const std::string& resumed_from) 
   write_file_atomic(record_file(run_dir), record.dump(2) + "\n");
 }
 
-void record_run_end(const fs::path& run_dir, double seconds, const std::string& stopped_early) {
+namespace {
+
+/// Closes the last start of run.json: end time, wall seconds (since that start when not
+/// given) and, when `value` is not empty, `key` = `value`.
+void close_segment(const fs::path& run_dir, std::optional<double> seconds, const char* key,
+                   const std::string& value) {
   ordered_json record = read_record(run_dir);
   if (!record.contains("segments") || !record["segments"].is_array() || record["segments"].empty())
     return;
@@ -542,9 +551,19 @@ void record_run_end(const fs::path& run_dir, double seconds, const std::string& 
   const double now = unix_now();
   seg["ended"] = format_time(now);
   seg["ended_unix"] = now;
-  seg["seconds"] = seconds;
-  if (!stopped_early.empty()) seg["stopped_early"] = stopped_early;
+  seg["seconds"] = seconds ? *seconds : now - seg.value("started_unix", now);
+  if (!value.empty()) seg[key] = value;
   write_file_atomic(record_file(run_dir), record.dump(2) + "\n");
+}
+
+}  // namespace
+
+void record_run_end(const fs::path& run_dir, double seconds, const std::string& stopped_early) {
+  close_segment(run_dir, seconds, "stopped_early", stopped_early);
+}
+
+void record_run_failed(const fs::path& run_dir, const std::string& error) {
+  close_segment(run_dir, std::nullopt, "failed", error.empty() ? "unknown error" : error);
 }
 
 void record_run_field(const fs::path& run_dir, const std::string& key,

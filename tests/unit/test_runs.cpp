@@ -104,9 +104,12 @@ TEST(Runs, StatusProgressAndMetricsFromWhatEachRunFolderHolds) {
   }
   copy_run(dir / "a", dir / "sweep" / "t1");
   fs::create_directories(dir / "junk");
+  // A run whose training failed (the loss blows up): run.json keeps the error.
+  EXPECT_THROW(run::train_from_config(wine_run(dir, "h", {"optim.lr=1e30", "optim.schedule.name=constant"})),
+               lathe::TrainError);
 
   const auto runs = run::list_runs(dir.path());
-  EXPECT_EQ(runs.size(), 9u) << fmt::format("{}", fmt::join(names_of(runs), " "));
+  EXPECT_EQ(runs.size(), 10u) << fmt::format("{}", fmt::join(names_of(runs), " "));
 
   const auto& a = find(runs, "a");
   EXPECT_EQ(a.status, "finished");
@@ -156,18 +159,21 @@ TEST(Runs, StatusProgressAndMetricsFromWhatEachRunFolderHolds) {
   EXPECT_EQ(find(runs, "g").status, "finished");
   EXPECT_EQ(find(runs, "g").steps, 24);
   EXPECT_EQ(find(runs, "sweep/t1").status, "finished");
+  const auto& h = find(runs, "h");
+  EXPECT_EQ(h.status, "failed");
+  EXPECT_NE(h.detail.find("loss"), std::string::npos) << h.detail;
   EXPECT_EQ(find(runs, "junk").status_text(),
             "unreadable: no config.yaml (not a run folder, or one whose run never started)");
 
   // The table: a header and one line per run, the unreadable ones included.
   const std::string table = run::format_runs_table(runs);
-  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 10);
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 11);
   EXPECT_EQ(table.rfind("NAME", 0), 0u);
   EXPECT_NE(table.find("killed (resumable from step 24)"), std::string::npos) << table;
   EXPECT_NE(table.find("accuracy "), std::string::npos) << table;
   // JSON: every field, one object per run.
   const auto j = json::parse(run::runs_json(runs));
-  ASSERT_EQ(j.size(), 9u);
+  ASSERT_EQ(j.size(), 10u);
   for (const auto& row : j)
     if (row["name"] == "a") {
       EXPECT_EQ(row["status"], "finished");

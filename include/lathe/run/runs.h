@@ -19,9 +19,10 @@ namespace lathe::run {
 struct RunSummary {
   std::string name;             ///< the folder's path below the listed root ("sweep/trial-003")
   std::filesystem::path dir;
-  /// finished | stopped early | killed | running | unreadable
+  /// finished | stopped early | failed | killed | running | unreadable
   std::string status;
-  /// stopped early: the reason; killed: where it can resume from; unreadable: why
+  /// stopped early: the reason; failed: the error; killed: where it can resume from;
+  /// unreadable: why
   std::string detail;
   bool resumable = false;       ///< checkpoints/last holds a complete checkpoint
   int64_t resume_step = -1;     ///< its step
@@ -96,6 +97,8 @@ std::map<std::string, std::string> flatten_yaml(const std::string& yaml,
 void record_run_start(const std::filesystem::path& run_dir, const std::string& resumed_from);
 void record_run_end(const std::filesystem::path& run_dir, double seconds,
                     const std::string& stopped_early);
+/// Closes the last start of run.json as failed, with the error that ended it.
+void record_run_failed(const std::filesystem::path& run_dir, const std::string& error);
 /// Adds `key` → `value` (a JSON text) at the top of run.json (e.g. the MLflow run it was
 /// tracked as).
 void record_run_field(const std::filesystem::path& run_dir, const std::string& key,
