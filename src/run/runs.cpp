@@ -490,7 +490,9 @@ RunDiff diff_runs(const RunSummary& a, const RunSummary& b) {
 }
 
 std::string format_diff(const RunSummary& a, const RunSummary& b, const RunDiff& d) {
-  const auto show = [](const std::optional<double>& v) { return v ? number(*v) : std::string("-"); };
+  const auto show = [](const std::optional<double>& v) {
+    return v ? fmt::format("{:.6g}", *v) : std::string("-");
+  };
   std::string out = fmt::format("a: {} ({})\nb: {} ({})\n", a.dir.string(), a.status_text(),
                                 b.dir.string(), b.status_text());
   size_t w = 6;
