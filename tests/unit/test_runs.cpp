@@ -496,3 +496,21 @@ TEST(Mlflow, ParamsMetricsTagsAndArtifactsReadBackWithMlflowsClient) {
               std::chrono::duration<double>(started - test_start).count(),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
+
+TEST(Mlflow, TrackingKeysAreValidatedLikeEveryOtherKey) {
+  const std::string yaml = "data: {path: /x}\nmodel: {name: mlp}\n";
+  lathe::testing::expect_error<lathe::ConfigError>(
+      [&] { config::parse_config(yaml, "run.yaml", {"trainer.mlflow.tracking_uri=file:///tmp/mlruns"}); },
+      {"override 'trainer.mlflow.tracking_uri=file:///tmp/mlruns': trainer.mlflow.tracking_uri = "
+       "file:///tmp/mlruns: lathe talks to an MLflow tracking server over HTTP"});
+  lathe::testing::expect_error<lathe::ConfigError>(
+      [&] { config::parse_config(yaml, "run.yaml", {"trainer.mlflow.experimnt=x"}); },
+      {"unknown key 'trainer.mlflow.experimnt'"});
+  const auto cfg = config::parse_config(
+      yaml, "run.yaml", {"trainer.mlflow.tracking_uri=http://127.0.0.1:5000", "trainer.mlflow.run_name=r1"});
+  EXPECT_EQ(cfg.trainer.mlflow.experiment, "Default");
+  // The resolved config carries the section and reads back the same.
+  const auto again = config::parse_config(config::to_yaml(cfg), "resolved.yaml");
+  EXPECT_EQ(again.trainer.mlflow.tracking_uri, "http://127.0.0.1:5000");
+  EXPECT_EQ(again.trainer.mlflow.run_name, "r1");
+}
