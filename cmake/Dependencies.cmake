@@ -1,6 +1,6 @@
 # Dependency lookup: LibTorch (from the project venv's torch wheel unless CMAKE_PREFIX_PATH names
 # another), Protobuf and ONNX (Debian), yaml-cpp, nlohmann-json, CLI11, zlib, libjpeg-turbo,
-# libpng, ICU, GTest; the library's own ones through cmake/latheDependencies.cmake.
+# libpng, ICU, libcurl, GTest; the library's own ones through cmake/latheDependencies.cmake.
 
 # Where torch lives: an explicit -DCMAKE_PREFIX_PATH wins; else the project venv's wheel.
 if(NOT Torch_DIR)

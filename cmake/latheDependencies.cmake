@@ -31,6 +31,7 @@ lathe_find(PkgConfig)
 lathe_find_pkg(TURBOJPEG libturbojpeg)
 lathe_find_pkg(LIBPNG libpng)
 lathe_find_pkg(ICU icu-uc)   # Unicode normalisation for WordPiece
+lathe_find(CURL)   # MLflow tracking over HTTP (trainer.mlflow)
 
 # lathe::torch — LibTorch's libraries without nvrtc (which we never call and which would tie our
 # binaries to the toolkit's copy). The CUDA runtime libraries resolve through torch's own RPATH to

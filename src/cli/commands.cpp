@@ -1,5 +1,7 @@
-// lathe train / eval / sweep / info / export: argument parsing and the calls into the library.
+// lathe train / eval / sweep / info / export / runs / report: argument parsing and the calls into the library.
 #include "src/cli/commands.h"
+
+#include <algorithm>
 
 #include <fmt/ostream.h>
 #include <fmt/ranges.h>
@@ -14,7 +16,9 @@
 #include "lathe/dist/process_group.h"
 #include "lathe/onnx/export.h"
 #include "lathe/run/export.h"
+#include "lathe/run/report.h"
 #include "lathe/run/run.h"
+#include "lathe/run/runs.h"
 #include "lathe/run/sweep.h"
 #include "models/registry.h"
 
@@ -227,6 +231,64 @@ void add_export(CLI::App& app, int& exit_code) {
   });
 }
 
+void add_runs(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("runs", "List the runs under a folder, or compare two of them");
+  cmd->footer(
+      "Examples:\n  lathe runs --sort best --filter model.name=convnet\n"
+      "  lathe runs --filter status=killed --json\n  lathe runs --diff runs/a runs/b\n"
+      "Keys for --sort and --filter: name, model, data, task, status, resumable, epochs, steps, "
+      "monitor, best, wall, started, test.<metric> (test.accuracy), or any config key "
+      "(optim.lr). Metric keys sort best first.");
+  auto dir = std::make_shared<std::string>("runs");
+  auto sort = std::make_shared<std::string>();
+  auto filters = std::make_shared<std::vector<std::string>>();
+  auto diff = std::make_shared<std::vector<std::string>>();
+  auto json = std::make_shared<bool>(false);
+  auto reverse = std::make_shared<bool>(false);
+  cmd->add_option("dir", *dir, "Folder holding the run folders (default: runs)");
+  cmd->add_option("--sort", *sort, "Order by this key (default: start time)");
+  cmd->add_flag("--reverse", *reverse, "Reverse the order");
+  cmd->add_option("--filter", *filters, "Keep runs whose KEY equals VALUE (key=value; repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--diff", *diff, "Compare two run folders: the config keys that differ and "
+                                   "the metric deltas")
+      ->expected(2);
+  cmd->add_flag("--json", *json, "Print JSON instead of a table");
+  cmd->callback([=, &exit_code] {
+    if (!diff->empty()) {
+      const auto a = run::summarize_run((*diff)[0]), b = run::summarize_run((*diff)[1]);
+      for (const auto* r : {&a, &b})
+        LATHE_CHECK(r->status != "unreadable", DataError, "lathe runs --diff: {}: {}",
+                    r->dir.string(), r->detail);
+      const auto d = run::diff_runs(a, b);
+      fmt::print("{}", *json ? run::diff_json(a, b, d) : run::format_diff(a, b, d));
+      exit_code = kOk;
+      return;
+    }
+    auto runs = run::list_runs(*dir);
+    run::filter_runs(runs, *filters);
+    if (!sort->empty()) run::sort_runs(runs, *sort, *reverse);
+    else if (*reverse) std::reverse(runs.begin(), runs.end());
+    fmt::print("{}", *json ? run::runs_json(runs) : run::format_runs_table(runs));
+    exit_code = kOk;
+  });
+}
+
+void add_report(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "report", "Write a run's report: one self-contained HTML page with its curves and results");
+  auto run_dir = std::make_shared<std::string>();
+  auto output = std::make_shared<std::string>();
+  cmd->add_option("run", *run_dir, "Run folder (runs/<name>)")->required();
+  cmd->add_option("-o,--output", *output, "The HTML file (default: <run>/report.html)");
+  cmd->callback([=, &exit_code] {
+    const Doing doing(fmt::format("writing the report of {}", *run_dir));
+    const auto file = run::write_report(*run_dir, *output);
+    log::info("wrote {}", file.string());
+    exit_code = kOk;
+  });
+}
+
 }  // namespace
 
 void add_commands(CLI::App& app, int& exit_code) {
@@ -235,6 +297,8 @@ void add_commands(CLI::App& app, int& exit_code) {
   add_sweep(app, exit_code);
   add_info(app, exit_code);
   add_export(app, exit_code);
+  add_runs(app, exit_code);
+  add_report(app, exit_code);
 }
 
 }  // namespace lathe::cli

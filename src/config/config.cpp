@@ -365,6 +365,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, EarlyStop
 }
 
 template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, MlflowSection> {
+  v("tracking_uri", s.tracking_uri);
+  v("experiment", s.experiment);
+  v("run_name", s.run_name);
+}
+
+template <class V, class S>
 void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSection> {
   v("max_epochs", s.max_epochs);
   v("max_steps", s.max_steps);
@@ -381,6 +388,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("csv", s.csv);
   v("tensorboard", s.tensorboard);
   v.section("early_stopping", s.early_stopping);
+  v.section("mlflow", s.mlflow);
 }
 
 template <class V, class S>
@@ -640,6 +648,15 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
   v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"auto", "min", "max"});
   v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
+  const std::string& uri = t.mlflow.tracking_uri;
+  LATHE_CHECK(uri.empty() || uri.rfind("http://", 0) == 0 || uri.rfind("https://", 0) == 0,
+              ConfigError,
+              "{}: trainer.mlflow.tracking_uri = {}: lathe talks to an MLflow tracking server "
+              "over HTTP; give its address (http://host:5000, as `mlflow server` prints it)",
+              v.where("trainer.mlflow.tracking_uri"), uri);
+  LATHE_CHECK(uri.empty() || !t.mlflow.experiment.empty(), ConfigError,
+              "{}: trainer.mlflow.experiment is empty; name an experiment (e.g. Default)",
+              v.where("trainer.mlflow.experiment"));
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
   v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);

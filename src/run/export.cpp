@@ -15,19 +15,15 @@
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "lathe/run/mlflow.h"
 #include "models/registry.h"
 #include "models/signature.h"
+#include "src/run/run_files.h"
 
 namespace lathe::run {
 namespace {
 
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in, IoError, "{}: cannot read", file.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using detail::read_text;
 
 /// The run's config text and where it came from: <dir>/config.yaml (a run folder) or the
 /// "config" entry of <dir>/state.json (a checkpoint folder).
@@ -163,6 +159,7 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     const auto entry = onnx::write_triton_repository(report, repo, cfg.run.name);
     log::info("Triton model repository: {}", entry.string());
   }
+  log_artifact_to_tracked_run(dir, output);  // a run tracked with trainer.mlflow gets the model
   return report;
 }
 

@@ -26,6 +26,9 @@
 #include "lathe/dist/grad_sync.h"
 #include "lathe/dist/process_group.h"
 #include "lathe/optim/optimizer.h"
+#include "lathe/run/mlflow.h"
+#include "lathe/run/report.h"
+#include "lathe/run/runs.h"
 #include "models/registry.h"
 
 namespace lathe::run {
@@ -125,6 +128,46 @@ std::shared_ptr<dist::ProcessGroup> join_world(const config::RunConfig& cfg,
   return group;
 }
 
+/// Why the trainer stopped before its plan (max_epochs, max_steps): early stopping's verdict,
+/// or "" when it ran as planned.
+std::string early_stop_reason(const Trainer& trainer, const config::TrainerSection& cfg) {
+  if (!trainer.stop_requested() || (cfg.max_steps > 0 && trainer.global_step() >= cfg.max_steps))
+    return "";
+  for (const auto& cb : trainer.callbacks())
+    if (const auto es = std::dynamic_pointer_cast<EarlyStopping>(cb); es && es->wait() > 0)
+      return fmt::format("early stopping: {} no better than {:.6g} for {} validations",
+                         cfg.early_stopping.monitor, es->best(), es->wait());
+  return "stopped before trainer.max_epochs";
+}
+
+/// The MLflow tracker of trainer.mlflow: tags that say what ran; a resumed run continues the
+/// MLflow run its run.json names (when it was tracked at the same server).
+std::shared_ptr<MlflowTracker> make_mlflow_tracker(const config::RunConfig& cfg,
+                                                   const std::filesystem::path& run_dir,
+                                                   const std::string& config_yaml, bool resumed) {
+  std::string run_id;
+  if (resumed && std::filesystem::exists(run_dir / "run.json")) {
+    std::ifstream in(run_dir / "run.json");
+    const auto record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && record.contains("mlflow") && record["mlflow"].is_object() &&
+        record["mlflow"].value("tracking_uri", "") == cfg.trainer.mlflow.tracking_uri)
+      run_id = record["mlflow"].value("run_id", "");
+  }
+  const char* user = std::getenv("USER");
+  std::map<std::string, std::string> tags = {
+      {"mlflow.source.name", cfg.source},
+      {"mlflow.source.type", "LOCAL"},
+      {"mlflow.user", user != nullptr ? user : ""},
+      {"lathe.version", LATHE_VERSION},
+      {"lathe.model", cfg.model.name},
+      {"lathe.task", cfg.task.kind},
+      {"lathe.data", cfg.data.source + ":" + cfg.data.path},
+      {"lathe.run_dir", std::filesystem::absolute(run_dir).string()}};
+  const auto& m = cfg.trainer.mlflow;
+  return std::make_shared<MlflowTracker>(m, m.run_name.empty() ? cfg.run.name : m.run_name,
+                                         config_yaml, std::move(tags), run_id);
+}
+
 }  // namespace
 
 RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
@@ -156,6 +199,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (main_rank) write_file_atomic(result.run_dir / "config.yaml", config_yaml);
   const std::filesystem::path resume_from =
       resume.empty() ? std::filesystem::path() : ckpt::resolve_resume(resume, result.run_dir);
+  if (main_rank) record_run_start(result.run_dir, resume_from.string());
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   auto model_cfg = cfg.model;
@@ -195,13 +239,23 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     trainer.add_callback(
         std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));
   if (main_rank) trainer.add_callback(checkpointer);
+  std::shared_ptr<MlflowTracker> mlflow;
+  if (main_rank && !cfg.trainer.mlflow.tracking_uri.empty()) {
+    mlflow = make_mlflow_tracker(cfg, result.run_dir, config_yaml, !resume_from.empty());
+    trainer.add_callback(mlflow);
+  }
   for (const auto& cb : extra) trainer.add_callback(cb);
   // Every rank loads the same checkpoint (written by rank 0 at any world size).
   if (!resume_from.empty()) ckpt::load_checkpoint(trainer, resume_from);
   if (group)
     trainer.set_gradient_sync(
         std::make_shared<dist::GradientSync>(group, *model.ptr(), cfg.dist.bucket_mb));
-  result.history = trainer.fit(train_loader, val_loader);
+  try {
+    result.history = trainer.fit(train_loader, val_loader);
+  } catch (const std::exception& e) {  // run.json says how it ended; the error goes on up
+    if (main_rank) record_run_failed(result.run_dir, e.what());
+    throw;
+  }
 
   if (main_rank)
     ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
@@ -213,8 +267,31 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     trainer.log("test", logged);
   }
   if (main_rank) write_json(result.run_dir / "test_metrics.json", result.test);
+  if (main_rank && !group && test_loader != nullptr && test_loader->size() > 0)
+    write_test_predictions(model, task, *test_loader, device, trainer.config().precision,
+                           data.info.classes, result.run_dir / "test_predictions.json");
   if (group) group->barrier();  // rank 0 serves the store: nobody leaves while others need it
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (main_rank) {
+    record_run_end(result.run_dir, result.seconds, early_stop_reason(trainer, cfg.trainer));
+    try {  // the run is done: a report that cannot be made does not undo it
+      write_report(result.run_dir);
+    } catch (const Error& e) {
+      log::warn("{}/report.html not written: {}", result.run_dir.string(), e.what());
+    }
+  }
+  if (mlflow) {
+    const auto& d = result.run_dir;
+    mlflow->finish({d / "config.yaml", d / "test_metrics.json", d / "test_predictions.json",
+                    d / "report.html", d / "model.onnx"});
+    if (!mlflow->run_id().empty())
+      record_run_field(d, "mlflow",
+                       nlohmann::json{{"tracking_uri", cfg.trainer.mlflow.tracking_uri},
+                                      {"experiment_id", mlflow->experiment_id()},
+                                      {"run_id", mlflow->run_id()},
+                                      {"artifact_uri", mlflow->artifact_uri()}}
+                           .dump());
+  }
   if (!result.test.empty()) {
     std::string line;
     for (const auto* k : {"accuracy", "f1_macro", "roc_auc", "perplexity", "r2", "rmse", "loss"})
@@ -222,7 +299,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     log::info("test:{} ({} records)", line, test_loader->size());
   }
   log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
-            "model.safetensors, test_metrics.json}} in {:.1f}s",
+            "model.safetensors, test_metrics.json, report.html}} in {:.1f}s",
             result.run_dir.string(), result.seconds);
   return result;
 }
@@ -261,27 +338,8 @@ void add_standard_callbacks(Trainer& trainer, const config::RunConfig& cfg,
   trainer.add_callback(std::make_shared<ProgressCallback>(cfg.trainer.progress));
   const auto jsonl = run_dir / "metrics.jsonl";
   std::vector<LogEvent> earlier;
-  if (resume && std::filesystem::exists(jsonl)) {  // metrics.csv is rebuilt from the JSONL log
-    std::ifstream in(jsonl);
-    int64_t number = 0;
-    for (std::string line; std::getline(in, line);) {
-      ++number;
-      LogEvent e;
-      try {
-        const auto j = nlohmann::json::parse(line);
-        e = {j.at("kind").get<std::string>(), j.at("epoch").get<int64_t>(),
-             j.at("step").get<int64_t>(), {}};
-        for (const auto& [k, v] : j.items())
-          if (v.is_number() && k != "epoch" && k != "step") e.values[k] = v.get<double>();
-      } catch (const nlohmann::json::exception& ex) {
-        throw CheckpointError(fmt::format(
-            "{}:{}: not a metrics row ({}); the run folder is damaged: move the file away to "
-            "resume without the earlier rows",
-            jsonl.string(), number, ex.what()));
-      }
-      earlier.push_back(std::move(e));
-    }
-  }
+  if (resume && std::filesystem::exists(jsonl))  // metrics.csv is rebuilt from the JSONL log
+    earlier = read_metrics_log(jsonl);
   trainer.add_callback(std::make_shared<JsonlLogger>(jsonl, resume));
   if (cfg.trainer.csv)
     trainer.add_callback(std::make_shared<CsvLogger>(run_dir / "metrics.csv", std::move(earlier)));

@@ -30,7 +30,7 @@ bool contains(const std::string& text, const std::string& part) {
 }  // namespace
 
 TEST(Cli, HelpForEveryCommand) {
-  for (const auto* cmd : {"", "train ", "eval ", "info ", "export "}) {
+  for (const auto* cmd : {"", "train ", "eval ", "info ", "export ", "runs ", "report "}) {
     const auto r = run_command(kLathe + " " + cmd + "--help");
     EXPECT_EQ(r.status, 0) << cmd << r.output;
     EXPECT_TRUE(contains(r.output, "Usage")) << r.output;
@@ -400,4 +400,67 @@ TEST(Cli, LibraryErrorsAreWrappedWithWhatLatheWasDoing) {
       << r.output;
   EXPECT_FALSE(contains(r.output, "[json.exception")) << r.output;
   EXPECT_FALSE(contains(r.output, "error: torch:")) << r.output;
+}
+
+TEST(Cli, RunsListsFiltersSortsAndDiffsAndReportWritesThePage) {
+  TempDir dir;
+  const std::string src = lathe::testing::source_dir();
+  const std::string wine = src + "/configs/wine_mlp.yaml data.path=" + src +
+                           "/datasets/wine.csv run.dir=" + dir.path().string() +
+                           " trainer.max_epochs=2 run.threads=1 trainer.tensorboard=false";
+  // Tracking at a server that is not there: training goes on, one warning says so.
+  auto r = run_command(kLathe + " train " + wine +
+                       " run.name=a trainer.mlflow.tracking_uri=http://127.0.0.1:9");
+  ASSERT_EQ(r.status, 0) << r.output;
+  size_t warnings = 0;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) warnings += contains(line, "MLflow");
+  EXPECT_EQ(warnings, 1u) << r.output;
+  EXPECT_TRUE(contains(r.output, "warning: MLflow tracking at http://127.0.0.1:9 stopped while "
+                                 "looking up the experiment Default"))
+      << r.output;
+  r = run_command(kLathe + " train " + wine + " run.name=b optim.lr=0.001");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::filesystem::create_directories(dir / "broken");
+
+  r = run_command(kLathe + " runs " + dir.path().string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 4) << r.output;
+  EXPECT_TRUE(contains(r.output, "NAME")) << r.output;
+  EXPECT_TRUE(contains(r.output, "unreadable: no config.yaml")) << r.output;
+
+  r = run_command(kLathe + " runs " + dir.path().string() +
+                  " --filter status=finished --filter model.name=mlp --sort optim.lr --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto rows = nlohmann::json::parse(r.output);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["name"], "b");  // lr 0.001 before 0.01
+  EXPECT_EQ(rows[1]["name"], "a");
+  EXPECT_EQ(rows[1]["config"]["trainer.mlflow.tracking_uri"], "http://127.0.0.1:9");
+  EXPECT_FALSE(rows[1]["test"]["accuracy"].is_null());
+
+  r = run_command(kLathe + " runs --diff " + (dir / "a").string() + " " + (dir / "b").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "0.01 -> 0.001")) << r.output;
+  EXPECT_TRUE(contains(r.output, "trainer.mlflow.tracking_uri")) << r.output;
+  r = run_command(kLathe + " runs --json --diff " + (dir / "a").string() + " " +
+                  (dir / "b").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["config"].size(), 2u);
+
+  r = run_command(kLathe + " runs " + dir.path().string() + " --filter optim.lrr=1");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.output, "no run has the key 'optim.lrr'")) << r.output;
+  r = run_command(kLathe + " runs " + (dir / "nowhere").string());
+  EXPECT_EQ(r.status, 2);
+  r = run_command(kLathe + " runs --diff " + (dir / "a").string() + " " + (dir / "broken").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(contains(r.output, "broken: no config.yaml")) << r.output;
+
+  r = run_command(kLathe + " report " + (dir / "b").string() + " -o " + (dir / "b.html").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(lathe::testing::read_text(dir / "b.html"), "<figure id=\"plot-confusion\"><svg"));
+  r = run_command(kLathe + " report " + (dir / "broken").string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(contains(r.output, "cannot make a report: no config.yaml")) << r.output;
 }

@@ -158,6 +158,14 @@ struct EarlyStoppingSection {
   double min_delta = 0.0;          ///< smallest change that counts as improvement
 };
 
+/// trainer.mlflow: also track the run on an MLflow tracking server (its REST API): params (the
+/// resolved config), metrics, tags and artifacts. Off while tracking_uri is empty.
+struct MlflowSection {
+  std::string tracking_uri;        ///< http(s)://host:port of an `mlflow server`; empty = off
+  std::string experiment = "Default";  ///< created when the server has none of that name
+  std::string run_name;            ///< empty = run.name
+};
+
 /// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
   int64_t max_epochs = 5;
@@ -180,6 +188,7 @@ struct TrainerSection {
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl
   bool tensorboard = true;         ///< TensorBoard event file under tensorboard/
   EarlyStoppingSection early_stopping;
+  MlflowSection mlflow;
 };
 
 /// dist: data-parallel training over several processes (lathe train --devices N, or torchrun).
