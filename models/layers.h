@@ -1,0 +1,29 @@
+// Which transformer layer each parameter of a zoo model is in, for layer-wise lr decay.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace lathe::models {
+
+/// A model's layer structure as timm's param_groups_layer_decay numbers it: id 0 = the
+/// embeddings, 1 … num_layers = the blocks, num_layers + 1 = everything above (final norm,
+/// pooler, head).
+struct LayerIds {
+  int64_t num_layers = 0;
+  std::function<int64_t(const std::string&)> of;  ///< parameter name → layer id
+};
+
+/// The layer ids of zoo model `model_name` (gpt2, bert, bert_classifier, vit), its blocks
+/// counted on `module`'s parameters (adapters inside a block share its id). Any other model is
+/// a ConfigError naming it and the models that have layers.
+///
+///   auto layers = lathe::models::transformer_layers("vit", *model);  // layers.of("heads.head.weight")
+LayerIds transformer_layers(const std::string& model_name, const torch::nn::Module& module);
+
+}  // namespace lathe::models
