@@ -11,9 +11,10 @@ class Module;
 
 namespace lathe::models {
 
-/// A model's layer structure as timm's param_groups_layer_decay numbers it: id 0 = the
-/// embeddings, 1 … num_layers = the blocks, num_layers + 1 = everything above (final norm,
-/// pooler, head).
+/// A model's layer structure as timm's param_groups_layer_decay numbers it (its ViT grouping,
+/// after BEiT): id 0 = the embeddings, 1 … num_layers = the blocks, the final norm (GPT-2's ln_f,
+/// ViT's encoder.ln) with the top block (num_layers), everything else above — pooler, head —
+/// num_layers + 1. A parameter of id i then trains at lr · decay^(num_layers + 1 − i).
 struct LayerIds {
   int64_t num_layers = 0;
   std::function<int64_t(const std::string&)> of;  ///< parameter name → layer id

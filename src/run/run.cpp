@@ -174,8 +174,10 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   log::info("model: {} ({} parameters, {} trainable), precision {}", cfg.model.name,
             models::parameter_count(*model.ptr()), trainable,
             resolve_precision(cfg.trainer.precision, device));
-  optim::GroupRules rules{cfg.model.head, cfg.model.backbone_lr_scale,
-                          cfg.model.unfreeze_at_epoch > 0};
+  optim::GroupRules rules;
+  rules.head = cfg.model.head;
+  rules.backbone_lr_scale = cfg.model.backbone_lr_scale;
+  rules.include_frozen = cfg.model.unfreeze_at_epoch > 0;
   if (cfg.optim.layer_decay != 1.0) {  // timm's numbering: embeddings 0, blocks, head L + 1
     const models::LayerIds layers = models::transformer_layers(cfg.model.name, *model.ptr());
     rules.layer_of = layers.of;

@@ -139,8 +139,8 @@ struct OptimSection {
   double eps = 1e-8;               ///< adam, adamw, rmsprop
   double alpha = 0.99;             ///< rmsprop smoothing
   std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (CUDA, CPU), true, false
-  /// Layer-wise lr decay (transformers): a layer's lr is the one above's × this; embeddings
-  /// lowest, head and final norm at the full rate (timm's param_groups_layer_decay). 1 = off.
+  /// Layer-wise lr decay (gpt2, bert, vit): a layer's lr is the one above's × this; embeddings
+  /// lowest, the head at the full rate (timm's param_groups_layer_decay; models/layers.h). 1 = off.
   double layer_decay = 1.0;
   ScheduleSection schedule;        ///< learning rate
   ScheduleSection momentum_schedule = off();      ///< momentum / beta1; name none = fixed

@@ -36,7 +36,7 @@ struct GroupRules {
   double backbone_lr_scale = 1.0;  ///< lr multiplier for the others, when `head` is given
   bool include_frozen = false;     ///< keep frozen parameters in their groups (to unfreeze later)
   /// For optim.layer_decay: the layer id of a parameter name, 0 (embeddings) … num_layers + 1
-  /// (final norm, head), and num_layers, the model's blocks (models/layers.h gives both for the
+  /// (head), and num_layers, the model's blocks (models/layers.h gives both for the
   /// zoo's transformers). A parameter of layer id i gets lr · layer_decay^(num_layers + 1 − i).
   std::function<int64_t(const std::string&)> layer_of;
   int64_t num_layers = 0;
