@@ -19,7 +19,8 @@ out=runs/recipes
 mkdir -p "$out"
 python=.venv/bin/python
 
-# name | config | metrics to print (keys of test_metrics.json) | what
+# name | config | metrics to print (keys of test_metrics.json; "trainable": the trainable
+# parameters, from the run's log) | what
 RECIPES=(
   "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST"
   "wine|configs/wine_mlp.yaml|accuracy|CSV classification (wine), standardised"
@@ -28,7 +29,8 @@ RECIPES=(
   "gpt|configs/fortunes_gpt.yaml|perplexity|small GPT (GPT-2 architecture) on the same text"
   "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images"
   "scratch_tops|configs/finetune/scratch_fashion_tops.yaml|accuracy|the same 4 tops from scratch"
-  "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro|pretrained all-MiniLM-L6-v2, fortune topics"
+  "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro,trainable|pretrained all-MiniLM-L6-v2, fortune topics"
+  "minilm_lora|configs/finetune/minilm_fortunes_lora.yaml|accuracy,f1_macro,trainable|the same with LoRA (rank 8, every projection) and the new head training, the encoder frozen"
   "minilm_scratch|configs/finetune/minilm_fortunes_scratch.yaml|accuracy,f1_macro|the same BERT from random weights"
 )
 
@@ -56,11 +58,15 @@ for recipe in "${RECIPES[@]}"; do
   "$lathe" train "$config" run.dir="$out" run.name="$name" trainer.progress=none "${extra[@]}" \
     >"$out/$name.log" 2>&1 || { echo "[recipes] $name failed: see $out/$name.log" >&2; exit 1; }
   seconds=$("$python" -c "print(f'{$(date +%s.%N) - $start:.0f}')")
-  result=$("$python" - "$out/$name/test_metrics.json" "$keys" <<'EOF'
-import json, sys
+  result=$("$python" - "$out/$name/test_metrics.json" "$keys" "$out/$name.log" <<'EOF'
+import json, re, sys
 m = json.load(open(sys.argv[1]))
 parts = []
 for k in sys.argv[2].split(","):
+    if k == "trainable":  # the run's "model: NAME (N parameters, M trainable)" line
+        n, t = re.search(r"model: \S+ \((\d+) parameters, (\d+) trainable\)", open(sys.argv[3]).read()).groups()
+        parts.append(f"{int(t):,} of {int(n):,} parameters trained")
+        continue
     v = m[k]
     parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else f"{k} {v:.3g}")
 print(", ".join(parts))
