@@ -19,9 +19,10 @@ out=runs/recipes
 mkdir -p "$out"
 python=.venv/bin/python
 
-# name | config | metrics to print (keys of test_metrics.json, or params) | what | claims the
-# script checks (key>=value or key<=value; keys as the metrics, plus seconds): a recipe that misses
-# one makes the script fail.
+# name | config | metrics to print (keys of test_metrics.json; "params": the trainable
+# parameters, "trainable": trainable of all, both from the run's log) | what | claims the script
+# checks (key>=value or key<=value; keys as the metrics, plus seconds): a recipe that misses one
+# makes the script fail.
 RECIPES=(
   "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST|accuracy>=0.92"
   "fashion_small|configs/fashion_small.yaml|accuracy,params|Fashion-MNIST's \"2 Conv, <100K parameters\" row (0.925)|accuracy>=0.925 params<=100000 seconds<=300"
@@ -31,7 +32,8 @@ RECIPES=(
   "gpt|configs/fortunes_gpt.yaml|perplexity|small GPT (GPT-2 architecture) on the same text"
   "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images"
   "scratch_tops|configs/finetune/scratch_fashion_tops.yaml|accuracy|the same 4 tops from scratch"
-  "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro|pretrained all-MiniLM-L6-v2, fortune topics"
+  "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro,trainable|pretrained all-MiniLM-L6-v2, fortune topics"
+  "minilm_lora|configs/finetune/minilm_fortunes_lora.yaml|accuracy,f1_macro,trainable|the same with LoRA (rank 8, every projection) and the new head training, the encoder frozen"
   "minilm_scratch|configs/finetune/minilm_fortunes_scratch.yaml|accuracy,f1_macro|the same BERT from random weights"
 )
 
@@ -60,15 +62,19 @@ for recipe in "${RECIPES[@]}"; do
   "$lathe" train "$config" run.dir="$out" run.name="$name" trainer.progress=none "${extra[@]}" \
     >"$out/$name.log" 2>&1 || { echo "[recipes] $name failed: see $out/$name.log" >&2; exit 1; }
   seconds=$("$python" -c "print(f'{$(date +%s.%N) - $start:.0f}')")
-  # The model's trainable parameters, as `lathe train` reports them ("model: convnet (N parameters)").
-  params=$(sed -n 's/.*model: .* (\([0-9]*\) parameters).*/\1/p' "$out/$name.log" | head -n 1)
-  result=$("$python" - "$out/$name/test_metrics.json" "$keys" "$seconds" "${params:-0}" "$claims" \
-    "$name" <<'EOF'
-import json, sys
+  result=$("$python" - "$out/$name/test_metrics.json" "$keys" "$out/$name.log" "$seconds" \
+    "$claims" "$name" <<'EOF'
+import json, re, sys
 m = json.load(open(sys.argv[1]))
-m["seconds"], m["params"] = float(sys.argv[3]), int(sys.argv[4])
+# The run's "model: NAME (N parameters[, M trainable])" line.
+n, t = re.search(r"model: \S+ \((\d+) parameters(?:, (\d+) trainable)?\)",
+                 open(sys.argv[3]).read()).groups()
+m["seconds"], m["params"], m["all_params"] = float(sys.argv[4]), int(t or n), int(n)
 parts = []
 for k in sys.argv[2].split(","):
+    if k == "trainable":
+        parts.append(f"{m['params']:,} of {m['all_params']:,} parameters trained")
+        continue
     v = m[k]
     parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else
                  f"{v:,} parameters" if k == "params" else f"{k} {v:.3g}")

@@ -36,16 +36,16 @@ BertLayerImpl::BertLayerImpl(const BertOptions& o) : options(o) {
   const int64_t H = o.hidden_size();
   auto attention = group(*this, "attention");
   auto self = group(*attention, "self");
-  query = self->register_module("query", nn::Linear(H, H));
-  key = self->register_module("key", nn::Linear(H, H));
-  value = self->register_module("value", nn::Linear(H, H));
+  query = self->register_module("query", Linear(H, H));
+  key = self->register_module("key", Linear(H, H));
+  value = self->register_module("value", Linear(H, H));
   auto attention_output = group(*attention, "output");
-  attention_dense = attention_output->register_module("dense", nn::Linear(H, H));
+  attention_dense = attention_output->register_module("dense", Linear(H, H));
   attention_norm = attention_output->register_module("LayerNorm", layer_norm(o));
   intermediate =
-      group(*this, "intermediate")->register_module("dense", nn::Linear(H, o.intermediate_size()));
+      group(*this, "intermediate")->register_module("dense", Linear(H, o.intermediate_size()));
   auto output = group(*this, "output");
-  output_dense = output->register_module("dense", nn::Linear(o.intermediate_size(), H));
+  output_dense = output->register_module("dense", Linear(o.intermediate_size(), H));
   output_norm = output->register_module("LayerNorm", layer_norm(o));
 }
 
@@ -89,7 +89,7 @@ void BertImpl::reset() {
   for (int64_t i = 0; i < o.num_hidden_layers(); ++i) layer->push_back(BertLayer(o));
   if (o.add_pooling_layer())
     pooler = group(*this, "pooler")
-                 ->register_module("dense", nn::Linear(o.hidden_size(), o.hidden_size()));
+                 ->register_module("dense", Linear(o.hidden_size(), o.hidden_size()));
   init_bert_weights(*this);
   torch::NoGradGuard no_grad;
   word_embeddings->weight[o.pad_token_id()].zero_();  // as Hugging Face's padding_idx init
@@ -135,7 +135,7 @@ void BertClassifierImpl::reset() {
   encoder.add_pooling_layer(true);
   bert = register_module("bert", Bert(encoder));
   classifier =
-      register_module("classifier", nn::Linear(encoder.hidden_size(), options.num_labels()));
+      register_module("classifier", Linear(encoder.hidden_size(), options.num_labels()));
   nn::init::normal_(classifier->weight, 0.0, 0.02);
   nn::init::zeros_(classifier->bias);
 }

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "models/lora.h"
+
 namespace lathe::models {
 
 /// Options of Bert (Hugging Face BertConfig's names; defaults are bert-base-uncased).
@@ -42,9 +44,9 @@ class BertLayerImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& attention_mask);
 
   BertOptions options;
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, attention_dense{nullptr};
+  Linear query{nullptr}, key{nullptr}, value{nullptr}, attention_dense{nullptr};
   torch::nn::LayerNorm attention_norm{nullptr};
-  torch::nn::Linear intermediate{nullptr}, output_dense{nullptr};
+  Linear intermediate{nullptr}, output_dense{nullptr};
   torch::nn::LayerNorm output_norm{nullptr};
 };
 TORCH_MODULE(BertLayer);
@@ -70,7 +72,7 @@ class BertImpl : public torch::nn::Module {
       token_type_embeddings{nullptr};
   torch::nn::LayerNorm embeddings_norm{nullptr};
   torch::nn::ModuleList layer{nullptr};
-  torch::nn::Linear pooler{nullptr};  ///< null without add_pooling_layer
+  Linear pooler{nullptr};  ///< null without add_pooling_layer
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())},
@@ -96,7 +98,7 @@ class BertClassifierImpl : public torch::nn::Module {
 
   BertClassifierOptions options;
   Bert bert{nullptr};
-  torch::nn::Linear classifier{nullptr};
+  Linear classifier{nullptr};
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())},

@@ -22,10 +22,11 @@ Conv1DImpl::Conv1DImpl(int64_t in, int64_t out)
 }
 
 at::Tensor Conv1DImpl::forward(const at::Tensor& x) {
-  if (x.dim() == 2) return at::addmm(bias, x, weight);  // (N, in) → (N, out)
+  if (x.dim() == 2) return add_adapter(at::addmm(bias, x, weight), x, is_training());  // (N, out)
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = weight.size(1);
-  return at::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);  // (..., out)
+  const at::Tensor y = at::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
+  return add_adapter(y, x, is_training());  // (..., out)
 }
 
 void Conv1DImpl::pretty_print(std::ostream& stream) const {
@@ -86,7 +87,7 @@ void GPT2Impl::reset() {
   nn::init::normal_(wpe->weight, 0.0, 0.02);
   if (!o.tie_word_embeddings()) {
     lm_head = register_module(
-        "lm_head", nn::Linear(nn::LinearOptions(o.n_embd(), o.vocab_size()).bias(false)));
+        "lm_head", Linear(LinearOptions(o.n_embd(), o.vocab_size()).bias(false)));
     nn::init::normal_(lm_head->weight, 0.0, 0.02);
   }
 }

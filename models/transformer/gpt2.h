@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "models/lora.h"
+
 namespace lathe::models {
 
 /// Options of GPT2 (Hugging Face GPT2Config's names; defaults are the 124M "gpt2").
@@ -31,13 +33,16 @@ struct GPT2Options {
   TORCH_ARG(bool, gradient_checkpointing) = false;
 };
 
-/// Hugging Face's Conv1D: a linear layer whose weight is stored [in, out] (y = x W + b).
-class Conv1DImpl : public torch::nn::Module {
+/// Hugging Face's Conv1D: a linear layer whose weight is stored [in, out] (y = x W + b). It can
+/// carry a LoRA adapter (models/lora.h; peft's fan_in_fan_out).
+class Conv1DImpl : public torch::nn::Module, public LoraHost {
  public:
   Conv1DImpl(int64_t in, int64_t out);
   /// (..., in) → (..., out)
   at::Tensor forward(const at::Tensor& x);
   void pretty_print(std::ostream& stream) const override;
+  at::Tensor& base_weight() override { return weight; }
+  bool fan_in_fan_out() const override { return true; }
   at::Tensor weight;  ///< [in, out]
   at::Tensor bias;    ///< [out]
 };
@@ -77,7 +82,7 @@ class GPT2Impl : public torch::nn::Module {
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};
   torch::nn::ModuleList h{nullptr};
   torch::nn::LayerNorm ln_f{nullptr};
-  torch::nn::Linear lm_head{nullptr};  ///< null when tied
+  Linear lm_head{nullptr};  ///< null when tied
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})

@@ -26,11 +26,11 @@ ViTBlockImpl::ViTBlockImpl(const ViTOptions& o) : options(o) {
   auto attn = group(*this, "self_attention");
   in_proj_weight = attn->register_parameter("in_proj_weight", at::empty({3 * D, D}));
   in_proj_bias = attn->register_parameter("in_proj_bias", at::zeros({3 * D}));
-  out_proj = attn->register_module("out_proj", nn::Linear(D, D));
+  out_proj = attn->register_module("out_proj", Linear(D, D));
   ln_2 = register_module("ln_2", layer_norm(D));
   auto mlp = group(*this, "mlp");
-  fc1 = mlp->register_module("0", nn::Linear(D, o.mlp_dim()));
-  fc2 = mlp->register_module("3", nn::Linear(o.mlp_dim(), D));
+  fc1 = mlp->register_module("0", Linear(D, o.mlp_dim()));
+  fc2 = mlp->register_module("3", Linear(o.mlp_dim(), D));
   // torchvision: MultiheadAttention's xavier-uniform in_proj and zero biases; MLP Linear layers
   // xavier-uniform with N(0, 1e-6) biases.
   nn::init::xavier_uniform_(in_proj_weight);
@@ -79,7 +79,7 @@ void ViTImpl::reset() {
   for (int64_t i = 0; i < o.num_layers(); ++i)
     layers.push_back(blocks->register_module("encoder_layer_" + std::to_string(i), ViTBlock(o)));
   ln = encoder->register_module("ln", layer_norm(D));
-  head = group(*this, "heads")->register_module("head", nn::Linear(D, o.num_classes()));
+  head = group(*this, "heads")->register_module("head", Linear(D, o.num_classes()));
 
   // torchvision: truncated-normal patch embedding (std sqrt(1/fan_in)), N(0, 0.02) positions,
   // zero head.

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "models/lora.h"
+
 namespace lathe::models {
 
 /// Options of ViT (torchvision VisionTransformer's arguments; defaults are vit_b_16).
@@ -40,9 +42,9 @@ class ViTBlockImpl : public torch::nn::Module {
 
   ViTOptions options;
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
-  at::Tensor in_proj_weight, in_proj_bias;       ///< self_attention.in_proj_*
-  torch::nn::Linear out_proj{nullptr};           ///< self_attention.out_proj
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};  ///< mlp.0, mlp.3
+  at::Tensor in_proj_weight, in_proj_bias;  ///< self_attention.in_proj_*
+  Linear out_proj{nullptr};                 ///< self_attention.out_proj
+  Linear fc1{nullptr}, fc2{nullptr};        ///< mlp.0, mlp.3
 };
 TORCH_MODULE(ViTBlock);
 
@@ -62,7 +64,7 @@ class ViTImpl : public torch::nn::Module {
   at::Tensor pos_embedding;  ///< encoder.pos_embedding (1, S, D)
   std::vector<ViTBlock> layers;
   torch::nn::LayerNorm ln{nullptr};  ///< encoder.ln
-  torch::nn::Linear head{nullptr};   ///< heads.head
+  Linear head{nullptr};   ///< heads.head
 };
 TORCH_MODULE(ViT);
 

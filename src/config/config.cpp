@@ -243,6 +243,17 @@ void visit_model_common(V& v, S& s) {
   v("unfreeze_at_epoch", s.unfreeze_at_epoch);
   v("head", s.head);
   v("backbone_lr_scale", s.backbone_lr_scale);
+  v.section("lora", s.lora);
+}
+
+template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, LoraSection> {
+  v("targets", s.targets);
+  v("target_regex", s.target_regex);
+  v("rank", s.rank);
+  v("alpha", s.alpha);
+  v("dropout", s.dropout);
+  v("adapter", s.adapter);
 }
 
 template <class V, class S>
@@ -351,6 +362,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, OptimSect
   v("eps", s.eps);
   v("alpha", s.alpha);
   v("fused", s.fused);
+  v("layer_decay", s.layer_decay);
   v.section("schedule", s.schedule);
   v.section("momentum_schedule", s.momentum_schedule);
   v.section("weight_decay_schedule", s.weight_decay_schedule);
@@ -630,6 +642,9 @@ void validate(const RunConfig& c, const Origin& origin) {
               "{}: optim.betas needs two values [beta1, beta2], got {}", v.where("optim.betas"),
               c.optim.betas.size());
   v.at_least("optim.weight_decay", c.optim.weight_decay, 0.0);
+  LATHE_CHECK(c.optim.layer_decay > 0 && c.optim.layer_decay <= 1, ConfigError,
+              "{}: optim.layer_decay = {} must be in (0, 1] (1: every layer at optim.lr)",
+              v.where_set("optim.layer_decay"), c.optim.layer_decay);
   validate_schedule(v, "optim.schedule", c.optim.schedule, false);
   validate_schedule(v, "optim.momentum_schedule", c.optim.momentum_schedule, true);
   validate_schedule(v, "optim.weight_decay_schedule", c.optim.weight_decay_schedule, true);
@@ -670,6 +685,19 @@ void validate(const RunConfig& c, const Origin& origin) {
   LATHE_CHECK(c.model.backbone_lr_scale >= 0, ConfigError,
               "{}: model.backbone_lr_scale = {} must be >= 0", v.where("model.backbone_lr_scale"),
               c.model.backbone_lr_scale);
+  const auto& lora = c.model.lora;
+  v.at_least<int64_t>("model.lora.rank", lora.rank, 0);
+  v.at_least("model.lora.alpha", lora.alpha, 0.0);
+  v.fraction("model.lora.dropout", lora.dropout);
+  LATHE_CHECK(lora.targets.empty() || lora.target_regex.empty(), ConfigError,
+              "{}: model.lora has both targets and target_regex; give one (names, or one regular "
+              "expression a whole module path matches)",
+              v.where_set("model.lora.target_regex"));
+  LATHE_CHECK(lora.enabled() || (lora.rank == 0 && lora.alpha == 0 && lora.dropout == 0),
+              ConfigError,
+              "{}: model.lora sets rank, alpha or dropout but no targets, target_regex or adapter; "
+              "say which layers to adapt (e.g. model.lora.targets=[query,value])",
+              v.where_set("model.lora.rank"));
   for (const auto& rule : c.model.remap)
     LATHE_CHECK(rule.find('=') != std::string::npos, ConfigError,
                 "{}: model.remap rule '{}' must be old_prefix=new_prefix (e.g. 'backbone.=')",

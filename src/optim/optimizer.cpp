@@ -10,6 +10,9 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include <map>
+#include <tuple>
+
 #include "lathe/config/optim_names.h"
 #include "lathe/core/error.h"
 #include "lathe/optim/fused_adamw.h"
@@ -63,15 +66,19 @@ OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Modul
   namespace o = torch::optim;
   LATHE_CHECK(!(cfg.name == "sgd" && cfg.nesterov && cfg.momentum <= 0), ConfigError,
               "optim.nesterov needs optim.momentum > 0 (got {})", cfg.momentum);
-  // Four possible groups: (head?, decays?), in a fixed order so checkpoints line up.
+  LATHE_CHECK(cfg.layer_decay == 1.0 || rules.layer_of, ConfigError,
+              "optim.layer_decay = {} needs the model's layer structure (which transformer layer "
+              "each parameter is in); this model gives none: set optim.layer_decay=1",
+              cfg.layer_decay);
+  // Groups by (layer id, head?, decays?), in a fixed order so checkpoints line up; without
+  // layer decay every parameter is in layer 0: (head, decays), (head, not), (backbone, ...).
   struct Group {
     std::vector<at::Tensor> params;
     double lr_scale;
     bool decays;
   };
   const double backbone = rules.head.empty() ? 1.0 : rules.backbone_lr_scale;
-  std::vector<Group> groups = {{{}, 1.0, true}, {{}, 1.0, false}, {{}, backbone, true},
-                               {{}, backbone, false}};
+  std::map<std::tuple<int64_t, bool, bool>, Group> groups;
   size_t trainable = 0;
   for (auto& item : module.named_parameters()) {
     auto& p = item.value();
@@ -79,7 +86,12 @@ OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Modul
     trainable += p.requires_grad() ? 1 : 0;
     bool is_head = rules.head.empty();
     for (const auto& pattern : rules.head) is_head = is_head || config::matches_pattern(item.key(), pattern);
-    groups[(is_head ? 0 : 2) + (p.dim() >= 2 ? 0 : 1)].params.push_back(p);
+    const int64_t layer = cfg.layer_decay == 1.0 ? 0 : rules.layer_of(item.key());
+    const bool decays = p.dim() >= 2;
+    const double scale = (is_head ? 1.0 : backbone) *
+                         std::pow(cfg.layer_decay, static_cast<double>(rules.num_layers + 1 - layer));
+    groups.try_emplace({layer, !is_head, !decays}, Group{{}, scale, decays})
+        .first->second.params.push_back(p);
   }
   LATHE_CHECK(trainable > 0, TrainError,
               "the model has no trainable parameters (all frozen?); nothing to optimize");
@@ -87,8 +99,7 @@ OptimizerBundle make_optimizer(const config::OptimSection& cfg, torch::nn::Modul
   OptimizerBundle bundle;
   bundle.kind = cfg.name;
   std::vector<o::OptimizerParamGroup> param_groups;
-  for (auto& g : groups) {
-    if (g.params.empty()) continue;
+  for (auto& [key, g] : groups) {
     auto options = options_for(cfg, g.decays ? cfg.weight_decay : 0.0);
     options->set_lr(cfg.lr * g.lr_scale);
     param_groups.emplace_back(g.params, std::move(options));

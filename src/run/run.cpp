@@ -12,6 +12,7 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include "lathe/ckpt/adapter.h"
 #include "lathe/ckpt/checkpoint.h"
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
@@ -29,6 +30,8 @@
 #include "lathe/run/mlflow.h"
 #include "lathe/run/report.h"
 #include "lathe/run/runs.h"
+#include "models/layers.h"
+#include "models/lora.h"
 #include "models/registry.h"
 
 namespace lathe::run {
@@ -190,6 +193,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   log::info("data: {} train / {} val / {} test records from {}", size_of(data.train),
             size_of(data.val), size_of(data.test), cfg.data.path);
   for (const auto& line : resolve_from_data(cfg, data)) log::info("{}", line);
+  ckpt::resolve_lora(cfg.model, cfg.source);  // an adapter folder says its targets and rank
   if (!data.preprocessing_json.empty() && main_rank)
     write_file_atomic(result.run_dir / "preprocessing.json", data.preprocessing_json);
   if (!data.info.classes.empty() && main_rank)  // class names in id order (exported with the model)
@@ -205,14 +209,25 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   auto model_cfg = cfg.model;
   if (!resume_from.empty()) model_cfg.pretrained.clear();  // the checkpoint has the weights
   ckpt::apply_pretrained(*model.ptr(), model_cfg);
+  if (cfg.model.lora.enabled())  // adapters before resuming: the checkpoint holds them
+    ckpt::apply_lora_config(*model.ptr(), cfg.model, /*load_weights=*/resume_from.empty());
   model.ptr()->to(device);
   if (group) dist::broadcast_module(*group, *model.ptr());  // every rank starts from rank 0's
-  log::info("model: {} ({} parameters), precision {}", cfg.model.name,
-            models::parameter_count(*model.ptr()),
+  int64_t trainable = 0;
+  for (const auto& p : model.ptr()->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+  log::info("model: {} ({} parameters, {} trainable), precision {}", cfg.model.name,
+            models::parameter_count(*model.ptr()), trainable,
             resolve_precision(cfg.trainer.precision, device));
-  auto optimizer = optim::make_optimizer(
-      cfg.optim, *model.ptr(),
-      {cfg.model.head, cfg.model.backbone_lr_scale, cfg.model.unfreeze_at_epoch > 0});
+  optim::GroupRules rules;
+  rules.head = cfg.model.head;
+  rules.backbone_lr_scale = cfg.model.backbone_lr_scale;
+  rules.include_frozen = cfg.model.unfreeze_at_epoch > 0;
+  if (cfg.optim.layer_decay != 1.0) {  // timm's numbering: embeddings 0, blocks, head L + 1
+    const models::LayerIds layers = models::transformer_layers(cfg.model.name, *model.ptr());
+    rules.layer_of = layers.of;
+    rules.num_layers = layers.num_layers;
+  }
+  auto optimizer = optim::make_optimizer(cfg.optim, *model.ptr(), rules);
 
   data::BatchSource& train_loader = *data.train;
   data::BatchSource* val_loader = data.val.get();  // null when the split is empty
@@ -257,6 +272,10 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     throw;
   }
 
+  if (models::has_lora(*model.ptr())) {  // peft's files, then the merged model (export, eval)
+    if (main_rank) ckpt::save_adapter(*model.ptr(), result.run_dir, cfg.model);
+    models::merge_lora(*model.ptr());
+  }
   if (main_rank)
     ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
                        {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
@@ -364,7 +383,17 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
+  // A LoRA run's checkpoints hold its adapters (its model.safetensors, merged weights): attach
+  // them, load, and merge as the run does.
+  if (cfg.model.lora.enabled()) {
+    const auto tensors = ckpt::load_state_dict_file(file);
+    if (std::any_of(tensors.begin(), tensors.end(), [](const auto& t) {
+          return t.first.find(".lora_A.") != std::string::npos;
+        }))
+      ckpt::apply_lora_config(*model.ptr(), cfg.model, /*load_weights=*/false);
+  }
   ckpt::load_weights_any(*model.ptr(), file, /*strict=*/true);  // .safetensors or torch.save .pt
+  models::merge_lora(*model.ptr());
   model.ptr()->to(device);
   return evaluate(model, Task(cfg.task), *data.test, device, cfg.trainer.precision);
 }

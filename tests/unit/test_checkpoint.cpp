@@ -224,7 +224,7 @@ TEST(FineTune, PretrainedWithRemapNewHeadFreezingAndGroupLr) {
   // Per-group learning rates: the backbone at 0.1x, the head at the full rate.
   lathe::config::OptimSection o;
   o.lr = 0.01;
-  auto opt = lathe::optim::make_optimizer(o, *target, {{"classifier.*"}, 0.1, true});
+  auto opt = lathe::optim::make_optimizer(o, *target, {{"classifier.*"}, 0.1, true, {}, 0});
   std::vector<double> lrs;
   for (size_t g = 0; g < opt->param_groups().size(); ++g)
     lrs.push_back(lathe::optim::group_values(opt, g).lr);

@@ -61,6 +61,20 @@ struct DataSection {
   std::string invalid_utf8 = "error";  ///< text_csv: error | replace (drop bad bytes, as HF does)
 };
 
+/// model.lora: LoRA adapters (peft's LoraConfig names; models/lora.h). Only the adapters and the
+/// `model.head` layers train; the run writes merged weights (model.safetensors) and the adapter
+/// as peft saves it (adapter_model.safetensors + adapter_config.json).
+struct LoraSection {
+  std::vector<std::string> targets;  ///< module names: a path equal to one or ending in ".NAME"
+  std::string target_regex;          ///< or one regular expression a whole module path matches
+  int64_t rank = 0;                  ///< r; 0 = auto: the adapter's, else 8
+  double alpha = 0;                  ///< lora_alpha; 0 = auto: the adapter's, else 8 (peft's)
+  double dropout = 0.0;              ///< lora_dropout on the adapters' input (training only)
+  std::string adapter;  ///< a peft adapter folder to start from (adapter_config.json and
+                        ///< adapter_model.safetensors); it says the targets, rank and alpha
+  bool enabled() const { return !targets.empty() || !target_regex.empty() || !adapter.empty(); }
+};
+
 /// model: a zoo name plus that model's own options (checked by the model's factory), and how
 /// to start from pretrained weights.
 struct ModelSection {
@@ -73,6 +87,7 @@ struct ModelSection {
   int64_t unfreeze_at_epoch = 0;   ///< unfreeze them when this epoch starts (0 = never)
   std::vector<std::string> head;   ///< parameter-name patterns of the head (full lr)
   double backbone_lr_scale = 1.0;  ///< lr multiplier for parameters outside `head`
+  LoraSection lora;                ///< LoRA adapters (off unless targets or adapter are set)
   Params params{"model"};          ///< every other key under model:
 };
 
@@ -124,6 +139,9 @@ struct OptimSection {
   double eps = 1e-8;               ///< adam, adamw, rmsprop
   double alpha = 0.99;             ///< rmsprop smoothing
   std::string fused = "auto";      ///< adamw: the fused ATen kernel — auto (CUDA, CPU), true, false
+  /// Layer-wise lr decay (gpt2, bert, vit): a layer's lr is the one above's × this; embeddings
+  /// lowest, the head at the full rate (timm's param_groups_layer_decay; models/layers.h). 1 = off.
+  double layer_decay = 1.0;
   ScheduleSection schedule;        ///< learning rate
   ScheduleSection momentum_schedule = off();      ///< momentum / beta1; name none = fixed
   ScheduleSection weight_decay_schedule = off();  ///< weight decay; name none = fixed

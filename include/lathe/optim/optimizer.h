@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -41,11 +42,18 @@ struct GroupRules {
   std::vector<std::string> head;   ///< name patterns of head parameters (full lr)
   double backbone_lr_scale = 1.0;  ///< lr multiplier for the others, when `head` is given
   bool include_frozen = false;     ///< keep frozen parameters in their groups (to unfreeze later)
+  /// For optim.layer_decay: the layer id of a parameter name, 0 (embeddings) … num_layers + 1
+  /// (head), and num_layers, the model's blocks (models/layers.h gives both for the
+  /// zoo's transformers). A parameter of layer id i gets lr · layer_decay^(num_layers + 1 − i).
+  std::function<int64_t(const std::string&)> layer_of;
+  int64_t num_layers = 0;
 };
 
 /// Builds the optimizer of `cfg` over the parameters of `module`. Groups: weights of dimension
 /// ≥ 2 get weight_decay, biases and normalisation weights (1-d) none; with `rules.head`, head and
-/// backbone parameters are grouped apart and the backbone's lr is scaled. Frozen parameters
+/// backbone parameters are grouped apart and the backbone's lr is scaled; with cfg.layer_decay
+/// below 1, each layer id (rules.layer_of) is a group of its own, its lr scaled by
+/// layer_decay^(num_layers + 1 − id) (times the backbone scale). Frozen parameters
 /// (requires_grad false) are left out unless rules.include_frozen.
 ///
 ///   auto opt = make_optimizer(cfg.optim, *model, {.head = {"fc.*"}, .backbone_lr_scale = 0.1});
