@@ -88,12 +88,14 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       torch::AutoGradMode grad(true);
       y = r->fn(input);
     }
+    // Parameters' gradients accumulate here; the input's comes back to the outer graph.
+    torch::autograd::backward({y}, {grads[0]});
     {
+      // After the backward: the recomputed graph saved these (BatchNorm keeps its running
+      // statistics), so an in-place restore before it would fail autograd's version check.
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < before.size(); ++i) r->preserved[i].copy_(before[i]);
     }
-    // Parameters' gradients accumulate here; the input's comes back to the outer graph.
-    torch::autograd::backward({y}, {grads[0]});
     return {input.grad(), at::Tensor()};
   }
 };

@@ -248,8 +248,9 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     log::info("test:{} ({} records)", line, test_loader->size());
   }
   log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
-            "model.safetensors, test_metrics.json}} in {:.1f}s",
-            result.run_dir.string(), result.seconds);
+            "model.safetensors, {}test_metrics.json}} in {:.1f}s",
+            result.run_dir.string(),
+            trainer.ema() != nullptr ? "model_ema.safetensors, " : "", result.seconds);
   return result;
 }
 

@@ -543,7 +543,7 @@ TEST(Cli, SecondSigintStopsAtOnceWithoutACheckpoint) {
   // second SIGINT surely comes while the first is being honoured.
   const auto log = dir / "run.log";
   const pid_t pid = start_command(
-      "LATHE_FAULT_CHECKPOINT_PAUSE=60000@0 " + kLathe + " train " + kConfig + " run.dir=" +
+      "env LATHE_FAULT_CHECKPOINT_PAUSE=60000@0 " + kLathe + " train " + kConfig + " run.dir=" +
           dir.path().string() +
           " run.name=twice data.limit_train=1200 data.limit_test=200 data.batch_size=64"
           " trainer.max_epochs=50 trainer.log_every_n_steps=1 model.channels=[8] model.hidden=32"
