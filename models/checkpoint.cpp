@@ -22,6 +22,7 @@ std::atomic<int64_t> recording_calls{0};
 /// What backward needs besides the input: the function and the states to recompute it under.
 struct Recompute : torch::CustomClassHolder {
   std::function<at::Tensor(const at::Tensor&)> fn;
+  std::vector<at::Tensor> preserved;  ///< restored after the recompute (BatchNorm statistics)
   c10::Device device{c10::kCPU};
   at::Tensor cpu_rng;     ///< the CPU generator's state when forward ran
   at::Tensor device_rng;  ///< the input device's generator state (CUDA), when not the CPU
@@ -72,6 +73,11 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
         c10::static_intrusive_pointer_cast<Recompute>(ctx->saved_data["recompute"].toCapsule());
     const at::Tensor input = ctx->get_saved_variables()[0].detach().requires_grad_(true);
     at::Tensor y;
+    std::vector<at::Tensor> before;  // the preserved tensors as the forward left them
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& t : r->preserved) before.push_back(t.clone());
+    }
     {
       RngFork cpu(c10::Device(c10::kCPU), r->cpu_rng);
       std::optional<RngFork> dev;
@@ -84,17 +90,25 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     }
     // Parameters' gradients accumulate here; the input's comes back to the outer graph.
     torch::autograd::backward({y}, {grads[0]});
+    {
+      // After the backward: the recomputed graph saved these (BatchNorm keeps its running
+      // statistics), so an in-place restore before it would fail autograd's version check.
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < before.size(); ++i) r->preserved[i].copy_(before[i]);
+    }
     return {input.grad(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x) {
+at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const at::Tensor& x,
+                        std::vector<at::Tensor> preserved) {
   if (!at::GradMode::is_enabled() || !x.requires_grad()) return fn(x);
   recording_calls.fetch_add(1, std::memory_order_relaxed);
   auto r = c10::make_intrusive<Recompute>();
   r->fn = std::move(fn);
+  r->preserved = std::move(preserved);
   r->device = x.device();
   r->cpu_rng = rng_state(c10::Device(c10::kCPU));
   if (!x.device().is_cpu()) r->device_rng = rng_state(x.device());

@@ -42,7 +42,8 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_resnet(int64_t 
         .in_channels(p.get_int("in_channels", o.in_channels()))
         .small_input(p.get_bool("small_input", o.small_input()))
         .width_per_group(p.get_int("width_per_group", o.width_per_group()))
-        .zero_init_residual(p.get_bool("zero_init_residual", o.zero_init_residual()));
+        .zero_init_residual(p.get_bool("zero_init_residual", o.zero_init_residual()))
+        .gradient_checkpointing(p.get_bool("gradient_checkpointing", o.gradient_checkpointing()));
     p.check_all_used();
     return torch::nn::AnyModule(ResNet(o));
   };
@@ -124,7 +125,8 @@ BertOptions bert_options(const config::Params& p) {
       .hidden_dropout_prob(p.get_double("hidden_dropout_prob", b.hidden_dropout_prob()))
       .attention_probs_dropout_prob(
           p.get_double("attention_probs_dropout_prob", b.attention_probs_dropout_prob()))
-      .pad_token_id(p.get_int("pad_token_id", b.pad_token_id()));
+      .pad_token_id(p.get_int("pad_token_id", b.pad_token_id()))
+      .gradient_checkpointing(p.get_bool("gradient_checkpointing", b.gradient_checkpointing()));
   return b;
 }
 
@@ -155,7 +157,8 @@ torch::nn::AnyModule build_vit(const config::Params& p) {
       .mlp_dim(p.get_int("mlp_dim", o.mlp_dim()))
       .dropout(p.get_double("dropout", o.dropout()))
       .attention_dropout(p.get_double("attention_dropout", o.attention_dropout()))
-      .num_classes(p.get_int("num_classes", o.num_classes()));
+      .num_classes(p.get_int("num_classes", o.num_classes()))
+      .gradient_checkpointing(p.get_bool("gradient_checkpointing", o.gradient_checkpointing()));
   p.check_all_used();
   return torch::nn::AnyModule(ViT(o));
 }
@@ -192,6 +195,7 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_linear(int64_t 
 const std::vector<ModelSpec>& model_specs() {
   constexpr auto C = DataSize::in_channels, S = DataSize::image_size, K = DataSize::classes,
                  V = DataSize::vocab_size;
+  constexpr bool kCheckpointing = true;  // model.gradient_checkpointing is an option
   const std::vector<SizeOption> cnn = {{"num_classes", K}, {"in_channels", C}};
   const std::vector<SizeOption> table = {{"in_features", DataSize::in_features},
                                          {"out_features", DataSize::outputs}};
@@ -199,11 +203,15 @@ const std::vector<ModelSpec>& model_specs() {
       {"convnet", "small CNN for 28x28/32x32 images (conv-BN-ReLU-pool stages, MLP head)",
        {{"in_channels", C}, {"num_classes", K}, {"image_size", S}}, build_convnet},
       {"resnet18", "torchvision ResNet-18 (basic blocks [2,2,2,2]); small_input=true for 32x32",
-       cnn, build_resnet(18)},
-      {"resnet34", "torchvision ResNet-34 (basic blocks [3,4,6,3])", cnn, build_resnet(34)},
-      {"resnet50", "torchvision ResNet-50 (bottlenecks [3,4,6,3])", cnn, build_resnet(50)},
-      {"resnet101", "torchvision ResNet-101 (bottlenecks [3,4,23,3])", cnn, build_resnet(101)},
-      {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])", cnn, build_resnet(152)},
+       cnn, build_resnet(18), kCheckpointing},
+      {"resnet34", "torchvision ResNet-34 (basic blocks [3,4,6,3])",
+       cnn, build_resnet(34), kCheckpointing},
+      {"resnet50", "torchvision ResNet-50 (bottlenecks [3,4,6,3])",
+       cnn, build_resnet(50), kCheckpointing},
+      {"resnet101", "torchvision ResNet-101 (bottlenecks [3,4,23,3])",
+       cnn, build_resnet(101), kCheckpointing},
+      {"resnet152", "torchvision ResNet-152 (bottlenecks [3,8,36,3])",
+       cnn, build_resnet(152), kCheckpointing},
       {"mobilenet_v2", "torchvision MobileNetV2 (inverted residuals, width_mult)", cnn,
        build_mobilenet_v2},
       {"lstm_classifier", "[embedding ->] LSTM (uni/bi, stacked, batch-first) -> last state -> fc",
@@ -215,13 +223,13 @@ const std::vector<ModelSpec>& model_specs() {
       {"gru_lm", "token/char language model: embedding -> GRU -> fc over the vocabulary",
        {{"vocab_size", V}}, build_rnn_lm("gru")},
       {"gpt2", "Hugging Face GPT2LMHeadModel (decoder LM, Conv1D [in, out], tied lm_head)",
-       {{"vocab_size", V}}, build_gpt2},
+       {{"vocab_size", V}}, build_gpt2, kCheckpointing},
       {"bert_classifier", "Hugging Face BertForSequenceClassification (mask from pad_token_id)",
-       {{"vocab_size", V}, {"num_labels", K}}, build_bert_classifier},
+       {{"vocab_size", V}, {"num_labels", K}}, build_bert_classifier, kCheckpointing},
       {"bert", "Hugging Face BertModel encoder: token ids -> hidden states (B, T, hidden_size)",
-       {{"vocab_size", V}}, build_bert},
+       {{"vocab_size", V}}, build_bert, kCheckpointing},
       {"vit", "torchvision VisionTransformer (vit_b_16 by default; image_size, patch_size, ...)",
-       {{"in_channels", C}, {"num_classes", K}, {"image_size", S}}, build_vit},
+       {{"in_channels", C}, {"num_classes", K}, {"image_size", S}}, build_vit, kCheckpointing},
       {"mlp", "multilayer perceptron for tabular data (hidden widths, activation, BN, dropout)",
        table, build_mlp},
       {"linear_regression", "y = xW^T + b (MSE loss); l1 / l2 penalties optional", table,
@@ -375,6 +383,15 @@ std::vector<std::string> resolve_sizes(config::ModelSection& model, const config
 torch::nn::AnyModule build_model(const config::ModelSection& model) {
   const ModelSpec& spec = model_spec(model);
   config::Params params = model.params;
+  if (params.has("gradient_checkpointing") && !spec.gradient_checkpointing) {
+    std::vector<std::string> have;
+    for (const auto& s : model_specs())
+      if (s.gradient_checkpointing) have.push_back(s.name);
+    throw ConfigError(fmt::format(
+        "{}: model.gradient_checkpointing: model '{}' has no activation checkpointing; remove "
+        "the key (models that have it: {})",
+        params.values().at("gradient_checkpointing").where, spec.name, fmt::join(have, ", ")));
+  }
   for (const SizeOption& opt : spec.sizes)  // still auto: no data said it, the defaults apply
     if (params.has(opt.key) && is_auto(params.values().at(opt.key))) params.erase(opt.key);
   return spec.build(params);

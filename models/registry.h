@@ -37,6 +37,9 @@ struct ModelSpec {
   std::string description;
   std::vector<SizeOption> sizes;
   std::function<torch::nn::AnyModule(const config::Params&)> build;
+  /// Takes model.gradient_checkpointing (activation checkpointing, models/checkpoint.h); for the
+  /// other models the key is a ConfigError naming the model.
+  bool gradient_checkpointing = false;
 };
 
 /// Every model the zoo knows, in a fixed order (registered user models are not among them).

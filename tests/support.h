@@ -5,13 +5,16 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -103,6 +106,59 @@ inline std::string run_parity(const std::string& script, const std::string& args
   const auto r = run_command(python() + " " + source_dir() + "/tests/parity/" + script + " " + args);
   EXPECT_EQ(r.status, 0) << script << " " << args << " failed:\n" << r.output;
   return r.output;
+}
+
+/// Starts `command` through sh in the background with its output in `log`; returns its pid.
+inline pid_t start_command(const std::string& command, const std::filesystem::path& log) {
+  const std::string cmd = "exec " + command + " > " + log.string() + " 2>&1";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+/// Polls every 5 ms until `ready()` (true), or the child `pid` exits (false; *status holds its
+/// status), or `seconds` pass (false).
+inline bool wait_until(pid_t pid, const std::function<bool()>& ready, int* status,
+                       int seconds = 120) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready()) return true;
+    if (::waitpid(pid, status, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+/// True once the run folder's metrics.jsonl holds a step row: the run is training.
+inline bool training(const std::filesystem::path& run) {
+  return read_text(run / "metrics.jsonl").find("\"kind\":\"step\"") != std::string::npos;
+}
+
+/// Runs `command` (a `lathe train` of the run folder `run`) to its end with its output in `log`;
+/// returns its exit status and how long it trained: seconds from its first step row to its end.
+inline std::pair<int, double> run_timed(const std::string& command,
+                                        const std::filesystem::path& run,
+                                        const std::filesystem::path& log) {
+  const pid_t pid = start_command(command, log);
+  int status = 0;
+  const bool started = wait_until(pid, [&] { return training(run); }, &status, 300);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (started) ::waitpid(pid, &status, 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, started ? seconds : 0.0};
+}
+
+/// The command a stopped run printed after "to resume: " (lathe train ... --resume ...), with
+/// its leading `lathe` made this build's binary; empty when the output has none.
+inline std::string resume_command(const std::string& output) {
+  const std::string tag = "to resume: lathe train ";
+  const auto at = output.find(tag);
+  if (at == std::string::npos) return {};
+  const auto start = at + std::string("to resume: lathe").size();
+  return lathe_binary() + output.substr(start, output.find('\n', start) - start);
 }
 
 /// Where Debian's dataset-fashion-mnist puts its IDX files (installed by scripts/bootstrap.sh).

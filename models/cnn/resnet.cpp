@@ -5,6 +5,7 @@
 #include <torch/nn/init.h>
 
 #include "lathe/core/error.h"
+#include "models/checkpoint.h"
 
 namespace lathe::models {
 namespace {
@@ -153,10 +154,20 @@ at::Tensor ResNetImpl::forward_features(const at::Tensor& x) {
               options.in_channels(), x.sizes());
   at::Tensor h = at::relu(bn1(conv1(x)));  // (B, 64, H/2, W/2), or (B, 64, H, W) small_input
   if (!options.small_input()) h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});  // (B, 64, H/4, W/4)
-  h = layer4->forward(layer3->forward(layer2->forward(layer1->forward(h))));  // (B, C, h, w)
+  for (auto* stage : {&layer1, &layer2, &layer3, &layer4}) h = run_stage(*stage, h);  // (B, C, h, w)
   return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);                  // (B, C)
 }
 
 at::Tensor ResNetImpl::forward(const at::Tensor& x) { return fc(forward_features(x)); }
+
+at::Tensor ResNetImpl::run_stage(torch::nn::Sequential& stage, at::Tensor h) {
+  if (!options.gradient_checkpointing() || !is_training()) return stage->forward(h);
+  for (const auto& block : *stage) {
+    torch::nn::AnyModule b = block;  // shares the block
+    h = checkpointed([b](const at::Tensor& in) mutable { return b.forward(in); }, h,
+                     b.ptr()->buffers());
+  }
+  return h;
+}
 
 }  // namespace lathe::models

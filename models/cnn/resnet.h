@@ -27,6 +27,10 @@ struct ResNetOptions {
   TORCH_ARG(bool, small_input) = false;
   TORCH_ARG(int64_t, width_per_group) = 64;     ///< bottleneck inner width (128: wide_resnet50_2)
   TORCH_ARG(bool, zero_init_residual) = false;  ///< last BN of each block starts at zero
+  /// Activation checkpointing per residual block (each BasicBlock / Bottleneck of layer1..4):
+  /// only a block's input is kept and the block is recomputed in backward; its BatchNorm
+  /// running statistics are updated once, as without it (models/checkpoint.h).
+  TORCH_ARG(bool, gradient_checkpointing) = false;
 };
 
 /// torchvision's BasicBlock (expansion 1): conv1 3×3 → bn1 → relu → conv2 3×3 → bn2, plus the
@@ -75,6 +79,10 @@ class ResNetImpl : public torch::nn::Module {
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   torch::nn::Linear fc{nullptr};
+
+ private:
+  /// One stage (layerN) block by block, each checkpointed when gradient_checkpointing applies.
+  at::Tensor run_stage(torch::nn::Sequential& stage, at::Tensor h);
 };
 TORCH_MODULE(ResNet);
 

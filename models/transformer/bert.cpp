@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "lathe/core/error.h"
+#include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
 namespace lathe::models {
@@ -114,7 +115,14 @@ at::Tensor BertImpl::forward(const at::Tensor& ids, const at::Tensor& attention_
   at::Tensor x = word_embeddings(ids) + position_embeddings(pos) + token_type_embeddings(types);
   x = at::dropout(embeddings_norm(x), o.hidden_dropout_prob(), is_training());  // (B, T, H)
   const at::Tensor mask = mask_for(ids, attention_mask);                        // (B, T)
-  for (const auto& l : *layer) x = l->as<BertLayer>()->forward(x, mask);
+  const bool recompute = o.gradient_checkpointing() && is_training();
+  for (const auto& l : *layer) {
+    BertLayerImpl* b = l->as<BertLayer>();
+    if (recompute)
+      x = checkpointed([b, mask](const at::Tensor& in) { return b->forward(in, mask); }, x);
+    else
+      x = b->forward(x, mask);
+  }
   return x;  // (B, T, H)
 }
 

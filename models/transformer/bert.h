@@ -33,6 +33,9 @@ struct BertOptions {
   /// The padding token: when forward gets no attention mask, it attends to ids != pad_token_id.
   TORCH_ARG(int64_t, pad_token_id) = 0;
   TORCH_ARG(bool, add_pooling_layer) = true;  ///< pooler.dense (tanh of the [CLS] state)
+  /// Activation checkpointing: keep only each encoder layer's input and recompute it in backward
+  /// (less memory for one more forward pass of them; models/checkpoint.h).
+  TORCH_ARG(bool, gradient_checkpointing) = false;
 };
 
 /// One post-LayerNorm encoder layer: attention.self.{query,key,value}, attention.output.{dense,

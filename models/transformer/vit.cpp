@@ -10,6 +10,7 @@
 #include <string>
 
 #include "lathe/core/error.h"
+#include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
 namespace lathe::models {
@@ -104,7 +105,15 @@ at::Tensor ViTImpl::forward(const at::Tensor& x) {
   at::Tensor h = conv_proj(x).flatten(2).transpose(1, 2);                // (B, N, D)
   h = at::cat({class_token.expand({B, -1, -1}), h}, 1) + pos_embedding;  // (B, N + 1, D)
   h = at::dropout(h, o.dropout(), is_training());
-  for (auto& block : layers) h = block(h);
+  const bool recompute = o.gradient_checkpointing() && is_training();
+  for (auto& block : layers) {
+    if (recompute) {
+      ViTBlockImpl* b = block.get();
+      h = checkpointed([b](const at::Tensor& in) { return b->forward(in); }, h);
+    } else {
+      h = block(h);
+    }
+  }
   return head(ln(h).select(1, 0));  // (B, num_classes)
 }
 

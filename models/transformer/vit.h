@@ -29,6 +29,9 @@ struct ViTOptions {
   TORCH_ARG(double, dropout) = 0.0;
   TORCH_ARG(double, attention_dropout) = 0.0;
   TORCH_ARG(int64_t, num_classes) = 1000;
+  /// Activation checkpointing: keep only each encoder block's input and recompute it in backward
+  /// (less memory for one more forward pass of them; models/checkpoint.h).
+  TORCH_ARG(bool, gradient_checkpointing) = false;
 };
 
 /// torchvision's EncoderBlock: x + dropout(self_attention(ln_1(x))), then + mlp(ln_2(·)).

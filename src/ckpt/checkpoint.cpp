@@ -38,6 +38,7 @@ namespace {
 /// Everything a checkpoint holds, copied off the device (so it can be written on another thread).
 struct Snapshot {
   NamedTensors model;
+  NamedTensors ema;  ///< trainer.ema's weights; empty without
   std::string optimizer_bytes;
   NamedTensors rng;
   std::string state_json;
@@ -105,6 +106,7 @@ Snapshot take_snapshot(train::Trainer& t, const std::string& config_yaml,
                 name, t.global_step());
   train::TrainState ts = t.state();
   s.optimizer_bytes = std::move(ts.optimizer);
+  s.ema = std::move(ts.ema);
   s.rng = rng_states();
 
   json state;
@@ -158,6 +160,7 @@ void write_snapshot(const Snapshot& s, const fs::path& folder) {
   fs::create_directories(tmp);
   try {
     save_safetensors(tmp / "model.safetensors", s.model, s.model_metadata);
+    if (!s.ema.empty()) save_safetensors(tmp / kEmaWeightsFile, s.ema, s.model_metadata);
     {
       AtomicFile f(tmp / "optimizer.pt");
       f.write(s.optimizer_bytes);
@@ -265,10 +268,14 @@ void load_checkpoint(train::Trainer& t, const fs::path& folder) {
     LATHE_CHECK(in.good() || in.eof(), CheckpointError, "{}: cannot be read", opt_file.string());
     ts.optimizer = bytes.str();
   }
+  if (const fs::path ema_file = folder / kEmaWeightsFile; fs::exists(ema_file))
+    ts.ema = load_safetensors(ema_file).tensors;
   try {
     t.load_state(ts);
   } catch (const train::StateMismatch& e) {
-    const fs::path file = e.part() == "optimizer" ? opt_file : folder / "state.json";
+    const fs::path file = e.part() == "optimizer" ? opt_file
+                          : e.part() == "ema"     ? folder / kEmaWeightsFile
+                                                  : folder / "state.json";
     throw CheckpointError(fmt::format("{}: {}", file.string(), e.what()));
   }
   const fs::path rng_file = folder / "rng.safetensors";

@@ -1,7 +1,10 @@
 // lathe train / eval / sweep / info / export / runs / report: argument parsing and the calls into the library.
 #include "src/cli/commands.h"
 
+#include <signal.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include <fmt/ostream.h>
 #include <fmt/ranges.h>
@@ -12,6 +15,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
+#include "lathe/core/signals.h"
 #include "lathe/dist/launch.h"
 #include "lathe/dist/process_group.h"
 #include "lathe/onnx/export.h"
@@ -24,6 +28,28 @@
 
 namespace lathe::cli {
 namespace {
+
+/// `text` as one shell word: as is when it holds only safe characters, else single-quoted.
+std::string shell_word(const std::string& text) {
+  const bool plain = !text.empty() && text.find_first_not_of(
+                                          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789_-+=.,/:@") == std::string::npos;
+  if (plain) return text;
+  std::string quoted = "'";
+  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+/// The command that continues a stopped run from `checkpoint`: the same config, devices and
+/// overrides, with --resume.
+std::string resume_command(const std::string& config, int devices,
+                           const std::vector<std::string>& overrides,
+                           const std::filesystem::path& checkpoint) {
+  std::string cmd = "lathe train " + shell_word(config);
+  if (devices > 1) cmd += fmt::format(" --devices {}", devices);
+  for (const auto& o : overrides) cmd += " " + shell_word(o);
+  return cmd + " --resume " + shell_word(checkpoint.string());
+}
 
 void add_train(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("train", "Train the run a YAML config describes");
@@ -58,14 +84,35 @@ void add_train(CLI::App& app, int& exit_code) {
       std::vector<std::string> args{"lathe", "train", *config};
       if (!resume->empty()) args.insert(args.end(), {"--resume", *resume});
       args.insert(args.end(), overrides->begin(), overrides->end());
-      config::load_config(*config, *overrides);  // a bad config fails once, here, not N times
+      // a bad config fails once, here, not N times
+      const auto cfg = config::load_config(*config, *overrides);
       exit_code = dist::launch_local(args, {.processes = *devices});
+      // The ranks stopped after the same step on SIGTERM / SIGINT (passed on to them) and rank 0
+      // wrote its checkpoint.
+      if (exit_code == stop_exit_status(SIGTERM) || exit_code == stop_exit_status(SIGINT)) {
+        std::error_code ec;
+        const auto last = std::filesystem::canonical(cfg.run_dir() / "checkpoints" / "last", ec);
+        if (!ec)
+          log::info("to resume: {}", resume_command(*config, *devices, *overrides, last));
+      }
       return;
     }
     const Doing doing(fmt::format("training from {}", *config));
     auto cfg = config::load_config(*config, *overrides);
+    const StopSignals stop_signals;  // SIGTERM / SIGINT: stop after the step, with a checkpoint
     const auto result = run::train_from_config(std::move(cfg), *resume);
-    if (result.test.count("accuracy") && dist::world_from_env().is_main())
+    const dist::World world = dist::world_from_env();
+    if (result.stopped_by_signal != 0) {
+      exit_code = stop_exit_status(result.stopped_by_signal);
+      if (!world.is_main() || std::getenv("LATHE_LOCAL_LAUNCHER") != nullptr) return;
+      const std::string cmd = resume_command(*config, 1, *overrides, result.resume_from);
+      if (world.active())
+        log::info("to resume: start the ranks as before (torchrun ...) with {}", cmd);
+      else
+        log::info("to resume: {}", cmd);
+      return;
+    }
+    if (result.test.count("accuracy") && world.is_main())
       fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
     exit_code = kOk;
   });
@@ -78,8 +125,8 @@ void add_eval(CLI::App& app, int& exit_code) {
   auto overrides = std::make_shared<std::vector<std::string>>();
   cmd->add_option("run", *run_dir, "Run folder (runs/<name>) holding config.yaml")->required();
   cmd->add_option("--weights", *weights,
-                  "Weights to evaluate: .safetensors or torch.save .pt/.pth "
-                  "(default: RUN/model.safetensors)");
+                  "Weights to evaluate: .safetensors or torch.save .pt/.pth, or 'ema' for "
+                  "RUN/model_ema.safetensors (trainer.ema) (default: RUN/model.safetensors)");
   cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
   cmd->callback([=, &exit_code] {
     const Doing doing(fmt::format("evaluating the run {}", *run_dir));
@@ -196,7 +243,9 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->add_flag("--fp16", *fp16, "Float16 weights and compute (float32 inputs and outputs)");
   cmd->add_flag("--triton", *triton,
                 "Also write a Triton model repository (<output folder>/triton/<run name>/)");
-  cmd->add_option("--weights", *weights, "Weights to export instead of the run's own");
+  cmd->add_option("--weights", *weights,
+                  "Weights to export instead of the run's own: a file, or 'ema' for the run's "
+                  "(or checkpoint's) model_ema.safetensors (trainer.ema)");
   cmd->add_flag("--list-ops", *list_ops, "Print the ATen operations the exporter translates");
   cmd->callback([=, &exit_code] {
     if (*list_ops) {

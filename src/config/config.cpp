@@ -384,6 +384,17 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, MlflowSec
 }
 
 template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, EmaSection> {
+  v("decay", s.decay);
+  v("warmup", s.warmup);
+  v("warmup_gamma", s.warmup_gamma);
+  v("warmup_power", s.warmup_power);
+  v("min_decay", s.min_decay);
+  v("update_after_step", s.update_after_step);
+  v("buffers", s.buffers);
+}
+
+template <class V, class S>
 void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSection> {
   v("max_epochs", s.max_epochs);
   v("max_steps", s.max_steps);
@@ -401,6 +412,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("tensorboard", s.tensorboard);
   v.section("early_stopping", s.early_stopping);
   v.section("mlflow", s.mlflow);
+  v.section("ema", s.ema);
 }
 
 template <class V, class S>
@@ -672,6 +684,26 @@ void validate(const RunConfig& c, const Origin& origin) {
   LATHE_CHECK(uri.empty() || !t.mlflow.experiment.empty(), ConfigError,
               "{}: trainer.mlflow.experiment is empty; name an experiment (e.g. Default)",
               v.where("trainer.mlflow.experiment"));
+  LATHE_CHECK(t.ema.decay >= 0 && t.ema.decay < 1 && t.ema.min_decay >= 0 &&
+                  t.ema.min_decay <= t.ema.decay && t.ema.warmup_gamma > 0 &&
+                  t.ema.warmup_power > 0,
+              ConfigError,
+              "{}: trainer.ema needs 0 <= min_decay ({}) <= decay ({}) < 1 (decay 0: off) and "
+              "positive warmup_gamma ({}) and warmup_power ({})",
+              v.where("trainer.ema.decay"), t.ema.min_decay, t.ema.decay, t.ema.warmup_gamma,
+              t.ema.warmup_power);
+  v.at_least<int64_t>("trainer.ema.update_after_step", t.ema.update_after_step, 0);
+  v.choice("trainer.ema.buffers", t.ema.buffers, {"average", "copy"});
+  // A monitor of the EMA weights' metrics needs them.
+  const std::vector<std::pair<std::string, std::string>> monitors{
+      {"checkpoint.monitor", c.checkpoint.monitor},
+      {"trainer.early_stopping.monitor", t.early_stopping.monitor},
+      {"optim.schedule.monitor", c.optim.schedule.monitor}};
+  for (const auto& [key, monitor] : monitors)
+    LATHE_CHECK(t.ema.enabled() || monitor.rfind("val_ema/", 0) != 0, ConfigError,
+                "{}: {} = {} watches the EMA weights, but trainer.ema is off; set "
+                "trainer.ema.decay (e.g. 0.999) or monitor val/...",
+                v.where(key), key, monitor);
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
   v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);

@@ -19,6 +19,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "lathe/core/signals.h"
 
 namespace lathe::dist {
 namespace {
@@ -77,7 +78,8 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
     const std::vector<std::pair<std::string, std::string>> vars{
         {"RANK", std::to_string(r)},          {"LOCAL_RANK", std::to_string(r)},
         {"WORLD_SIZE", std::to_string(n)},    {"LOCAL_WORLD_SIZE", std::to_string(n)},
-        {"MASTER_ADDR", options.master_addr}, {"MASTER_PORT", std::to_string(port)}};
+        {"MASTER_ADDR", options.master_addr}, {"MASTER_PORT", std::to_string(port)},
+        {"LATHE_LOCAL_LAUNCHER", "1"}};  // the launcher speaks for the run (resume line)
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string entry = *e;
@@ -99,6 +101,9 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
     if (pid == 0) {  // the rank; it gets SIGTERM when the launcher dies (even by SIGKILL)
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != launcher) ::_exit(1);  // died before prctl took effect
+      // A process group of its own: a terminal's Ctrl-C reaches the launcher only, which passes
+      // it on once (a rank that got it twice would stop at once, without its checkpoint).
+      ::setpgid(0, 0);
       ::sigaction(SIGINT, &old_int, nullptr);
       ::sigaction(SIGTERM, &old_term, nullptr);
       ::execve(options.program.c_str(), argv.data(), envp.data());
@@ -113,6 +118,7 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
   int running = n, exit_code = 0, failed_rank = -1;
   clock::time_point failed_at{};
   int stage = 0;  // 0: all fine, 1: a rank failed, 2: SIGTERM sent, 3: SIGKILL sent
+  int forwarded = 0;  // the last SIGINT / SIGTERM passed on to the ranks
   const auto signal_rest = [&](int sig) {
     for (const pid_t p : pids)
       if (p > 0) ::kill(p, sig);
@@ -127,7 +133,11 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
       if (rank < 0) continue;
       pids[static_cast<size_t>(rank)] = -1;
       --running;
-      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      // After a SIGINT / SIGTERM passed on, a rank that stopped with 130 / 143 did as asked.
+      const bool stopped = forwarded != 0 && WIFEXITED(status) &&
+                           (WEXITSTATUS(status) == 128 + SIGINT ||
+                            WEXITSTATUS(status) == 128 + SIGTERM);
+      const bool ok = (WIFEXITED(status) && WEXITSTATUS(status) == 0) || stopped;
       if (ok) continue;
       // Every failure is named: the first one reaped is not always the cause (a rank killed by
       // a signal and a peer that noticed it may end within the same milliseconds).
@@ -144,6 +154,8 @@ int launch_local(const std::vector<std::string>& args, const LaunchOptions& opti
     }
     if (const int sig = g_forward_signal.exchange(0); sig != 0) {
       signal_rest(sig);
+      if (forwarded == 0) log::info("passed {} on to the ranks", signal_name(sig));
+      forwarded = sig;
       if (exit_code == 0) exit_code = 128 + sig;
     }
     const double since = std::chrono::duration<double>(clock::now() - failed_at).count();

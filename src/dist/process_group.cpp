@@ -199,6 +199,16 @@ std::function<void()> ProcessGroup::all_reduce_async(at::Tensor tensor) {
   };
 }
 
+int64_t ProcessGroup::max_over_ranks(int64_t value) {
+  std::vector<at::Tensor> bufs{
+      at::full({1}, value, at::TensorOptions(at::kLong).device(impl_->device))};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::MAX;
+  auto work = impl_->guarded("all_reduce", [&] { return impl_->pg->allreduce(bufs, opts); });
+  impl_->wait(work, "all_reduce");
+  return bufs[0].item<int64_t>();
+}
+
 void ProcessGroup::broadcast(at::Tensor tensor, int root) {
   const bool staged = tensor.device() != impl_->device || !tensor.is_contiguous();
   std::vector<at::Tensor> bufs{staged ? tensor.to(impl_->device).contiguous() : tensor};

@@ -13,6 +13,7 @@
 
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/config/config.h"
+#include "lathe/run/run.h"
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "lathe/run/mlflow.h"
@@ -83,8 +84,7 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
   const config::RunConfig cfg = config::parse_config(config_text, config_origin);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
-  const std::filesystem::path weights =
-      options.weights.empty() ? dir / "model.safetensors" : options.weights;
+  const std::filesystem::path weights = weights_file(dir, options.weights);
   LATHE_CHECK(std::filesystem::exists(weights), ExportError,
               "{}: no weights here (model.safetensors); train the run first or pass --weights",
               weights.string());

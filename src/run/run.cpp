@@ -22,6 +22,7 @@
 #include "lathe/core/gpu.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
+#include "lathe/core/signals.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/sources.h"
 #include "lathe/dist/grad_sync.h"
@@ -32,6 +33,7 @@
 #include "lathe/run/runs.h"
 #include "models/layers.h"
 #include "models/lora.h"
+#include "lathe/train/ema.h"
 #include "models/registry.h"
 
 namespace lathe::run {
@@ -272,20 +274,45 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     throw;
   }
 
+  if (trainer.stopped_by_signal() != 0) {  // the checkpointer saved this step at fit's end
+    result.stopped_by_signal = trainer.stopped_by_signal();
+    if (main_rank) result.resume_from = ckpt::resolve_resume("auto", result.run_dir);
+    if (group) group->barrier();  // rank 0 serves the store: nobody leaves while others need it
+    const std::string stopped = fmt::format("stopped by {} after step {}",
+                                            signal_name(result.stopped_by_signal),
+                                            trainer.global_step());
+    if (world.active())  // every rank says where it stopped: the same step
+      log::warn("rank {} of {}: {}", world.rank, world.size, stopped);
+    else
+      log::info("{}", stopped);
+    if (main_rank) log::info("checkpoint of the stop: {}", result.resume_from.string());
+    return result;
+  }
+
   if (models::has_lora(*model.ptr())) {  // peft's files, then the merged model (export, eval)
     if (main_rank) ckpt::save_adapter(*model.ptr(), result.run_dir, cfg.model);
     models::merge_lora(*model.ptr());
   }
-  if (main_rank)
-    ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
-                       {{"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}});
+  const std::map<std::string, std::string> weights_metadata{
+      {"format", "pt"}, {"lathe_model", cfg.model.name}, {"lathe_version", LATHE_VERSION}};
+  if (main_rank) ckpt::save_weights(*model.ptr(), result.run_dir / "model.safetensors",
+                                    weights_metadata);
+  if (main_rank && trainer.ema() != nullptr)
+    ckpt::save_safetensors(result.run_dir / ckpt::kEmaWeightsFile, trainer.ema()->state(),
+                           weights_metadata);
   if (test_loader != nullptr && test_loader->size() > 0) {
     result.test = trainer.test(*test_loader);
+    result.test_ema = trainer.validate_ema(*test_loader);
     Metrics logged;
     for (const auto& [k, v] : result.test) logged["test/" + k] = v;
+    for (const auto& [k, v] : result.test_ema) logged["test_ema/" + k] = v;
     trainer.log("test", logged);
   }
-  if (main_rank) write_json(result.run_dir / "test_metrics.json", result.test);
+  if (main_rank) {  // the EMA weights' metrics as ema/<metric>
+    Metrics all = result.test;
+    for (const auto& [k, v] : result.test_ema) all["ema/" + k] = v;
+    write_json(result.run_dir / "test_metrics.json", all);
+  }
   if (main_rank && !group && test_loader != nullptr && test_loader->size() > 0)
     write_test_predictions(model, task, *test_loader, device, trainer.config().precision,
                            data.info.classes, result.run_dir / "test_predictions.json");
@@ -318,9 +345,22 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
     log::info("test:{} ({} records)", line, test_loader->size());
   }
   log::info("wrote {}/{{config.yaml, metrics.jsonl, metrics.csv, tensorboard/, "
-            "model.safetensors, test_metrics.json, report.html}} in {:.1f}s",
-            result.run_dir.string(), result.seconds);
+            "model.safetensors, {}test_metrics.json, report.html}} in {:.1f}s",
+            result.run_dir.string(),
+            trainer.ema() != nullptr ? "model_ema.safetensors, " : "", result.seconds);
   return result;
+}
+
+std::filesystem::path weights_file(const std::filesystem::path& dir,
+                                   const std::filesystem::path& weights) {
+  if (weights.empty()) return dir / "model.safetensors";
+  if (weights != "ema") return weights;
+  const auto file = dir / ckpt::kEmaWeightsFile;
+  LATHE_CHECK(std::filesystem::exists(file), CheckpointError,
+              "{}: no EMA weights here (--weights ema); the run trained without trainer.ema "
+              "(set trainer.ema.decay, e.g. 0.999, to keep them)",
+              file.string());
+  return file;
 }
 
 void truncate_metrics_log(const std::filesystem::path& file, int64_t step) {
@@ -382,7 +422,7 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
               cfg.data.path);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
-  const auto file = weights.empty() ? run_dir / "model.safetensors" : weights;
+  const auto file = weights_file(run_dir, weights);
   // A LoRA run's checkpoints hold its adapters (its model.safetensors, merged weights): attach
   // them, load, and merge as the run does.
   if (cfg.model.lora.enabled()) {

@@ -71,6 +71,10 @@ void ProgressCallback::on_log(Trainer& t, const LogEvent& e) {
     if (!std::isnan(get("val/loss"))) line += fmt::format(" | val loss {:.4f}", get("val/loss"));
     for (const char* k : {"val/accuracy", "val/perplexity", "val/r2", "val/rmse"})
       if (!std::isnan(get(k))) line += fmt::format(" {} {:.4f}", std::string(k).substr(4), get(k));
+    if (!std::isnan(get("val_ema/loss")))
+      line += fmt::format(" | ema val loss {:.4f}", get("val_ema/loss"));
+    for (const char* k : {"val_ema/accuracy", "val_ema/perplexity", "val_ema/r2", "val_ema/rmse"})
+      if (!std::isnan(get(k))) line += fmt::format(" {} {:.4f}", std::string(k).substr(8), get(k));
     line += fmt::format(" | lr {:.2e} | {:.1f}s", get("lr"), get("time_s"));
     log::info("{}", line);
   }

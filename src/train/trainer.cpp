@@ -15,12 +15,15 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/gpu.h"
+#include "lathe/core/signals.h"
 #include "lathe/core/log.h"
 #include "lathe/data/device_feed.h"
 #include "lathe/optim/clip.h"
 #include "lathe/optim/fused_adamw.h"
 #include "lathe/train/cuda_graph.h"
+#include "lathe/train/ema.h"
 #include "lathe/dist/grad_sync.h"
+#include "lathe/dist/process_group.h"
 #include "models/checkpoint.h"
 #include "models/regularized.h"
 
@@ -102,6 +105,8 @@ Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyM
     for (auto& p : model_.ptr()->parameters())
       if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
   }
+  // The average starts from the weights as they are now (pretrained, broadcast from rank 0).
+  if (cfg_.ema.enabled()) ema_ = std::make_unique<ModelEma>(cfg_.ema, *model_.ptr());
 }
 
 Trainer::~Trainer() = default;
@@ -119,6 +124,7 @@ TrainState Trainer::state() {
   s.plateau = schedules_.plateau.state();
   for (const auto& cb : callbacks_)
     if (std::string st = cb->state_json(); !st.empty()) s.callbacks[cb->name()] = std::move(st);
+  if (ema_) s.ema = ema_->state();
   return s;
 }
 
@@ -135,6 +141,19 @@ void Trainer::load_state(const TrainState& s) {
   }
   // LibTorch restores each state tensor where it was saved (cuda:0, the CPU) and contiguous.
   optim::place_state_like_params(opt);
+  if (ema_ && s.ema.empty())
+    throw StateMismatch("ema",
+                        "holds no EMA weights, but trainer.ema is on: resume with the "
+                        "trainer.ema the run started with (or start a new run)");
+  if (ema_) {
+    try {
+      ema_->load_state(s.ema);
+    } catch (const std::invalid_argument& e) {
+      throw StateMismatch("ema", fmt::format("cannot restore the EMA weights: {}", e.what()));
+    }
+  } else if (!s.ema.empty()) {
+    log::warn("the checkpoint's EMA weights are not used: trainer.ema is off in this run");
+  }
   progress_ = s.progress;
   scaler_.set_state(s.scaler);
   schedules_.plateau.set_state(s.plateau);
@@ -273,10 +292,18 @@ void Trainer::optimizer_step() {
   scaler_.update();
   opt.zero_grad(/*set_to_none=*/true);
   ++progress_.step;
+  if (ema_) ema_->update(progress_.step);
+}
+
+int Trainer::agreed_stop_signal() {
+  const int mine = stop_signal();
+  if (!sync_) return mine;
+  return static_cast<int>(sync_->group().max_over_ranks(mine));  // each rank: the same answer
 }
 
 void Trainer::run_validation(data::BatchSource& val) {
   last_val_ = prefixed("val", validate(val));
+  for (const auto& [k, v] : prefixed("val_ema", validate_ema(val))) last_val_[k] = v;
   log("val", last_val_);
   if (schedules_.lr.spec().name == "plateau") {
     const auto& monitor = schedules_.lr.spec().monitor;
@@ -327,6 +354,7 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     progress_.batch_in_epoch = i + 1;
     if (graphed) {
       ++progress_.step;
+      if (ema_) ema_->update(progress_.step);
     } else {
       // Each micro-batch contributes 1/accumulate of a step; the last, partial group of an epoch
       // is scaled by its own size so its gradient is a mean too.
@@ -365,6 +393,11 @@ Metrics Trainer::train_epoch(data::BatchSource& train, data::BatchSource* val) {
     for (auto& cb : callbacks_) cb->on_train_step_end(*this, i, n);
     if (cfg_.max_steps > 0 && progress_.step >= cfg_.max_steps)
       request_stop(fmt::format("reached trainer.max_steps = {}", cfg_.max_steps));
+    if (const int sig = agreed_stop_signal(); sig != 0) {
+      stopped_by_signal_ = sig;
+      request_stop(fmt::format("{} received: stopped after step {}", signal_name(sig),
+                               progress_.step));
+    }
   }
   return compute(*meter);
 }
@@ -404,6 +437,7 @@ std::vector<EpochRecord> Trainer::fit(data::BatchSource& train, data::BatchSourc
     rec.epoch = progress_.epoch + 1;
     rec.train = train_epoch(train, val);
     const bool finished_epoch = progress_.batch_in_epoch >= train.num_batches();
+    if (stopped_by_signal_ != 0 && !finished_epoch) break;  // its checkpoint continues the epoch
     if (!scaler_.enabled() && rec.train.count("loss"))
       check_finite(rec.train.at("loss"), rec.epoch, progress_.step);
     if (val != nullptr && cfg_.val_every_n_steps == 0) run_validation(*val);
@@ -461,6 +495,12 @@ Metrics Trainer::validate(data::BatchSource& loader) {
   sync_->broadcast_buffers();  // BatchNorm statistics: every rank evaluates rank 0's model
   const MeterReduce reduce = sync_->meter_reduce();
   return evaluate(model_, task_, loader, device_, cfg_.precision, &reduce);
+}
+
+Metrics Trainer::validate_ema(data::BatchSource& loader) {
+  if (!ema_) return {};
+  const ModelEma::Swap swap(*ema_);  // the model holds the EMA weights until the end
+  return validate(loader);
 }
 
 at::Tensor Trainer::predict(data::BatchSource& loader) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -13,10 +14,16 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "lathe/core/signals.h"
 #include "tests/support.h"
 
 using lathe::testing::run_command;
+using lathe::signal_name;
+using lathe::testing::resume_command;
+using lathe::testing::start_command;
 using lathe::testing::TempDir;
+using lathe::testing::training;
+using lathe::testing::wait_until;
 
 namespace {
 
@@ -140,7 +147,8 @@ TEST(Cli, KilledWithSigkillThenResumedGivesBitIdenticalWeights) {
       " run.dir=" + dir.path().string() +
       " run.deterministic=true run.threads=2 data.limit_train=1200 data.limit_test=200"
       " data.batch_size=64 trainer.max_epochs=2 trainer.log_every_n_steps=1 model.channels=[8]"
-      " model.hidden=32 checkpoint.every_n_steps=3 checkpoint.keep_last=3";
+      " model.hidden=32 checkpoint.every_n_steps=3 checkpoint.keep_last=3"
+      " trainer.ema.decay=0.9 trainer.ema.warmup=true";  // the EMA weights resume exactly too
   auto r = run_command(kLathe + " train " + kConfig + args + " run.name=full");
   ASSERT_EQ(r.status, 0) << r.output;
 
@@ -188,6 +196,8 @@ TEST(Cli, KilledWithSigkillThenResumedGivesBitIdenticalWeights) {
   // Bit-identical final weights (and so identical bytes) on CPU.
   EXPECT_EQ(lathe::testing::read_text(dir / "killed" / "model.safetensors"),
             lathe::testing::read_text(dir / "full" / "model.safetensors"));
+  EXPECT_EQ(lathe::testing::read_text(dir / "killed" / "model_ema.safetensors"),
+            lathe::testing::read_text(dir / "full" / "model_ema.safetensors"));
   const auto rows = [&](const std::string& run) {
     std::vector<std::string> steps;  // step losses as written, every digit
     std::ifstream in(dir / run / "metrics.jsonl");
@@ -463,4 +473,170 @@ TEST(Cli, RunsListsFiltersSortsAndDiffsAndReportWritesThePage) {
   r = run_command(kLathe + " report " + (dir / "broken").string());
   EXPECT_EQ(r.status, 1);
   EXPECT_TRUE(contains(r.output, "cannot make a report: no config.yaml")) << r.output;
+}
+
+// ---- trainer.ema through the CLI ---------------------------------------------------------------
+
+TEST(Cli, EmaIsValidatedTestedMonitoredExportedAndEvaluated) {
+  TempDir dir;
+  const std::string common = " run.dir=" + dir.path().string() +
+                             " data.limit_train=1200 data.limit_test=400 trainer.max_epochs=1"
+                             " model.channels=[8] model.hidden=32 trainer.ema.decay=0.9";
+  auto r = run_command(kLathe + " train " + kConfig + common +
+                       " run.name=ema checkpoint.monitor=val_ema/accuracy");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "| ema val loss")) << r.output;
+  const auto run = dir / "ema";
+  // Both weights are validated (val/..., val_ema/...) and tested (test_metrics.json).
+  bool val_row = false;
+  std::ifstream log(run / "metrics.jsonl");
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["kind"] == "val") {
+      val_row = true;
+      for (const char* k : {"val/accuracy", "val_ema/accuracy", "val_ema/loss", "val_ema/f1_macro"})
+        EXPECT_TRUE(j.contains(k)) << k << " missing: " << line;
+    }
+  }
+  EXPECT_TRUE(val_row);
+  const auto test = nlohmann::json::parse(lathe::testing::read_text(run / "test_metrics.json"));
+  ASSERT_TRUE(test.contains("ema/accuracy")) << test.dump();
+  ASSERT_TRUE(test.contains("accuracy")) << test.dump();
+  // The weights: the run's own and the average, also in every checkpoint; best by the EMA metric.
+  EXPECT_TRUE(std::filesystem::exists(run / "model_ema.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(run / "checkpoints" / "last" / "model_ema.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(run / "checkpoints" / "best" / "model_ema.safetensors"));
+  EXPECT_NE(lathe::testing::read_text(run / "model_ema.safetensors"),
+            lathe::testing::read_text(run / "model.safetensors"));
+  // lathe eval --weights ema measures what the run reported for the EMA weights.
+  r = run_command(kLathe + " eval " + run.string() + " --weights ema");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, fmt::format("test accuracy {:.4f}",
+                                             test["ema/accuracy"].get<double>())))
+      << r.output << "\nexpected " << test["ema/accuracy"];
+  // lathe export --weights ema, from the run and from a checkpoint.
+  r = run_command(kLathe + " export " + run.string() + " --weights ema -o " +
+                  (dir / "ema.onnx").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "ema.onnx"));
+  r = run_command(kLathe + " export " + (run / "checkpoints" / "last").string() +
+                  " --weights ema -o " + (dir / "ckpt_ema.onnx").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  // Monitoring the EMA metric without the EMA is a config error (2); a run without EMA weights
+  // has none to evaluate (1).
+  r = run_command(kLathe + " train " + kConfig + " run.dir=" + dir.path().string() +
+                  " run.name=none checkpoint.monitor=val_ema/accuracy");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.output, "checkpoint.monitor = val_ema/accuracy watches the EMA weights, "
+                                 "but trainer.ema is off"))
+      << r.output;
+  std::filesystem::remove(run / "model_ema.safetensors");
+  r = run_command(kLathe + " eval " + run.string() + " --weights ema");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(contains(r.output, "no EMA weights here (--weights ema)")) << r.output;
+}
+
+// ---- preemption: SIGTERM / SIGINT stop after a step with a checkpoint ---------------------------
+
+namespace {
+
+/// A run with EMA (2 epochs of 17 steps) trained once straight through, and once stopped by
+/// `sig` at a random moment (seeded, printed) while it trains, then continued with the command
+/// it printed: the final weights and EMA weights are the same bytes.
+void stop_and_resume(int sig, int expected_status) {
+  TempDir dir;
+  const std::string args =
+      " run.dir=" + dir.path().string() +
+      " run.deterministic=true run.threads=2 data.limit_train=1200 data.limit_test=200"
+      " data.batch_size=64 trainer.max_epochs=2 trainer.log_every_n_steps=1 model.channels=[8]"
+      " model.hidden=32 checkpoint.every_n_steps=5 trainer.ema.decay=0.9 trainer.ema.warmup=true";
+  const auto [full_status, train_s] = lathe::testing::run_timed(
+      kLathe + " train " + kConfig + args + " run.name=full", dir / "full", dir / "full.log");
+  ASSERT_EQ(full_status, 0) << lathe::testing::read_text(dir / "full.log");
+
+  // A moment in the first 60% of the time the full run trained (after its first step row).
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  const int delay_ms = std::uniform_int_distribution<int>(0, static_cast<int>(train_s * 600))(rng);
+  SCOPED_TRACE(fmt::format("seed {}: {} {} ms after the first step", seed, signal_name(sig),
+                           delay_ms));
+  const auto log = dir / "stopped.log";
+  const pid_t pid =
+      start_command(kLathe + " train " + kConfig + args + " run.name=stopped", log);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_TRUE(wait_until(pid, [&] { return training(dir / "stopped"); }, &status))
+      << lathe::testing::read_text(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  ::kill(pid, sig);
+  ::waitpid(pid, &status, 0);
+  const std::string out = lathe::testing::read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  ASSERT_EQ(WEXITSTATUS(status), expected_status) << out;
+  EXPECT_TRUE(contains(out, fmt::format("stopped by {} after step", signal_name(sig)))) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "stopped" / "model.safetensors"));  // not finished
+
+  const std::string resume = resume_command(out);
+  ASSERT_FALSE(resume.empty()) << "no 'to resume: lathe train ...' line:\n" << out;
+  EXPECT_TRUE(contains(resume, "--resume " + (dir / "stopped" / "checkpoints").string()))
+      << resume;
+  const auto r = run_command(resume);
+  ASSERT_EQ(r.status, 0) << resume << "\n" << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from")) << r.output;
+  for (const char* file : {"model.safetensors", "model_ema.safetensors"})
+    EXPECT_EQ(lathe::testing::read_text(dir / "stopped" / file),
+              lathe::testing::read_text(dir / "full" / file))
+        << file;
+}
+
+}  // namespace
+
+TEST(Cli, SigtermStopsAfterAStepWithACheckpointAndTheResumedRunEndsBitIdentical) {
+  stop_and_resume(SIGTERM, 143);
+}
+
+TEST(Cli, SigintStopsAfterAStepWithACheckpointAndTheResumedRunEndsBitIdentical) {
+  stop_and_resume(SIGINT, 130);
+}
+
+TEST(Cli, SecondSigintStopsAtOnceWithoutACheckpoint) {
+  TempDir dir;
+  // The stop's checkpoint write is held half done (LATHE_FAULT_CHECKPOINT_PAUSE) so that the
+  // second SIGINT surely comes while the first is being honoured.
+  const auto log = dir / "run.log";
+  const pid_t pid = start_command(
+      "env LATHE_FAULT_CHECKPOINT_PAUSE=60000@0 " + kLathe + " train " + kConfig + " run.dir=" +
+          dir.path().string() +
+          " run.name=twice data.limit_train=1200 data.limit_test=200 data.batch_size=64"
+          " trainer.max_epochs=50 trainer.log_every_n_steps=1 model.channels=[8] model.hidden=32"
+          " checkpoint.every_n_epochs=0",
+      log);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_TRUE(wait_until(pid, [&] { return training(dir / "twice"); }, &status))
+      << lathe::testing::read_text(log);
+  ::kill(pid, SIGINT);
+  const auto ck = dir / "twice" / "checkpoints";
+  const auto writing = [&] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(ck, ec))
+      if (e.path().filename().string().rfind(".tmp-step-", 0) == 0) return true;
+    return false;
+  };
+  ASSERT_TRUE(wait_until(pid, writing, &status)) << lathe::testing::read_text(log);
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGINT);
+  ::waitpid(pid, &status, 0);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string out = lathe::testing::read_text(log);
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_TRUE(contains(out, "second SIGINT: stopping now, without a checkpoint")) << out;
+  EXPECT_FALSE(contains(out, "to resume:")) << out;
+  for (const auto& e : std::filesystem::directory_iterator(ck))  // no complete checkpoint
+    EXPECT_NE(e.path().filename().string().rfind("step-", 0), 0u) << e.path();
+  std::printf("[ metric   ] exited %.3f s after the second SIGINT\n", seconds);
 }

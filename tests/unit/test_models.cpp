@@ -7,10 +7,12 @@
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
+#include "lathe/core/runtime.h"
 #include "lathe/data/tensor_data.h"
 #include "lathe/optim/optimizer.h"
 #include "lathe/train/trainer.h"
 #include "models/cnn/mobilenet.h"
+#include "models/checkpoint.h"
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
 #include "models/rnn/rnn.h"
@@ -602,6 +604,110 @@ TEST(Registry, UnknownOptionsAndNamesAreConfigErrors) {
   // The penalty reaches the trainer through AnyModule.
   auto lasso = zoo::build_model(lathe::config::parse_model_section("lasso", {"in_features=3"}));
   EXPECT_TRUE(zoo::penalty_of(*lasso.ptr()).defined());
+}
+
+// ---- activation checkpointing (model.gradient_checkpointing) ---------------------------------
+
+namespace {
+
+/// One train-mode forward and backward of a zoo model built from `options` with a fixed seed:
+/// every parameter's gradient, every buffer afterwards, and how many pieces were checkpointed.
+struct TrainPass {
+  std::vector<at::Tensor> grads, buffers;
+  int64_t checkpointed = 0;
+};
+
+TrainPass train_pass(const std::string& name, std::vector<std::string> options,
+                     const at::Tensor& input, bool checkpointing) {
+  options.push_back(fmt::format("gradient_checkpointing={}", checkpointing));
+  lathe::seed_everything(5);
+  auto model = zoo::build_model(lathe::config::parse_model_section(name, options));
+  model.ptr()->train();
+  lathe::seed_everything(6);  // the dropout masks: recomputing must draw the same ones
+  const int64_t before = zoo::checkpointed_calls();
+  model.forward<at::Tensor>(input).sin().sum().backward();
+  TrainPass pass;
+  pass.checkpointed = zoo::checkpointed_calls() - before;
+  for (const auto& p : model.ptr()->parameters()) pass.grads.push_back(p.grad().clone());
+  for (const auto& b : model.ptr()->buffers()) pass.buffers.push_back(b.clone());
+  return pass;
+}
+
+}  // namespace
+
+TEST(GradientCheckpointing, BertVitAndResNetGiveThePlainGradients) {
+  // Dropout on for bert and vit (the recompute replays the forward's RNG state); ResNet in
+  // train mode with BatchNorm, whose running statistics must be updated once, not twice.
+  const at::Tensor ids = at::randint(1, 20, {2, 6}, at::kLong);
+  const at::Tensor image = at::randn({2, 3, 32, 32});
+  const std::vector<std::string> bert = {"vocab_size=20", "hidden_size=16",
+                                         "num_hidden_layers=2", "num_attention_heads=2",
+                                         "intermediate_size=32", "hidden_dropout_prob=0.2",
+                                         "attention_probs_dropout_prob=0.2"};
+  struct Case {
+    std::string name;
+    std::vector<std::string> options;
+    at::Tensor input;
+    int64_t pieces;  ///< checkpointed encoder layers / blocks
+  };
+  std::vector<Case> cases = {
+      {"bert_classifier", bert, ids, 2},
+      {"bert", bert, ids, 2},
+      {"vit",
+       {"image_size=32", "patch_size=8", "num_layers=2", "num_heads=2", "hidden_dim=16",
+        "mlp_dim=32", "num_classes=4", "dropout=0.2", "attention_dropout=0.2"},
+       image, 2},
+      {"resnet18", {"num_classes=4", "small_input=true"}, image, 8},
+      {"resnet50", {"num_classes=4", "layers=[1, 2, 1, 1]"}, image, 5},
+  };
+  cases[0].options.push_back("num_labels=3");
+  cases[1].options.push_back("add_pooling_layer=false");  // every parameter gets a gradient
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const TrainPass plain = train_pass(c.name, c.options, c.input, false);
+    const TrainPass recomputed = train_pass(c.name, c.options, c.input, true);
+    EXPECT_EQ(plain.checkpointed, 0);
+    EXPECT_EQ(recomputed.checkpointed, c.pieces);
+    ASSERT_EQ(plain.grads.size(), recomputed.grads.size());
+    double worst = 0;
+    for (size_t i = 0; i < plain.grads.size(); ++i)
+      worst = std::max(worst, max_diff(plain.grads[i], recomputed.grads[i]));
+    EXPECT_LE(worst, 1e-6);
+    ASSERT_EQ(plain.buffers.size(), recomputed.buffers.size());
+    for (size_t i = 0; i < plain.buffers.size(); ++i)
+      EXPECT_TRUE(plain.buffers[i].equal(recomputed.buffers[i])) << "buffer " << i;
+    std::printf("[ metric   ] %s: max |grad(checkpointed) - grad(plain)| = %.3g\n",
+                c.name.c_str(), worst);
+  }
+}
+
+TEST(GradientCheckpointing, TheKeyIsAnErrorNamingModelsWithoutIt) {
+  // Every zoo model (at the registry cases' small sizes): it builds and runs with the key, or
+  // refuses it naming itself and the models that take it.
+  std::vector<std::string> taking;
+  for (auto c : registry_cases()) {
+    SCOPED_TRACE(c.name);
+    c.options.push_back("gradient_checkpointing=true");
+    const auto section = lathe::config::parse_model_section(c.name, c.options);
+    if (!zoo::model_spec(section).gradient_checkpointing) {
+      expect_error<lathe::ConfigError>([&] { zoo::build_model(section); },
+                                       {"model.gradient_checkpointing",
+                                        fmt::format("model '{}' has no activation checkpointing",
+                                                    c.name),
+                                        "gpt2, bert_classifier, bert, vit"});
+      continue;
+    }
+    taking.push_back(c.name);
+    auto model = zoo::build_model(section);
+    model.ptr()->train();
+    const int64_t before = zoo::checkpointed_calls();
+    at::Tensor out = model.forward<at::Tensor>(c.input);
+    EXPECT_EQ(out.sizes(), at::IntArrayRef(c.out));
+    EXPECT_GT(zoo::checkpointed_calls(), before);  // it really recomputes
+  }
+  EXPECT_EQ(taking, (std::vector<std::string>{"resnet18", "resnet34", "resnet50", "resnet101",
+                                              "resnet152", "gpt2", "bert_classifier", "bert",
+                                              "vit"}));
 }
 
 // ---- weights files ---------------------------------------------------------------------------

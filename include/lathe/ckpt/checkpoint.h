@@ -27,9 +27,13 @@ namespace lathe::ckpt {
 /// Version of the checkpoint layout; load_checkpoint refuses any other.
 inline constexpr int kCheckpointFormatVersion = 1;
 
+/// The EMA weights (trainer.ema) beside model.safetensors, in a checkpoint and in a run folder.
+inline constexpr const char* kEmaWeightsFile = "model_ema.safetensors";
+
 /// A checkpoint is a folder <dir>/step-<NNNNNNNN>/ holding
 ///   model.safetensors     the weights with PyTorch state-dict names (Python's safetensors loads
 ///                         them straight into the torchvision / transformers model)
+///   model_ema.safetensors with trainer.ema: the moving average of those weights, same names
 ///   optimizer.pt          the optimizer's state (LibTorch serialization)
 ///   rng.safetensors       the CPU and CUDA generator states
 ///   state.json            format version, epoch / step / loader position, gradient scaler,

@@ -184,6 +184,22 @@ struct MlflowSection {
   std::string run_name;            ///< empty = run.name
 };
 
+/// trainer.ema: an exponential moving average of the weights, as timm's ModelEmaV3 keeps it.
+/// After optimizer step s: ema = decay_s · ema + (1 − decay_s) · weights for floating-point
+/// parameters and buffers (integer buffers are copied), where decay_s = 0 (a copy) while
+/// s ≤ update_after_step + 1, else `decay`, or with `warmup`
+/// clamp(1 − (1 + n / warmup_gamma)^−warmup_power, min_decay, decay) for n = s − update_after_step − 1.
+struct EmaSection {
+  double decay = 0.0;              ///< 0 = off; else in (0, 1), e.g. 0.9999
+  bool warmup = false;             ///< timm's use_warmup: the decay grows with the step
+  double warmup_gamma = 1.0;
+  double warmup_power = 2.0 / 3.0;
+  double min_decay = 0.0;          ///< the warmup's floor
+  int64_t update_after_step = 0;   ///< copy the weights (decay 0) until this many steps have passed
+  std::string buffers = "average"; ///< average | copy (timm's exclude_buffers: buffers are copied)
+  bool enabled() const { return decay > 0; }
+};
+
 /// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
   int64_t max_epochs = 5;
@@ -207,6 +223,7 @@ struct TrainerSection {
   bool tensorboard = true;         ///< TensorBoard event file under tensorboard/
   EarlyStoppingSection early_stopping;
   MlflowSection mlflow;
+  EmaSection ema;                  ///< validated and tested beside the raw weights (val_ema/...)
 };
 
 /// dist: data-parallel training over several processes (lathe train --devices N, or torchrun).

@@ -21,7 +21,10 @@ struct LaunchOptions {
 /// ranks 0..N-1 on this machine, waits for all of them, and returns 0 when all succeeded. When a
 /// rank exits non-zero or dies from a signal, it says which, stops the others (grace_s, then
 /// SIGTERM, then SIGKILL) and returns that rank's exit code (1 for a signal). SIGINT / SIGTERM
-/// to the launcher are passed on to the ranks.
+/// to the launcher are passed on to the ranks (each in a process group of its own, so that a
+/// terminal's Ctrl-C reaches them once, through the launcher); ranks that then exit with 130 /
+/// 143 (stopped on request, lathe::StopSignals) did not fail, and the launcher returns 128 + the
+/// signal. Each rank also gets LATHE_LOCAL_LAUNCHER=1.
 ///
 ///   int rc = launch_local({"lathe", "train", "run.yaml"}, {.processes = 2});
 ///

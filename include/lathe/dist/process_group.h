@@ -63,6 +63,8 @@ class ProcessGroup {
   std::function<void()> all_reduce_async(at::Tensor tensor);
   /// Sums `tensor` over all ranks, in place.
   void all_reduce(at::Tensor tensor) { all_reduce_async(std::move(tensor))(); }
+  /// The largest of every rank's `value` (one all-reduce with MAX; a device sync on NCCL).
+  int64_t max_over_ranks(int64_t value);
   /// Sets `tensor` everywhere to root's value, in place.
   void broadcast(at::Tensor tensor, int root = 0);
   /// Every rank's rows (n_r, ...) concatenated in rank order as (Σ n_r, m), m the row size (the

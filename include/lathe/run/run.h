@@ -45,7 +45,13 @@ struct RunResult {
   std::filesystem::path run_dir;
   std::vector<EpochRecord> history;
   Metrics test;
+  Metrics test_ema;  ///< the EMA weights' test metrics (trainer.ema), also in test_metrics.json
+                     ///< as ema/<metric>
   double seconds = 0;
+  /// SIGTERM / SIGINT (lathe::StopSignals) stopped training after a step: the checkpoint of that
+  /// step was written (`resume_from`, on rank 0), the run's final weights and test were not.
+  int stopped_by_signal = 0;
+  std::filesystem::path resume_from;
 };
 
 /// Trains the run `cfg` describes and writes runs/<name>/: config.yaml (resolved: the task, the
@@ -63,6 +69,12 @@ struct RunResult {
 /// all-reduced (cfg.dist), data sharded, metrics reduced; only rank 0 logs and writes files.
 RunResult train_from_config(config::RunConfig cfg, const std::string& resume = "",
                             const std::vector<std::shared_ptr<Callback>>& extra = {});
+
+/// The weights file a `--weights` option names for a run or checkpoint folder `dir`: empty →
+/// dir/model.safetensors, "ema" → dir/model_ema.safetensors (trainer.ema's weights; a
+/// CheckpointError when the run kept none), anything else → that file.
+std::filesystem::path weights_file(const std::filesystem::path& dir,
+                                   const std::filesystem::path& weights);
 
 /// Drops the rows of a metrics.jsonl logged after `step` (and any line cut short by a crash).
 void truncate_metrics_log(const std::filesystem::path& file, int64_t step);

@@ -28,6 +28,7 @@ class GradientSync;
 namespace lathe::train {
 
 class CudaGraphStep;
+class ModelEma;
 
 /// The hyperparameter schedules of a run; momentum and weight decay are optional.
 struct Schedules {
@@ -67,10 +68,12 @@ struct TrainState {
   GradScaler::State scaler;
   sched::Plateau::State plateau;
   std::map<std::string, std::string> callbacks;  ///< Callback::name() → its state_json()
+  /// trainer.ema's averaged weights by state-dict name (on the CPU); empty without it.
+  std::vector<std::pair<std::string, at::Tensor>> ema;
 };
 
-/// A TrainState that does not fit this Trainer; part() names what: "optimizer" or "callbacks"
-/// (ckpt turns it into the file that held that part).
+/// A TrainState that does not fit this Trainer; part() names what: "optimizer", "callbacks"
+/// or "ema" (ckpt turns it into the file that held that part).
 class StateMismatch : public CheckpointError {
  public:
   StateMismatch(std::string part, const std::string& message)
@@ -136,6 +139,11 @@ class Trainer {
   /// Every metric of the task over `loader` (eval mode, no gradients), keys without prefix.
   Metrics validate(data::BatchSource& loader);
   Metrics test(data::BatchSource& loader) { return validate(loader); }
+  /// validate() of the EMA weights (trainer.ema); empty without them. The validation after each
+  /// epoch (or val_every_n_steps) reports them as val_ema/<metric>, which can be monitored.
+  Metrics validate_ema(data::BatchSource& loader);
+  /// trainer.ema's moving average of the weights; null without it.
+  ModelEma* ema() { return ema_.get(); }
   /// Model outputs over `loader`, concatenated on the CPU: (N, ...).
   at::Tensor predict(data::BatchSource& loader);
 
@@ -155,6 +163,11 @@ class Trainer {
   const config::TrainerSection& config() const { return cfg_; }
   void request_stop(const std::string& reason);
   bool stop_requested() const { return stop_; }
+  /// The signal (SIGTERM, SIGINT: lathe::StopSignals) that stopped fit() after a step, or 0.
+  /// Data-parallel ranks agree on it after every step (an all-reduce of the flag, MAX), so all
+  /// of them stop after the same step; a finished epoch is still validated and logged, an
+  /// unfinished one is not (its checkpoint resumes it where it stopped).
+  int stopped_by_signal() const { return stopped_by_signal_; }
   void log(const std::string& kind, Metrics values);
   optim::OptimizerBundle& optimizer() { return optimizer_; }
   torch::nn::AnyModule& model() { return model_; }
@@ -184,6 +197,8 @@ class Trainer {
   /// (output, loss), or undefined tensors when the batch must take the eager path.
   std::pair<at::Tensor, at::Tensor> graphed_step(const at::Tensor& x, const at::Tensor& y);
   void run_validation(data::BatchSource& val);
+  /// The stop signal any rank received (lathe::stop_signal()), the same answer on every rank.
+  int agreed_stop_signal();
   at::Tensor forward(const at::Tensor& x);
   Metrics compute(Meter& meter);  // over every rank's records when data-parallel
 
@@ -204,7 +219,9 @@ class Trainer {
   int64_t last_batch_size_ = 0;
   bool channels_last_ = false;            ///< 4-d inputs go channels-last (the model's weights too)
   std::unique_ptr<CudaGraphStep> graph_;  ///< trainer.cuda_graphs, when the step qualifies
+  std::unique_ptr<ModelEma> ema_;         ///< trainer.ema, updated after every optimizer step
   bool recomputes_seen_ = false;          ///< a step ran activation checkpointing
+  int stopped_by_signal_ = 0;
 };
 
 /// The metrics of a model over every batch of `loader` for `task` (eval mode, no gradients; the
