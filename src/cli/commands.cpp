@@ -1,4 +1,4 @@
-// lathe train / eval / sweep / info / export: argument parsing and the calls into the library.
+// lathe train / eval / sweep / info / export (predict, generate: serve_commands.cpp): argument parsing and the calls into the library.
 #include "src/cli/commands.h"
 
 #include <fmt/ostream.h>
@@ -235,6 +235,7 @@ void add_commands(CLI::App& app, int& exit_code) {
   add_sweep(app, exit_code);
   add_info(app, exit_code);
   add_export(app, exit_code);
+  add_serve_commands(app, exit_code);
 }
 
 }  // namespace lathe::cli
