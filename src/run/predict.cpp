@@ -114,19 +114,21 @@ std::vector<Prediction> answer(LoadedRun& run, const at::Tensor& inputs,
     LATHE_CHECK(out.size(1) == 1, ModelError,
                 "{}: the model gives {} values per record; a regression run predicts one",
                 run.dir.string(), out.size(1));
-    for (size_t i = 0; i < B; ++i) batch[i].value = out[static_cast<int64_t>(i)][0].item<double>();
+    const at::Tensor values = out.contiguous();  // (B, 1)
+    for (size_t i = 0; i < B; ++i) batch[i].value = values.data_ptr<float>()[i];
     return batch;
   }
   const auto K = static_cast<int64_t>(run.classes.size());
   LATHE_CHECK(out.size(1) == K, ModelError,
               "{}: the model gives {} outputs per record but classes.txt names {} classes",
               run.dir.string(), out.size(1), K);
-  const auto [probs, idx] = at::softmax(out, 1).topk(std::min(run.top_k, K), 1);  // (B, k)
+  const auto k = static_cast<size_t>(std::min(run.top_k, K));
+  const auto [top, idx] = at::softmax(out, 1).topk(static_cast<int64_t>(k), 1);  // (B, k)
+  const at::Tensor probs = top.contiguous(), order = idx.contiguous();
   for (size_t i = 0; i < B; ++i)
-    for (int64_t j = 0; j < probs.size(1); ++j) {
-      const auto r = static_cast<int64_t>(i);
-      batch[i].labels.push_back(run.classes[static_cast<size_t>(idx[r][j].item<int64_t>())]);
-      batch[i].probabilities.push_back(probs[r][j].item<double>());
+    for (size_t j = 0; j < k; ++j) {
+      batch[i].labels.push_back(run.classes[static_cast<size_t>(order.data_ptr<int64_t>()[i * k + j])]);
+      batch[i].probabilities.push_back(probs.data_ptr<float>()[i * k + j]);
     }
   return batch;
 }
