@@ -1,6 +1,8 @@
 // CsvChunkReader: record boundaries found line by line (tracking quotes), chunks parsed by parse_csv.
 #include "lathe/data/csv_stream.h"
 
+#include <string_view>
+
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 
@@ -54,6 +56,14 @@ CsvChunkReader::CsvChunkReader(const std::filesystem::path& file, int64_t chunk_
   in_.open(file, std::ios::binary);
   LATHE_CHECK(in_.good(), DataError, "{}: cannot open this CSV file", file.string());
   file_size_ = static_cast<int64_t>(std::filesystem::file_size(file));
+  char bom[3] = {};
+  in_.read(bom, 3);  // a UTF-8 byte-order mark is not part of the first column's name
+  if (in_.gcount() == 3 && std::string_view(bom, 3) == "\xEF\xBB\xBF") {
+    bytes_read_ = 3;
+  } else {
+    in_.clear();
+    in_.seekg(0);
+  }
   if (!options_.header) return;
   std::string text;
   int64_t start = next_line_;
@@ -74,7 +84,7 @@ bool CsvChunkReader::read_record(std::string& text) {
   QuoteState state;
   bool any = false;
   for (std::string line; std::getline(in_, line);) {
-    bytes_read_ += static_cast<int64_t>(line.size()) + 1;
+    bytes_read_ = in_.eof() ? file_size_ : bytes_read_ + static_cast<int64_t>(line.size()) + 1;
     ++next_line_;
     any = true;
     state.scan(line, options_.delimiter);
