@@ -9,13 +9,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
-#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/config/config.h"
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/gpu.h"
 #include "lathe/core/runtime.h"
-#include "models/registry.h"
+#include "src/run/finished_run.h"
 #include "models/rnn/rnn.h"
 #include "models/transformer/gpt2.h"
 
@@ -108,12 +107,9 @@ std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
 Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
   const Doing doing(fmt::format("generating with the run {}", run_dir.string()));
   const auto config_file = run_dir / "config.yaml";
-  LATHE_CHECK(fs::exists(config_file), ConfigError,
-              "{}: no config.yaml here; pass the folder of a finished run (runs/<name>)",
-              run_dir.string());
   std::vector<std::string> overrides;
   if (!o.device.empty()) overrides.push_back("run.device=" + o.device);
-  const config::RunConfig cfg = config::load_config(config_file, overrides);
+  const config::RunConfig cfg = detail::load_finished_config(run_dir, overrides);
   LATHE_CHECK(cfg.task.kind == "lm", ConfigError,
               "{}: a {} run, not a language model (task lm: gpt2, lstm_lm, gru_lm on text); "
               "answer it with: lathe predict {} INPUT...",
@@ -147,10 +143,7 @@ Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
   setup_threads(cfg.run.threads);
   const c10::Device device = select_device(cfg.run.device);
   use_device(device);
-  torch::nn::AnyModule model = models::build_model(cfg.model);
-  ckpt::load_weights_any(*model.ptr(), o.weights.empty() ? run_dir / "model.safetensors" : o.weights,
-                         /*strict=*/true);
-  model.ptr()->to(device);
+  torch::nn::AnyModule model = detail::load_finished_model(cfg, run_dir, o.weights, device);
   const auto t0 = std::chrono::steady_clock::now();
   g.new_ids = generate_tokens(model, g.prompt_ids, o.max_new_tokens, o.sampling, device,
                               o.use_cache);

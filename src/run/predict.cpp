@@ -13,7 +13,6 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/modules/container/any.h>
 
-#include "lathe/ckpt/torch_pickle.h"
 #include "lathe/config/config.h"
 #include "lathe/core/activity.h"
 #include "lathe/core/autocast.h"
@@ -28,7 +27,7 @@
 #include "lathe/data/tensor_data.h"
 #include "lathe/data/text.h"
 #include "lathe/data/transforms.h"
-#include "models/registry.h"
+#include "src/run/finished_run.h"
 
 namespace lathe::run {
 namespace {
@@ -57,20 +56,16 @@ std::vector<std::string> read_lines(const fs::path& file) {
 }
 
 LoadedRun load_run(const fs::path& run_dir, const PredictOptions& o) {
-  const auto config_file = run_dir / "config.yaml";
-  LATHE_CHECK(fs::exists(config_file), ConfigError,
-              "{}: no config.yaml here; pass the folder of a finished run (runs/<name>)",
-              run_dir.string());
   std::vector<std::string> overrides;
   if (!o.device.empty()) overrides.push_back("run.device=" + o.device);
   LoadedRun run;
   run.dir = run_dir;
-  run.cfg = config::load_config(config_file, overrides);
+  run.cfg = detail::load_finished_config(run_dir, overrides);
   const config::RunConfig& cfg = run.cfg;
   LATHE_CHECK(cfg.task.kind != "lm", ConfigError,
               "{}: a language model (task lm) has no classes or values to predict; sample text "
               "from it with: lathe generate {} --prompt TEXT",
-              config_file.string(), run_dir.string());
+              (run_dir / "config.yaml").string(), run_dir.string());
   LATHE_CHECK(o.top_k >= 1, ConfigError, "--top-k {}: give 1 or more", o.top_k);
   LATHE_CHECK(o.batch_size >= 0, ConfigError, "--batch-size {}: give 1 or more", o.batch_size);
   run.batch_size = o.batch_size > 0 ? o.batch_size : cfg.data.eval_batch_size;
@@ -79,11 +74,7 @@ LoadedRun load_run(const fs::path& run_dir, const PredictOptions& o) {
   run.device = select_device(cfg.run.device);
   use_device(run.device);
   run.precision = resolve_precision(cfg.trainer.precision, run.device);
-  run.model = models::build_model(cfg.model);
-  const auto weights = o.weights.empty() ? run_dir / "model.safetensors" : o.weights;
-  ckpt::load_weights_any(*run.model.ptr(), weights, /*strict=*/true);
-  run.model.ptr()->to(run.device);
-  run.model.ptr()->eval();
+  run.model = detail::load_finished_model(cfg, run_dir, o.weights, run.device);
   if (cfg.task.kind == "classification") {
     const auto classes_file = run_dir / "classes.txt";
     LATHE_CHECK(fs::exists(classes_file), DataError,
