@@ -215,6 +215,27 @@ TEST(Predict, IdxImagesAsPngsEqualEvalAtTheNativeAndAResizedSide) {
   }
 }
 
+TEST(Predict, ImageFolderPngsAndJpegsEqualEvalThroughItsEvaluationTransforms) {
+  TempDir dir;
+  // train/ and test/ class folders of images larger than the run's side and of varied shapes:
+  // predict resizes the shorter side, crops the centre and decodes JPEGs at a reduced scale as
+  // the run's loader does.
+  for (const char* part : {"train", "test"})
+    for (const char* cls : {"ant", "bee"})
+      for (int i = 0; i < (std::string(part) == "train" ? 6 : 3); ++i) {
+        fs::create_directories(dir / "imgs" / part / cls);
+        const at::Tensor img = at::randint(0, 255, {3, 40 + 3 * i, 52 - 2 * i}, at::kByte);
+        write_text(dir / "imgs" / part / cls / fmt::format("{}.{}", i, i % 2 ? "jpg" : "png"),
+                   i % 2 ? lathe::data::encode_jpeg(img) : lathe::data::encode_png(img));
+      }
+  const fs::path r = train(dir, "data: {source: image_folder, path: " + (dir / "imgs").string() +
+                                    ", image_size: 16, batch_size: 4, num_workers: 0}\n"
+                                    "model: {name: convnet, channels: [4], hidden: 8}\n");
+  const auto preds = predict(r, {(dir / "imgs" / "test").string()}, /*top_k=*/2, 4);
+  expect_probabilities_equal(preds, eval_outputs(r), classes_of(r));
+  EXPECT_EQ(preds.front().id, (dir / "imgs" / "test" / "ant" / "0.png").string());
+}
+
 TEST(Predict, TextCsvFromACsvAndFromLinesEqualsEval) {
   TempDir dir;
   write_text(dir / "vocab.txt",
