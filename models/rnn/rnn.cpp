@@ -132,4 +132,23 @@ at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
   return fc ? fc(h) : at::linear(h, embedding->weight, tied_bias);  // (B, T, vocab_size)
 }
 
+at::Tensor RNNLanguageModelImpl::forward_step(const at::Tensor& ids, RNNState& state) {
+  LATHE_CHECK(ids.dim() == 2 && !at::isFloatingType(ids.scalar_type()), ModelError,
+              "rnn_lm: expected token ids (B, T) of an integer type, got {} {}",
+              c10::toString(ids.scalar_type()), ids.sizes());
+  const at::Tensor e = embedding(ids);  // (B, T, E)
+  at::Tensor h;                         // (B, T, H)
+  if (lstm) {
+    std::optional<std::tuple<at::Tensor, at::Tensor>> hx;
+    if (state.h.defined()) hx = std::make_tuple(state.h, state.c);
+    auto [out, hc] = lstm->forward(e, hx);
+    h = out;
+    std::tie(state.h, state.c) = hc;
+  } else {
+    std::tie(h, state.h) = gru->forward(e, state.h);
+  }
+  h = at::dropout(h, options.dropout(), is_training());
+  return fc ? fc(h) : at::linear(h, embedding->weight, tied_bias);  // (B, T, vocab_size)
+}
+
 }  // namespace lathe::models

@@ -77,6 +77,12 @@ struct RNNLanguageModelOptions {
   TORCH_ARG(bool, tie_weights) = false;
 };
 
+/// The recurrent state an RNNLanguageModel carries from one call to the next: h (and c for an
+/// LSTM), each (num_layers, B, hidden_size); undefined = zeros (the start of a sequence).
+struct RNNState {
+  at::Tensor h, c;
+};
+
 /// A causal (unidirectional) character / token language model: embedding → LSTM/GRU → dropout
 /// → `fc` over the vocabulary at every position. Names as RNNClassifier's. Tied, fc.weight is
 /// not a parameter of its own (a torch.save file whose fc.weight aliases embedding.weight loads).
@@ -85,6 +91,9 @@ class RNNLanguageModelImpl : public torch::nn::Module {
   explicit RNNLanguageModelImpl(const RNNLanguageModelOptions& options = {});
   /// ids (B, T) int64 → next-token logits (B, T, vocab_size)
   at::Tensor forward(const at::Tensor& ids);
+  /// ids (B, T) that continue the sequence `state` ends → logits (B, T, vocab_size); `state`
+  /// becomes the state after them. forward(ids) equals a step from an empty state.
+  at::Tensor forward_step(const at::Tensor& ids, RNNState& state);
   void reset();
 
   RNNLanguageModelOptions options;

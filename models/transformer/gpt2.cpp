@@ -62,6 +62,30 @@ at::Tensor GPT2BlockImpl::forward(const at::Tensor& x, const at::Tensor& attenti
   return h + at::dropout(m, p, is_training());
 }
 
+at::Tensor GPT2BlockImpl::forward_cached(const at::Tensor& x, at::Tensor& keys,
+                                         at::Tensor& values) {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), H = options.n_head();
+  const auto heads = [&](const at::Tensor& t) {  // (B, T, C) → (B, H, T, C/H)
+    return t.reshape({B, T, H, C / H}).transpose(1, 2);
+  };
+  const std::vector<at::Tensor> qkv = c_attn(ln_1(x)).chunk(3, -1);  // 3 × (B, T, C)
+  const at::Tensor q = heads(qkv[0]);
+  keys = keys.defined() ? at::cat({keys, heads(qkv[1])}, 2) : heads(qkv[1]).contiguous();
+  values = values.defined() ? at::cat({values, heads(qkv[2])}, 2) : heads(qkv[2]).contiguous();
+  const int64_t S = keys.size(2);  // past + T
+  at::Tensor y;                    // (B, H, T, C/H)
+  if (T == 1) {                    // the newest token sees every position
+    y = at::scaled_dot_product_attention(q, keys, values);
+  } else if (S == T) {  // no past: plain causal attention, as forward()
+    y = at::scaled_dot_product_attention(q, keys, values, {}, 0.0, /*is_causal=*/true);
+  } else {  // query t (position S - T + t) sees positions ≤ S - T + t
+    const at::Tensor allowed = at::ones({T, S}, x.options().dtype(at::kBool)).tril(S - T);
+    y = at::scaled_dot_product_attention(q, keys, values, allowed);
+  }
+  const at::Tensor h = x + attn_c_proj(y.transpose(1, 2).reshape({B, T, C}));  // (B, T, C)
+  return h + mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));
+}
+
 GPT2Impl::GPT2Impl(const GPT2Options& options_) : options(options_) { reset(); }
 
 void GPT2Impl::reset() {
@@ -112,6 +136,27 @@ at::Tensor GPT2Impl::forward_hidden(const at::Tensor& ids, const at::Tensor& att
       x = b->forward(x, attention_mask);
   }
   return ln_f(x);  // (B, T, C)
+}
+
+std::pair<at::Tensor, GPT2Cache> GPT2Impl::forward_cached(const at::Tensor& ids, GPT2Cache past) {
+  LATHE_CHECK(ids.dim() == 2 && !at::isFloatingType(ids.scalar_type()), ModelError,
+              "gpt2: expected token ids (B, T) of an integer type, got {} {}",
+              c10::toString(ids.scalar_type()), ids.sizes());
+  const int64_t S = past.length(), T = ids.size(1);
+  LATHE_CHECK(S + T <= options.n_positions(), ModelError,
+              "gpt2: {} cached and {} new tokens are more than n_positions {}", S, T,
+              options.n_positions());
+  if (past.keys.empty()) {
+    past.keys.resize(h->size());
+    past.values.resize(h->size());
+  }
+  const at::Tensor pos = at::arange(S, S + T, ids.options().dtype(at::kLong));  // (T,)
+  at::Tensor x = wte(ids) + wpe(pos);                                           // (B, T, C)
+  for (size_t i = 0; i < h->size(); ++i)
+    x = h[i]->as<GPT2Block>()->forward_cached(x, past.keys[i], past.values[i]);
+  x = ln_f(x);
+  at::Tensor logits = lm_head ? lm_head(x) : at::linear(x, wte->weight);  // (B, T, vocab_size)
+  return {std::move(logits), std::move(past)};
 }
 
 at::Tensor GPT2Impl::forward(const at::Tensor& ids, const at::Tensor& attention_mask) {

@@ -10,6 +10,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "models/lora.h"
 
@@ -48,6 +50,15 @@ class Conv1DImpl : public torch::nn::Module, public LoraHost {
 };
 TORCH_MODULE(Conv1D);
 
+/// The keys and values a GPT2 has computed for the tokens it has read, one pair per block, each
+/// (B, n_head, S, head_dim): what an incremental forward (GPT2Impl::forward_cached) continues
+/// from. Empty before the first call.
+struct GPT2Cache {
+  std::vector<at::Tensor> keys, values;
+  /// S: the tokens read so far.
+  int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+};
+
 /// One pre-LayerNorm decoder block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Names: ln_1,
 /// attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj.
 class GPT2BlockImpl : public torch::nn::Module {
@@ -55,6 +66,10 @@ class GPT2BlockImpl : public torch::nn::Module {
   explicit GPT2BlockImpl(const GPT2Options& options);
   /// (B, T, C), optional attention_mask (B, T) → (B, T, C)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& attention_mask);
+  /// Incremental (eval mode, no dropout): x (B, T, C) for the positions after the S whose keys
+  /// and values (B, n_head, S, head_dim) are given (undefined for none); each query attends to
+  /// every earlier position and itself. `keys` and `values` become (B, n_head, S + T, head_dim).
+  at::Tensor forward_cached(const at::Tensor& x, at::Tensor& keys, at::Tensor& values);
 
   GPT2Options options;
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
@@ -74,6 +89,14 @@ class GPT2Impl : public torch::nn::Module {
   /// ids (B, T) int64, optional attention_mask (B, T) (1 = token, 0 = padding) → logits
   /// (B, T, vocab_size)
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask = {});
+  /// Incremental forward for generation (eval mode: no dropout): ids (B, T) are the tokens after
+  /// the S that `past` holds (positions S..S+T-1); returns their logits (B, T, vocab_size) and
+  /// the cache extended by them. The logits equal forward()'s on the whole sequence at those
+  /// positions; the past is never recomputed. S + T beyond n_positions is a ModelError.
+  ///
+  ///   auto [logits, cache] = lm->forward_cached(prompt);                     // (1, P, V)
+  ///   std::tie(logits, cache) = lm->forward_cached(next, std::move(cache));  // (1, 1, V)
+  std::pair<at::Tensor, GPT2Cache> forward_cached(const at::Tensor& ids, GPT2Cache past = {});
   /// The final hidden states (B, T, n_embd), after ln_f.
   at::Tensor forward_hidden(const at::Tensor& ids, const at::Tensor& attention_mask = {});
   void reset();

@@ -1,4 +1,5 @@
-// lathe train / eval / sweep / info / export / runs / report: argument parsing and the calls into the library.
+// lathe train / eval / sweep / info / export / runs / report (predict, generate:
+// serve_commands.cpp): argument parsing and the calls into the library.
 #include "src/cli/commands.h"
 
 #include <signal.h>
@@ -348,6 +349,7 @@ void add_commands(CLI::App& app, int& exit_code) {
   add_export(app, exit_code);
   add_runs(app, exit_code);
   add_report(app, exit_code);
+  add_serve_commands(app, exit_code);
 }
 
 }  // namespace lathe::cli

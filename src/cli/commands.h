@@ -16,4 +16,7 @@ enum Exit : int {
 /// its exit code in `exit_code`.
 void add_commands(CLI::App& app, int& exit_code);
 
+/// Adds predict and generate (src/cli/serve_commands.cpp).
+void add_serve_commands(CLI::App& app, int& exit_code);
+
 }  // namespace lathe::cli

@@ -30,7 +30,8 @@ struct Record {
 /// Reads records one at a time from `text`, tracking line numbers across quoted newlines.
 class RecordReader {
  public:
-  RecordReader(std::string_view text, char delim) : s_(text), delim_(delim) {
+  RecordReader(std::string_view text, char delim, int64_t first_line)
+      : s_(text), delim_(delim), line_(first_line) {
     if (s_.substr(0, 3) == "\xEF\xBB\xBF") pos_ = 3;  // UTF-8 byte-order mark
   }
 
@@ -102,7 +103,7 @@ class RecordReader {
   std::string_view s_;
   char delim_;
   size_t pos_ = 0;
-  int64_t line_ = 1;
+  int64_t line_;
 };
 
 bool blank(const Record& r) { return r.fields.size() == 1 && trim(r.fields[0]).empty(); }
@@ -158,7 +159,7 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
   CsvTable t;
   t.origin = std::move(origin);
   t.missing = options.missing;
-  RecordReader reader(text, options.delimiter);
+  RecordReader reader(text, options.delimiter, options.first_line);
   while (!reader.done() && options.header) {
     Record head = reader.next();
     if (blank(head)) continue;

@@ -337,10 +337,10 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
   return p;
 }
 
-TabularData TabularPreprocessor::transform(const CsvTable& t) const {
+TabularData TabularPreprocessor::transform(const CsvTable& t, bool with_targets) const {
   std::vector<int64_t> index;
   for (const auto& col : columns_) index.push_back(t.column_index(col.name));
-  const int64_t tcol = t.column_index(target_);
+  const int64_t tcol = with_targets ? t.column_index(target_) : -1;
   const int64_t width = num_features();
 
   TabularData out;
@@ -386,7 +386,7 @@ TabularData TabularPreprocessor::transform(const CsvTable& t) const {
       }
     }
     if (dropped) continue;
-    if (task_ == "classification") {
+    if (with_targets && task_ == "classification") {
       const std::string key = class_key(t, r, tcol, target_numeric_);
       const auto it = std::find(classes_.begin(), classes_.end(), key);
       LATHE_CHECK(it != classes_.end(), DataError,
@@ -394,7 +394,7 @@ TabularData TabularPreprocessor::transform(const CsvTable& t) const {
                   "split with stratification or drop the record",
                   t.where(r), key, classes_.size());
       targets.push_back(static_cast<double>(it - classes_.begin()));
-    } else {
+    } else if (with_targets) {
       double v = 0;
       LATHE_CHECK(!t.is_missing(r, tcol) && parse_number(cells[static_cast<size_t>(tcol)], v),
                   DataError, "{}: target column '{}': '{}' is not a number", t.where(r), target_,
@@ -407,6 +407,7 @@ TabularData TabularPreprocessor::transform(const CsvTable& t) const {
   const auto n = static_cast<int64_t>(out.rows.size());
   out.inputs = at::empty({n, width}, at::TensorOptions().dtype(at::kFloat));  // (N, F)
   std::copy(feats.begin(), feats.end(), out.inputs.data_ptr<float>());
+  if (!with_targets) return out;
   const bool cls = task_ == "classification";
   out.targets = at::empty({n}, at::TensorOptions().dtype(cls ? at::kLong : at::kFloat));  // (N)
   for (int64_t i = 0; i < n; ++i) {

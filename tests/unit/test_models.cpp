@@ -291,6 +291,23 @@ TEST(RNN, TiedLanguageModelLoadsTorchSavePtAndMatches) {
   check_sequence_model(model, *ref);  // parameter count: the tied weight once, as PyTorch's
 }
 
+TEST(RNN, LanguageModelStepsCarryTheStateAsTheWholeSequenceDoes) {
+  for (const char* cell : {"lstm", "gru"}) {
+    zoo::RNNLanguageModel lm(
+        zoo::RNNLanguageModelOptions().cell(cell).vocab_size(20).hidden_size(16).num_layers(2));
+    lm->eval();
+    torch::NoGradGuard no_grad;
+    const at::Tensor ids = at::randint(0, 20, {2, 9}, at::kLong);
+    zoo::RNNState state;
+    std::vector<at::Tensor> parts;
+    for (const auto& [lo, hi] : {std::pair{0, 4}, {4, 5}, {5, 9}})
+      parts.push_back(lm->forward_step(ids.slice(1, lo, hi), state));
+    EXPECT_LE(max_diff(at::cat(parts, 1), lm->forward(ids)), 1e-6) << cell;
+    EXPECT_EQ(state.h.sizes(), (std::vector<int64_t>{2, 2, 16})) << cell;
+    EXPECT_EQ(state.c.defined(), std::string(cell) == "lstm");
+  }
+}
+
 TEST(RNN, BadOptionsAndInputsAreModelErrors) {
   expect_error<ModelError>([] { zoo::RNNClassifier(zoo::RNNClassifierOptions().cell("rnn")); },
                            {"rnn_classifier", "cell 'rnn'", "lstm, gru"});
@@ -349,6 +366,33 @@ TEST(GPT2, IsCausalAndCountsLikeTransformers) {
         model->forward(at::zeros({1, 33}, at::kLong));
       },
       {"gpt2", "33 tokens", "n_positions 32"});
+}
+
+TEST(GPT2, CachedLogitsEqualUncachedOverAGeneratedSequence) {
+  zoo::GPT2 model(small_gpt2());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  // A prompt read in two parts (3 then 4 tokens: the second attends to a past), then 20 greedy
+  // tokens one at a time through the cache; the logits at every position equal the uncached
+  // forward's on the whole sequence.
+  const at::Tensor prompt = at::randint(0, 64, {1, 7}, at::kLong);
+  auto [first, cache] = model->forward_cached(prompt.slice(1, 0, 3));  // (1, 3, V)
+  at::Tensor logits;
+  std::tie(logits, cache) = model->forward_cached(prompt.slice(1, 3, 7), std::move(cache));
+  std::vector<at::Tensor> cached{first, logits};
+  at::Tensor seq = prompt;
+  for (int i = 0; i < 20; ++i) {
+    const at::Tensor next = logits.select(1, -1).argmax(-1, /*keepdim=*/true);  // (1, 1)
+    seq = at::cat({seq, next}, 1);
+    std::tie(logits, cache) = model->forward_cached(next, std::move(cache));
+    cached.push_back(logits);
+  }
+  EXPECT_EQ(cache.length(), 27);
+  EXPECT_EQ(cache.keys.front().sizes(), (std::vector<int64_t>{1, 4, 27, 8}));
+  EXPECT_LE(max_diff(at::cat(cached, 1), model->forward(seq)), 1e-5);
+  // Past n_positions (32): a ModelError, as the uncached forward's.
+  expect_error<ModelError>([&] { model->forward_cached(at::zeros({1, 6}, at::kLong), cache); },
+                           {"gpt2: 27 cached and 6 new tokens are more than n_positions 32"});
 }
 
 zoo::BertOptions small_bert() {

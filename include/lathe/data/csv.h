@@ -17,6 +17,9 @@ struct CsvOptions {
       false;  ///< skip malformed records (counted in CsvTable::skipped) instead of failing
   /// Cells that mean "missing" (compared after trimming spaces).
   std::vector<std::string> missing = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"};
+  /// The line number of the text's first line (errors cite it): 1 for a whole file, more for a
+  /// chunk of one (CsvChunkReader).
+  int64_t first_line = 1;
 };
 
 /// A CSV file as strings: one row per record, every row as wide as the header.

@@ -70,7 +70,9 @@ class TabularPreprocessor {
   /// Fits every step on `train`'s rows; a DataError names file:line for a bad cell.
   static TabularPreprocessor fit(const CsvTable& train, const TabularSpec& spec);
   /// Applies the fitted steps to `table` (which must have the fitted columns, in any order).
-  TabularData transform(const CsvTable& table) const;
+  /// Without `with_targets` the target column may be absent (it is ignored when present) and
+  /// `targets` stays undefined: new records to predict.
+  TabularData transform(const CsvTable& table, bool with_targets = true) const;
 
   /// "classification" or "regression".
   const std::string& task() const { return task_; }

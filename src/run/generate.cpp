@@ -1,0 +1,157 @@
+// generate: Hugging Face's sampling order over a language model stepped with its cache or state.
+#include "lathe/run/generate.h"
+
+#include <chrono>
+#include <functional>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "lathe/config/config.h"
+#include "lathe/core/activity.h"
+#include "lathe/core/error.h"
+#include "lathe/core/gpu.h"
+#include "lathe/core/runtime.h"
+#include "src/run/finished_run.h"
+#include "models/rnn/rnn.h"
+#include "models/transformer/gpt2.h"
+
+namespace lathe::run {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A language model read forward: each call takes the next ids (1, T) and returns their logits
+/// (1, T, V), remembering what it has seen.
+using Stepper = std::function<at::Tensor(const at::Tensor&)>;
+
+Stepper make_stepper(torch::nn::AnyModule& model, bool use_cache) {
+  if (use_cache) {
+    if (auto* gpt2 = dynamic_cast<models::GPT2Impl*>(model.ptr().get())) {
+      auto cache = std::make_shared<models::GPT2Cache>();
+      return [gpt2, cache](const at::Tensor& ids) {
+        auto [logits, next] = gpt2->forward_cached(ids, std::move(*cache));
+        *cache = std::move(next);
+        return logits;
+      };
+    }
+    if (auto* rnn = dynamic_cast<models::RNNLanguageModelImpl*>(model.ptr().get())) {
+      auto state = std::make_shared<models::RNNState>();
+      return [rnn, state](const at::Tensor& ids) { return rnn->forward_step(ids, *state); };
+    }
+  }
+  // Any other model (or no cache): the whole sequence again, each step.
+  auto seen = std::make_shared<at::Tensor>();
+  return [&model, seen](const at::Tensor& ids) {
+    *seen = seen->defined() ? at::cat({*seen, ids}, 1) : ids;  // (1, S)
+    return model.forward<at::Tensor>(*seen).narrow(1, seen->size(1) - ids.size(1), ids.size(1));
+  };
+}
+
+}  // namespace
+
+int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Generator& generator) {
+  at::Tensor scores = logits.to(at::kFloat).cpu().reshape({1, -1});  // (1, V)
+  if (o.greedy || o.temperature == 0) return scores.argmax(1).item<int64_t>();
+  LATHE_CHECK(o.temperature > 0, ConfigError, "--temperature {}: give 0 (greedy) or more",
+              o.temperature);
+  LATHE_CHECK(o.top_k >= 0, ConfigError, "--top-k {}: give 0 (off) or more", o.top_k);
+  LATHE_CHECK(o.top_p > 0 && o.top_p <= 1, ConfigError, "--top-p {}: give a value in (0, 1]",
+              o.top_p);
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  scores = scores / o.temperature;  // TemperatureLogitsWarper
+  if (o.top_k > 0) {                // TopKLogitsWarper: below the k-th largest score → -inf
+    const int64_t k = std::min(o.top_k, scores.size(1));
+    const at::Tensor kth = std::get<0>(scores.topk(k, 1)).select(1, k - 1).unsqueeze(1);  // (1, 1)
+    scores = scores.masked_fill(scores < kth, minus_inf);
+  }
+  if (o.top_p < 1) {  // TopPLogitsWarper: drop the low tail whose mass is at most 1 - p
+    const auto [sorted, order] = scores.sort(1, /*descending=*/false);  // (1, V) ascending
+    at::Tensor remove = sorted.softmax(1).cumsum(1) <= (1 - o.top_p);
+    remove.select(1, remove.size(1) - 1).fill_(false);  // the most likely token always stays
+    scores = scores.masked_fill(remove.scatter(1, order, remove), minus_inf);
+  }
+  return at::multinomial(scores.softmax(1), 1, false, generator).item<int64_t>();
+}
+
+std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
+                                     const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                                     const SamplingOptions& sampling, c10::Device device,
+                                     bool use_cache) {
+  LATHE_CHECK(!prompt.empty(), ConfigError,
+              "generate: the prompt is empty; give --prompt TEXT or --prompt-ids 1,2,3");
+  LATHE_CHECK(max_new_tokens >= 0, ConfigError, "--max-new-tokens {}: give 0 or more",
+              max_new_tokens);
+  torch::NoGradGuard no_grad;
+  auto& module = *model.ptr();
+  const bool was_training = module.is_training();
+  module.eval();
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(sampling.seed);
+  Stepper step = make_stepper(model, use_cache);
+  const auto ids_tensor = [&](const std::vector<int64_t>& ids) {
+    return at::tensor(ids, at::kLong).unsqueeze(0).to(device);  // (1, T)
+  };
+  std::vector<int64_t> out;
+  at::Tensor logits = step(ids_tensor(prompt));  // (1, T, V)
+  for (int64_t i = 0; i < max_new_tokens; ++i) {
+    const int64_t token = next_token(logits[0][-1], sampling, generator);
+    out.push_back(token);
+    if (i + 1 < max_new_tokens) logits = step(ids_tensor({token}));
+  }
+  module.train(was_training);
+  return out;
+}
+
+Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
+  const Doing doing(fmt::format("generating with the run {}", run_dir.string()));
+  const auto config_file = run_dir / "config.yaml";
+  std::vector<std::string> overrides;
+  if (!o.device.empty()) overrides.push_back("run.device=" + o.device);
+  const config::RunConfig cfg = detail::load_finished_config(run_dir, overrides);
+  LATHE_CHECK(cfg.task.kind == "lm", ConfigError,
+              "{}: a {} run, not a language model (task lm: gpt2, lstm_lm, gru_lm on text); "
+              "answer it with: lathe predict {} INPUT...",
+              config_file.string(), cfg.task.kind, run_dir.string());
+  const int64_t vocab = cfg.model.params.get_int("vocab_size", 0);
+  Generation g;
+  g.byte_level = cfg.data.source == "text";
+  LATHE_CHECK(o.prompt.empty() || o.prompt_ids.empty(), ConfigError,
+              "give either --prompt or --prompt-ids, not both");
+  if (!o.prompt_ids.empty()) {
+    g.prompt_ids = o.prompt_ids;
+  } else {
+    LATHE_CHECK(g.byte_level, ConfigError,
+                "{}: the run's data ({}) has no text tokenizer lathe applies; give the prompt as "
+                "token ids: --prompt-ids 464,3290",
+                config_file.string(), cfg.data.source);
+    for (const unsigned char c : o.prompt) g.prompt_ids.push_back(c);
+  }
+  for (const int64_t id : g.prompt_ids)
+    LATHE_CHECK(id >= 0 && (vocab == 0 || id < vocab), ConfigError,
+                "prompt token {} is outside the model's vocabulary of {} ids (0..{})", id, vocab,
+                vocab - 1);
+  const int64_t limit = cfg.model.name == "gpt2" ? cfg.model.params.get_int("n_positions", 1024) : 0;
+  LATHE_CHECK(limit == 0 || static_cast<int64_t>(g.prompt_ids.size()) + o.max_new_tokens <= limit,
+              ConfigError,
+              "a prompt of {} tokens and --max-new-tokens {} make {} positions, more than the "
+              "model's n_positions {}; lower --max-new-tokens or shorten the prompt",
+              g.prompt_ids.size(), o.max_new_tokens, g.prompt_ids.size() + o.max_new_tokens,
+              limit);
+
+  setup_threads(cfg.run.threads);
+  const c10::Device device = select_device(cfg.run.device);
+  use_device(device);
+  torch::nn::AnyModule model = detail::load_finished_model(cfg, run_dir, o.weights, device);
+  const auto t0 = std::chrono::steady_clock::now();
+  g.new_ids = generate_tokens(model, g.prompt_ids, o.max_new_tokens, o.sampling, device,
+                              o.use_cache);
+  g.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (g.byte_level)
+    for (const auto& part : {g.prompt_ids, g.new_ids})
+      for (const int64_t id : part) g.text.push_back(static_cast<char>(id));
+  return g;
+}
+
+}  // namespace lathe::run

@@ -1,0 +1,360 @@
+// lathe predict and generate in the run area: on a tiny trained run of each kind (idx images, CSV
+// classification, CSV regression, text CSV) the answers to the test split's raw records equal
+// the evaluation path's outputs and lathe eval's metrics; errors name what to fix; greedy and
+// seeded generation equal transformers' GPT2LMHeadModel.generate token for token.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "lathe/ckpt/torch_pickle.h"
+#include "lathe/config/config.h"
+#include "lathe/core/error.h"
+#include "lathe/data/image.h"
+#include "lathe/data/csv.h"
+#include "lathe/data/idx.h"
+#include "lathe/data/split.h"
+#include "lathe/run/generate.h"
+#include "lathe/run/predict.h"
+#include "lathe/run/run.h"
+#include "models/registry.h"
+#include "tests/support.h"
+
+namespace {
+
+using lathe::testing::expect_error;
+using lathe::testing::TempDir;
+using lathe::testing::write_text;
+namespace config = lathe::config;
+namespace run = lathe::run;
+namespace fs = std::filesystem;
+
+/// Trains the run `yaml` describes into `dir` (quietly) and returns its folder.
+fs::path train(const TempDir& dir, const std::string& yaml) {
+  const std::string common = "run: {name: r, dir: " + dir.path().string() +
+                             ", seed: 3, device: cpu}\n"
+                             "trainer: {max_epochs: 2, progress: none, tensorboard: false}\n"
+                             "checkpoint: {every_n_epochs: 0, save_best: false}\n";
+  return run::train_from_config(config::parse_config(common + yaml, "run.yaml")).run_dir;
+}
+
+/// The model outputs (N, K) on the run's test split, computed as lathe eval computes them: the
+/// run's loaders over its config's data, the model built from config.yaml, its weights.
+at::Tensor eval_outputs(const fs::path& run_dir) {
+  config::RunConfig cfg = config::load_config(run_dir / "config.yaml");
+  run::RunLoaders data = run::make_run_loaders(cfg.data, cfg.run.seed);
+  run::resolve_from_data(cfg, data);
+  auto model = lathe::models::build_model(cfg.model);
+  lathe::ckpt::load_weights_any(*model.ptr(), run_dir / "model.safetensors", true);
+  model.ptr()->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> outs;
+  for (int64_t i = 0; i < data.test->num_batches(); ++i)
+    outs.push_back(model.forward<at::Tensor>(data.test->batch(i).inputs));
+  return at::cat(outs).to(at::kFloat);
+}
+
+std::vector<run::Prediction> predict(const fs::path& run_dir, const std::vector<std::string>& in,
+                                     int64_t top_k = 1, int64_t batch = 7) {
+  run::PredictOptions o;
+  o.top_k = top_k;
+  o.batch_size = batch;  // several batches, one cut mid-file
+  std::vector<run::Prediction> all;
+  run::predict(run_dir, in, o, [&](const auto& b) { all.insert(all.end(), b.begin(), b.end()); });
+  return all;
+}
+
+std::vector<std::string> classes_of(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "classes.txt");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+/// Every class probability predict gives equals softmax(eval outputs) within 1e-6.
+void expect_probabilities_equal(const std::vector<run::Prediction>& preds, const at::Tensor& out,
+                                const std::vector<std::string>& classes) {
+  const at::Tensor p = at::softmax(out, 1);
+  ASSERT_EQ(static_cast<int64_t>(preds.size()), p.size(0));
+  for (size_t i = 0; i < preds.size(); ++i) {
+    ASSERT_EQ(preds[i].labels.size(), classes.size());
+    for (size_t j = 0; j < classes.size(); ++j) {
+      const auto k = std::find(classes.begin(), classes.end(), preds[i].labels[j]) - classes.begin();
+      EXPECT_NEAR(preds[i].probabilities[j], p[static_cast<int64_t>(i)][k].item<double>(), 1e-6)
+          << "record " << i << " class " << preds[i].labels[j];
+    }
+    // Most probable first, and the top-1 class is the argmax of the outputs.
+    EXPECT_EQ(preds[i].labels[0], classes[static_cast<size_t>(out[static_cast<int64_t>(i)].argmax().item<int64_t>())]);
+  }
+}
+
+/// "x1,colour,x2,label" rows: numbers with holes, a category with holes, string classes.
+std::string wine_rows(int n, int offset, bool with_label = true) {
+  const char* colours[] = {"red", "rose", "white"};
+  const char* names[] = {"barbera", "barolo", "grignolino"};
+  std::string text = with_label ? "x1,colour,x2,label\n" : "x1,colour,x2\n";
+  for (int i = offset; i < offset + n; ++i) {
+    const int c = i % 3;
+    const std::string x1 = i % 7 == 3 ? "" : fmt::format("{:.2f}", c * 1.5 + 0.1 * (i % 5));
+    const std::string colour = i % 11 == 5 ? "NA" : colours[(i + c) % 3];
+    text += fmt::format("{},{},{:.3f}", x1, colour, 2.0 - c + 0.05 * (i % 4));
+    text += with_label ? fmt::format(",{}\n", names[c]) : "\n";
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST(Predict, CsvClassificationEqualsEvalOnTheRawTestRecordsTargetOrNot) {
+  TempDir dir;
+  write_text(dir / "train.csv", wine_rows(90, 0));
+  write_text(dir / "test.csv", wine_rows(25, 1000));
+  const fs::path r = train(dir, "data: {source: csv, path: " + (dir / "train.csv").string() +
+                                    ", test_path: " + (dir / "test.csv").string() +
+                                    ", target: label, impute: mean, outliers: zscore,"
+                                    " batch_size: 16, num_workers: 0}\n"
+                                    "model: {name: mlp, hidden: [8]}\n");
+  const auto classes = classes_of(r);
+  ASSERT_EQ(classes, (std::vector<std::string>{"barbera", "barolo", "grignolino"}));
+  const auto preds = predict(r, {(dir / "test.csv").string()}, /*top_k=*/3);
+  expect_probabilities_equal(preds, eval_outputs(r), classes);
+  EXPECT_EQ(preds.front().id, "1");
+  EXPECT_EQ(preds.back().id, "25");
+  // lathe eval's accuracy is predict's top-1 against the file's labels.
+  const auto table = lathe::data::read_csv(dir / "test.csv");
+  int correct = 0;
+  for (size_t i = 0; i < preds.size(); ++i) correct += preds[i].labels[0] == table.rows[i][3];
+  EXPECT_NEAR(static_cast<double>(correct) / 25.0, run::evaluate_run(r, "", {}).at("accuracy"),
+              1e-9);
+
+  // Without the target column: the same answers.
+  write_text(dir / "new.csv", wine_rows(25, 1000, /*with_label=*/false));
+  const auto unlabelled = predict(r, {(dir / "new.csv").string()}, 3, 1000);
+  ASSERT_EQ(unlabelled.size(), preds.size());
+  for (size_t i = 0; i < preds.size(); ++i) {
+    EXPECT_EQ(unlabelled[i].labels, preds[i].labels);
+    EXPECT_EQ(unlabelled[i].probabilities, preds[i].probabilities);
+  }
+  // An unseen category follows the training rule (one-hot: all zeros), a missing cell is imputed.
+  write_text(dir / "odd.csv", "colour,x2,x1\npurple,1.0,\n");
+  EXPECT_EQ(predict(r, {(dir / "odd.csv").string()}).size(), 1u);
+  // A column the run was trained on is missing: the file, the column and the fix.
+  write_text(dir / "short.csv", "x1,colour\n1.0,red\n");
+  expect_error<lathe::DataError>([&] { predict(r, {(dir / "short.csv").string()}); },
+                                 {"short.csv:1: no column 'x2', which the run was trained on",
+                                  "add the column"});
+  // A cell that is not a number where the run saw numbers: file and line.
+  write_text(dir / "bad.csv", "x1,colour,x2\n1.0,red,2\n1.0,red,lots\n");
+  expect_error<lathe::DataError>([&] { predict(r, {(dir / "bad.csv").string()}); },
+                                 {"bad.csv:3: column 'x2' is numeric but holds 'lots'"});
+}
+
+TEST(Predict, CsvRegressionEqualsEvalValuesAndRmse) {
+  TempDir dir;
+  std::string rows = "a,b,kind,y\n";
+  for (int i = 0; i < 120; ++i) {
+    const double a = (i % 13) * 0.3, b = (i % 7) * -0.5;
+    rows += fmt::format("{:.2f},{:.2f},{},{:.3f}\n", a, b, i % 2 ? "x" : "y",
+                        2 * a - b + (i % 2) + 0.01 * (i % 3));
+  }
+  write_text(dir / "d.csv", rows);
+  const fs::path r = train(dir, "data: {source: csv, path: " + (dir / "d.csv").string() +
+                                    ", target: y, scale: minmax, batch_size: 16,"
+                                    " num_workers: 0, test_fraction: 0.25}\n"
+                                    "model: {name: mlp, hidden: [8]}\n");
+  // The run split d.csv itself: its test records are these rows of the file (same seed).
+  const auto test_rows = lathe::data::split_indices(120, 0.1, 0.25, 3, at::Tensor()).test;
+  const auto all = predict(r, {(dir / "d.csv").string()}, 1, 50);
+  ASSERT_EQ(all.size(), 120u);
+  const at::Tensor out = eval_outputs(r).reshape({-1});  // (N_test)
+  ASSERT_EQ(out.size(0), static_cast<int64_t>(test_rows.size()));
+  const auto table = lathe::data::read_csv(dir / "d.csv");
+  double sq = 0;
+  for (size_t i = 0; i < test_rows.size(); ++i) {
+    const auto row = static_cast<size_t>(test_rows[i]);
+    const double v = out[static_cast<int64_t>(i)].item<double>();
+    EXPECT_NEAR(all[row].value, v, 1e-6 * std::max(1.0, std::abs(v))) << "row " << row;
+    EXPECT_EQ(all[row].id, std::to_string(row + 1));
+    const double y = std::stod(table.rows[row][3]);
+    sq += (all[row].value - y) * (all[row].value - y);
+  }
+  // lathe eval's RMSE is that of predict's values on the test rows.
+  EXPECT_NEAR(std::sqrt(sq / static_cast<double>(out.size(0))),
+              run::evaluate_run(r, "", {}).at("rmse"), 1e-5);
+  EXPECT_EQ(all.front().id, "1");
+  EXPECT_TRUE(all.front().labels.empty());
+}
+
+TEST(Predict, IdxImagesAsPngsEqualEvalAtTheNativeAndAResizedSide) {
+  const auto raw = lathe::data::load_idx_split(lathe::testing::kFashionMnist, "t10k");
+  for (const int side : {28, 32}) {
+    TempDir dir;
+    const fs::path r = train(
+        dir, fmt::format("data: {{path: {}, limit_train: 300, limit_test: 20, image_size: {},"
+                         " batch_size: 32, num_workers: 0}}\n"
+                         "model: {{name: convnet, channels: [4], hidden: 8}}\n",
+                         lathe::testing::kFashionMnist, side));
+    fs::create_directories(dir / "pngs");
+    for (int64_t i = 0; i < 20; ++i)  // the test split's raw records, as image files
+      write_text(dir / "pngs" / fmt::format("img_{:03}.png", i),
+                 lathe::data::encode_png(raw.images[i].unsqueeze(0)));
+    const auto preds = predict(r, {(dir / "pngs").string()}, /*top_k=*/10);
+    expect_probabilities_equal(preds, eval_outputs(r), classes_of(r));
+    EXPECT_EQ(preds.front().id, (dir / "pngs" / "img_000.png").string());
+    // A glob names the same files.
+    EXPECT_EQ(predict(r, {(dir / "pngs").string() + "/img_01*.png"}).size(), 10u);
+    expect_error<lathe::DataError>([&] { predict(r, {(dir / "none*.png").string()}); },
+                                   {"none*.png: the pattern matches no file"});
+    write_text(dir / "notes.txt", "x");
+    expect_error<lathe::DataError>([&] { predict(r, {(dir / "notes.txt").string()}); },
+                                   {"notes.txt: not an image this run reads"});
+  }
+}
+
+TEST(Predict, ImageFolderPngsAndJpegsEqualEvalThroughItsEvaluationTransforms) {
+  TempDir dir;
+  // train/ and test/ class folders of images larger than the run's side and of varied shapes:
+  // predict resizes the shorter side, crops the centre and decodes JPEGs at a reduced scale as
+  // the run's loader does.
+  for (const char* part : {"train", "test"})
+    for (const char* cls : {"ant", "bee"})
+      for (int i = 0; i < (std::string(part) == "train" ? 6 : 3); ++i) {
+        fs::create_directories(dir / "imgs" / part / cls);
+        const at::Tensor img = at::randint(0, 255, {3, 40 + 3 * i, 52 - 2 * i}, at::kByte);
+        write_text(dir / "imgs" / part / cls / fmt::format("{}.{}", i, i % 2 ? "jpg" : "png"),
+                   i % 2 ? lathe::data::encode_jpeg(img) : lathe::data::encode_png(img));
+      }
+  const fs::path r = train(dir, "data: {source: image_folder, path: " + (dir / "imgs").string() +
+                                    ", image_size: 16, batch_size: 4, num_workers: 0}\n"
+                                    "model: {name: convnet, channels: [4], hidden: 8}\n");
+  const auto preds = predict(r, {(dir / "imgs" / "test").string()}, /*top_k=*/2, 4);
+  expect_probabilities_equal(preds, eval_outputs(r), classes_of(r));
+  EXPECT_EQ(preds.front().id, (dir / "imgs" / "test" / "ant" / "0.png").string());
+}
+
+TEST(Predict, TextCsvFromACsvAndFromLinesEqualsEval) {
+  TempDir dir;
+  write_text(dir / "vocab.txt",
+             "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nbad\nfilm\nplot\nacting\n");
+  std::string rows = "text,label\n", test = "text,label\n", lines;
+  const char* texts[] = {"good film good acting", "bad plot bad film", "good plot",
+                         "bad acting film", "film film good", "plot bad"};
+  for (int i = 0; i < 24; ++i) rows += fmt::format("{},{}\n", texts[i % 6], i % 6 % 2 ? "neg" : "pos");
+  for (int i = 0; i < 9; ++i) {
+    test += fmt::format("\"{} {}\",{}\n", texts[(i + 1) % 6], texts[i % 6], i % 2 ? "neg" : "pos");
+    lines += fmt::format("{} {}\n", texts[(i + 1) % 6], texts[i % 6]);
+  }
+  write_text(dir / "reviews.csv", rows);
+  write_text(dir / "test.csv", test);
+  write_text(dir / "lines.txt", lines);
+  const fs::path r = train(
+      dir, "data: {source: text_csv, path: " + (dir / "reviews.csv").string() +
+               ", test_path: " + (dir / "test.csv").string() + ", vocab: " +
+               (dir / "vocab.txt").string() +
+               ", target: label, max_length: 12, batch_size: 8, num_workers: 0}\n"
+               "model: {name: bert_classifier, hidden_size: 8, num_hidden_layers: 1,"
+               " num_attention_heads: 2, intermediate_size: 16, max_position_embeddings: 12}\n");
+  const at::Tensor out = eval_outputs(r);
+  const auto from_csv = predict(r, {(dir / "test.csv").string()}, 2, 4);
+  expect_probabilities_equal(from_csv, out, classes_of(r));
+  const auto from_lines = predict(r, {(dir / "lines.txt").string()}, 2, 4);
+  expect_probabilities_equal(from_lines, out, classes_of(r));
+  EXPECT_EQ(from_lines.back().id, "9");
+}
+
+TEST(Predict, ALanguageModelRunIsReferredToGenerate) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += fmt::format("line {} of the corpus.\n", i);
+  write_text(dir / "corpus.txt", text);
+  const fs::path r = train(dir, "data: {source: text, path: " + (dir / "corpus.txt").string() +
+                                    ", seq_len: 16, num_workers: 0}\n"
+                                    "model: {name: lstm_lm, embedding_dim: 4, hidden_size: 8}\n");
+  expect_error<lathe::ConfigError>([&] { predict(r, {"x.txt"}); },
+                                   {"a language model", "lathe generate"});
+  // The LSTM's carried state gives what rereading the whole sequence gives.
+  run::GenerateOptions o;
+  o.prompt = "line 3";
+  o.max_new_tokens = 12;
+  o.sampling.seed = 5;
+  const auto cached = run::generate(r, o);
+  o.use_cache = false;
+  EXPECT_EQ(run::generate(r, o).new_ids, cached.new_ids);
+  EXPECT_EQ(cached.text.substr(0, 6), "line 3");
+  EXPECT_EQ(cached.text.size(), 18u);
+}
+
+TEST(Generate, GreedyAndSeededSamplingEqualTransformersGenerateTokenForToken) {
+  TempDir dir;
+  constexpr int kNew = 24;
+  lathe::testing::run_parity("generate_oracle.py", fmt::format("{} {}", dir.path().string(), kNew));
+  const auto ids = [&](const std::string& name) {
+    std::istringstream in(lathe::testing::read_text(dir / name));
+    std::vector<int64_t> out;
+    for (int64_t v = 0; in >> v;) out.push_back(v);
+    return out;
+  };
+  // A run folder around transformers' weights: save_pretrained's model.safetensors as is.
+  const fs::path r = dir / "hf_run";
+  fs::create_directories(r);
+  fs::copy_file(dir / "hf" / "model.safetensors", r / "model.safetensors");
+  write_text(r / "config.yaml",
+             "run: {name: hf_run, device: cpu}\ndata: {source: text, path: corpus.txt}\n"
+             "task: {kind: lm}\nmodel: {name: gpt2, vocab_size: 96, n_positions: 64, n_embd: 32,"
+             " n_layer: 2, n_head: 4}\n");
+  run::GenerateOptions o;
+  o.prompt_ids = ids("prompt.txt");
+  o.max_new_tokens = kNew;
+  o.sampling.greedy = true;
+  const auto greedy = run::generate(r, o).new_ids;
+  EXPECT_EQ(greedy, ids("greedy.txt"));
+  o.use_cache = false;  // the key/value cache changes nothing
+  EXPECT_EQ(run::generate(r, o).new_ids, greedy);
+  o.use_cache = true;
+  // Sampling in Hugging Face's order (temperature, top-k, top-p) from torch's seeded generator:
+  // the same draws as generate(do_sample=True) after torch.manual_seed(7).
+  o.sampling = {.temperature = 0.8, .top_k = 20, .top_p = 0.9, .seed = 7};
+  const auto sampled = run::generate(r, o).new_ids;
+  EXPECT_EQ(sampled, ids("sampled.txt"));
+  EXPECT_EQ(run::generate(r, o).new_ids, sampled);  // same seed, same tokens
+  o.sampling = {.temperature = 1.0, .top_k = 1, .seed = 99};
+  EXPECT_EQ(run::generate(r, o).new_ids, greedy);  // top_k 1 is greedy
+  o.sampling = {.temperature = 0.0, .seed = 99};
+  EXPECT_EQ(run::generate(r, o).new_ids, greedy);  // temperature 0 is greedy
+  // Tokens outside the vocabulary, too long a sequence: what to change.
+  o.prompt_ids = {1, 96};
+  expect_error<lathe::ConfigError>([&] { run::generate(r, o); },
+                                   {"prompt token 96 is outside the model's vocabulary of 96"});
+  o.prompt_ids = {1, 2};
+  o.max_new_tokens = 63;
+  expect_error<lathe::ConfigError>([&] { run::generate(r, o); },
+                                   {"n_positions 64", "lower --max-new-tokens"});
+  o.prompt_ids.clear();
+  o.prompt = "AB";  // data.source text: byte-level, 'A' = 65, 'B' = 66
+  o.max_new_tokens = 2;
+  EXPECT_EQ(run::generate(r, o).prompt_ids, (std::vector<int64_t>{65, 66}));
+}
+
+TEST(Generate, TopPKeepsTheSmallestSetReachingPAndAlwaysOneToken) {
+  // probabilities 0.5, 0.3, 0.15, 0.05: top_p 0.7 keeps {0, 1}; 0.1 keeps {0} only.
+  const at::Tensor logits = at::log(at::tensor({0.5, 0.3, 0.15, 0.05}));
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(1);
+  std::set<int64_t> seen;
+  for (int i = 0; i < 300; ++i)
+    seen.insert(run::next_token(logits, {.temperature = 1.0, .top_p = 0.7}, g));
+  EXPECT_EQ(seen, (std::set<int64_t>{0, 1}));
+  seen.clear();
+  for (int i = 0; i < 50; ++i)
+    seen.insert(run::next_token(logits, {.temperature = 1.0, .top_p = 0.1}, g));
+  EXPECT_EQ(seen, (std::set<int64_t>{0}));
+  seen.clear();
+  for (int i = 0; i < 300; ++i)
+    seen.insert(run::next_token(logits, {.temperature = 1.0, .top_k = 3}, g));
+  EXPECT_EQ(seen, (std::set<int64_t>{0, 1, 2}));
+  expect_error<lathe::ConfigError>([&] { run::next_token(logits, {.top_p = 0.0}, g); },
+                                   {"--top-p 0"});
+}
