@@ -365,6 +365,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, EarlyStop
 }
 
 template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, ProfileSection> {
+  v("steps", s.steps);
+  v("path", s.path);
+  v("rows", s.rows);
+}
+
+template <class V, class S>
 void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSection> {
   v("max_epochs", s.max_epochs);
   v("max_steps", s.max_steps);
@@ -381,6 +388,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v("csv", s.csv);
   v("tensorboard", s.tensorboard);
   v.section("early_stopping", s.early_stopping);
+  v.section("profile", s.profile);
 }
 
 template <class V, class S>
@@ -640,6 +648,13 @@ void validate(const RunConfig& c, const Origin& origin) {
   v.choice("trainer.progress", t.progress, {"auto", "bar", "plain", "none"});
   v.choice("trainer.early_stopping.mode", t.early_stopping.mode, {"auto", "min", "max"});
   v.at_least<int64_t>("trainer.early_stopping.patience", t.early_stopping.patience, 1);
+  const auto& steps = t.profile.steps;
+  LATHE_CHECK(steps.empty() || (steps.size() == 2 && steps[0] >= 1 && steps[0] <= steps[1]),
+              ConfigError,
+              "{}: trainer.profile.steps = [{}] must be [first, last] optimizer steps with "
+              "1 <= first <= last, e.g. [6, 10] (after a few warm-up steps)",
+              v.where("trainer.profile.steps"), fmt::join(steps, ", "));
+  v.at_least<int64_t>("trainer.profile.rows", t.profile.rows, 1);
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
   v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);

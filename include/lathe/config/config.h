@@ -158,6 +158,14 @@ struct EarlyStoppingSection {
   double min_delta = 0.0;          ///< smallest change that counts as improvement
 };
 
+/// trainer.profile: record some training steps with LibTorch's profiler (Kineto).
+struct ProfileSection {
+  std::vector<int64_t> steps;      ///< [first, last] optimizer steps to record (1-based,
+                                   ///< inclusive); empty = off. `lathe train --profile` = [6, 10]
+  std::string path;                ///< folder for trace.json and the tables; empty = <run>/profile
+  int64_t rows = 20;               ///< rows in each table of top operators and model parts
+};
+
 /// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
   int64_t max_epochs = 5;
@@ -180,6 +188,7 @@ struct TrainerSection {
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl
   bool tensorboard = true;         ///< TensorBoard event file under tensorboard/
   EarlyStoppingSection early_stopping;
+  ProfileSection profile;
 };
 
 /// dist: data-parallel training over several processes (lathe train --devices N, or torchrun).
