@@ -194,7 +194,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
                          main_rank);
   const auto& profile = cfg.trainer.profile;
   if (main_rank && !profile.steps.empty())  // one profiler per process: the main rank records
-    trainer.add_callback(std::make_shared<ProfilerCallback>(
+    trainer.add_callback(std::make_shared<train::ProfilerCallback>(
         profile.steps[0], profile.steps[1],
         profile.path.empty() ? result.run_dir / "profile" : std::filesystem::path(profile.path),
         device, profile.rows));
