@@ -9,6 +9,7 @@
 #include <torch/nn/modules/pooling.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 
 namespace lathe::models {
 
@@ -51,7 +52,13 @@ at::Tensor ConvNetImpl::forward(const at::Tensor& x) {
                   x.size(2) == options.image_size() && x.size(3) == options.image_size(),
               ModelError, "convnet: expected input (B, {}, {}, {}), got {}",
               options.in_channels(), options.image_size(), options.image_size(), x.sizes());
-  return classifier->forward(features->forward(x));  // (B, C, H, W) → (B, num_classes)
+  at::Tensor h;  // (B, C_last, H / 2^stages, W / 2^stages)
+  {
+    const ProfileScope scope("features");
+    h = features->forward(x);
+  }
+  const ProfileScope scope("classifier");
+  return classifier->forward(h);  // (B, num_classes)
 }
 
 }  // namespace lathe::models

@@ -74,7 +74,14 @@ void add_train(CLI::App& app, int& exit_code) {
                   "cuda:0..N-1, or N shares of the CPU cores); data.batch_size stays the global "
                   "batch. Across machines use torchrun --no-python ... lathe train CONFIG")
       ->check(CLI::PositiveNumber);
+  auto profile = std::make_shared<bool>(false);
+  cmd->add_flag(
+      "--profile", *profile,
+      "Record optimizer steps 6 to 10 with LibTorch's profiler (trainer.profile.steps=[6, 10]): "
+      "<run>/profile/trace.json (open in ui.perfetto.dev) and profile.txt, the top operators "
+      "and model parts by self time");
   cmd->callback([=, &exit_code] {
+    if (*profile) overrides->insert(overrides->begin(), "trainer.profile.steps=[6, 10]");
     if (resume_opt->count() > 0 && resume->empty()) *resume = "auto";
     // `--resume key=value` (no path given) means auto, followed by an override.
     if (resume->find('=') != std::string::npos && !std::filesystem::exists(*resume)) {

@@ -395,6 +395,13 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, EmaSectio
 }
 
 template <class V, class S>
+void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, ProfileSection> {
+  v("steps", s.steps);
+  v("path", s.path);
+  v("rows", s.rows);
+}
+
+template <class V, class S>
 void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSection> {
   v("max_epochs", s.max_epochs);
   v("max_steps", s.max_steps);
@@ -413,6 +420,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, TrainerSe
   v.section("early_stopping", s.early_stopping);
   v.section("mlflow", s.mlflow);
   v.section("ema", s.ema);
+  v.section("profile", s.profile);
 }
 
 template <class V, class S>
@@ -704,6 +712,13 @@ void validate(const RunConfig& c, const Origin& origin) {
                 "{}: {} = {} watches the EMA weights, but trainer.ema is off; set "
                 "trainer.ema.decay (e.g. 0.999) or monitor val/...",
                 v.where(key), key, monitor);
+  const auto& steps = t.profile.steps;
+  LATHE_CHECK(steps.empty() || (steps.size() == 2 && steps[0] >= 1 && steps[0] <= steps[1]),
+              ConfigError,
+              "{}: trainer.profile.steps = [{}] must be [first, last] optimizer steps with "
+              "1 <= first <= last, e.g. [6, 10] (after a few warm-up steps)",
+              v.where("trainer.profile.steps"), fmt::join(steps, ", "));
+  v.at_least<int64_t>("trainer.profile.rows", t.profile.rows, 1);
 
   v.at_least<int64_t>("checkpoint.every_n_steps", c.checkpoint.every_n_steps, 0);
   v.at_least<int64_t>("checkpoint.every_n_epochs", c.checkpoint.every_n_epochs, 0);

@@ -31,9 +31,10 @@
 #include "lathe/run/mlflow.h"
 #include "lathe/run/report.h"
 #include "lathe/run/runs.h"
+#include "lathe/train/ema.h"
+#include "lathe/train/profiler.h"
 #include "models/layers.h"
 #include "models/lora.h"
-#include "lathe/train/ema.h"
 #include "models/registry.h"
 
 namespace lathe::run {
@@ -252,6 +253,12 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   }
   add_standard_callbacks(trainer, cfg, result.run_dir, /*resume=*/!resume_from.empty(),
                          main_rank);
+  const auto& profile = cfg.trainer.profile;
+  if (main_rank && !profile.steps.empty())  // one profiler per process: the main rank records
+    trainer.add_callback(std::make_shared<train::ProfilerCallback>(
+        profile.steps[0], profile.steps[1],
+        profile.path.empty() ? result.run_dir / "profile" : std::filesystem::path(profile.path),
+        device, profile.rows));
   if (cfg.model.unfreeze_at_epoch > 0 && !cfg.model.freeze.empty())
     trainer.add_callback(
         std::make_shared<UnfreezeCallback>(cfg.model.unfreeze_at_epoch, cfg.model.freeze));

@@ -200,6 +200,14 @@ struct EmaSection {
   bool enabled() const { return decay > 0; }
 };
 
+/// trainer.profile: record some training steps with LibTorch's profiler (Kineto).
+struct ProfileSection {
+  std::vector<int64_t> steps;      ///< [first, last] optimizer steps to record (1-based,
+                                   ///< inclusive); empty = off. `lathe train --profile` = [6, 10]
+  std::string path;                ///< folder for trace.json and the tables; empty = <run>/profile
+  int64_t rows = 20;               ///< rows in each table of top operators and model parts
+};
+
 /// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
   int64_t max_epochs = 5;
@@ -224,6 +232,7 @@ struct TrainerSection {
   EarlyStoppingSection early_stopping;
   MlflowSection mlflow;
   EmaSection ema;                  ///< validated and tested beside the raw weights (val_ema/...)
+  ProfileSection profile;
 };
 
 /// dist: data-parallel training over several processes (lathe train --devices N, or torchrun).
