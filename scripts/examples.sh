@@ -6,20 +6,12 @@
 # metric matches scikit-learn, data-parallel training matches one process. Any mismatch fails.
 #
 #   scripts/examples.sh [BUILD_DIR]     (default build/ci; run by scripts/test.sh after ctest)
-#   scripts/examples.sh --headers [BUILD_DIR]   also compile each installed header alone, twice
-#                                               in one file (standalone, guarded); not in CI:
-#                                               ~4 CPU-minutes without ccache for 61 headers
 #
 # Everything goes under BUILD_DIR/examples/ (a fixed path, wiped first, so that ccache hits
 # from one run to the next; the examples' objects hash the same from any checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-headers=false
-if [[ "${1:-}" == --headers ]]; then
-  headers=true
-  shift
-fi
 build=$(realpath "${1:-build/ci}")
 work=$build/examples
 python=$root/.venv/bin/python
@@ -47,31 +39,6 @@ for name in "${examples[@]}"; do
     exit 1
   fi
 done
-if $headers; then  # one translation unit per installed header, as an outside project
-  mkdir -p "$work/headers"
-  (cd "$work/prefix/include" && find lathe -name '*.h' | sort) | while read -r header; do
-    include=${header#lathe/zoo/}  # the zoo's headers are spelt "models/..."
-    printf '#include "%s"\n#include "%s"\n' "$include" "$include" \
-      >"$work/headers/$(echo "$include" | tr '/.' '__').cpp"
-  done
-  cat >"$work/headers/CMakeLists.txt" <<'CMAKE'
-cmake_minimum_required(VERSION 3.25)
-project(lathe_headers LANGUAGES CXX)
-set(CMAKE_CXX_STANDARD 20)
-find_package(lathe 0.1 CONFIG REQUIRED)
-file(GLOB sources ${CMAKE_SOURCE_DIR}/*.cpp)
-add_library(lathe_headers OBJECT ${sources})
-target_link_libraries(lathe_headers PRIVATE lathe::lathe)
-CMAKE
-  echo "examples: compiling each installed header alone"
-  if ! cmake -G Ninja -S "$work/headers" -B "$work/build/headers" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$work/prefix" "${launcher[@]}" >"$work/build-headers.log" 2>&1 ||
-    ! cmake --build "$work/build/headers" -j 2 -- -k 0 >>"$work/build-headers.log" 2>&1; then
-    grep -E "error|FAILED" "$work/build-headers.log"
-    echo "examples: an installed header does not compile alone (above)" >&2
-    exit 1
-  fi
-fi
 built=$SECONDS
 
 # run NAME ARGS...: runs an example, its output in out/NAME.txt; a failure shows that output.
