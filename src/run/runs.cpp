@@ -77,6 +77,7 @@ std::string format_time(double unix_seconds) {
 }
 
 std::string format_duration(double s) {
+  if (s < 9.95) return fmt::format("{:.1f}s", s);
   const auto total = static_cast<int64_t>(std::llround(s));
   if (total < 60) return fmt::format("{}s", total);
   if (total < 3600) return fmt::format("{}m{:02}s", total / 60, total % 60);
