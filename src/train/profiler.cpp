@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <unordered_set>
@@ -158,6 +159,9 @@ void ProfilerCallback::start() {
   LATHE_CHECK(!prof::profilerEnabled(), TrainError,
               "trainer.profile: another profiler is already running in this process; only one "
               "can record at a time");
+  // Kineto logs its own probe failures (no CUDA driver on a CPU machine) as errors on stderr;
+  // lathe reports what matters itself. A KINETO_LOG_LEVEL the user set stays.
+  setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
   std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
   if (device_.is_cuda()) activities.insert(prof::ActivityType::CUDA);
   const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/false,

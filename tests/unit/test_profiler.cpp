@@ -88,8 +88,8 @@ TEST(Profiler, AWindowAfterTheRunRecordsNothingAndABadWindowIsAConfigError) {
   EXPECT_FALSE(std::filesystem::exists(dir / "p" / "profile"));
 
   for (const char* bad : {"[3, 2]", "[0, 4]", "[5]"})
-    expect_error([&] { profiled_run(dir, bad); },
-                 {"trainer.profile.steps", "1 <= first <= last"});
+    expect_error<lathe::ConfigError>([&] { profiled_run(dir, bad); },
+                                     {"trainer.profile.steps", "1 <= first <= last"});
 }
 
 TEST(Profiler, TablesSortBySelfTimeAndSayWhatIsLeftOut) {
