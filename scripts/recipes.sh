@@ -63,8 +63,8 @@ import json, re, sys
 m = json.load(open(sys.argv[1]))
 parts = []
 for k in sys.argv[2].split(","):
-    if k == "trainable":  # the run's "model: NAME (N parameters, M trainable)" line
-        n, t = re.search(r"model: \S+ \((\d+) parameters, (\d+) trainable\)", open(sys.argv[3]).read()).groups()
+    if k == "trainable":  # the run's "model: NAME (N parameters), M trainable" line
+        n, t = re.search(r"model: \S+ \((\d+) parameters\), (\d+) trainable", open(sys.argv[3]).read()).groups()
         parts.append(f"{int(t):,} of {int(n):,} parameters trained")
         continue
     v = m[k]
