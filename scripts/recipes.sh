@@ -66,8 +66,8 @@ for recipe in "${RECIPES[@]}"; do
     "$claims" "$name" <<'EOF'
 import json, re, sys
 m = json.load(open(sys.argv[1]))
-# The run's "model: NAME (N parameters[, M trainable])" line.
-n, t = re.search(r"model: \S+ \((\d+) parameters(?:, (\d+) trainable)?\)",
+# The run's "model: NAME (N parameters)[, M trainable]" line.
+n, t = re.search(r"model: \S+ \((\d+) parameters\)(?:, (\d+) trainable)?",
                  open(sys.argv[3]).read()).groups()
 m["seconds"], m["params"], m["all_params"] = float(sys.argv[4]), int(t or n), int(n)
 parts = []

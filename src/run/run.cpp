@@ -218,7 +218,7 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
   if (group) dist::broadcast_module(*group, *model.ptr());  // every rank starts from rank 0's
   int64_t trainable = 0;
   for (const auto& p : model.ptr()->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
-  log::info("model: {} ({} parameters, {} trainable), precision {}", cfg.model.name,
+  log::info("model: {} ({} parameters), {} trainable, precision {}", cfg.model.name,
             models::parameter_count(*model.ptr()), trainable,
             resolve_precision(cfg.trainer.precision, device));
   optim::GroupRules rules;
