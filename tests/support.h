@@ -137,6 +137,13 @@ inline bool training(const std::filesystem::path& run) {
   return read_text(run / "metrics.jsonl").find("\"kind\":\"step\"") != std::string::npos;
 }
 
+/// True once the run folder's metrics.jsonl holds a row of optimizer step `step` (with
+/// trainer.log_every_n_steps=1 every step logs one): a moment that does not depend on load.
+inline bool logged_step(const std::filesystem::path& run, int64_t step) {
+  return read_text(run / "metrics.jsonl").find(",\"step\":" + std::to_string(step) + ",") !=
+         std::string::npos;
+}
+
 /// Runs `command` (a `lathe train` of the run folder `run`) to its end with its output in `log`;
 /// returns its exit status and how long it trained: seconds from its first step row to its end.
 inline std::pair<int, double> run_timed(const std::string& command,

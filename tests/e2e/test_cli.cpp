@@ -555,18 +555,23 @@ void stop_and_resume(int sig, int expected_status) {
       kLathe + " train " + kConfig + args + " run.name=full", dir / "full", dir / "full.log");
   ASSERT_EQ(full_status, 0) << lathe::testing::read_text(dir / "full.log");
 
-  // A moment in the first 60% of the time the full run trained (after its first step row).
+  // A random moment while it trains: after a random one of the first 24 of its 34 steps has
+  // logged, plus up to one step's time. (A delay in seconds is no such moment: a run on a
+  // machine with less load finishes sooner than the run it was timed on.)
   const unsigned seed = std::random_device{}();
   std::mt19937 rng(seed);
-  const int delay_ms = std::uniform_int_distribution<int>(0, static_cast<int>(train_s * 600))(rng);
-  SCOPED_TRACE(fmt::format("seed {}: {} {} ms after the first step", seed, signal_name(sig),
-                           delay_ms));
+  const int after_step = std::uniform_int_distribution<int>(1, 24)(rng);
+  const int delay_ms = std::uniform_int_distribution<int>(
+      0, static_cast<int>(train_s * 1000 / 34))(rng);
+  SCOPED_TRACE(fmt::format("seed {}: {} {} ms after step {} logged", seed, signal_name(sig),
+                           delay_ms, after_step));
   const auto log = dir / "stopped.log";
   const pid_t pid =
       start_command(kLathe + " train " + kConfig + args + " run.name=stopped", log);
   ASSERT_GT(pid, 0);
   int status = 0;
-  ASSERT_TRUE(wait_until(pid, [&] { return training(dir / "stopped"); }, &status))
+  ASSERT_TRUE(wait_until(
+      pid, [&] { return lathe::testing::logged_step(dir / "stopped", after_step); }, &status))
       << lathe::testing::read_text(log);
   std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   ::kill(pid, sig);

@@ -498,18 +498,23 @@ TEST(DistCli, SigtermToTheLauncherStopsEveryRankAfterTheSameStepAndResumesBitIde
   const auto [full_status, train_s] = lathe::testing::run_timed(
       lathe_train + args + " run.name=full", r.run("full"), r.dir / "full.log");
   ASSERT_EQ(full_status, 0) << lathe::testing::read_text(r.dir / "full.log");
-  // A moment in the first 60% of the time the full run trained (after its first step row).
+  // A random moment while it trains: after a random one of the first 160 of its 240 steps has
+  // logged, plus up to one step's time (not seconds from the start: a run on a machine with
+  // less load finishes sooner than the run it was timed on).
   const unsigned seed = std::random_device{}();
   std::mt19937 rng(seed);
-  const int delay_ms = std::uniform_int_distribution<int>(0, static_cast<int>(train_s * 600))(rng);
-  SCOPED_TRACE(fmt::format("seed {}: SIGTERM {} ms after the first step", seed, delay_ms));
+  const int after_step = std::uniform_int_distribution<int>(1, 160)(rng);
+  const int delay_ms =
+      std::uniform_int_distribution<int>(0, static_cast<int>(train_s * 1000 / 240))(rng);
+  SCOPED_TRACE(fmt::format("seed {}: SIGTERM {} ms after step {} logged", seed, delay_ms,
+                           after_step));
 
   const auto log = r.dir / "stopped.log";
   const pid_t pid = lathe::testing::start_command(lathe_train + args + " run.name=stopped", log);
   ASSERT_GT(pid, 0);
   int status = 0;
   ASSERT_TRUE(lathe::testing::wait_until(
-      pid, [&] { return lathe::testing::training(r.run("stopped")); }, &status))
+      pid, [&] { return lathe::testing::logged_step(r.run("stopped"), after_step); }, &status))
       << lathe::testing::read_text(log);
   std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   ::kill(pid, SIGTERM);
