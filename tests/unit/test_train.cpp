@@ -443,6 +443,8 @@ TEST(Recipes, EachRunsEndToEndAtSmallSize) {
        {"trainer.max_steps=8", "data.limit_train=400", "model.hidden_size=32"}},
       {"fortunes_gpt.yaml", {"trainer.max_steps=8", "data.limit_train=400", "model.n_layer=1"}},
       {"fashion_cnn.yaml", {"trainer.max_steps=8", "data.limit_train=1000", "data.limit_test=200"}},
+      {"fashion_small.yaml",
+       {"trainer.max_steps=8", "data.limit_train=1000", "data.limit_test=200"}},
   };
   for (const auto& [file, extra] : recipes) {
     SCOPED_TRACE(file);
