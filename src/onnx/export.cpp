@@ -84,6 +84,7 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
                 "{}: metadata key '{}' is given twice", path.string(), kv.first);
     model.metadata.push_back(kv);
   }
+  for (const auto& pass : options.graph_passes) pass(model);
   const std::string bytes = serialize_checked(model, path.string());
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   write_file_atomic(path, bytes);

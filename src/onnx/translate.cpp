@@ -58,8 +58,9 @@ at::ScalarType to_torch(DType dt) {
     case DType::Bool: return at::kBool;
     case DType::UInt8: return at::kByte;
     case DType::Int8: return at::kChar;
+    case DType::String: break;  // no torch dtype; the translator never makes string tensors
   }
-  return at::kFloat;
+  throw ExportError(fmt::format("internal: no torch dtype for ONNX {}", dtype_name(dt)));
 }
 
 /// The `value` attribute of ConstantOfShape: a one-element tensor of `dt`.

@@ -19,6 +19,8 @@ class AnyModule;
 
 namespace lathe::onnx {
 
+struct Model;
+
 /// One graph input: its name and which of its axes are dynamic (axis → symbol, e.g.
 /// {0: "batch", 1: "seq"}). Inputs that share a symbol share that size at run time.
 struct InputSpec {
@@ -40,6 +42,10 @@ struct ExportOptions {
   std::vector<std::pair<std::string, std::string>> metadata;
   /// The model's doc_string (e.g. the zoo name).
   std::string doc_string;
+  /// Passes over the translated model, in order, before it is checked and written: they may add
+  /// nodes before the traced graph's inputs or after its outputs (preprocessing, labels) or
+  /// rewrite nodes (quantization). See lathe/onnx/ir.h for the model's plain structs.
+  std::vector<std::function<void(Model&)>> graph_passes;
 };
 
 /// What was exported: the file, the graph's size and its inputs / outputs with shapes

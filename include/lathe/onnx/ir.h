@@ -20,6 +20,7 @@ enum class DType : int32_t {
   Float = 1,
   UInt8 = 2,
   Int8 = 3,
+  String = 8,
   Int32 = 6,
   Int64 = 7,
   Bool = 9,
@@ -31,18 +32,20 @@ enum class DType : int32_t {
 /// "float", "int64", ... for messages and config.pbtxt.
 const char* dtype_name(DType t);
 
-/// A constant tensor: its raw little-endian bytes, row-major.
+/// A constant tensor: its raw little-endian bytes, row-major; a String tensor holds its
+/// elements in `strings` instead (ONNX stores strings element by element, never as raw bytes).
 struct TensorData {
   std::string name;
   DType dtype = DType::Float;
   std::vector<int64_t> dims;
   std::string raw;
+  std::vector<std::string> strings;
 };
 
-/// A node attribute: int, float, string, ints, floats or a tensor.
+/// A node attribute: int, float, string, ints, floats, strings or a tensor.
 struct Attribute {
   using Value = std::variant<int64_t, float, std::string, std::vector<int64_t>,
-                             std::vector<float>, TensorData>;
+                             std::vector<float>, TensorData, std::vector<std::string>>;
   std::string name;
   Value value;
 };
@@ -54,6 +57,7 @@ struct Node {
   std::vector<std::string> outputs;
   std::vector<Attribute> attributes;
   std::string name;  ///< unique; carries the module path it came from
+  std::string domain;  ///< "" for the default ONNX domain, "ai.onnx.ml" for the ML operators
 };
 
 /// A dimension: a fixed size or a named symbol ("batch", "seq").
@@ -77,6 +81,8 @@ struct Graph {
 struct Model {
   Graph graph;
   int64_t opset = 17;
+  /// Opsets of further domains the nodes use, e.g. {"ai.onnx.ml", 3}.
+  std::vector<std::pair<std::string, int64_t>> domain_opsets;
   int64_t ir_version = 8;
   std::string producer_name = "lathe";
   std::string producer_version;

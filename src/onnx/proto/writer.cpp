@@ -19,7 +19,11 @@ void fill_tensor(::onnx::TensorProto& t, const TensorData& d) {
   t.set_name(d.name);
   t.set_data_type(static_cast<int32_t>(d.dtype));
   for (int64_t dim : d.dims) t.add_dims(dim);
-  t.set_raw_data(d.raw);
+  if (d.dtype == DType::String) {
+    for (const auto& s : d.strings) t.add_string_data(s);
+  } else {
+    t.set_raw_data(d.raw);
+  }
 }
 
 void fill_attribute(::onnx::AttributeProto& a, const Attribute& attr) {
@@ -42,6 +46,9 @@ void fill_attribute(::onnx::AttributeProto& a, const Attribute& attr) {
         } else if constexpr (std::is_same_v<V, std::vector<float>>) {
           a.set_type(::onnx::AttributeProto::FLOATS);
           for (float f : v) a.add_floats(f);
+        } else if constexpr (std::is_same_v<V, std::vector<std::string>>) {
+          a.set_type(::onnx::AttributeProto::STRINGS);
+          for (const auto& s : v) a.add_strings(s);
         } else {
           a.set_type(::onnx::AttributeProto::TENSOR);
           fill_tensor(*a.mutable_t(), v);
@@ -75,6 +82,11 @@ void fill_value_info(::onnx::ValueInfoProto& vi, const ValueInfo& v) {
   auto* opset = proto.add_opset_import();
   opset->set_domain("");
   opset->set_version(m.opset);
+  for (const auto& [domain, version] : m.domain_opsets) {
+    auto* extra = proto.add_opset_import();
+    extra->set_domain(domain);
+    extra->set_version(version);
+  }
   for (const auto& [key, value] : m.metadata) {
     auto* prop = proto.add_metadata_props();
     prop->set_key(key);
@@ -89,6 +101,7 @@ void fill_value_info(::onnx::ValueInfoProto& vi, const ValueInfo& v) {
     auto* node = g->add_node();
     node->set_op_type(n.op_type);
     node->set_name(n.name);
+    if (!n.domain.empty()) node->set_domain(n.domain);
     for (const auto& in : n.inputs) node->add_input(in);
     for (const auto& out : n.outputs) node->add_output(out);
     for (const auto& attr : n.attributes) fill_attribute(*node->add_attribute(), attr);
@@ -103,6 +116,7 @@ const char* dtype_name(DType t) {
     case DType::Float: return "float";
     case DType::UInt8: return "uint8";
     case DType::Int8: return "int8";
+    case DType::String: return "string";
     case DType::Int32: return "int32";
     case DType::Int64: return "int64";
     case DType::Bool: return "bool";
