@@ -457,6 +457,15 @@ TEST(ExportPreprocess, CsvClassificationRawColumnsGivePredictsLabelsAndProbabili
     const double worst = expect_same_classes(onnx, preds, classes);
     fmt::print("[ measured ] csv classification ({}): max |onnxruntime - predict| probability "
                "{:.2g}\n", encode, worst);
+    if (encode != "onehot") continue;
+    // Triton takes the string columns and the per-record label (dims [1] reshaped to []).
+    run::export_run(r, {.output = dir / "t" / "wine.onnx", .triton = true, .preprocess = true});
+    const std::string pbtxt = lathe::testing::read_text(dir / "t" / "triton" / "r" / "config.pbtxt");
+    EXPECT_NE(pbtxt.find("name: \"colour\"\n    data_type: TYPE_STRING\n    dims: [ 1 ]\n"),
+              std::string::npos) << pbtxt;
+    EXPECT_NE(pbtxt.find("name: \"label\"\n    data_type: TYPE_STRING\n    dims: [ 1 ]\n"
+                         "    reshape: { shape: [ ] }\n"),
+              std::string::npos) << pbtxt;
   }
 }
 
