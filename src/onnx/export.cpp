@@ -142,9 +142,9 @@ std::filesystem::path write_triton_repository(const ExportReport& report,
       // dims [1] reshaped to [], as its model configuration documents.
       const std::string reshape = dims.empty() ? "\n    reshape: { shape: [ ] }" : "";
       if (dims.empty()) dims.push_back("1");
-      text += fmt::format("  {{\n    name: \"{}\"\n    data_type: TYPE_{}\n    dims: [ {} ]{}\n  }}{}\n",
-                          io.name, type, fmt::join(dims, ", "), reshape,
-                          i + 1 < ios.size() ? "," : "");
+      text += fmt::format(
+          "  {{\n    name: \"{}\"\n    data_type: TYPE_{}\n    dims: [ {} ]{}\n  }}{}\n", io.name,
+          type, fmt::join(dims, ", "), reshape, i + 1 < ios.size() ? "," : "");
     }
     return text + "]\n";
   };

@@ -140,7 +140,8 @@ std::string numeric_column(Nodes& n, const data::TabularPreprocessor::Column& co
     x = n.add("Where", {nan, n.scalar(p + "fill", col.fill_number), x}, n.value(p + "imputed"));
   }
   if (col.steps.outliers != "none")
-    x = n.add("Clip", {x, n.scalar(p + "clip_lo", col.clip_lo), n.scalar(p + "clip_hi", col.clip_hi)},
+    x = n.add("Clip",
+              {x, n.scalar(p + "clip_lo", col.clip_lo), n.scalar(p + "clip_hi", col.clip_hi)},
               n.value(p + "clipped"));
   if (col.steps.scale != "none") {
     x = n.add("Sub", {x, n.scalar(p + "shift", col.shift)}, n.value(p + "shifted"));
@@ -172,14 +173,15 @@ std::string categorical_column(Nodes& n, const data::TabularPreprocessor::Column
                  {{"keys_strings", keys}, {"values_floats", values}, {"default_float", -1.0f}},
                  kMl);
   }
-  const std::string id = n.add("LabelEncoder", {col.name}, n.value(p + "id"),
-                               {{"keys_strings", keys}, {"values_int64s", ids},
-                                {"default_int64", int64_t{-1}}},
-                               kMl);  // (B, 1), -1 = unseen
+  const std::string id =
+      n.add("LabelEncoder", {col.name}, n.value(p + "id"),
+            {{"keys_strings", keys}, {"values_int64s", ids}, {"default_int64", int64_t{-1}}},
+            kMl);  // (B, 1), -1 = unseen
   std::vector<int64_t> range(cats.size());
   for (size_t i = 0; i < range.size(); ++i) range[i] = static_cast<int64_t>(i);
   const std::string hot =
-      n.add("Equal", {id, n.constant(p + "ids", DType::Int64, range, {static_cast<int64_t>(cats.size())})},
+      n.add("Equal",
+            {id, n.constant(p + "ids", DType::Int64, range, {static_cast<int64_t>(cats.size())})},
             n.value(p + "is_category"));  // (B, K)
   return n.add("Cast", {hot}, n.value(p + "feature"), {{"to", static_cast<int64_t>(DType::Float)}});
 }
@@ -188,9 +190,10 @@ void table_preprocessing(onnx::Model& m, const data::TabularPreprocessor& prep,
                          const std::string& origin, const std::string& run) {
   const std::set<std::string> taken = graph_names(m.graph);
   const ValueInfo features = take_single_input(m, run);  // float [batch, F]
-  const int64_t width = features.shape.size() == 2 && std::holds_alternative<int64_t>(features.shape[1])
-                            ? std::get<int64_t>(features.shape[1])
-                            : -1;
+  const int64_t width =
+      features.shape.size() == 2 && std::holds_alternative<int64_t>(features.shape[1])
+          ? std::get<int64_t>(features.shape[1])
+          : -1;
   LATHE_CHECK(width == prep.num_features(), ExportError,
               "{}: the model takes {} features but {} makes {}; export the run whose "
               "preprocessing.json this is",
@@ -217,14 +220,15 @@ void table_preprocessing(onnx::Model& m, const data::TabularPreprocessor& prep,
 
 // ---- classification: class names and probabilities after the logits -------------------------
 
-void label_outputs(onnx::Model& m, const std::vector<std::string>& classes, const std::string& run) {
+void label_outputs(onnx::Model& m, const std::vector<std::string>& classes,
+                   const std::string& run) {
   const ValueInfo logits = m.graph.outputs.front();  // float [batch, K]
   const int64_t K = logits.shape.size() == 2 && std::holds_alternative<int64_t>(logits.shape[1])
                         ? std::get<int64_t>(logits.shape[1])
                         : -1;
   LATHE_CHECK(K == static_cast<int64_t>(classes.size()), ExportError,
-              "{}: the model gives {} outputs per record but classes.txt names {} classes", run,
-              K, classes.size());
+              "{}: the model gives {} outputs per record but classes.txt names {} classes", run, K,
+              classes.size());
   Nodes n(m.graph, "postprocess/");
   n.add("Softmax", {logits.name}, "probabilities", {{"axis", int64_t{1}}});
   const std::string id = n.add("ArgMax", {logits.name}, n.value("class_id"),
@@ -235,9 +239,8 @@ void label_outputs(onnx::Model& m, const std::vector<std::string>& classes, cons
         {{"keys_int64s", ids}, {"values_strings", classes}, {"default_string", std::string()}},
         kMl);
   m.graph.nodes.insert(m.graph.nodes.end(), n.nodes().begin(), n.nodes().end());
-  m.graph.outputs.insert(m.graph.outputs.begin(),
-                         {{"label", DType::String, {logits.shape[0]}},
-                          {"probabilities", DType::Float, logits.shape}});
+  m.graph.outputs.insert(m.graph.outputs.begin(), {{"label", DType::String, {logits.shape[0]}},
+                                                   {"probabilities", DType::Float, logits.shape}});
   use_ml_domain(m);
 }
 

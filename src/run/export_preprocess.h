@@ -14,9 +14,9 @@ namespace lathe::run::detail {
 
 /// What the pass needs of the run besides its config.
 struct RunPreprocessing {
-  std::string run;                      ///< the run folder, for messages
-  std::filesystem::path tabular;        ///< its preprocessing.json (csv runs)
-  std::vector<std::string> classes;     ///< its classes.txt in id order (classification)
+  std::string run;                   ///< the run folder, for messages
+  std::filesystem::path tabular;     ///< its preprocessing.json (csv runs)
+  std::vector<std::string> classes;  ///< its classes.txt in id order (classification)
 };
 
 /// The graph pass for `cfg`'s run, over a model exported from its zoo signature (one input):

@@ -88,7 +88,8 @@ void expect_probabilities_equal(const std::vector<run::Prediction>& preds, const
   for (size_t i = 0; i < preds.size(); ++i) {
     ASSERT_EQ(preds[i].labels.size(), classes.size());
     for (size_t j = 0; j < classes.size(); ++j) {
-      const auto k = std::find(classes.begin(), classes.end(), preds[i].labels[j]) - classes.begin();
+      const auto k =
+          std::find(classes.begin(), classes.end(), preds[i].labels[j]) - classes.begin();
       EXPECT_NEAR(preds[i].probabilities[j], p[static_cast<int64_t>(i)][k].item<double>(), 1e-6)
           << "record " << i << " class " << preds[i].labels[j];
     }
@@ -137,7 +138,8 @@ double expect_same_classes(const nlohmann::json& onnx, const std::vector<run::Pr
   for (size_t i = 0; i < std::min(preds.size(), labels.size()); ++i) {
     EXPECT_EQ(labels[i].get<std::string>(), preds[i].labels[0]) << "record " << i;
     for (size_t j = 0; j < preds[i].labels.size(); ++j) {
-      const auto k = std::find(classes.begin(), classes.end(), preds[i].labels[j]) - classes.begin();
+      const auto k =
+          std::find(classes.begin(), classes.end(), preds[i].labels[j]) - classes.begin();
       worst = std::max(worst, std::abs(probs[i][static_cast<size_t>(k)].get<double>() -
                                        preds[i].probabilities[j]));
     }
@@ -460,7 +462,8 @@ TEST(ExportPreprocess, CsvClassificationRawColumnsGivePredictsLabelsAndProbabili
     if (encode != "onehot") continue;
     // Triton takes the string columns and the per-record label (dims [1] reshaped to []).
     run::export_run(r, {.output = dir / "t" / "wine.onnx", .triton = true, .preprocess = true});
-    const std::string pbtxt = lathe::testing::read_text(dir / "t" / "triton" / "r" / "config.pbtxt");
+    const std::string pbtxt =
+        lathe::testing::read_text(dir / "t" / "triton" / "r" / "config.pbtxt");
     EXPECT_NE(pbtxt.find("name: \"colour\"\n    data_type: TYPE_STRING\n    dims: [ 1 ]\n"),
               std::string::npos) << pbtxt;
     EXPECT_NE(pbtxt.find("name: \"label\"\n    data_type: TYPE_STRING\n    dims: [ 1 ]\n"
