@@ -501,3 +501,31 @@ TEST(ExportPreprocess, CsvRegressionRawColumnsGivePredictsValues) {
   EXPECT_EQ(onnx.at("outputs").size(), 1u);  // no label for a regression
   fmt::print("[ measured ] csv regression: max |onnxruntime - predict| value {:.2g}\n", worst);
 }
+
+TEST(ExportPreprocess, ImageFolderRgbPixelsAtTheRunsSideGivePredictsLabelsAndProbabilities) {
+  TempDir dir;
+  // RGB PNGs already at the run's side (the graph takes them there): the evaluation resize and
+  // centre crop change nothing, and each channel gets its own mean / std.
+  std::vector<std::string> files;
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(7);
+  for (const char* part : {"train", "test"})
+    for (const char* cls : {"ant", "bee", "cat"})
+      for (int i = 0; i < (std::string(part) == "train" ? 6 : 3); ++i) {
+        fs::create_directories(dir / "imgs" / part / cls);
+        at::Tensor img = at::randint(0, 255, {3, 16, 16}, g, at::kByte);  // (C, H, W)
+        img[std::string(cls) == "bee" ? 0 : 2].div_(2, "floor");
+        const fs::path file = dir / "imgs" / part / cls / fmt::format("{}.png", i);
+        write_text(file, lathe::data::encode_png(img));
+        if (std::string(part) == "test") files.push_back(file.string());
+      }
+  const fs::path r = train(dir, "data: {source: image_folder, path: " + (dir / "imgs").string() +
+                                    ", image_size: 16, batch_size: 4, num_workers: 0}\n"
+                                    "model: {name: convnet, channels: [4], hidden: 8}\n");
+  const auto preds = predict(r, files, /*top_k=*/3, 4);
+  const auto onnx = onnx_answers(r, dir / "ants.onnx", "--images", files);
+  EXPECT_EQ(onnx.at("inputs").dump(),
+            R"j([{"name":"pixels","shape":["batch",16,16,3],"type":"tensor(uint8)"}])j");
+  const double worst = expect_same_classes(onnx, preds, classes_of(r));
+  fmt::print("[ measured ] image folder (RGB): max |onnxruntime - predict| probability {:.2g}\n",
+             worst);
+}
