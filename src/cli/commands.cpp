@@ -231,6 +231,7 @@ void add_export(CLI::App& app, int& exit_code) {
       "export", "Export a run's (or checkpoint's) model to ONNX, validated, for onnxruntime");
   cmd->footer(
       "Example:\n  lathe export runs/fashion_cnn -o fashion.onnx --dynamic batch --triton\n"
+      "  lathe export runs/wine_mlp --preprocess -o wine.onnx   # raw columns in, label out\n"
       "Opset 17 (IR 8). The file is checked by ONNX's checker and strict shape inference before "
       "it is written (atomically).");
   auto source = std::make_shared<std::string>();
@@ -240,6 +241,7 @@ void add_export(CLI::App& app, int& exit_code) {
   auto opset = std::make_shared<int64_t>(17);
   auto fp16 = std::make_shared<bool>(false);
   auto triton = std::make_shared<bool>(false);
+  auto preprocess = std::make_shared<bool>(false);
   auto list_ops = std::make_shared<bool>(false);
   cmd->add_option("run", *source, "A run folder (runs/<name>) or a checkpoint folder");
   cmd->add_option("-o,--output", *output, "The .onnx file (default: <run>/model.onnx)");
@@ -251,6 +253,10 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->add_flag("--fp16", *fp16, "Float16 weights and compute (float32 inputs and outputs)");
   cmd->add_flag("--triton", *triton,
                 "Also write a Triton model repository (<output folder>/triton/<run name>/)");
+  cmd->add_flag("--preprocess", *preprocess,
+                "The run's preprocessing inside the graph: images as uint8 pixels [batch, H, W, C] "
+                "at the run's side; tables as one input per raw column (float, NaN = missing; "
+                "string for categories); classification adds outputs label and probabilities");
   cmd->add_option("--weights", *weights,
                   "Weights to export instead of the run's own: a file, or 'ema' for the run's "
                   "(or checkpoint's) model_ema.safetensors (trainer.ema)");
@@ -267,6 +273,7 @@ void add_export(CLI::App& app, int& exit_code) {
     o.opset = *opset;
     o.fp16 = *fp16;
     o.triton = *triton;
+    o.preprocess = *preprocess;
     o.weights = *weights;
     if (!dynamic->empty()) {
       o.dynamic = *dynamic;

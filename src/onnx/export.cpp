@@ -138,8 +138,13 @@ std::filesystem::path write_triton_repository(const ExportReport& report,
       if (type == "FLOAT16") type = "FP16";
       if (type == "DOUBLE") type = "FP64";
       if (type == "BFLOAT16") type = "BF16";
-      text += fmt::format("  {{\n    name: \"{}\"\n    data_type: TYPE_{}\n    dims: [ {} ]\n  }}{}\n",
-                          io.name, type, fmt::join(dims, ", "), i + 1 < ios.size() ? "," : "");
+      // A tensor of the batch axis alone ([batch], e.g. a label per record) is given to Triton as
+      // dims [1] reshaped to [], as its model configuration documents.
+      const std::string reshape = dims.empty() ? "\n    reshape: { shape: [ ] }" : "";
+      if (dims.empty()) dims.push_back("1");
+      text += fmt::format(
+          "  {{\n    name: \"{}\"\n    data_type: TYPE_{}\n    dims: [ {} ]{}\n  }}{}\n", io.name,
+          type, fmt::join(dims, ", "), reshape, i + 1 < ios.size() ? "," : "");
     }
     return text + "]\n";
   };

@@ -19,6 +19,7 @@
 #include "lathe/run/mlflow.h"
 #include "models/registry.h"
 #include "models/signature.h"
+#include "src/run/export_preprocess.h"
 #include "src/run/run_files.h"
 
 namespace lathe::run {
@@ -141,13 +142,18 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
   if (const auto pre = run_file("preprocessing.json"); !pre.empty()) {
     eo.metadata.emplace_back("preprocessing", read_text(pre));
   }
+  std::vector<std::string> class_names;
   if (const auto classes = run_file("classes.txt"); !classes.empty()) {
-    std::vector<std::string> names;
     std::istringstream lines(read_text(classes));
     for (std::string line; std::getline(lines, line);) {
-      if (!line.empty()) names.push_back(line);
+      if (!line.empty()) class_names.push_back(line);
     }
-    eo.metadata.emplace_back("class_names", nlohmann::json(names).dump());
+    eo.metadata.emplace_back("class_names", nlohmann::json(class_names).dump());
+  }
+  if (options.preprocess) {
+    eo.graph_passes.push_back(detail::preprocessing_pass(
+        cfg, {dir.string(), run_file("preprocessing.json"), class_names}));
+    eo.metadata.emplace_back("preprocessing_in_graph", "true");
   }
 
   const std::filesystem::path output =

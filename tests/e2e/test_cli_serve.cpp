@@ -123,6 +123,14 @@ TEST(CliServe, PredictWritesCsvOrJsonlAndErrorsNameTheFix) {
   EXPECT_EQ(j["id"], "1");
   EXPECT_TRUE(j["label"] == "p" || j["label"] == "q") << first;
   EXPECT_GT(j["probability"].get<double>(), 0.5);
+  // export --preprocess: one input per raw column, the class name and probabilities out.
+  r = run_command(kLathe + " export " + run.string() + " --preprocess -o " +
+                  (dir / "small.onnx").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "inputs a float[batch, 1]; b float[batch, 1]; c string[batch, 1]"
+                                 " -> outputs label string[batch]; probabilities float[batch, 2]; "
+                                 "logits float[batch, 2]"))
+      << r.output;
   // Usage: an output format predict does not write.
   r = run_command(kLathe + " predict " + run.string() + " " + (dir / "new.csv").string() +
                   " -o " + (dir / "out.txt").string());

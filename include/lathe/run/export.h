@@ -23,6 +23,13 @@ struct RunExportOptions {
   bool triton = false;
   /// Weights to export instead of the run's model.safetensors (.safetensors / .pt).
   std::filesystem::path weights;
+  /// Put the run's preprocessing in the graph (`--preprocess`): image runs take uint8 pixels
+  /// [batch, H, W, C] at the run's side (resizing and cropping stay outside) and normalise them
+  /// inside; csv runs take one input per raw column (float [batch, 1], NaN for a missing cell;
+  /// string [batch, 1] for categories) through the fitted imputation, clipping, scaling and
+  /// encoding; classification adds the outputs `label` (class name) and `probabilities`. Text
+  /// runs are a ConfigError (ONNX has no tokenizer operator).
+  bool preprocess = false;
 };
 
 /// Exports a finished run (runs/<name>: config.yaml + model.safetensors) or one of its checkpoint
