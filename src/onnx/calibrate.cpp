@@ -92,7 +92,8 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
     meta["mode"] = "dynamic";
     meta["weights"] = "int8 symmetric, per output channel";
     meta["activations"] = "uint8 per tensor, quantized at run time (DynamicQuantizeLinear)";
-    meta["operators"] = "DynamicQuantizeLinear, MatMulInteger, Cast, Mul";
+    meta["embeddings"] = "int8 symmetric, per column (Gather, then DequantizeLinear)";
+    meta["operators"] = "DynamicQuantizeLinear, MatMulInteger, Cast, Mul, DequantizeLinear";
   } else {
     LATHE_CHECK(static_cast<bool>(options.calibration), ExportError,
                 "static int8 needs calibration batches and none were given");
@@ -120,8 +121,8 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
   std::vector<std::string> counts;
   for (const auto& [op, n] : summary.quantized) counts.push_back(fmt::format("{} {}", n, op));
   LATHE_CHECK(!counts.empty(), ExportError,
-              "int8 ({}): the graph has no MatMul, Gemm or Conv with an initializer weight to "
-              "quantize; export without --int8",
+              "int8 ({}): the graph has no MatMul, Gemm, Conv or embedding Gather with an "
+              "initializer weight to quantize; export without --int8",
               int8_mode_name(mode));
   const std::string nodes = fmt::format("{}", fmt::join(counts, ", "));
   meta["nodes"] = nodes;

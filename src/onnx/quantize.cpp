@@ -88,9 +88,9 @@ class Rewriter {
     return it == initializer_.end() ? nullptr : &g_.initializers[it->second];
   }
 
-  /// The weight `name` names: a float rank>=2 initializer, or (with `follow_transpose`) the
-  /// Transpose (perm 1,0) of a rank-2 one, as lathe writes linear layers on 3-D inputs; that one
-  /// comes back transposed ([in, out]).
+  /// The value of `name` when it is a weight: a float rank>=2 initializer, or (with
+  /// `follow_transpose`) the Transpose (perm 1,0) of a rank-2 one, as lathe writes linear layers
+  /// ([out, in] → [in, out]).
   std::optional<Weight> weight(const std::string& name, bool follow_transpose) const {
     if (const TensorData* t = initializer(name); t && t->dtype == DType::Float && t->dims.size() >= 2)
       return Weight{to_tensor(*t), 0, t->name};
@@ -153,9 +153,9 @@ class Rewriter {
     std::vector<Node> out;
     for (Node& n : g_.nodes) {
       pending_.clear();
-      const bool replaced = rewrite(n);
+      const bool replaced = rewrite(n);  // reads the graph as it was (producers by index)
       for (Node& p : pending_) out.push_back(std::move(p));
-      if (!replaced) out.push_back(std::move(n));
+      if (!replaced) out.push_back(n);
     }
     g_.nodes = std::move(out);
     prune();
@@ -199,13 +199,21 @@ std::optional<Weight> matmul_weight(const Rewriter& r, const Node& n) {
   }
   if (n.op_type == "Gemm" && n.inputs.size() >= 2 && int_attribute(n, "transA", 0) == 0 &&
       float_attribute(n, "alpha", 1.0f) == 1.0f && float_attribute(n, "beta", 1.0f) == 1.0f) {
-    auto w = r.weight(n.inputs[1], /*follow_transpose=*/false);
+    auto w = r.weight(n.inputs[1], /*follow_transpose=*/true);
     if (!w || w->values.dim() != 2) return std::nullopt;
     if (int_attribute(n, "transB", 0) == 1) w->values = w->values.t().contiguous();
     w->axis = 1;
     return w;
   }
   return std::nullopt;
+}
+
+/// An embedding table a Gather reads rows of: [V, H], channels (the H columns) on axis 1.
+std::optional<Weight> embedding(const Rewriter& r, const Node& n) {
+  if (n.op_type != "Gather" || int_attribute(n, "axis", 0) != 0) return std::nullopt;
+  const TensorData* t = r.initializer(n.inputs[0]);
+  if (!t || t->dtype != DType::Float || t->dims.size() != 2) return std::nullopt;
+  return Weight{to_tensor(*t), 1, t->name};
 }
 
 /// Conv's weight [C_out, C_in/g, k...] with channels on axis 0.
@@ -249,6 +257,19 @@ QuantizeSummary quantize_dynamic(Graph& graph) {
   // x → (x_q, x_scale, x_zero_point), once per activation however many weights read it.
   std::map<std::string, std::vector<std::string>> quantized_inputs;
   r.rewrite([&](Node& n) {
+    if (const std::optional<Weight> table = embedding(r, n)) {  // Gather rows, then dequantize
+      const QuantizedWeight q = quantize_weight(*table);          // [V, H] int8, scales [H]
+      const std::string wq = r.add_initializer(q.q, table->name + "_quantized", DType::Int8);
+      const std::string ws = r.add_initializer(q.scales, table->name + "_scale", DType::Float);
+      const std::string wz = r.add_initializer(at::zeros_like(q.scales, at::kChar),
+                                               table->name + "_zero_point", DType::Int8);
+      const std::string rows =
+          r.emit1("Gather", {wq, n.inputs[1]}, table->name, {{"axis", int64_t{0}}});
+      r.emit_to(n.outputs[0], "DequantizeLinear", {rows, ws, wz}, n.name,
+                {{"axis", int64_t{-1}}});
+      ++summary.quantized[n.op_type];
+      return true;
+    }
     const std::optional<Weight> w = matmul_weight(r, n);
     if (!w) return false;
     const std::string& x = n.inputs[0];

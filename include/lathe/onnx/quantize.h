@@ -3,7 +3,8 @@
 //  - dynamic: MatMul / Gemm whose weight is an initializer → DynamicQuantizeLinear(x) →
 //    MatMulInteger(x_q, W_q) → Cast → Mul(x_scale · w_scale) (→ Add bias), as onnxruntime's
 //    quantize_dynamic writes it; weights int8 symmetric per output channel (MatMulInteger takes a
-//    per-column zero point), activations uint8 per tensor at run time.
+//    per-column zero point), activations uint8 per tensor at run time; embedding tables (a Gather
+//    of a float initializer) become int8 per column, Gather → DequantizeLinear.
 //  - static (QDQ): QuantizeLinear → DequantizeLinear on the float inputs of Conv, Gemm and MatMul
 //    (uint8 asymmetric per tensor, from calibrated ranges), DequantizeLinear on their weights
 //    (int8 symmetric per output channel) and on their biases (int32 at scale x_scale · w_scale).
@@ -44,7 +45,8 @@ struct QuantizeSummary {
 bool has_convolution(const Graph& graph);
 
 /// Dynamic quantization of every MatMul / Gemm whose weight is a float rank-2 initializer (or the
-/// Transpose of one, as lathe writes linear layers on 3-D inputs). Other nodes stay float.
+/// Transpose of one, as lathe writes linear layers on 3-D inputs), and of every embedding table
+/// (a Gather of a float rank-2 initializer on axis 0). Other nodes stay float.
 QuantizeSummary quantize_dynamic(Graph& graph);
 
 /// The float activations quantize_static quantizes: the data inputs of Conv, Gemm and MatMul
