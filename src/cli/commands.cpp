@@ -242,6 +242,7 @@ void add_export(CLI::App& app, int& exit_code) {
       "export", "Export a run's (or checkpoint's) model to ONNX, validated, for onnxruntime");
   cmd->footer(
       "Example:\n  lathe export runs/fashion_cnn -o fashion.onnx --dynamic batch --triton\n"
+      "  lathe export runs/fashion_cnn -o fashion_int8.onnx --int8   # static QDQ, calibrated\n"
       "Opset 17 (IR 8). The file is checked by ONNX's checker and strict shape inference before "
       "it is written (atomically).");
   auto source = std::make_shared<std::string>();
@@ -281,13 +282,7 @@ void add_export(CLI::App& app, int& exit_code) {
       exit_code = kOk;
       return;
     }
-    LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
     run::RunExportOptions o;
-    o.output = *output;
-    o.opset = *opset;
-    o.fp16 = *fp16;
-    o.triton = *triton;
-    o.weights = *weights;
     if (int8_opt->count() > 0) {
       const std::string mode = int8->empty() ? "auto" : *int8;
       LATHE_CHECK(mode == "auto" || mode == "dynamic" || mode == "static", ConfigError,
@@ -298,6 +293,12 @@ void add_export(CLI::App& app, int& exit_code) {
                : mode == "dynamic" ? onnx::Int8Mode::dynamic
                                    : onnx::Int8Mode::static_qdq;
     }
+    LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
+    o.output = *output;
+    o.opset = *opset;
+    o.fp16 = *fp16;
+    o.triton = *triton;
+    o.weights = *weights;
     o.calibration_batches = *calibration;
     if (!dynamic->empty()) {
       o.dynamic = *dynamic;
