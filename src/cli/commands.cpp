@@ -24,6 +24,7 @@
 #include "lathe/run/report.h"
 #include "lathe/run/run.h"
 #include "lathe/run/runs.h"
+#include "lathe/run/split.h"
 #include "lathe/run/sweep.h"
 #include "models/registry.h"
 
@@ -136,7 +137,17 @@ void add_eval(CLI::App& app, int& exit_code) {
                   "Weights to evaluate: .safetensors or torch.save .pt/.pth, or 'ema' for "
                   "RUN/model_ema.safetensors (trainer.ema) (default: RUN/model.safetensors)");
   cmd->add_option("overrides", *overrides, "key=value overrides of the run's config");
+  auto save_inputs = std::make_shared<std::string>();
+  cmd->add_option("--save-inputs", *save_inputs,
+                  "Also write the test split as the model receives it (\"inputs\", \"targets\") "
+                  "to this safetensors file, e.g. to score an exported ONNX file on the same "
+                  "records");
   cmd->callback([=, &exit_code] {
+    if (!save_inputs->empty()) {
+      const Doing doing(fmt::format("writing the test split of {}", *run_dir));
+      const int64_t n = run::save_test_split(*run_dir, *overrides, *save_inputs);
+      log::info("wrote {} ({} test records)", *save_inputs, n);
+    }
     const Doing doing(fmt::format("evaluating the run {}", *run_dir));
     const auto metrics = run::evaluate_run(*run_dir, *weights, *overrides);
     for (const auto& [k, v] : metrics) fmt::print("test {} {:.4f}\n", k, v);
@@ -232,6 +243,7 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->footer(
       "Example:\n  lathe export runs/fashion_cnn -o fashion.onnx --dynamic batch --triton\n"
       "  lathe export runs/wine_mlp --preprocess -o wine.onnx   # raw columns in, label out\n"
+      "  lathe export runs/fashion_cnn -o fashion_int8.onnx --int8   # static QDQ, calibrated\n"
       "Opset 17 (IR 8). The file is checked by ONNX's checker and strict shape inference before "
       "it is written (atomically).");
   auto source = std::make_shared<std::string>();
@@ -260,6 +272,15 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->add_option("--weights", *weights,
                   "Weights to export instead of the run's own: a file, or 'ema' for the run's "
                   "(or checkpoint's) model_ema.safetensors (trainer.ema)");
+  auto int8 = std::make_shared<std::string>();
+  auto* int8_opt =
+      cmd->add_option("--int8", *int8,
+                      "Int8 quantization: auto (the default: static QDQ calibrated on training "
+                      "batches for models with convolutions, dynamic otherwise), dynamic or static")
+          ->expected(0, 1);
+  auto calibration = std::make_shared<int64_t>(8);
+  cmd->add_option("--calibration-batches", *calibration,
+                  "Static int8: training batches to calibrate on (8)");
   cmd->add_flag("--list-ops", *list_ops, "Print the ATen operations the exporter translates");
   cmd->callback([=, &exit_code] {
     if (*list_ops) {
@@ -267,14 +288,25 @@ void add_export(CLI::App& app, int& exit_code) {
       exit_code = kOk;
       return;
     }
-    LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
     run::RunExportOptions o;
+    if (int8_opt->count() > 0) {
+      const std::string mode = int8->empty() ? "auto" : *int8;
+      LATHE_CHECK(mode == "auto" || mode == "dynamic" || mode == "static", ConfigError,
+                  "--int8 {}: the modes are auto, dynamic and static (write the run folder "
+                  "before --int8)",
+                  mode);
+      o.int8 = mode == "auto"      ? onnx::Int8Mode::automatic
+               : mode == "dynamic" ? onnx::Int8Mode::dynamic
+                                   : onnx::Int8Mode::static_qdq;
+    }
+    LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
     o.output = *output;
     o.opset = *opset;
     o.fp16 = *fp16;
     o.triton = *triton;
     o.preprocess = *preprocess;
     o.weights = *weights;
+    o.calibration_batches = *calibration;
     if (!dynamic->empty()) {
       o.dynamic = *dynamic;
       if (o.dynamic == std::vector<std::string>{"none"}) o.dynamic.clear();
@@ -291,6 +323,7 @@ void add_export(CLI::App& app, int& exit_code) {
     log::info("wrote {} ({} nodes, {} initializers, {:.3f} MB): inputs {} -> outputs {}",
               r.path.string(), r.nodes, r.initializers, static_cast<double>(r.bytes) / 1e6,
               io_text(r.inputs), io_text(r.outputs));
+    if (!r.quantization.empty()) log::info("{}", r.quantization);
     exit_code = kOk;
   });
 }

@@ -12,6 +12,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
 #include "lathe/onnx/ir.h"
+#include "src/onnx/calibrate.h"
 #include "src/onnx/trace.h"
 #include "src/onnx/translate.h"
 
@@ -69,8 +70,9 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
   detail::TracedGraph traced = detail::trace_forward(module, forward, inputs, specs);
   torch::jit::EliminateDeadCode(traced.graph);
   Model model;
+  std::unordered_map<std::string, const torch::jit::Value*> values;  // for int8 calibration
   try {
-    model.graph = detail::translate(traced, specs, options.output_names, options.fp16);
+    model.graph = detail::translate(traced, specs, options.output_names, options.fp16, &values);
   } catch (const ExportError& e) {
     throw ExportError(fmt::format("{}: {}", path.string(), e.what()));
   }
@@ -84,6 +86,14 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
                 "{}: metadata key '{}' is given twice", path.string(), kv.first);
     model.metadata.push_back(kv);
   }
+  std::string quantization;
+  if (options.int8 != Int8Mode::none) {
+    try {
+      quantization = detail::apply_int8(model, traced, values, inputs, options);
+    } catch (const ExportError& e) {
+      throw ExportError(fmt::format("{}: {}", path.string(), e.what()));
+    }
+  }
   for (const auto& pass : options.graph_passes) pass(model);
   const std::string bytes = serialize_checked(model, path.string());
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
@@ -96,6 +106,7 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
   report.bytes = static_cast<int64_t>(bytes.size());
   report.inputs = describe(model.graph.inputs);
   report.outputs = describe(model.graph.outputs);
+  report.quantization = quantization;
   return report;
 }
 

@@ -164,6 +164,8 @@ class Translator {
     return name;
   }
   void set(const jit::Value* v, std::string name) { names_[v] = std::move(name); }
+  /// Every traced value translated so far and its ONNX name.
+  const std::unordered_map<const jit::Value*, std::string>& names() const { return names_; }
 
   /// A scalar operand: a tensor value's name, or a constant number as a 0-d tensor of `like`.
   std::string operand(const jit::Value* v, DType like) {
@@ -1169,9 +1171,15 @@ const std::map<std::string, Handler>& handlers() {
 }  // namespace
 
 Graph translate(const TracedGraph& traced, const std::vector<InputSpec>& inputs,
-                const std::vector<std::string>& output_names, bool fp16) {
+                const std::vector<std::string>& output_names, bool fp16,
+                std::unordered_map<std::string, const jit::Value*>* values) {
   Translator t(traced, fp16);
   t.run(inputs, output_names);
+  if (values) {
+    for (const auto& [value, name] : t.names()) {
+      if (value->node()->kind() != c10::prim::Constant) values->emplace(name, value);
+    }
+  }
   return std::move(t.graph);
 }
 

@@ -72,6 +72,27 @@ models::SignatureSizes run_sizes(const config::RunConfig& cfg) {
   return sizes;
 }
 
+/// The first `count` training batches of the run's data (epoch 0's order), as the forward's inputs.
+std::vector<std::vector<at::Tensor>> calibration_batches(const config::RunConfig& cfg,
+                                                         const models::ModelSignature& sig,
+                                                         int64_t count) {
+  LATHE_CHECK(sig.inputs.size() == 1, ConfigError,
+              "--int8 static: calibration feeds the run's training batches, which hold one "
+              "input, and model {} takes {} ({}); use --int8 dynamic",
+              cfg.model.name, sig.inputs.size(), sig.inputs.front().name);
+  RunLoaders data = make_run_loaders(cfg.data, cfg.run.seed);
+  LATHE_CHECK(data.train && data.train->num_batches() > 0, DataError,
+              "{}: the training split is empty; int8 calibration needs its batches",
+              cfg.data.path);
+  data.train->set_epoch(0);
+  std::vector<std::vector<at::Tensor>> batches;
+  for (int64_t i = 0; i < std::min(count, data.train->num_batches()); ++i) {
+    batches.push_back({data.train->batch(i).inputs});
+  }
+  log::info("int8: calibrating on {} training batches", batches.size());
+  return batches;
+}
+
 }  // namespace
 
 onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
@@ -154,6 +175,14 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     eo.graph_passes.push_back(detail::preprocessing_pass(
         cfg, {dir.string(), run_file("preprocessing.json"), class_names}));
     eo.metadata.emplace_back("preprocessing_in_graph", "true");
+  }
+
+  eo.int8 = options.int8;
+  if (options.int8 != onnx::Int8Mode::none) {
+    LATHE_CHECK(options.calibration_batches > 0, ConfigError,
+                "--calibration-batches {}: give at least 1", options.calibration_batches);
+    eo.calibration_source = fmt::format("the training split of {}", dir.string());
+    eo.calibration = [&] { return calibration_batches(cfg, sig, options.calibration_batches); };
   }
 
   const std::filesystem::path output =

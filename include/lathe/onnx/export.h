@@ -12,6 +12,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lathe/onnx/quantize.h"
+
 namespace torch::nn {
 class Module;
 class AnyModule;
@@ -46,6 +48,15 @@ struct ExportOptions {
   /// nodes before the traced graph's inputs or after its outputs (preprocessing, labels) or
   /// rewrite nodes (quantization). See lathe/onnx/ir.h for the model's plain structs.
   std::vector<std::function<void(Model&)>> graph_passes;
+  /// Int8 quantization of the translated model, before graph_passes (lathe/onnx/quantize.h):
+  /// dynamic, static (QDQ, calibrated), or automatic (static when the graph has a Conv).
+  /// Needs a float32 export; metadata_props gets a "quantization" entry saying how.
+  Int8Mode int8 = Int8Mode::none;
+  /// Static int8: the batches to calibrate on, each the forward's inputs shaped as the example
+  /// inputs except along axis 0. Called only when static quantization is chosen.
+  std::function<std::vector<std::vector<at::Tensor>>()> calibration;
+  /// Where those batches come from, for the metadata ("training batches of runs/x").
+  std::string calibration_source;
 };
 
 /// What was exported: the file, the graph's size and its inputs / outputs with shapes
@@ -61,6 +72,8 @@ struct ExportReport {
     std::vector<std::string> shape;  ///< fixed sizes as numbers, dynamic axes as their symbol
   };
   std::vector<Io> inputs, outputs;
+  /// With int8: what was quantized ("int8 dynamic: 36 MatMul, 1 Gemm quantized").
+  std::string quantization;
 };
 
 /// The forward to export: takes the graph inputs, returns the graph outputs.

@@ -30,6 +30,11 @@ struct RunExportOptions {
   /// encoding; classification adds the outputs `label` (class name) and `probabilities`. Text
   /// runs are a ConfigError (ONNX has no tokenizer operator).
   bool preprocess = false;
+  /// Int8 (lathe/onnx/quantize.h): automatic = static QDQ for models with convolutions, calibrated
+  /// on the run's training batches; dynamic otherwise.
+  onnx::Int8Mode int8 = onnx::Int8Mode::none;
+  /// Static int8: how many training batches (of data.batch_size) to calibrate on.
+  int64_t calibration_batches = 8;
 };
 
 /// Exports a finished run (runs/<name>: config.yaml + model.safetensors) or one of its checkpoint
