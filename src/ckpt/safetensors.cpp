@@ -285,14 +285,16 @@ class Mapping {
       ::close(fd);
       return;
     }
-    // MAP_POPULATE: the pages are mapped now (read ahead in big requests when they are not yet
-    // in the page cache), not faulted one by one as the model's parameters copy them.
-    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    // Private and writable: a tensor written in place gets its own copy of that page, the file
+    // never changes. No MAP_POPULATE: on a writable private mapping it would copy every page.
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     ::close(fd);  // the mapping keeps the file
     LATHE_CHECK(p != MAP_FAILED, CheckpointError, "{}: cannot map the weights file ({})", where,
                 std::strerror(errno));
     data_ = static_cast<char*>(p);
+    // Read ahead in large requests (a cold file), in order, while the header is parsed.
     ::madvise(data_, size_, MADV_SEQUENTIAL);
+    ::madvise(data_, size_, MADV_WILLNEED);
   }
   ~Mapping() {
     if (data_ != nullptr) ::munmap(data_, size_);
