@@ -1,5 +1,7 @@
 // data_bench: lathe's DataLoader against torch.utils.data.DataLoader (num_workers=2), same machine,
-// same data and transforms; prints batches/s, images/s and the ratios.
+// same data and transforms; prints batches/s, images/s and the ratios. The JPEG rows run lathe
+// twice: decoding the whole image then cropping (torchvision's order) and decoding only the crop
+// (decode_random_resized_crop, the same pixels), then a one-thread split of an image's time.
 //
 //   build/dev/bench/data_bench [--python .venv/bin/python] [--script bench/data_bench.py]
 //                              [--batches 300] [--images 512]      (run from the repository root)
@@ -69,10 +71,34 @@ class JpegFiles : public Dataset {
   Example get(int64_t i) const override {
     return {read_image(files_[static_cast<size_t>(i)]), at::scalar_tensor(0, at::kLong)};
   }
+  const fs::path& file(int64_t i) const { return files_[static_cast<size_t>(i)]; }
 
  private:
   std::vector<fs::path> files_;
 };
+
+/// The same JPEGs as encoded bytes, (N,) uint8 each, target 0: decoding happens in the transform
+/// (decode_random_resized_crop), which then decodes only the crop.
+class JpegBytes : public Dataset {
+ public:
+  explicit JpegBytes(const JpegFiles& files) : files_(files) {}
+  int64_t size() const override { return files_.size(); }
+  Example get(int64_t i) const override {
+    const fs::path& f = files_.file(i);
+    at::Tensor bytes = at::empty({static_cast<int64_t>(fs::file_size(f))}, at::kByte);
+    std::ifstream(f, std::ios::binary)
+        .read(reinterpret_cast<char*>(bytes.data_ptr<uint8_t>()), bytes.numel());
+    return {bytes, at::scalar_tensor(0, at::kLong)};
+  }
+
+ private:
+  const JpegFiles& files_;
+};
+
+/// Seconds since t0.
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 }  // namespace
 
@@ -113,23 +139,62 @@ int main(int argc, char** argv) try {
   const double ours_fashion = rate(fl, max_batches).first;
 
   auto jpegs = std::make_shared<JpegFiles>(jpeg_dir);
+  auto jpeg_bytes = std::make_shared<JpegBytes>(*jpegs);
+  // Decode the whole image, then crop (as torchvision does) / decode only the crop (the same
+  // pixels: tests/unit/test_data_image.cpp).
   const Transform jpeg_tf = compose({tf::random_resized_crop(224), tf::horizontal_flip()});
-  const auto jpeg_rate = [&](int workers) {
-    DataLoader jl(jpegs, LoaderOptions()
-                             .with_batch_size(32)
-                             .with_shuffle(true)
-                             .with_seed(1)
-                             .with_num_workers(workers)
-                             .with_transform(jpeg_tf));
+  const Transform fused_tf = compose({tf::decode_random_resized_crop(224), tf::horizontal_flip()});
+  const auto jpeg_rate = [&](std::shared_ptr<const Dataset> data, const Transform& t, int workers) {
+    DataLoader jl(std::move(data), LoaderOptions()
+                                       .with_batch_size(32)
+                                       .with_shuffle(true)
+                                       .with_seed(1)
+                                       .with_num_workers(workers)
+                                       .with_transform(t));
     return rate(jl, 1 << 30).second;
   };
-  const double ours_jpeg = jpeg_rate(2), ours_jpeg_core = jpeg_rate(1);  // 1 worker = 1 core
-  // Decode alone, one thread: how much of the per-image time the JPEG decoder takes.
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < jpegs->size(); ++i) jpegs->get(i);
-  const double decode_only =
-      static_cast<double>(jpegs->size()) /
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double ours_jpeg = jpeg_rate(jpegs, jpeg_tf, 2), ours_jpeg_core = jpeg_rate(jpegs, jpeg_tf, 1);
+  const double ours_fused = jpeg_rate(jpeg_bytes, fused_tf, 2),
+               ours_fused_core = jpeg_rate(jpeg_bytes, fused_tf, 1);  // 1 worker = 1 core
+
+  // Where one image's time goes, one thread, the same boxes for both decoders (seconds summed
+  // over the images): read, whole decode, window decode, crop + resize, flip.
+  at::set_num_threads(1);  // as in a loader worker
+  double t_read = 0, t_whole = 0, t_window = 0, t_resize = 0, t_flip = 0;
+  // What a window cannot skip: the two top rows (almost nothing decoded), the two bottom rows
+  // (every row above entropy-decoded, only two through the inverse DCT and colour conversion).
+  double t_top = 0, t_bottom = 0;
+  for (int64_t i = 0; i < jpegs->size(); ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    const at::Tensor bytes = jpeg_bytes->get(i).input;
+    const std::string_view enc(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
+                               static_cast<size_t>(bytes.numel()));
+    t_read += since(t0);
+    t0 = std::chrono::steady_clock::now();
+    const at::Tensor whole = decode_image(enc, "bench");
+    t_whole += since(t0);
+    Rng rng(static_cast<uint64_t>(i));
+    const tf::Box box = tf::random_resized_box(whole.size(1), whole.size(2), rng, {0.08, 1.0},
+                                               {3.0 / 4.0, 4.0 / 3.0});
+    t0 = std::chrono::steady_clock::now();
+    const at::Tensor window =
+        decode_image_window(enc, "bench", [&](int64_t, int64_t) { return box; });
+    t_window += since(t0);
+    t0 = std::chrono::steady_clock::now();
+    const at::Tensor resized = tf::resize_image(window, 224, 224);
+    t_resize += since(t0);
+    t0 = std::chrono::steady_clock::now();
+    const at::Tensor flipped = resized.flip({-1});
+    t_flip += since(t0);
+    t0 = std::chrono::steady_clock::now();
+    decode_image_window(enc, "bench", [](int64_t, int64_t w) { return tf::Box{0, 0, 2, w}; });
+    t_top += since(t0);
+    t0 = std::chrono::steady_clock::now();
+    decode_image_window(enc, "bench", [](int64_t h, int64_t w) { return tf::Box{h - 2, 0, 2, w}; });
+    t_bottom += since(t0);
+  }
+  const double n_images = static_cast<double>(jpegs->size());
+  const double decode_only = n_images / t_whole;
 
   const auto py = nlohmann::json::parse(lathe::bench::run_command(fmt::format("{} {} {} {} {} 2>&1", python, script,
                                                         kFashion, jpeg_dir.string(), max_batches)));
@@ -142,7 +207,18 @@ int main(int argc, char** argv) try {
              ours_jpeg, py_jpeg, ours_jpeg / py_jpeg);
   fmt::print("{:<46} {:>10.1f} {:>10.1f} {:>6.2f}x\n", "JPEG decode+crop+flip images/s (1 thread)",
              ours_jpeg_core, py_jpeg_core, ours_jpeg_core / py_jpeg_core);
+  fmt::print("{:<46} {:>10.1f} {:>10.1f} {:>6.2f}x\n", "JPEG crop-only decode+flip images/s (2 workers)",
+             ours_fused, py_jpeg, ours_fused / py_jpeg);
+  fmt::print("{:<46} {:>10.1f} {:>10.1f} {:>6.2f}x\n", "JPEG crop-only decode+flip images/s (1 thread)",
+             ours_fused_core, py_jpeg_core, ours_fused_core / py_jpeg_core);
   fmt::print("{:<46} {:>10.1f}\n", "JPEG decode only images/s (1 thread)", decode_only);
+  fmt::print(
+      "time per image, 1 thread (ms): read {:.2f}, whole decode {:.2f}, crop-only decode {:.2f}, "
+      "resize to 224 {:.2f}, flip {:.2f}\n",
+      1e3 * t_read / n_images, 1e3 * t_whole / n_images, 1e3 * t_window / n_images,
+      1e3 * t_resize / n_images, 1e3 * t_flip / n_images);
+  fmt::print("decode of the 2 top rows {:.2f} ms, of the 2 bottom rows {:.2f} ms (entropy decoding)\n",
+             1e3 * t_top / n_images, 1e3 * t_bottom / n_images);
   return 0;
 } catch (const std::exception& e) {
   fmt::print(stderr, "data_bench: {}\n", e.what());

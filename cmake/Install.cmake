@@ -59,5 +59,5 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "lathe developers")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "cmake (>= 3.25), pkg-config, libprotobuf-dev, libonnx-dev, \
-libyaml-cpp-dev, nlohmann-json3-dev, libturbojpeg0-dev, libpng-dev, libicu-dev, zlib1g-dev")
+libyaml-cpp-dev, nlohmann-json3-dev, libturbojpeg0-dev, libjpeg62-turbo-dev, libpng-dev, libicu-dev, zlib1g-dev")
 include(CPack)

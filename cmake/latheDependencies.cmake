@@ -29,6 +29,7 @@ lathe_find(nlohmann_json 3.10)
 lathe_find(ZLIB)
 lathe_find(PkgConfig)
 lathe_find_pkg(TURBOJPEG libturbojpeg)
+lathe_find_pkg(LIBJPEG libjpeg)      # libjpeg-turbo's libjpeg API: decoding a window of a JPEG
 lathe_find_pkg(LIBPNG libpng)
 lathe_find_pkg(ICU icu-uc)   # Unicode normalisation for WordPiece
 lathe_find(CURL)   # MLflow tracking over HTTP (trainer.mlflow)

@@ -15,7 +15,7 @@ DEB_PACKAGES=(
   clang libclang-rt-14-dev
   libprotobuf-dev protobuf-compiler libonnx-dev
   libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libturbojpeg0-dev libpng-dev libicu-dev zlib1g-dev
+  libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libicu-dev zlib1g-dev
   libgloo-dev
   libcurl4-openssl-dev chromium
   dataset-fashion-mnist fortunes

@@ -2,11 +2,18 @@
 #include "lathe/ckpt/safetensors.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <memory>
 #include <set>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
@@ -230,9 +237,12 @@ uint64_t header_length(const unsigned char* len_le, uint64_t file_size, const st
   return header_len;
 }
 
-}  // namespace
-
-SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& origin) {
+/// The tensors of a whole safetensors file held in `bytes`, validated first (header length,
+/// then every entry, by parse_header) and built after. With an `owner` (the memory map `bytes`
+/// lies in), each tensor is a view of the bytes that keeps the owner alive — no copy; without one,
+/// or where a tensor's bytes are not aligned to its element size, each is copied out.
+SafetensorsFile tensors_from(std::string_view bytes, const std::string& origin,
+                             const std::shared_ptr<const void>& owner) {
   LATHE_CHECK(bytes.size() >= 8, CheckpointError,
               "{}: truncated: {} bytes, too short for a safetensors header", origin, bytes.size());
   const uint64_t header_len =
@@ -241,11 +251,69 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& ori
   SafetensorsFile out;
   for (const Entry& e : parse_header(bytes.substr(8, header_len), bytes.size() - data_start,
                                      origin, out.metadata)) {
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
-    if (e.bytes > 0) std::memcpy(t.data_ptr(), bytes.data() + data_start + e.begin, e.bytes);
+    const auto opts = at::TensorOptions().dtype(e.type);
+    // The mapping is private and writable (copy on write), so the view may be written to.
+    auto* src = const_cast<char*>(bytes.data() + data_start + e.begin);
+    const bool aligned = reinterpret_cast<uintptr_t>(src) % c10::elementSize(e.type) == 0;
+    if (owner && aligned && e.bytes > 0) {
+      out.tensors.emplace_back(e.name,
+                               at::from_blob(src, e.shape, [owner](void*) {}, opts));
+      continue;
+    }
+    at::Tensor t = at::empty(e.shape, opts);
+    if (e.bytes > 0) std::memcpy(t.data_ptr(), src, e.bytes);
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
+}
+
+/// A read-only file mapped privately (pages copied only when written), unmapped when the last
+/// tensor over it goes.
+class Mapping {
+ public:
+  Mapping(const std::filesystem::path& file, const std::string& where) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    LATHE_CHECK(fd >= 0, CheckpointError, "{}: cannot open the weights file ({})", where,
+                std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      throw CheckpointError(fmt::format("{}: cannot read the weights file's size", where));
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ < 8) {  // mmap refuses 0 bytes; the header check reports it
+      ::close(fd);
+      return;
+    }
+    // Private and writable: a tensor written in place gets its own copy of that page, the file
+    // never changes. No MAP_POPULATE: on a writable private mapping it would copy every page.
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    ::close(fd);  // the mapping keeps the file
+    LATHE_CHECK(p != MAP_FAILED, CheckpointError, "{}: cannot map the weights file ({})", where,
+                std::strerror(errno));
+    data_ = static_cast<char*>(p);
+    // Read ahead in large requests (a cold file), in order, while the header is parsed.
+    ::madvise(data_, size_, MADV_SEQUENTIAL);
+    ::madvise(data_, size_, MADV_WILLNEED);
+  }
+  ~Mapping() {
+    if (data_ != nullptr) ::munmap(data_, size_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  std::string_view bytes() const { return {data_, data_ != nullptr ? size_ : 0}; }
+  size_t size() const { return size_; }
+
+ private:
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& origin) {
+  return tensors_from(bytes, origin, nullptr);
 }
 
 SafetensorsFile load_safetensors(const std::filesystem::path& file) {
@@ -254,29 +322,10 @@ SafetensorsFile load_safetensors(const std::filesystem::path& file) {
   LATHE_CHECK(std::filesystem::exists(file), CheckpointError, "{}: no such weights file", where);
   const std::string why = not_a_regular_file(file);
   LATHE_CHECK(why.empty(), CheckpointError, "{}: cannot read the weights file ({})", where, why);
-  std::ifstream in(file, std::ios::binary);
-  LATHE_CHECK(in.good(), CheckpointError, "{}: cannot open the weights file", where);
-  const uint64_t file_size = std::filesystem::file_size(file);
-
-  unsigned char len_le[8];
-  LATHE_CHECK(file_size >= 8 && in.read(reinterpret_cast<char*>(len_le), 8), CheckpointError,
-              "{}: truncated: {} bytes, too short for a safetensors header", where, file_size);
-  const uint64_t header_len = header_length(len_le, file_size, where);
-  std::string json(header_len, '\0');
-  LATHE_CHECK(in.read(json.data(), static_cast<std::streamsize>(header_len)), CheckpointError,
-              "{}: read failed inside the header", where);
-
-  SafetensorsFile out;
-  const uint64_t data_start = 8 + header_len;
-  for (const Entry& e : parse_header(json, file_size - data_start, where, out.metadata)) {
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.type));
-    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
-    LATHE_CHECK(e.bytes == 0 || in.read(static_cast<char*>(t.data_ptr()),
-                                        static_cast<std::streamsize>(e.bytes)),
-                CheckpointError, "{}: read failed for tensor '{}'", where, e.name);
-    out.tensors.emplace_back(e.name, std::move(t));
-  }
-  return out;
+  auto map = std::make_shared<const Mapping>(file, where);
+  LATHE_CHECK(map->size() >= 8, CheckpointError,
+              "{}: truncated: {} bytes, too short for a safetensors header", where, map->size());
+  return tensors_from(map->bytes(), where, map);
 }
 
 }  // namespace lathe::ckpt

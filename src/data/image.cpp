@@ -6,7 +6,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h wants FILE declared
+#include <cstring>
 #include <memory>
+
+#include <jpeglib.h>
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -55,6 +60,35 @@ void check_pixels(int64_t width, int64_t height, int64_t max_pixels, const std::
               origin, width, height, width * height, max_pixels);
 }
 
+/// A DataError unless `box` is a non-empty window inside a (height, width) image.
+void check_window(const transforms::Box& box, int64_t height, int64_t width,
+                  const std::string& origin) {
+  LATHE_CHECK(box.top >= 0 && box.left >= 0 && box.height > 0 && box.width > 0 &&
+                  box.top + box.height <= height && box.left + box.width <= width,
+              DataError, "{}: window {}x{} at ({}, {}) is not inside the {}x{} image", origin,
+              box.height, box.width, box.top, box.left, height, width);
+}
+
+/// The smallest DCT scale (TurboJPEG's factors, 1/8 .. 1) whose shorter side still reaches
+/// `min_side`; 1/1 when min_side is 0.
+tjscalingfactor jpeg_scale(int width, int height, int min_side) {
+  tjscalingfactor best{1, 1};
+  if (min_side <= 0) return best;
+  int out_w = width, out_h = height, n = 0;
+  const tjscalingfactor* factors = tjGetScalingFactors(&n);
+  for (int i = 0; i < n; ++i) {  // scales come largest first
+    const tjscalingfactor f = factors[i];
+    if (f.num > f.denom) continue;  // no upscaling
+    const int w = TJSCALED(width, f), hh = TJSCALED(height, f);
+    if (std::min(w, hh) >= min_side && w * hh < out_w * out_h) {
+      out_w = w;
+      out_h = hh;
+      best = f;
+    }
+  }
+  return best;
+}
+
 at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int channels,
                        int min_side, int64_t max_pixels) {
   tjhandle h = decompressor();
@@ -64,27 +98,138 @@ at::Tensor decode_jpeg(std::string_view bytes, const std::string& origin, int ch
   LATHE_CHECK(tjDecompressHeader3(h, src, size, &width, &height, &subsamp, &colorspace) == 0,
               DataError, "{}: not a readable JPEG: {}", origin, tjGetErrorStr2(h));
   check_pixels(width, height, max_pixels, origin);
-  // The smallest scale whose shorter side still reaches min_side (scales come largest first).
-  int out_w = width, out_h = height;
-  if (min_side > 0) {
-    int n = 0;
-    const tjscalingfactor* factors = tjGetScalingFactors(&n);
-    for (int i = 0; i < n; ++i) {
-      const tjscalingfactor f = factors[i];
-      if (f.num > f.denom) continue;  // no upscaling
-      const int w = TJSCALED(width, f), hh = TJSCALED(height, f);
-      if (std::min(w, hh) >= min_side && w * hh < out_w * out_h) {
-        out_w = w;
-        out_h = hh;
-      }
-    }
-  }
+  const tjscalingfactor f = jpeg_scale(width, height, min_side);
+  const int out_w = TJSCALED(width, f), out_h = TJSCALED(height, f);
   at::Tensor hwc = at::empty({out_h, out_w, channels}, at::TensorOptions().dtype(at::kByte));
   const int rc = tjDecompress2(h, src, size, hwc.data_ptr<uint8_t>(), out_w, 0, out_h,
                                channels == 3 ? TJPF_RGB : TJPF_GRAY, 0);
   LATHE_CHECK(rc == 0, DataError, "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height,
               tjGetErrorStr2(h));
   return hwc_to_chw(hwc);  // (C, H, W)
+}
+
+// --- Decoding a window of a JPEG (libjpeg-turbo's libjpeg API) ---------------------------------
+// libjpeg reports errors by calling error_exit, which must not return: it longjmps back to the
+// setjmp in the step that called the library. Each step below is a plain function whose locals
+// are trivial (nothing to destroy is skipped by the jump) and returns false on an error; the
+// caller, which owns the buffers, turns that into a DataError.
+
+/// libjpeg's error manager plus where to jump and the message.
+struct JpegErrors {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void jpeg_fail(j_common_ptr cinfo) {
+  auto* e = reinterpret_cast<JpegErrors*>(cinfo->err);
+  cinfo->err->format_message(cinfo, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+/// A warning (corrupt data the decoder can go past, such as a truncated file) is an error, as
+/// tjDecompress2 reports it; trace messages (level > 0) are ignored.
+void jpeg_message(j_common_ptr cinfo, int level) {
+  if (level < 0) jpeg_fail(cinfo);
+}
+
+/// A decompressor over bytes in memory, destroyed with its scope.
+struct JpegReader {
+  jpeg_decompress_struct cinfo{};
+  JpegErrors errors{};
+  JpegReader() {
+    cinfo.err = jpeg_std_error(&errors.mgr);
+    errors.mgr.error_exit = jpeg_fail;
+    errors.mgr.emit_message = jpeg_message;
+    jpeg_create_decompress(&cinfo);
+  }
+  ~JpegReader() { jpeg_destroy_decompress(&cinfo); }
+  JpegReader(const JpegReader&) = delete;
+  JpegReader& operator=(const JpegReader&) = delete;
+};
+
+bool jpeg_header(JpegReader& r, const unsigned char* src, unsigned long size) {
+  if (setjmp(r.errors.jump) != 0) return false;
+  jpeg_mem_src(&r.cinfo, src, size);
+  jpeg_read_header(&r.cinfo, TRUE);
+  return true;
+}
+
+/// Starts decompression at DCT scale `f` into RGB or grey, with tjDecompress2's settings (fancy
+/// upsampling, the accurate integer IDCT), so the pixels are the same as decode_jpeg's.
+bool jpeg_start(JpegReader& r, int channels, tjscalingfactor f) {
+  if (setjmp(r.errors.jump) != 0) return false;
+  r.cinfo.out_color_space = channels == 3 ? JCS_RGB : JCS_GRAYSCALE;
+  r.cinfo.scale_num = static_cast<unsigned>(f.num);
+  r.cinfo.scale_denom = static_cast<unsigned>(f.denom);
+  r.cinfo.dct_method = JDCT_ISLOW;
+  r.cinfo.do_fancy_upsampling = TRUE;
+  jpeg_start_decompress(&r.cinfo);
+  return true;
+}
+
+/// The columns [*left, *left + *width) of the rows to come, widened by libjpeg to whole blocks.
+bool jpeg_columns(JpegReader& r, JDIMENSION* left, JDIMENSION* width) {
+  if (setjmp(r.errors.jump) != 0) return false;
+  jpeg_crop_scanline(&r.cinfo, left, width);
+  return true;
+}
+
+/// Skips `skip` rows, then reads `rows` rows of `row_bytes` into `row` one at a time and copies
+/// bytes [offset, offset + keep) of each to consecutive rows of `out`.
+bool jpeg_rows(JpegReader& r, JDIMENSION skip, JDIMENSION rows, unsigned char* row,
+               size_t offset, size_t keep, unsigned char* out) {
+  if (setjmp(r.errors.jump) != 0) return false;
+  if (skip > 0) jpeg_skip_scanlines(&r.cinfo, skip);
+  for (JDIMENSION y = 0; y < rows; ++y) {
+    JSAMPROW rp = row;
+    if (jpeg_read_scanlines(&r.cinfo, &rp, 1) != 1) {
+      std::snprintf(r.errors.message, sizeof r.errors.message, "no row %u", y);
+      return false;
+    }
+    std::memcpy(out + y * keep, row + offset, keep);
+  }
+  return true;
+}
+
+/// The JPEG's window `choose(height, width)` after DCT scaling to min_side: the rows above it
+/// are skipped (entropy-decoded only), those below it never read, and only the blocks under its
+/// columns go through the inverse DCT, upsampling and colour conversion. The window is decoded
+/// with a margin of a pixel on each side (where the image has one) so that the upsampling at
+/// the window's edges sees the same neighbours as in the whole image: the same pixels as
+/// decode_jpeg + cropping.
+at::Tensor decode_jpeg_window(std::string_view bytes, const std::string& origin, int channels,
+                              int min_side, int64_t max_pixels, const WindowChooser& choose) {
+  JpegReader r;
+  const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
+  LATHE_CHECK(jpeg_header(r, src, static_cast<unsigned long>(bytes.size())), DataError,
+              "{}: not a readable JPEG: {}", origin, r.errors.message);
+  const int width = static_cast<int>(r.cinfo.image_width);
+  const int height = static_cast<int>(r.cinfo.image_height);
+  check_pixels(width, height, max_pixels, origin);
+  LATHE_CHECK(jpeg_start(r, channels, jpeg_scale(width, height, min_side)), DataError,
+              "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height, r.errors.message);
+  const auto out_h = static_cast<int64_t>(r.cinfo.output_height);
+  const auto out_w = static_cast<int64_t>(r.cinfo.output_width);
+  const transforms::Box box = choose(out_h, out_w);
+  check_window(box, out_h, out_w, origin);
+  // The margin: one more column each side where the image has it.
+  const int64_t lo = std::max<int64_t>(0, box.left - 1);
+  const int64_t hi = std::min(out_w, box.left + box.width + 1);
+  auto left = static_cast<JDIMENSION>(lo), span = static_cast<JDIMENSION>(hi - lo);
+  if (span < static_cast<JDIMENSION>(out_w))
+    LATHE_CHECK(jpeg_columns(r, &left, &span), DataError, "{}: cannot decode the JPEG: {}",
+                origin, r.errors.message);
+  std::vector<unsigned char> row(static_cast<size_t>(span) * static_cast<size_t>(channels));
+  at::Tensor hwc = at::empty({box.height, box.width, channels}, at::TensorOptions().dtype(at::kByte));
+  const auto offset = static_cast<size_t>(box.left - static_cast<int64_t>(left)) *
+                      static_cast<size_t>(channels);
+  const auto keep = static_cast<size_t>(box.width) * static_cast<size_t>(channels);
+  LATHE_CHECK(jpeg_rows(r, static_cast<JDIMENSION>(box.top), static_cast<JDIMENSION>(box.height),
+                        row.data(), offset, keep, hwc.data_ptr<uint8_t>()),
+              DataError, "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height,
+              r.errors.message);
+  return hwc_to_chw(hwc);  // (C, box.height, box.width)
 }
 
 at::Tensor decode_png(std::string_view bytes, const std::string& origin, int channels,
@@ -140,6 +285,18 @@ at::Tensor decode_image(std::string_view bytes, const std::string& origin, int c
       fmt::format("{}: neither a JPEG nor a PNG ({} bytes; a JPEG starts with "
                   "FF D8 FF, a PNG with 89 50 4E 47)",
                   origin, bytes.size()));
+}
+
+at::Tensor decode_image_window(std::string_view bytes, const std::string& origin,
+                               const WindowChooser& choose, int channels, int min_side,
+                               int64_t max_pixels) {
+  LATHE_CHECK(channels == 1 || channels == 3, DataError,
+              "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
+  if (is_jpeg(bytes)) return decode_jpeg_window(bytes, origin, channels, min_side, max_pixels, choose);
+  const at::Tensor image = decode_image(bytes, origin, channels, min_side, max_pixels);
+  const transforms::Box box = choose(image.size(1), image.size(2));
+  check_window(box, image.size(1), image.size(2), origin);
+  return image.narrow(1, box.top, box.height).narrow(2, box.left, box.width);  // a view
 }
 
 at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side,

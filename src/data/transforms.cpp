@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
+#include "lathe/data/image.h"
 
 namespace lathe::data::transforms {
 namespace {
@@ -152,18 +153,46 @@ Box random_resized_box(int64_t height, int64_t width, Rng& rng, std::pair<double
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
-Transform random_resized_crop(int64_t size, std::pair<double, double> scale,
-                              std::pair<double, double> ratio) {
+namespace {
+
+void check_resized_crop(int64_t size, std::pair<double, double> scale,
+                        std::pair<double, double> ratio) {
   LATHE_CHECK(size > 0 && scale.first > 0 && scale.first <= scale.second && ratio.first > 0 &&
                   ratio.first <= ratio.second,
               DataError,
               "random_resized_crop: size {} scale ({}, {}) ratio ({}, {}): want "
               "size > 0, 0 < lo <= hi",
               size, scale.first, scale.second, ratio.first, ratio.second);
+}
+
+}  // namespace
+
+Transform random_resized_crop(int64_t size, std::pair<double, double> scale,
+                              std::pair<double, double> ratio) {
+  check_resized_crop(size, scale, ratio);
   return [=](at::Tensor x, Rng& rng) {
     check_image(x, "random_resized_crop");
     const Box box = random_resized_box(x.size(1), x.size(2), rng, scale, ratio);
     return resize_image(crop(x, box), size, size);
+  };
+}
+
+Transform decode_random_resized_crop(int64_t size, std::pair<double, double> scale,
+                                     std::pair<double, double> ratio, int channels,
+                                     int min_side) {
+  check_resized_crop(size, scale, ratio);
+  return [=](at::Tensor bytes, Rng& rng) {
+    LATHE_CHECK(bytes.dim() == 1 && bytes.scalar_type() == at::kByte && bytes.is_contiguous(),
+                DataError,
+                "decode_random_resized_crop wants an encoded image as 1-D uint8 bytes, got {} {}",
+                c10::toString(bytes.scalar_type()), bytes.sizes());
+    const std::string_view encoded(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
+                                   static_cast<size_t>(bytes.numel()));
+    const at::Tensor window = decode_image_window(
+        encoded, "the encoded image",
+        [&](int64_t h, int64_t w) { return random_resized_box(h, w, rng, scale, ratio); },
+        channels, min_side);  // (C, box.height, box.width)
+    return resize_image(window, size, size);
   };
 }
 

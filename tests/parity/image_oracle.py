@@ -6,6 +6,9 @@ decoded pixels and the resized images lathe must reproduce.
        OUT_DIR/dog0.rgb                     PIL's decode of folder/dog/0.jpg, (H, W, 3) uint8 raw
        OUT_DIR/resize_{u8,f32}_{h}x{w}.bin  torchvision resize(antialias=True) of folder/cat/0.png
                                             as (3, h, w), uint8 or float32 ([0, 1] input) raw
+       OUT_DIR/window/*.jpg                 JPEGs of odd sizes in every chroma subsampling PIL
+                                            writes (4:4:4, 4:2:2, 4:2:0, progressive, grey) for
+                                            the window-decoding test
 """
 import sys
 from pathlib import Path
@@ -37,6 +40,13 @@ def main(out: Path):
     Image.fromarray(smooth_image(rng, 30, 30)).save(root / "dog" / "1.JPEG", quality=80)
     (root / "dog" / "notes.txt").write_text("not an image")
     np.asarray(Image.open(root / "dog" / "0.jpg").convert("RGB")).tofile(out / "dog0.rgb")
+
+    (out / "window").mkdir()
+    for name, h, w, opts in [("s444", 101, 77, {"subsampling": 0}), ("s422", 67, 130, {"subsampling": 1}),
+                             ("s420", 123, 95, {"subsampling": 2}),
+                             ("progressive", 90, 111, {"subsampling": 2, "progressive": True})]:
+        Image.fromarray(smooth_image(rng, h, w)).save(out / "window" / f"{name}.jpg", quality=90, **opts)
+    Image.fromarray(smooth_image(rng, 75, 58)).convert("L").save(out / "window" / "grey.jpg", quality=90)
 
     t = torch.from_numpy(cat0).permute(2, 0, 1).contiguous()  # (3, 40, 52)
     for h, w in [(13, 21), (70, 90)]:

@@ -78,6 +78,29 @@ TEST(Safetensors, TruncatedAndMalformedFilesAreClearErrors) {
                                 {"none.safetensors", "no such weights file"});
 }
 
+TEST(Safetensors, LoadMapsTheFileWithoutCopyingAndWritesStayPrivate) {
+  TempDir dir;
+  const auto file = dir / "m.safetensors";
+  const at::Tensor w0 = at::arange(1000, at::kFloat), b0 = at::arange(8, at::kLong);
+  lathe::ckpt::save_safetensors(file, {{"w", w0}, {"b", b0}});
+  at::Tensor w;
+  {
+    const auto loaded = lathe::ckpt::load_safetensors(file);
+    w = loaded.tensors[0].second;
+    // Views of one mapping: the second tensor's bytes follow the first's (copies would each
+    // have their own allocation).
+    EXPECT_EQ(static_cast<const char*>(loaded.tensors[1].second.data_ptr()),
+              static_cast<const char*>(w.data_ptr()) + 4000);
+  }
+  EXPECT_TRUE(w.equal(w0));  // the tensor keeps the mapping alive after the file's struct goes
+  w.add_(1);                 // a write stays in this process: the file is unchanged
+  EXPECT_TRUE(lathe::ckpt::load_safetensors(file).tensors[0].second.equal(w0));
+  // Replacing the file (an atomic rename, as every lathe write) leaves loaded tensors as they are.
+  lathe::ckpt::save_safetensors(file, {{"w", at::zeros({1000})}, {"b", b0}});
+  EXPECT_TRUE(w.equal(w0 + 1));
+  EXPECT_TRUE(lathe::ckpt::load_safetensors(file).tensors[0].second.equal(at::zeros({1000})));
+}
+
 TEST(Safetensors, FailedWriteKeepsThePreviousFile) {
   TempDir dir;
   const auto file = dir / "w.safetensors";

@@ -86,6 +86,56 @@ TEST(Image, ResizeMatchesTorchvisionAntialiased) {
   }
 }
 
+TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
+  TempDir dir;
+  lathe::testing::run_oracle("image_oracle.py", dir);
+  Rng rng(3);
+  int windows = 0;
+  for (const char* name : {"s444", "s422", "s420", "progressive", "grey"}) {
+    const std::string jpg = lathe::testing::read_text(dir / "window" / fmt::format("{}.jpg", name));
+    for (const int channels : {3, 1}) {
+      for (const int min_side : {0, 30}) {  // full size, and a DCT scale of 1/2 or less
+        const at::Tensor whole = decode_image(jpg, name, channels, min_side);  // (C, H, W)
+        const int64_t h = whole.size(1), w = whole.size(2);
+        std::vector<tf::Box> boxes = {{0, 0, h, w}, {0, 0, 1, 1}, {h - 1, w - 1, 1, 1},
+                                      {h / 2, 0, h - h / 2, w / 3}, {1, w - 17, h - 2, 17}};
+        for (int i = 0; i < 40; ++i)
+          boxes.push_back(tf::random_resized_box(h, w, rng, {0.02, 1.0}, {0.3, 3.0}));
+        for (const tf::Box& b : boxes) {
+          const at::Tensor win = decode_image_window(
+              jpg, name, [&](int64_t, int64_t) { return b; }, channels, min_side);
+          ASSERT_TRUE(win.equal(whole.narrow(1, b.top, b.height).narrow(2, b.left, b.width)))
+              << name << " channels " << channels << " min_side " << min_side << " box "
+              << b.top << "," << b.left << " " << b.height << "x" << b.width;
+          ++windows;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(windows, 5 * 2 * 2 * 45);
+  // The fused transform draws the box random_resized_crop draws: the same pixels.
+  const std::string jpg = lathe::testing::read_text(dir / "window" / "s420.jpg");
+  const at::Tensor bytes = at::from_blob(const_cast<char*>(jpg.data()),
+                                         {static_cast<int64_t>(jpg.size())}, at::kByte);
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    Rng a(seed), b(seed);
+    const at::Tensor fused = tf::decode_random_resized_crop(32)(bytes, a);
+    EXPECT_TRUE(fused.equal(tf::random_resized_crop(32)(decode_image(jpg, "s420"), b))) << seed;
+  }
+  // A window outside the image, a cut file and bytes that are no image are DataErrors.
+  expect_error<DataError>(
+      [&] { decode_image_window(jpg, "w.jpg", [](int64_t, int64_t) { return tf::Box{0, 90, 10, 10}; }); },
+      {"w.jpg", "window 10x10 at (0, 90) is not inside the 123x95 image"});
+  expect_error<DataError>(
+      [&] {
+        decode_image_window(jpg.substr(0, jpg.size() / 2), "cut.jpg",
+                            [](int64_t h, int64_t w) { return tf::Box{0, 0, h, w}; });
+      },
+      {"cut.jpg", "JPEG"});
+  expect_error<DataError>([&] { tf::decode_random_resized_crop(8)(at::zeros({3, 4, 4}, at::kByte), rng); },
+                          {"wants an encoded image as 1-D uint8 bytes"});
+}
+
 TEST(Transforms, CropsFlipNormaliseAreSeededAndCorrect) {
   const at::Tensor img = pattern(10, 12);
   Rng rng(1);

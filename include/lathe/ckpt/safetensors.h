@@ -29,15 +29,23 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  ///< the header's __metadata__
 };
 
-/// Reads a safetensors file onto the CPU. A missing file, a truncated header or body, bad JSON,
-/// an unknown dtype or offsets that do not fit are CheckpointErrors naming the file (and tensor).
+/// Reads a safetensors file onto the CPU through a memory map: the header is validated in full
+/// before any tensor is built, then each tensor is a view of the mapped bytes (no copy; pages are
+/// read from the page cache as they are first touched, e.g. when load_weights copies them into a
+/// model). The mapping is private — an in-place write to a loaded tensor copies that page and
+/// never reaches the file — and lives as long as any of its tensors. A tensor whose bytes are not
+/// aligned to its element size is copied out. A missing file, a truncated header or body, bad
+/// JSON, an unknown dtype or offsets that do not fit are CheckpointErrors naming the file (and
+/// tensor). Files are replaced by rename (as lathe writes them), never truncated in place, while
+/// tensors over them are alive: a file shortened under a live mapping faults its reader.
 SafetensorsFile load_safetensors(const std::filesystem::path& file);
 
 /// The largest header load_safetensors reads: 100 MB, the reference library's limit.
 inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
 
-/// Same as load_safetensors, from the bytes of a whole file held in memory; `origin` names it in
-/// errors. Every offset, shape and dtype is validated before a tensor is allocated.
+/// Same as load_safetensors, from the bytes of a whole file held in memory (copied into new
+/// tensors); `origin` names it in errors. Every offset, shape and dtype is validated before a
+/// tensor is allocated.
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& origin);
 
 }  // namespace lathe::ckpt

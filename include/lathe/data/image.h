@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -10,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "lathe/data/dataset.h"
+#include "lathe/data/transforms.h"
 
 namespace lathe::data {
 
@@ -25,6 +27,19 @@ inline constexpr int64_t kDefaultMaxImagePixels = 89'478'485;
 /// whose header declares more than `max_pixels` pixels is a DataError before decoding.
 at::Tensor decode_image(std::string_view bytes, const std::string& origin, int channels = 3,
                         int min_side = 0, int64_t max_pixels = kDefaultMaxImagePixels);
+
+/// Picks the window of an image to keep from its decoded (height, width).
+using WindowChooser = std::function<transforms::Box(int64_t height, int64_t width)>;
+
+/// decode_image, keeping only the window `choose` picks from the decoded size (after the DCT
+/// scaling to `min_side`); the window must lie inside the image. A JPEG decodes only that window
+/// (libjpeg-turbo's jpeg_skip_scanlines / jpeg_crop_scanline: rows above it are only
+/// entropy-decoded, rows below it not at all, columns outside it skip the inverse DCT and colour
+/// conversion) with the same pixels as decoding the whole image and cropping it; a PNG decodes
+/// whole and is cropped (a view). (C, box.height, box.width) uint8.
+at::Tensor decode_image_window(std::string_view bytes, const std::string& origin,
+                               const WindowChooser& choose, int channels = 3, int min_side = 0,
+                               int64_t max_pixels = kDefaultMaxImagePixels);
 
 /// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
 /// naming it.

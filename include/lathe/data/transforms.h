@@ -43,6 +43,15 @@ Transform center_crop(int64_t size);
 Transform random_resized_crop(int64_t size, std::pair<double, double> scale = {0.08, 1.0},
                               std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0});
 
+/// random_resized_crop fused with decoding, for inputs that are an encoded JPEG or PNG held as
+/// 1-D uint8 (a file's bytes): the box is drawn from the image's size (read from its header, after
+/// the DCT scaling to `min_side`) with the same draws as random_resized_crop, only that box is
+/// decoded (decode_image_window), then it is resized to (size, size). The same pixels as
+/// decoding the whole image and applying random_resized_crop with the same generator.
+Transform decode_random_resized_crop(int64_t size, std::pair<double, double> scale = {0.08, 1.0},
+                                     std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0},
+                                     int channels = 3, int min_side = 0);
+
 /// The box random_resized_crop draws for an image of (height, width).
 Box random_resized_box(int64_t height, int64_t width, Rng& rng, std::pair<double, double> scale,
                        std::pair<double, double> ratio);
