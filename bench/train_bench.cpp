@@ -4,10 +4,21 @@
 //
 //   build/dev/bench/train_bench [--device cpu|cuda] [--threads N] [--cases mlp,gpt_tiny]
 //                               [--python .venv/bin/python] [--script bench/train_bench.py]
-//                               [--rounds 3] [--quick]      (run from the repository root)
+//                               [--rounds 3] [--quick] [--profile DIR] [--clock wall|cpu]
+//                               (run from the repository root)
+//
+// --clock cpu (CPU only): each side's process CPU time instead of wall time. With --threads 1
+// on a machine shared with other work, wall time also counts the time the scheduler gave to
+// others; CPU time counts the work done (both sides alike), so ratios stay comparable under load.
+//
+// --profile DIR: one round; each side profiles two untimed steps, lathe with
+// trainer.profile's profiler (DIR/CASE/lathe/profile.txt, .json, trace.json), PyTorch with
+// torch.profiler (DIR/CASE/torch/profile.txt, ops.json, trace.json): the operator tables side by
+// side show what one step does that the other does not.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +34,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/gpu.h"
 #include "lathe/optim/optimizer.h"
+#include "lathe/train/profiler.h"
 #include "lathe/train/trainer.h"
 #include "models/registry.h"
 
@@ -145,20 +157,29 @@ class FixedBatches : public lathe::data::BatchSource {
   int64_t steps_;
 };
 
-/// Times every `chunk` optimizer steps after `warmup`, syncing the device at each mark.
+/// Seconds on the wall clock, or of this process's CPU time (--clock cpu).
+double now_s(bool cpu_clock) {
+  if (!cpu_clock)
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+/// Times every `chunk` optimizer steps after `warmup` up to step `last`, syncing the device at
+/// each mark.
 class StepTimer : public lathe::train::Callback {
  public:
-  StepTimer(c10::Device device, int64_t warmup, int64_t chunk)
-      : device_(device), warmup_(warmup), chunk_(chunk) {}
+  StepTimer(c10::Device device, int64_t warmup, int64_t chunk, int64_t last, bool cpu_clock)
+      : device_(device), warmup_(warmup), chunk_(chunk), last_(last), cpu_clock_(cpu_clock) {}
   std::string name() const override { return "step_timer"; }
   void on_train_step_end(lathe::train::Trainer& t, int64_t, int64_t) override {
     const int64_t s = t.global_step();
-    if (s < warmup_ || (s - warmup_) % chunk_ != 0) return;
+    if (s < warmup_ || s > last_ || (s - warmup_) % chunk_ != 0) return;
     lathe::synchronize(device_);
-    const auto now = std::chrono::steady_clock::now();
-    if (s > warmup_)
-      per_step_.push_back(std::chrono::duration<double>(now - mark_).count() /
-                          static_cast<double>(chunk_));
+    const double now = now_s(cpu_clock_);
+    if (s > warmup_) per_step_.push_back((now - mark_) / static_cast<double>(chunk_));
     mark_ = now;
   }
   double median() {
@@ -168,15 +189,17 @@ class StepTimer : public lathe::train::Callback {
 
  private:
   c10::Device device_;
-  int64_t warmup_, chunk_;
-  std::chrono::steady_clock::time_point mark_;
+  int64_t warmup_, chunk_, last_;
+  bool cpu_clock_;
+  double mark_ = 0;
   std::vector<double> per_step_;
 };
 
 constexpr int64_t kDistinctBatches = 4;
 
 /// Seconds per step of lathe's Trainer on `c` (median over the repeats) and its parameters.
-std::pair<double, int64_t> run_lathe(const Case& c, c10::Device device) {
+std::pair<double, int64_t> run_lathe(const Case& c, c10::Device device,
+                                     const std::string& profile_dir, bool cpu_clock) {
   at::manual_seed(0);
   lathe::config::RunConfig cfg;
   cfg.model = lathe::config::parse_model_section(c.model, c.options);
@@ -185,7 +208,8 @@ std::pair<double, int64_t> run_lathe(const Case& c, c10::Device device) {
   const int64_t params = lathe::models::parameter_count(*model.ptr());
   cfg.task.kind = c.task;
   cfg.optim.weight_decay = 0.01;
-  const int64_t total = c.warmup + c.steps * c.repeats;
+  const int64_t timed = c.warmup + c.steps * c.repeats;
+  const int64_t total = timed + (profile_dir.empty() ? 0 : 2);  // profiled: 2 more, untimed
   cfg.trainer.max_epochs = 1;
   cfg.trainer.log_every_n_steps = total;  // one log row: the loss is read once
   cfg.trainer.progress = "none";
@@ -205,8 +229,11 @@ std::pair<double, int64_t> run_lathe(const Case& c, c10::Device device) {
   FixedBatches source(std::move(batches), total);
   lathe::train::Trainer trainer(cfg.trainer, device, model, lathe::train::Task(cfg.task), optimizer,
                                 lathe::train::make_schedules(cfg.optim, total, total));
-  auto timer = std::make_shared<StepTimer>(device, c.warmup, c.steps);
+  auto timer = std::make_shared<StepTimer>(device, c.warmup, c.steps, timed, cpu_clock);
   trainer.add_callback(timer);
+  if (!profile_dir.empty())  // the two steps after the timed ones
+    trainer.add_callback(std::make_shared<lathe::train::ProfilerCallback>(
+        timed + 1, timed + 2, profile_dir + "/" + c.name + "/lathe", device, 30));
   trainer.fit(source, nullptr);
   return {timer->median(), params};
 }
@@ -220,10 +247,10 @@ std::string quoted(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string python = ".venv/bin/python", script = "bench/train_bench.py", only;
+  std::string python = ".venv/bin/python", script = "bench/train_bench.py", only, profile_dir;
   std::string device_name = torch::cuda::is_available() ? "cuda" : "cpu";
   int threads = static_cast<int>(std::thread::hardware_concurrency());
-  bool quick = false;
+  bool quick = false, cpu_clock = false;
   int rounds = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -245,11 +272,17 @@ int main(int argc, char** argv) try {
       rounds = std::max(1, std::stoi(value()));
     else if (a == "--quick")
       quick = true;
+    else if (a == "--profile")
+      profile_dir = value();
+    else if (a == "--clock")
+      cpu_clock = value() == "cpu";
     else
       throw lathe::Error(fmt::format("unknown argument {}", a));
   }
   const c10::Device device(device_name);
   const bool cuda = device.is_cuda();
+  LATHE_CHECK(!(cuda && cpu_clock), lathe::Error,
+              "--clock cpu times the host only: it is for --device cpu");
   at::set_num_threads(threads);
   lathe::configure_cuda(/*deterministic=*/false);
   const std::string precision = lathe::resolve_precision("auto", device);
@@ -261,14 +294,17 @@ int main(int argc, char** argv) try {
     if (quick) c.repeats = 3, c.steps = std::max<int64_t>(1, c.steps / 2), c.warmup = 2;
     selected.push_back(c);
   }
-  if (quick) rounds = 1;
-  fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds\n",
-             device.str(), threads, precision, TORCH_VERSION, rounds);
+  if (quick || !profile_dir.empty()) rounds = 1;
+  fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds, {} time\n",
+             device.str(), threads, precision, TORCH_VERSION, rounds,
+             cpu_clock ? "process CPU" : "wall");
 
   json spec = {{"threads", threads},
                {"device", device.str()},
                {"cases", json::array()},
-               {"fused_too", !cuda}};
+               {"fused_too", !cuda},
+               {"profile_dir", profile_dir},
+               {"clock", cpu_clock ? "cpu" : "wall"}};
   for (const auto& c : selected)
     spec["cases"].push_back({{"name", c.name},
                              {"model", c.model},
@@ -290,7 +326,7 @@ int main(int argc, char** argv) try {
   std::vector<int64_t> params(selected.size());
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < selected.size(); ++i) {
-      const auto [t, n] = run_lathe(selected[i], device);
+      const auto [t, n] = run_lathe(selected[i], device, profile_dir, cpu_clock);
       ours_r[i].push_back(t);
       params[i] = n;
     }

@@ -7,9 +7,13 @@ loop; on CUDA fused=True is passed, as lathe's optim.fused=auto picks the fused 
 lathe's zoo model of the same name is (same layers, shapes and kernels), trained with AdamW (weight
 decay on weights of dim >= 2 only, as lathe's groups) and cross-entropy, under bf16 autocast when
 the case says so. A step is forward, loss, backward, optimizer step and zero_grad(set_to_none).
+With "profile_dir" set, the two steps after the warm-up run under torch.profiler, which writes
+PROFILE_DIR/CASE/torch/{trace.json, profile.txt (operators by self time), ops.json}. With
+"clock": "cpu", steps are timed in process CPU time (time.process_time) instead of wall time.
 """
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -98,7 +102,23 @@ class GPT2(nn.Module):
 BUILDERS = {"mlp": mlp, "lstm_lm": LstmLM, "resnet18": resnet18, "gpt2": GPT2}
 
 
-def run_case(case, device, fused):
+def profile_steps(case, step, batches, profile_dir):
+    """Two steps under torch.profiler: a Chrome trace and the operator table, as lathe writes."""
+    out = os.path.join(profile_dir, case["name"], "torch")
+    os.makedirs(out, exist_ok=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for i in range(2):
+            step(*batches[i % len(batches)])
+    prof.export_chrome_trace(os.path.join(out, "trace.json"))
+    averages = prof.key_averages()
+    with open(os.path.join(out, "profile.txt"), "w") as f:
+        f.write(averages.table(sort_by="self_cpu_time_total", row_limit=30))
+    ops = {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total} for e in averages}
+    with open(os.path.join(out, "ops.json"), "w") as f:
+        json.dump(ops, f, indent=1, sort_keys=True)
+
+
+def run_case(case, device, fused, profile_dir="", clock=time.perf_counter):
     torch.manual_seed(0)
     model = BUILDERS[case["model"]](case["options"]).to(device)
     if case.get("channels_last"):
@@ -143,14 +163,16 @@ def run_case(case, device, fused):
         step(*batches[i % len(batches)])
         i += 1
     sync()
+    if profile_dir:
+        profile_steps(case, step, batches, profile_dir)
     times = []
     for _ in range(case["repeats"]):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(case["steps"]):
             step(*batches[i % len(batches)])
             i += 1
         sync()
-        times.append((time.perf_counter() - t0) / case["steps"])
+        times.append((clock() - t0) / case["steps"])
     if not math.isfinite(running.item()):
         raise RuntimeError(f"{case['name']}: non-finite loss")
     return {"step_s": statistics.median(times), "steps": case["repeats"] * case["steps"]}
@@ -160,11 +182,15 @@ def main():
     spec = json.loads(sys.argv[1])
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
+    clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
     out = {}
     for case in spec["cases"]:
-        out[case["name"]] = run_case(case, device, fused=False)
+        out[case["name"]] = run_case(case, device, fused=False, clock=clock)
+        if spec.get("profile_dir"):  # lathe's default AdamW is the fused one: compare with that
+            run_case(case, device, fused=True, profile_dir=spec["profile_dir"])
         if device.type == "cpu" and spec.get("fused_too"):
-            out[case["name"]]["step_s_fused"] = run_case(case, device, fused=True)["step_s"]
+            out[case["name"]]["step_s_fused"] = run_case(case, device, fused=True,
+                                                         clock=clock)["step_s"]
     print(json.dumps(out))
 
 

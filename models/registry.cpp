@@ -408,6 +408,10 @@ ModelSignature model_signature(const config::ModelSection& model, const torch::n
   return (*signature)(module, sizes);
 }
 
+bool channels_last_helps_on_cpu(const torch::nn::Module& module) {
+  return dynamic_cast<const ConvNetImpl*>(&module) != nullptr;
+}
+
 int64_t parameter_count(const torch::nn::Module& module) {
   int64_t n = 0;
   for (const auto& p : module.parameters()) n += p.numel();

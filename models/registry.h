@@ -103,4 +103,13 @@ torch::nn::AnyModule build_model(const config::ModelSection& model);
 /// Number of parameters (trainable + frozen), as PyTorch's sum(p.numel()).
 int64_t parameter_count(const torch::nn::Module& module);
 
+/// Whether `module` is of a zoo family measured to train faster channels-last (NHWC) on the CPU
+/// (trainer.channels_last: auto there). A measured choice, per family (bench/demo_epoch.py,
+/// one thread, process CPU time per step, NHWC / NCHW):
+///   convnet  0.66  (oneDNN's NHWC max pooling and batch norm are vectorised over channels; the
+///                   NCHW pooling kernel is scalar and was a quarter of the NCHW step)
+///   resnet18 0.99  (no max pool with the 32x32 stem, convolutions dominate): stays NCHW
+/// Families not measured (and your own modules) stay NCHW on the CPU.
+bool channels_last_helps_on_cpu(const torch::nn::Module& module);
+
 }  // namespace lathe::models

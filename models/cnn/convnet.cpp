@@ -36,12 +36,12 @@ void ConvNetImpl::reset() {
     LATHE_CHECK(out > 0, ModelError, "convnet: channel counts must be positive, got {}", out);
     features->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)));
     features->push_back(nn::BatchNorm2d(out));
-    features->push_back(nn::ReLU());
+    features->push_back(nn::ReLU(/*inplace=*/true));  // as torchvision: BN's backward reads its input
     features->push_back(nn::MaxPool2d(2));
     in = out;
   }
   classifier = nn::Sequential(nn::Flatten(), nn::Dropout(o.dropout()),
-                              nn::Linear(in * side * side, o.hidden()), nn::ReLU(),
+                              nn::Linear(in * side * side, o.hidden()), nn::ReLU(/*inplace=*/true),
                               nn::Dropout(o.dropout()), nn::Linear(o.hidden(), o.num_classes()));
   register_module("features", features);
   register_module("classifier", classifier);

@@ -37,7 +37,7 @@ ConvBNReLU6Impl::ConvBNReLU6Impl(int64_t in, int64_t out, int64_t kernel, int64_
                            .groups(groups)
                            .bias(false)));
   push_back(nn::BatchNorm2d(out));
-  push_back(nn::ReLU6());
+  push_back(nn::ReLU6(/*inplace=*/true));  // as torchvision's Conv2dNormActivation
 }
 
 InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stride,

@@ -5,6 +5,7 @@
 #include <torch/nn/init.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 #include "models/checkpoint.h"
 
 namespace lathe::models {
@@ -36,10 +37,14 @@ BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride)
   if (downsample) register_module("downsample", downsample);
 }
 
+// In place where torchvision is (`relu(inplace=True)`, `out += identity`): batch norm's backward
+// reads its input, not its output, and relu's reads its result, so autograd allows it, and each
+// block allocates and streams two activations fewer.
 at::Tensor BasicBlockImpl::forward(const at::Tensor& x) {
-  at::Tensor out = at::relu(bn1(conv1(x)));  // (B, planes, H/s, W/s)
+  at::Tensor out = bn1(conv1(x)).relu_();  // (B, planes, H/s, W/s)
   out = bn2(conv2(out));
-  return at::relu(out + (downsample ? downsample->forward(x) : x));
+  out += downsample ? downsample->forward(x) : x;
+  return out.relu_();
 }
 
 BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride,
@@ -56,10 +61,11 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride,
 }
 
 at::Tensor BottleneckImpl::forward(const at::Tensor& x) {
-  at::Tensor out = at::relu(bn1(conv1(x)));  // (B, width, H, W)
-  out = at::relu(bn2(conv2(out)));           // (B, width, H/s, W/s)
-  out = bn3(conv3(out));                     // (B, 4·planes, H/s, W/s)
-  return at::relu(out + (downsample ? downsample->forward(x) : x));
+  at::Tensor out = bn1(conv1(x)).relu_();  // (B, width, H, W), in place as BasicBlock
+  out = bn2(conv2(out)).relu_();           // (B, width, H/s, W/s)
+  out = bn3(conv3(out));                   // (B, 4·planes, H/s, W/s)
+  out += downsample ? downsample->forward(x) : x;
+  return out.relu_();
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& options_) : options(options_) { reset(); }
@@ -130,6 +136,10 @@ void ResNetImpl::reset() {
   layer3 = register_module("layer3", stage(256, layers[2], 2));
   layer4 = register_module("layer4", stage(512, layers[3], 2));
   fc = register_module("fc", nn::Linear(512 * expansion, o.num_classes()));
+  block_names_.clear();  // "layer1.0", ...: the profiler's names, made once
+  for (size_t s = 0; s < layers.size(); ++s)
+    for (int64_t b = 0; b < layers[s]; ++b)
+      block_names_.push_back(fmt::format("layer{}.{}", s + 1, b));
 
   // torchvision's initialisation: Kaiming-normal convs (fan_out, relu), BN weight 1 bias 0.
   for (auto& m : modules(/*include_self=*/false)) {
@@ -152,20 +162,36 @@ at::Tensor ResNetImpl::forward_features(const at::Tensor& x) {
   LATHE_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), ModelError,
               "resnet{}: expected input (B, {}, H, W), got {}", options.depth(),
               options.in_channels(), x.sizes());
-  at::Tensor h = at::relu(bn1(conv1(x)));  // (B, 64, H/2, W/2), or (B, 64, H, W) small_input
-  if (!options.small_input()) h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});  // (B, 64, H/4, W/4)
-  for (auto* stage : {&layer1, &layer2, &layer3, &layer4}) h = run_stage(*stage, h);  // (B, C, h, w)
-  return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);                  // (B, C)
+  at::Tensor h;
+  {
+    const ProfileScope scope("stem");
+    h = bn1(conv1(x)).relu_();  // (B, 64, H/2, W/2), or (B, 64, H, W) small_input
+    if (!options.small_input()) h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});  // (B, 64, H/4, W/4)
+  }
+  size_t first = 0;  // index of the stage's first block in block_names_
+  for (auto* stage : {&layer1, &layer2, &layer3, &layer4}) {
+    h = run_stage(*stage, h, first);  // (B, C, h, w)
+    first += (*stage)->size();
+  }
+  return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);  // (B, C)
 }
 
-at::Tensor ResNetImpl::forward(const at::Tensor& x) { return fc(forward_features(x)); }
+at::Tensor ResNetImpl::forward(const at::Tensor& x) {
+  const at::Tensor features = forward_features(x);  // (B, C)
+  const ProfileScope scope("fc");
+  return fc(features);
+}
 
-at::Tensor ResNetImpl::run_stage(torch::nn::Sequential& stage, at::Tensor h) {
-  if (!options.gradient_checkpointing() || !is_training()) return stage->forward(h);
-  for (const auto& block : *stage) {
-    torch::nn::AnyModule b = block;  // shares the block
-    h = checkpointed([b](const at::Tensor& in) mutable { return b.forward(in); }, h,
-                     b.ptr()->buffers());
+at::Tensor ResNetImpl::run_stage(torch::nn::Sequential& stage, at::Tensor h, size_t first) {
+  const bool recompute = options.gradient_checkpointing() && is_training();
+  size_t i = first;
+  for (torch::nn::AnyModule b : *stage) {  // shares the block
+    const ProfileScope scope(block_names_[i++]);
+    if (recompute)
+      h = checkpointed([b](const at::Tensor& in) mutable { return b.forward(in); }, h,
+                       b.ptr()->buffers());
+    else
+      h = b.forward(h);
   }
   return h;
 }

@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace lathe::models {
@@ -81,8 +82,10 @@ class ResNetImpl : public torch::nn::Module {
   torch::nn::Linear fc{nullptr};
 
  private:
-  /// One stage (layerN) block by block, each checkpointed when gradient_checkpointing applies.
-  at::Tensor run_stage(torch::nn::Sequential& stage, at::Tensor h);
+  /// One stage (layerN) block by block, each named in profiles (block_names_ from `first`) and
+  /// checkpointed when gradient_checkpointing applies.
+  at::Tensor run_stage(torch::nn::Sequential& stage, at::Tensor h, size_t first);
+  std::vector<std::string> block_names_;  ///< "layer1.0", "layer1.1", ..., in forward order
 };
 TORCH_MODULE(ResNet);
 

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 
 namespace lathe::models {
 namespace {
@@ -82,6 +83,7 @@ at::Tensor RNNClassifierImpl::forward(const at::Tensor& x) {
     h = x;
   }
   at::Tensor h_n;  // (layers · dirs, B, H)
+  const ProfileScope rnn_scope(lstm ? "lstm" : "gru");
   if (o.pad_id() >= 0) {
     // Right-padded sequences, each read to its own length (at least 1 step).
     const at::Tensor lengths = (x != o.pad_id()).sum(1).clamp_min(1).cpu();  // (B,)
@@ -94,6 +96,7 @@ at::Tensor RNNClassifierImpl::forward(const at::Tensor& x) {
   }
   at::Tensor last = o.bidirectional() ? at::cat({h_n[-2], h_n[-1]}, 1) : h_n[-1];  // (B, dirs·H)
   last = at::dropout(last, o.dropout(), is_training());
+  const ProfileScope scope("fc");
   return fc(last);  // (B, num_classes)
 }
 
@@ -126,9 +129,14 @@ at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
   LATHE_CHECK(ids.dim() == 2 && !at::isFloatingType(ids.scalar_type()), ModelError,
               "rnn_lm: expected token ids (B, T) of an integer type, got {} {}",
               c10::toString(ids.scalar_type()), ids.sizes());
-  const at::Tensor e = embedding(ids);                                                 // (B, T, E)
-  at::Tensor h = lstm ? std::get<0>(lstm->forward(e)) : std::get<0>(gru->forward(e));  // (B, T, H)
-  h = at::dropout(h, options.dropout(), is_training());
+  at::Tensor h;  // (B, T, H)
+  {
+    const ProfileScope scope(lstm ? "lstm" : "gru");  // with the embedding lookup before it
+    const at::Tensor e = embedding(ids);                // (B, T, E)
+    h = lstm ? std::get<0>(lstm->forward(e)) : std::get<0>(gru->forward(e));
+    h = at::dropout(h, options.dropout(), is_training());
+  }
+  const ProfileScope scope("fc");
   return fc ? fc(h) : at::linear(h, embedding->weight, tied_bias);  // (B, T, vocab_size)
 }
 

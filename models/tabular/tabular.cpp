@@ -34,7 +34,7 @@ void MLPImpl::reset() {
     layers->push_back(nn::Linear(in, width));
     if (o.batch_norm()) layers->push_back(nn::BatchNorm1d(width));
     if (o.activation() == "relu")
-      layers->push_back(nn::ReLU());
+      layers->push_back(nn::ReLU(/*inplace=*/true));  // Linear's and BN's backward read inputs
     else if (o.activation() == "gelu")
       layers->push_back(nn::GELU());
     else

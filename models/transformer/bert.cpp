@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 #include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
@@ -52,10 +53,15 @@ BertLayerImpl::BertLayerImpl(const BertOptions& o) : options(o) {
 
 at::Tensor BertLayerImpl::forward(const at::Tensor& x, const at::Tensor& attention_mask) {
   const double p = options.hidden_dropout_prob();
-  const at::Tensor a =
-      attend(query(x), key(x), value(x), options.num_attention_heads(), attention_mask,
-             /*causal=*/false, options.attention_probs_dropout_prob(), is_training());  // (B, T, H)
-  const at::Tensor h = attention_norm(x + at::dropout(attention_dense(a), p, is_training()));
+  at::Tensor h;  // (B, T, H)
+  {
+    const ProfileScope scope("attention");
+    const at::Tensor a = attend(query(x), key(x), value(x), options.num_attention_heads(),
+                                attention_mask, /*causal=*/false,
+                                options.attention_probs_dropout_prob(), is_training());
+    h = attention_norm(x + at::dropout(attention_dense(a), p, is_training()));
+  }
+  const ProfileScope scope("intermediate+output");
   const at::Tensor m = output_dense(at::gelu(intermediate(h)));  // (B, T, H), erf GELU
   return output_norm(h + at::dropout(m, p, is_training()));
 }
@@ -87,7 +93,11 @@ void BertImpl::reset() {
       "token_type_embeddings", nn::Embedding(o.type_vocab_size(), o.hidden_size()));
   embeddings_norm = embeddings->register_module("LayerNorm", layer_norm(o));
   layer = group(*this, "encoder")->register_module("layer", nn::ModuleList());
-  for (int64_t i = 0; i < o.num_hidden_layers(); ++i) layer->push_back(BertLayer(o));
+  layer_names_.clear();
+  for (int64_t i = 0; i < o.num_hidden_layers(); ++i) {
+    layer->push_back(BertLayer(o));
+    layer_names_.push_back(fmt::format("encoder.layer.{}", i));  // the profiler's name, made once
+  }
   if (o.add_pooling_layer())
     pooler = group(*this, "pooler")
                  ->register_module("dense", Linear(o.hidden_size(), o.hidden_size()));
@@ -110,14 +120,19 @@ at::Tensor BertImpl::forward(const at::Tensor& ids, const at::Tensor& attention_
   LATHE_CHECK(T <= o.max_position_embeddings(), ModelError,
               "bert: sequence of {} tokens is longer than max_position_embeddings {}", T,
               o.max_position_embeddings());
-  const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));  // (T,)
-  const at::Tensor types = token_type_ids.defined() ? token_type_ids : at::zeros_like(ids);
-  at::Tensor x = word_embeddings(ids) + position_embeddings(pos) + token_type_embeddings(types);
-  x = at::dropout(embeddings_norm(x), o.hidden_dropout_prob(), is_training());  // (B, T, H)
-  const at::Tensor mask = mask_for(ids, attention_mask);                        // (B, T)
+  at::Tensor x;  // (B, T, H)
+  {
+    const ProfileScope scope("embeddings");
+    const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));  // (T,)
+    const at::Tensor types = token_type_ids.defined() ? token_type_ids : at::zeros_like(ids);
+    x = word_embeddings(ids) + position_embeddings(pos) + token_type_embeddings(types);
+    x = at::dropout(embeddings_norm(x), o.hidden_dropout_prob(), is_training());
+  }
+  const at::Tensor mask = mask_for(ids, attention_mask);  // (B, T)
   const bool recompute = o.gradient_checkpointing() && is_training();
-  for (const auto& l : *layer) {
-    BertLayerImpl* b = l->as<BertLayer>();
+  for (size_t i = 0; i < layer->size(); ++i) {
+    const ProfileScope scope(layer_names_[i]);
+    BertLayerImpl* b = layer[i]->as<BertLayer>();
     if (recompute)
       x = checkpointed([b, mask](const at::Tensor& in) { return b->forward(in, mask); }, x);
     else

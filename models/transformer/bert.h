@@ -11,6 +11,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "models/lora.h"
 
@@ -80,6 +82,9 @@ class BertImpl : public torch::nn::Module {
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())},
                            {2, torch::nn::AnyValue(at::Tensor())})
+
+ private:
+  std::vector<std::string> layer_names_;  ///< "encoder.layer.0", ...: the profiler's names
 };
 TORCH_MODULE(Bert);
 

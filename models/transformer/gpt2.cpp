@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 #include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
@@ -54,10 +55,15 @@ GPT2BlockImpl::GPT2BlockImpl(const GPT2Options& o) : options(o) {
 
 at::Tensor GPT2BlockImpl::forward(const at::Tensor& x, const at::Tensor& attention_mask) {
   const double p = options.dropout();
-  const std::vector<at::Tensor> qkv = c_attn(ln_1(x)).chunk(3, -1);  // 3 × (B, T, C)
-  at::Tensor a = attend(qkv[0], qkv[1], qkv[2], options.n_head(), attention_mask,
-                        /*causal=*/true, p, is_training());
-  at::Tensor h = x + at::dropout(attn_c_proj(a), p, is_training());  // (B, T, C)
+  at::Tensor h;  // (B, T, C)
+  {
+    const ProfileScope scope("attn");
+    const std::vector<at::Tensor> qkv = c_attn(ln_1(x)).chunk(3, -1);  // 3 × (B, T, C)
+    at::Tensor a = attend(qkv[0], qkv[1], qkv[2], options.n_head(), attention_mask,
+                          /*causal=*/true, p, is_training());
+    h = x + at::dropout(attn_c_proj(a), p, is_training());  // (B, T, C)
+  }
+  const ProfileScope scope("mlp");
   const at::Tensor m = mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));  // gelu_new
   return h + at::dropout(m, p, is_training());
 }
@@ -104,7 +110,11 @@ void GPT2Impl::reset() {
   wte = transformer->register_module("wte", nn::Embedding(o.vocab_size(), o.n_embd()));
   wpe = transformer->register_module("wpe", nn::Embedding(o.n_positions(), o.n_embd()));
   h = transformer->register_module("h", nn::ModuleList());
-  for (int64_t i = 0; i < o.n_layer(); ++i) h->push_back(GPT2Block(o));
+  block_names_.clear();
+  for (int64_t i = 0; i < o.n_layer(); ++i) {
+    h->push_back(GPT2Block(o));
+    block_names_.push_back(fmt::format("h.{}", i));  // the profiler's name, made once
+  }
   ln_f = transformer->register_module(
       "ln_f", nn::LayerNorm(nn::LayerNormOptions({o.n_embd()}).eps(o.layer_norm_epsilon())));
   nn::init::normal_(wte->weight, 0.0, 0.02);
@@ -124,11 +134,16 @@ at::Tensor GPT2Impl::forward_hidden(const at::Tensor& ids, const at::Tensor& att
   LATHE_CHECK(T <= options.n_positions(), ModelError,
               "gpt2: sequence of {} tokens is longer than n_positions {}", T,
               options.n_positions());
-  const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));               // (T,)
-  at::Tensor x = at::dropout(wte(ids) + wpe(pos), options.dropout(), is_training());  // (B, T, C)
+  at::Tensor x;  // (B, T, C)
+  {
+    const ProfileScope scope("embeddings");
+    const at::Tensor pos = at::arange(T, ids.options().dtype(at::kLong));  // (T,)
+    x = at::dropout(wte(ids) + wpe(pos), options.dropout(), is_training());
+  }
   const bool recompute = options.gradient_checkpointing() && is_training();
-  for (const auto& block : *h) {
-    GPT2BlockImpl* b = block->as<GPT2Block>();
+  for (size_t i = 0; i < h->size(); ++i) {
+    const ProfileScope scope(block_names_[i]);
+    GPT2BlockImpl* b = h[i]->as<GPT2Block>();
     if (recompute)
       x = checkpointed(
           [b, attention_mask](const at::Tensor& in) { return b->forward(in, attention_mask); }, x);
@@ -161,6 +176,7 @@ std::pair<at::Tensor, GPT2Cache> GPT2Impl::forward_cached(const at::Tensor& ids,
 
 at::Tensor GPT2Impl::forward(const at::Tensor& ids, const at::Tensor& attention_mask) {
   const at::Tensor x = forward_hidden(ids, attention_mask);  // (B, T, C)
+  const ProfileScope scope("lm_head");
   return lm_head ? lm_head(x) : at::linear(x, wte->weight);  // (B, T, vocab_size)
 }
 

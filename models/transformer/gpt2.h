@@ -10,6 +10,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -109,6 +110,9 @@ class GPT2Impl : public torch::nn::Module {
 
  protected:
   FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})
+
+ private:
+  std::vector<std::string> block_names_;  ///< "h.0", "h.1", ...: the blocks' profiler names
 };
 TORCH_MODULE(GPT2);
 

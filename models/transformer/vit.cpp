@@ -10,6 +10,7 @@
 #include <string>
 
 #include "lathe/core/error.h"
+#include "lathe/core/profile_scope.h"
 #include "models/checkpoint.h"
 #include "models/transformer/attention.h"
 
@@ -43,11 +44,16 @@ ViTBlockImpl::ViTBlockImpl(const ViTOptions& o) : options(o) {
 }
 
 at::Tensor ViTBlockImpl::forward(const at::Tensor& x) {
-  const std::vector<at::Tensor> qkv =
-      at::linear(ln_1(x), in_proj_weight, in_proj_bias).chunk(3, -1);  // 3 × (B, S, D)
-  const at::Tensor a = attend(qkv[0], qkv[1], qkv[2], options.num_heads(), {}, /*causal=*/false,
-                              options.attention_dropout(), is_training());
-  const at::Tensor h = x + at::dropout(out_proj(a), options.dropout(), is_training());  // (B, S, D)
+  at::Tensor h;  // (B, S, D)
+  {
+    const ProfileScope scope("self_attention");
+    const std::vector<at::Tensor> qkv =
+        at::linear(ln_1(x), in_proj_weight, in_proj_bias).chunk(3, -1);  // 3 × (B, S, D)
+    const at::Tensor a = attend(qkv[0], qkv[1], qkv[2], options.num_heads(), {},
+                                /*causal=*/false, options.attention_dropout(), is_training());
+    h = x + at::dropout(out_proj(a), options.dropout(), is_training());
+  }
+  const ProfileScope scope("mlp");
   at::Tensor m = at::dropout(at::gelu(fc1(ln_2(h))), options.dropout(), is_training());
   return h + at::dropout(fc2(m), options.dropout(), is_training());
 }
@@ -77,8 +83,11 @@ void ViTImpl::reset() {
   pos_embedding = encoder->register_parameter("pos_embedding", at::empty({1, side * side + 1, D}));
   auto blocks = group(*encoder, "layers");
   layers.clear();
-  for (int64_t i = 0; i < o.num_layers(); ++i)
-    layers.push_back(blocks->register_module("encoder_layer_" + std::to_string(i), ViTBlock(o)));
+  layer_names_.clear();
+  for (int64_t i = 0; i < o.num_layers(); ++i) {
+    layer_names_.push_back("encoder_layer_" + std::to_string(i));  // also the profiler's name
+    layers.push_back(blocks->register_module(layer_names_.back(), ViTBlock(o)));
+  }
   ln = encoder->register_module("ln", layer_norm(D));
   head = group(*this, "heads")->register_module("head", Linear(D, o.num_classes()));
 
@@ -102,11 +111,17 @@ at::Tensor ViTImpl::forward(const at::Tensor& x) {
               ModelError, "vit: expected input (B, {}, {}, {}), got {}", o.in_channels(),
               o.image_size(), o.image_size(), x.sizes());
   const int64_t B = x.size(0);
-  at::Tensor h = conv_proj(x).flatten(2).transpose(1, 2);                // (B, N, D)
-  h = at::cat({class_token.expand({B, -1, -1}), h}, 1) + pos_embedding;  // (B, N + 1, D)
-  h = at::dropout(h, o.dropout(), is_training());
+  at::Tensor h;  // (B, N + 1, D)
+  {
+    const ProfileScope scope("conv_proj");
+    h = conv_proj(x).flatten(2).transpose(1, 2);                           // (B, N, D)
+    h = at::cat({class_token.expand({B, -1, -1}), h}, 1) + pos_embedding;  // (B, N + 1, D)
+    h = at::dropout(h, o.dropout(), is_training());
+  }
   const bool recompute = o.gradient_checkpointing() && is_training();
-  for (auto& block : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const ProfileScope scope(layer_names_[i]);
+    auto& block = layers[i];
     if (recompute) {
       ViTBlockImpl* b = block.get();
       h = checkpointed([b](const at::Tensor& in) { return b->forward(in); }, h);
@@ -114,6 +129,7 @@ at::Tensor ViTImpl::forward(const at::Tensor& x) {
       h = block(h);
     }
   }
+  const ProfileScope scope("heads");
   return head(ln(h).select(1, 0));  // (B, num_classes)
 }
 

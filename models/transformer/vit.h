@@ -9,6 +9,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "models/lora.h"
 
@@ -68,6 +70,9 @@ class ViTImpl : public torch::nn::Module {
   std::vector<ViTBlock> layers;
   torch::nn::LayerNorm ln{nullptr};  ///< encoder.ln
   Linear head{nullptr};   ///< heads.head
+
+ private:
+  std::vector<std::string> layer_names_;  ///< "encoder_layer_0", ...: the profiler's names
 };
 TORCH_MODULE(ViT);
 

@@ -26,6 +26,7 @@
 #include "lathe/dist/process_group.h"
 #include "models/checkpoint.h"
 #include "models/regularized.h"
+#include "models/registry.h"
 
 namespace lathe::train {
 namespace {
@@ -53,10 +54,11 @@ config::TrainerSection resolved(config::TrainerSection cfg, c10::Device device) 
   return cfg;
 }
 
-/// trainer.channels_last: auto = on CUDA for models with convolution (4-d) weights.
+/// trainer.channels_last: auto = on CUDA for models with convolution (4-d) weights; on the CPU
+/// for the zoo families measured to gain from it (models::channels_last_helps_on_cpu).
 bool wants_channels_last(const std::string& setting, c10::Device device, torch::nn::Module& m) {
   if (setting != "auto") return setting == "true";
-  if (!device.is_cuda()) return false;
+  if (!device.is_cuda()) return models::channels_last_helps_on_cpu(m);
   for (const auto& p : m.parameters())
     if (p.dim() == 4) return true;
   return false;

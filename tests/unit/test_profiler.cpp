@@ -1,13 +1,19 @@
 // trainer.profile: the Kineto trace of a window of steps parses as Chrome trace events and names
-// the model's parts; the tables count exactly the recorded steps; bad windows are errors.
+// the model's parts (the convnet's, and a tiny resnet's and gpt2's layers); the tables count
+// exactly the recorded steps; bad windows are errors.
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
+#include "lathe/data/tensor_data.h"
+#include "lathe/optim/optimizer.h"
 #include "lathe/run/run.h"
 #include "lathe/train/profiler.h"
+#include "lathe/train/trainer.h"
+#include "models/registry.h"
 #include "tests/support.h"
 
 using lathe::testing::expect_error;
@@ -99,4 +105,68 @@ TEST(Profiler, TablesSortBySelfTimeAndSayWhatIsLeftOut) {
   EXPECT_NE(t.find("3.000  75.0%      4.000        3  aten::addmm"), std::string::npos) << t;
   EXPECT_EQ(t.find("aten::relu"), std::string::npos) << t;
   EXPECT_NE(t.find("1 more in profile.json"), std::string::npos) << t;
+}
+
+namespace {
+
+/// Profiles step 2 of a 2-step run of zoo model `name` (key=value `options`) on random batches
+/// of 4 records shaped `input` and returns the model parts the profile counted, with their calls.
+std::map<std::string, int64_t> profiled_parts(const std::string& name,
+                                     const std::vector<std::string>& options,
+                                     const std::string& task, std::vector<int64_t> input,
+                                     int64_t classes) {
+  TempDir dir;
+  at::manual_seed(0);
+  lathe::config::RunConfig cfg;
+  cfg.model = config::parse_model_section(name, options);
+  auto model = lathe::models::build_model(cfg.model);
+  cfg.task.kind = task;
+  cfg.trainer.max_epochs = 1;
+  cfg.trainer.progress = "none";
+  auto optimizer = lathe::optim::make_optimizer(cfg.optim, *model.ptr());
+  input.insert(input.begin(), 8);  // (N, ...)
+  const at::Tensor x = task == "lm" ? at::randint(classes, input, at::kLong) : at::randn(input);
+  const at::Tensor y = task == "lm" ? at::randint(classes, input, at::kLong)
+                                    : at::randint(classes, {input[0]}, at::kLong);
+  lathe::data::TensorLoader loader({x, y}, 4, /*shuffle=*/false, 0);
+  lathe::train::Trainer trainer(cfg.trainer, c10::Device("cpu"), model,
+                                lathe::train::Task(cfg.task), optimizer,
+                                lathe::train::make_schedules(cfg.optim, 2, 2));
+  auto profiler =
+      std::make_shared<lathe::train::ProfilerCallback>(2, 2, dir / "profile", c10::Device("cpu"));
+  trainer.add_callback(profiler);
+  trainer.fit(loader, nullptr);
+
+  std::map<std::string, int64_t> parts;
+  for (const auto& r : profiler->summary().modules) parts[r.name] = r.calls;
+  // The trace (what Perfetto shows) carries the same names as spans.
+  const auto trace =
+      nlohmann::json::parse(lathe::testing::read_text(dir / "profile" / "trace.json"));
+  std::set<std::string> spans;
+  for (const auto& e : trace["traceEvents"])
+    if (e["ph"] == "X") spans.insert(e["name"].get<std::string>());
+  for (const auto& [p, calls] : parts)
+    EXPECT_TRUE(spans.count(p)) << name << ": " << p << " not in the trace";
+  return parts;
+}
+
+}  // namespace
+
+TEST(Profiler, ZooResNetAndGpt2NameTheirLayers) {
+  const auto resnet =
+      profiled_parts("resnet18", {"num_classes=3", "small_input=true", "layers=[1, 2, 1, 1]"},
+                     "classification", {3, 8, 8}, 3);
+  // Each part once in the one recorded step; exactly the blocks the model has (no layer2.2).
+  const std::map<std::string, int64_t> resnet_parts = {
+      {"stem", 1},     {"layer1.0", 1}, {"layer2.0", 1}, {"layer2.1", 1},
+      {"layer3.0", 1}, {"layer4.0", 1}, {"fc", 1}};
+  EXPECT_EQ(resnet, resnet_parts);
+
+  const auto gpt2 = profiled_parts(
+      "gpt2", {"vocab_size=11", "n_positions=8", "n_embd=8", "n_layer=2", "n_head=2"}, "lm", {8},
+      11);
+  // attn and mlp: once in each of the 2 blocks.
+  const std::map<std::string, int64_t> gpt2_parts = {
+      {"embeddings", 1}, {"h.0", 1}, {"h.1", 1}, {"attn", 2}, {"mlp", 2}, {"lm_head", 1}};
+  EXPECT_EQ(gpt2, gpt2_parts);
 }
