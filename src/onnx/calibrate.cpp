@@ -102,6 +102,7 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
                 "static int8: no calibration batches (the calibration data is empty)");
     int64_t records = 0;
     for (const auto& b : batches) records += b.front().size(0);
+    const int64_t folded = fold_batch_norms(model.graph);
     const std::vector<std::string> names = static_activations(model.graph);
     const ValueRanges ranges = calibrate(traced, values, names, examples, batches);
     summary = quantize_static(model.graph, ranges);
@@ -116,7 +117,9 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
     meta["biases"] = "int32 at input scale x weight scale";
     meta["calibration"] = calibration;
     meta["quantized_activations"] = summary.activations;
+    meta["quantized_results"] = summary.results;
     meta["weight_only_nodes"] = summary.weight_only;
+    meta["batch_norms_folded"] = folded;
   }
   std::vector<std::string> counts;
   for (const auto& [op, n] : summary.quantized) counts.push_back(fmt::format("{} {}", n, op));
