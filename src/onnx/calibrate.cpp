@@ -106,7 +106,8 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
     const std::vector<std::string> names = static_activations(model.graph);
     const ValueRanges ranges = calibrate(traced, values, names, examples, batches);
     summary = quantize_static(model.graph, ranges);
-    calibration = fmt::format("{} batches ({} records){}, min/max", batches.size(), records,
+    calibration = fmt::format("{} batch{} ({} records){}, min/max", batches.size(),
+                              batches.size() == 1 ? "" : "es", records,
                               options.calibration_source.empty()
                                   ? ""
                                   : " of " + options.calibration_source);
