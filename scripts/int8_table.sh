@@ -2,7 +2,8 @@
 # The README's int8 table: for the demo CNN and the MiniLM classifier runs, exports fp32 and int8
 # ONNX files (`lathe export --int8`: static QDQ for the CNN, dynamic for the BERT), scores both in
 # onnxruntime on the run's test split (`lathe eval --save-inputs` + tests/parity/int8_oracle.py)
-# and prints one Markdown row per run: fp32 / int8 accuracy, the delta in points, the sizes.
+# and prints one Markdown row per run: fp32 / int8 accuracy, the delta in points, the share of
+# records both files give the same class, the sizes.
 #
 #   scripts/int8_table.sh                              # runs/fashion_cnn and runs/recipes/minilm
 #   scripts/int8_table.sh "demo CNN=runs/fashion_cnn"  # any "label=run folder" pairs
@@ -25,15 +26,15 @@ for pair in "$@"; do
     "$OUT/$name.test.safetensors" > "$OUT/$name.json"
   rows+=("$label|$OUT/$name.json")
 done
-echo "| model | int8 | test records | fp32 accuracy | int8 accuracy | delta (points) | fp32 MB | int8 MB | ratio |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| model | int8 | test records | fp32 accuracy | int8 accuracy | delta (points) | same class | fp32 MB | int8 MB | ratio |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in "${rows[@]}"; do
   "$PY" - "${row%%|*}" "${row#*|}" <<'PY'
 import json, sys
 label, v = sys.argv[1], json.load(open(sys.argv[2]))
 q = v["quantization"]
 print(f"| {label} | {q['mode']} | {v['records']} | {100 * v['fp32']:.2f}% | {100 * v['int8']:.2f}% "
-      f"| {v['delta_points']:+.2f} | {v['fp32_bytes'] / 1e6:.2f} | {v['int8_bytes'] / 1e6:.2f} "
+      f"| {v['delta_points']:+.2f} | {100 * v['agreement']:.1f}% | {v['fp32_bytes'] / 1e6:.2f} | {v['int8_bytes'] / 1e6:.2f} "
       f"| {v['ratio']:.2f} |")
 PY
 done

@@ -102,10 +102,12 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
                 "static int8: no calibration batches (the calibration data is empty)");
     int64_t records = 0;
     for (const auto& b : batches) records += b.front().size(0);
+    const int64_t folded = fold_batch_norms(model.graph);
     const std::vector<std::string> names = static_activations(model.graph);
     const ValueRanges ranges = calibrate(traced, values, names, examples, batches);
     summary = quantize_static(model.graph, ranges);
-    calibration = fmt::format("{} batches ({} records){}, min/max", batches.size(), records,
+    calibration = fmt::format("{} batch{} ({} records){}, min/max", batches.size(),
+                              batches.size() == 1 ? "" : "es", records,
                               options.calibration_source.empty()
                                   ? ""
                                   : " of " + options.calibration_source);
@@ -116,7 +118,9 @@ std::string apply_int8(Model& model, const TracedGraph& traced,
     meta["biases"] = "int32 at input scale x weight scale";
     meta["calibration"] = calibration;
     meta["quantized_activations"] = summary.activations;
+    meta["quantized_results"] = summary.results;
     meta["weight_only_nodes"] = summary.weight_only;
+    meta["batch_norms_folded"] = folded;
   }
   std::vector<std::string> counts;
   for (const auto& [op, n] : summary.quantized) counts.push_back(fmt::format("{} {}", n, op));

@@ -3,6 +3,7 @@
 #include "lathe/onnx/quantize.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -115,6 +116,13 @@ class Rewriter {
     TensorData d = from_tensor(t, fresh(hint), dtype);
     g_.initializers.push_back(std::move(d));
     return g_.initializers.back().name;
+  }
+  /// The initializers of a quantized weight: its int8 values, per-channel scales, zero points.
+  std::array<std::string, 3> add_weight(const QuantizedWeight& w, const std::string& hint) {
+    return {add_initializer(w.q, hint + "_quantized", DType::Int8),
+            add_initializer(w.scales, hint + "_scale", DType::Float),
+            add_initializer(at::zeros_like(w.scales, at::kChar), hint + "_zero_point",
+                            DType::Int8)};
   }
   /// Queues a node for the spot before the node being rewritten; returns its first output.
   std::vector<std::string> emit(const std::string& op, std::vector<std::string> inputs,
@@ -234,6 +242,21 @@ std::optional<at::Tensor> bias(const Rewriter& r, const Node& n, int64_t channel
   return to_tensor(*t);
 }
 
+/// QuantizeLinear → DequantizeLinear of `x` into `out`, uint8 asymmetric over the calibrated
+/// `range` widened to hold 0 (exactly representable, as padding needs); returns the scale.
+float fake_quantize(Rewriter& r, const std::string& x, ValueRange range, const std::string& out) {
+  const float lo = std::min(0.0f, range.min), hi = std::max(0.0f, range.max);
+  const float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+  const auto zero = static_cast<int64_t>(std::clamp(std::round(-lo / scale), 0.0f, 255.0f));
+  const std::string s =
+      r.add_initializer(at::scalar_tensor(scale, at::kFloat), x + "_scale", DType::Float);
+  const std::string z =
+      r.add_initializer(at::scalar_tensor(zero, at::kByte), x + "_zero_point", DType::UInt8);
+  const std::string q = r.emit1("QuantizeLinear", {x, s, z}, x);
+  r.emit_to(out, "DequantizeLinear", {q, s, z}, out + "/DequantizeLinear");
+  return scale;
+}
+
 }  // namespace
 
 const char* int8_mode_name(Int8Mode mode) {
@@ -259,10 +282,7 @@ QuantizeSummary quantize_dynamic(Graph& graph) {
   r.rewrite([&](Node& n) {
     if (const std::optional<Weight> table = embedding(r, n)) {  // Gather rows, then dequantize
       const QuantizedWeight q = quantize_weight(*table);          // [V, H] int8, scales [H]
-      const std::string wq = r.add_initializer(q.q, table->name + "_quantized", DType::Int8);
-      const std::string ws = r.add_initializer(q.scales, table->name + "_scale", DType::Float);
-      const std::string wz = r.add_initializer(at::zeros_like(q.scales, at::kChar),
-                                               table->name + "_zero_point", DType::Int8);
+      const auto [wq, ws, wz] = r.add_weight(q, table->name);
       const std::string rows =
           r.emit1("Gather", {wq, n.inputs[1]}, table->name, {{"axis", int64_t{0}}});
       r.emit_to(n.outputs[0], "DequantizeLinear", {rows, ws, wz}, n.name,
@@ -280,10 +300,7 @@ QuantizeSummary quantize_dynamic(Graph& graph) {
     }
     const std::string &xq = it->second[0], &xs = it->second[1], &xz = it->second[2];
     const QuantizedWeight q = quantize_weight(*w);  // [K, N] int8, scales [N]
-    const std::string wq = r.add_initializer(q.q, hint + "_quantized", DType::Int8);
-    const std::string ws = r.add_initializer(q.scales, hint + "_scale", DType::Float);
-    const std::string wz =
-        r.add_initializer(at::zeros_like(q.scales, at::kChar), hint + "_zero_point", DType::Int8);
+    const auto [wq, ws, wz] = r.add_weight(q, hint);
     const std::string y32 = r.emit1("MatMulInteger", {xq, wq, xz, wz}, hint);
     const std::string yf = r.emit1("Cast", {y32}, hint, {{"to", int64_t{1}}});
     const std::string scale = r.emit1("Mul", {xs, ws}, hint);
@@ -299,14 +316,74 @@ QuantizeSummary quantize_dynamic(Graph& graph) {
   return summary;
 }
 
+int64_t fold_batch_norms(Graph& graph) {
+  std::map<std::string, int64_t> readers;
+  for (const Node& n : graph.nodes)
+    for (const std::string& i : n.inputs) ++readers[i];
+  for (const ValueInfo& o : graph.outputs) ++readers[o.name];
+  std::map<std::string, size_t> producer;
+  for (size_t i = 0; i < graph.nodes.size(); ++i) producer[graph.nodes[i].outputs[0]] = i;
+  std::map<std::string, const TensorData*> inits;
+  for (const TensorData& t : graph.initializers) inits[t.name] = &t;
+  const auto init = [&](const std::string& name) -> std::optional<at::Tensor> {
+    auto it = inits.find(name);
+    if (it == inits.end() || it->second->dtype != DType::Float) return std::nullopt;
+    return to_tensor(*it->second);
+  };
+  std::vector<TensorData> added;
+  std::set<size_t> folded;  // the BatchNormalization nodes merged into their Conv
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    const Node& bn = graph.nodes[i];
+    if (bn.op_type != "BatchNormalization" || bn.inputs.size() != 5 || bn.outputs.size() != 1 ||
+        int_attribute(bn, "training_mode", 0) != 0 || readers[bn.inputs[0]] != 1)
+      continue;
+    auto p = producer.find(bn.inputs[0]);
+    if (p == producer.end()) continue;
+    Node& conv = graph.nodes[p->second];
+    if (conv.op_type != "Conv") continue;
+    const auto w = init(conv.inputs[1]);
+    const auto gamma = init(bn.inputs[1]), beta = init(bn.inputs[2]);
+    const auto mean = init(bn.inputs[3]), var = init(bn.inputs[4]);
+    if (!w || !gamma || !beta || !mean || !var) continue;
+    std::optional<at::Tensor> b = at::zeros({w->size(0)}, at::kFloat);
+    if (conv.inputs.size() > 2 && !conv.inputs[2].empty()) b = init(conv.inputs[2]);
+    if (!b) continue;
+    // y = γ·(conv(x) + b − μ)/√(σ² + ε) + β = conv'(x) with W·f per output channel, f = γ/√(σ²+ε).
+    const at::Tensor f = *gamma / at::sqrt(*var + float_attribute(bn, "epsilon", 1e-5f));  // [C]
+    std::vector<int64_t> shape(static_cast<size_t>(w->dim()), 1);
+    shape[0] = -1;
+    const std::string name = conv.inputs[1] + "_folded";
+    added.push_back(from_tensor(*w * f.reshape(shape), name, DType::Float));
+    added.push_back(from_tensor((*b - *mean) * f + *beta, name + "_bias", DType::Float));
+    conv.inputs.resize(3);
+    conv.inputs[1] = name;
+    conv.inputs[2] = name + "_bias";
+    conv.outputs[0] = bn.outputs[0];
+    folded.insert(i);
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < graph.nodes.size(); ++i)
+    if (!folded.count(i)) kept.push_back(std::move(graph.nodes[i]));
+  graph.nodes = std::move(kept);
+  for (auto& t : added) graph.initializers.push_back(std::move(t));
+  // Initializers only the folded nodes read go.
+  std::set<std::string> read;
+  for (const Node& n : graph.nodes) read.insert(n.inputs.begin(), n.inputs.end());
+  std::vector<TensorData> inits_kept;
+  for (auto& t : graph.initializers)
+    if (read.count(t.name)) inits_kept.push_back(std::move(t));
+  graph.initializers = std::move(inits_kept);
+  return static_cast<int64_t>(folded.size());
+}
+
 std::vector<std::string> static_activations(const Graph& graph) {
   Graph copy = graph;  // Rewriter reads only; weights are looked up, not changed
   Rewriter r(copy);
   std::vector<std::string> names;
   for (const Node& n : graph.nodes) {
     if (!(matmul_weight(r, n) || conv_weight(r, n))) continue;
-    if (std::find(names.begin(), names.end(), n.inputs[0]) == names.end())
-      names.push_back(n.inputs[0]);
+    for (const std::string& v : {n.inputs[0], n.outputs[0]})
+      if (std::find(names.begin(), names.end(), v) == names.end()) names.push_back(v);
   }
   return names;
 }
@@ -331,25 +408,15 @@ QuantizeSummary quantize_static(Graph& graph, const ValueRanges& ranges) {
     if (auto it = activations.find(x); it != activations.end()) {
       act = it->second;
     } else if (auto range = ranges.find(x); range != ranges.end()) {
-      const float lo = std::min(0.0f, range->second.min), hi = std::max(0.0f, range->second.max);
-      const float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
-      const auto zero = static_cast<uint8_t>(std::clamp(std::round(-lo / scale), 0.0f, 255.0f));
-      const std::string s = r.add_initializer(at::scalar_tensor(scale, at::kFloat), x + "_scale",
-                                              DType::Float);
-      const std::string z = r.add_initializer(at::scalar_tensor(static_cast<int64_t>(zero), at::kByte),
-                                              x + "_zero_point", DType::UInt8);
-      const std::string q = r.emit1("QuantizeLinear", {x, s, z}, x);
-      act = Activation{r.emit1("DequantizeLinear", {q, s, z}, x), scale};
+      const std::string dequantized = r.fresh(x + "_DequantizeLinear");
+      act = Activation{dequantized, fake_quantize(r, x, range->second, dequantized)};
       activations.emplace(x, *act);
       ++summary.activations;
     }
     if (!act) ++summary.weight_only;
     // The weight: int8 symmetric per output channel.
     const QuantizedWeight q = quantize_weight(*w);
-    const std::string wq = r.add_initializer(q.q, hint + "_quantized", DType::Int8);
-    const std::string ws = r.add_initializer(q.scales, hint + "_scale", DType::Float);
-    const std::string wz =
-        r.add_initializer(at::zeros_like(q.scales, at::kChar), hint + "_zero_point", DType::Int8);
+    const auto [wq, ws, wz] = r.add_weight(q, hint);
     Node rewritten = n;
     rewritten.inputs[0] = act ? act->dequantized : x;
     rewritten.inputs[1] =
@@ -370,6 +437,16 @@ QuantizeSummary quantize_static(Graph& graph, const ValueRanges& ranges) {
       const std::string bqn = r.add_initializer(bq, n.inputs[2] + "_quantized", DType::Int32);
       const std::string bs = r.add_initializer(scales, n.inputs[2] + "_scale", DType::Float);
       rewritten.inputs[2] = r.emit1("DequantizeLinear", {bqn, bs}, n.inputs[2], {{"axis", int64_t{0}}});
+    }
+    // The result too, when calibrated: DequantizeLinear → op → QuantizeLinear is what runtimes
+    // fuse into one integer operator (QLinearConv).
+    if (auto range = ranges.find(n.outputs[0]); range != ranges.end() && act) {
+      const std::string raw = r.fresh(n.outputs[0] + "_float");
+      r.emit_to(raw, n.op_type, rewritten.inputs, n.name, rewritten.attributes);
+      fake_quantize(r, raw, range->second, n.outputs[0]);
+      ++summary.results;
+      ++summary.quantized[n.op_type];
+      return true;
     }
     r.emit_to(n.outputs[0], n.op_type, rewritten.inputs, n.name, rewritten.attributes);
     ++summary.quantized[n.op_type];

@@ -1,5 +1,6 @@
 // `lathe predict` and `lathe generate` end to end: output formats, exit codes and messages, a
-// large CSV streamed in bounded memory (the child's peak RSS), seeded sampling from the command.
+// large CSV streamed in bounded memory (the child's peak RSS), seeded sampling from the command;
+// `lathe export --int8` and `lathe eval --save-inputs`.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -177,4 +178,51 @@ TEST(CliServe, GenerateFromAByteLevelLstmIsSeededAndTopK1IsGreedy) {
   EXPECT_EQ(wrong.status, 2) << wrong.output;
   EXPECT_TRUE(contains(wrong.output, "prompt token 300 is outside the model's vocabulary of 256"))
       << wrong.output;
+}
+
+TEST(CliServe, Int8ExportPicksDynamicForAnMlpTakesStaticAndEvalSavesTheTestSplit) {
+  TempDir dir;
+  const std::string run = csv_run(dir).string();
+  lathe::testing::CommandResult r;
+
+  // No Conv: auto is dynamic.
+  r = run_command(fmt::format("{} export {} -o {} --int8", kLathe, run, (dir / "d.onnx").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "int8 dynamic: 2 Gemm quantized")) << r.output;
+  // Static on request, calibrated on one training batch.
+  r = run_command(fmt::format("{} export {} -o {} --int8 static --calibration-batches 1", kLathe,
+                              run, (dir / "s.onnx").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "int8 static: 2 Gemm quantized; calibrated on 1 batch ("))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "records) of the training split of")) << r.output;
+  // The metadata says how, read back by onnx in Python.
+  r = run_command(fmt::format("{} {}/tests/parity/onnx_oracle.py --describe {}",
+                              lathe::testing::python(), lathe::testing::source_dir(),
+                              (dir / "s.onnx").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto meta = nlohmann::json::parse(r.output.substr(r.output.find('{')))["metadata"];
+  const auto q = nlohmann::json::parse(meta["quantization"].get<std::string>());
+  EXPECT_EQ(q["mode"], "static");
+  EXPECT_EQ(q["quantized_activations"], 2);
+
+  // The test split as the model gets it.
+  r = run_command(fmt::format("{} eval {} --save-inputs {}", kLathe, run,
+                              (dir / "test.safetensors").string()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "test records)")) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "test.safetensors"));
+
+  // Bad uses: an unknown mode, the run folder taken as the mode, int8 with fp16.
+  r = run_command(fmt::format("{} export {} --int8 fast", kLathe, run));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--int8 fast: the modes are auto, dynamic and static")) << r.output;
+  r = run_command(fmt::format("{} export --int8 {}", kLathe, run));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "write the run folder before --int8")) << r.output;
+  r = run_command(fmt::format("{} export {} -o {} --int8 --fp16", kLathe, run,
+                              (dir / "h.onnx").string()));
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "int8 and fp16 exclude each other")) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "h.onnx"));
 }

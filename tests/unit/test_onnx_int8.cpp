@@ -76,6 +76,11 @@ TEST(OnnxInt8, ConvnetStaticQdqStaysWithinTwoPointsOfFp32InOnnxruntime) {
   // Both convolutions and both linear layers: inputs quantized, none weight-only.
   EXPECT_EQ(v["quantization"]["quantized_activations"], 4);
   EXPECT_EQ(v["quantization"]["weight_only_nodes"], 0);
+  // Their results too (what runtimes fuse into QLinearConv / QGemm), after the batch norms were
+  // folded into the convolutions.
+  EXPECT_EQ(v["quantization"]["quantized_results"], 4);
+  EXPECT_EQ(v["quantization"]["batch_norms_folded"], 2);
+  EXPECT_EQ(v["ops"].value("BatchNormalization", 0), 0);
   EXPECT_NE(v["quantization"]["calibration"].get<std::string>().find("4 batches (200 records)"),
             std::string::npos);
 }

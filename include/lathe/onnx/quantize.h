@@ -5,9 +5,10 @@
 //    quantize_dynamic writes it; weights int8 symmetric per output channel (MatMulInteger takes a
 //    per-column zero point), activations uint8 per tensor at run time; embedding tables (a Gather
 //    of a float initializer) become int8 per column, Gather → DequantizeLinear.
-//  - static (QDQ): QuantizeLinear → DequantizeLinear on the float inputs of Conv, Gemm and MatMul
-//    (uint8 asymmetric per tensor, from calibrated ranges), DequantizeLinear on their weights
-//    (int8 symmetric per output channel) and on their biases (int32 at scale x_scale · w_scale).
+//  - static (QDQ): BatchNormalization folded into the Conv before it; QuantizeLinear →
+//    DequantizeLinear on the float inputs and results of Conv, Gemm and MatMul (uint8 asymmetric
+//    per tensor, from calibrated ranges), DequantizeLinear on their weights (int8 symmetric per
+//    output channel) and on their biases (int32 at scale x_scale · w_scale).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,7 @@ using ValueRanges = std::map<std::string, ValueRange>;
 struct QuantizeSummary {
   std::map<std::string, int64_t> quantized;  ///< op type → nodes rewritten
   int64_t activations = 0;  ///< static: activations given QuantizeLinear / DequantizeLinear
+  int64_t results = 0;      ///< static: node results given QuantizeLinear / DequantizeLinear
   int64_t weight_only = 0;  ///< static: nodes whose input had no range (weights quantized only)
 };
 
@@ -49,12 +51,19 @@ bool has_convolution(const Graph& graph);
 /// (a Gather of a float rank-2 initializer on axis 0). Other nodes stay float.
 QuantizeSummary quantize_dynamic(Graph& graph);
 
-/// The float activations quantize_static quantizes: the data inputs of Conv, Gemm and MatMul
-/// nodes with an initializer weight, in graph order.
+/// Merges each BatchNormalization that alone reads a Conv's result into that Conv (weights and
+/// bias scaled per output channel, exact up to rounding), so that a static int8 Conv's result
+/// is the normalised one; returns how many were merged. Run before static_activations.
+int64_t fold_batch_norms(Graph& graph);
+
+/// The float activations (and results) quantize_static quantizes: the data inputs of Conv, Gemm and MatMul
+/// nodes with an initializer weight and those nodes' results, in graph order.
 std::vector<std::string> static_activations(const Graph& graph);
 
 /// Static QDQ quantization of Conv, Gemm and MatMul nodes with an initializer weight; an input
-/// without an entry in `ranges` stays float (its node gets weight quantization only).
+/// without an entry in `ranges` stays float (its node gets weight quantization only). A result
+/// with a range gets QuantizeLinear → DequantizeLinear too, so that DequantizeLinear → op →
+/// QuantizeLinear runs as one integer operator (onnxruntime: QLinearConv, QGemm).
 QuantizeSummary quantize_static(Graph& graph, const ValueRanges& ranges);
 
 }  // namespace lathe::onnx
