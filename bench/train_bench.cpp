@@ -85,7 +85,7 @@ std::vector<Case> cases(bool cuda) {
                5,
                5});
   c.push_back({"convnet",
-               "the demo's CNN 32-64, hidden 128, batch 128 x 1x28x28",
+               "demo CNN 32-64, hidden 128, batch 128 x 1x28x28",
                "convnet",
                {"in_channels=1", "num_classes=10", "image_size=28", "channels=[32, 64]",
                 "hidden=128", "dropout=0.25"},
