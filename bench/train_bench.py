@@ -7,6 +7,8 @@ loop; on CUDA fused=True is passed, as lathe's optim.fused=auto picks the fused 
 lathe's zoo model of the same name is (same layers, shapes and kernels), trained with AdamW (weight
 decay on weights of dim >= 2 only, as lathe's groups) and cross-entropy, under bf16 autocast when
 the case says so. A step is forward, loss, backward, optimizer step and zero_grad(set_to_none).
+Batches stay NCHW on the CPU here, as a plain loop has them; lathe's trainer.channels_last: auto
+trains the convnet case channels-last there (its measured choice, models/registry.h).
 With "profile_dir" set, the two steps after the warm-up run under torch.profiler, which writes
 PROFILE_DIR/CASE/torch/{trace.json, profile.txt (operators by self time), ops.json}. With
 "clock": "cpu", steps are timed in process CPU time (time.process_time) instead of wall time.
@@ -40,6 +42,17 @@ class LstmLM(nn.Module):
 
     def forward(self, ids):  # (B, T) -> (B, T, V)
         return self.fc(self.lstm(self.embedding(ids))[0])
+
+
+def convnet(o):  # lathe's convnet, as configs/fashion_cnn.yaml builds it (ReLU in place)
+    layers, width, side = [], o["in_channels"], o["image_size"]
+    for c in o["channels"]:
+        layers += [nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        width, side = c, side // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(o["dropout"]),
+                         nn.Linear(width * side * side, o["hidden"]), nn.ReLU(inplace=True),
+                         nn.Dropout(o["dropout"]), nn.Linear(o["hidden"], o["num_classes"]))
 
 
 def resnet18(o):
@@ -99,7 +112,7 @@ class GPT2(nn.Module):
         return F.linear(self.ln_f(x), self.wte.weight)
 
 
-BUILDERS = {"mlp": mlp, "lstm_lm": LstmLM, "resnet18": resnet18, "gpt2": GPT2}
+BUILDERS = {"mlp": mlp, "lstm_lm": LstmLM, "convnet": convnet, "resnet18": resnet18, "gpt2": GPT2}
 
 
 def profile_steps(case, step, batches, profile_dir):

@@ -15,7 +15,12 @@ namespace {
 
 at::Tensor place(const at::Tensor& t, c10::Device device, bool channels_last) {
   at::Tensor out = t.device() == device ? t : t.to(device, /*non_blocking=*/t.is_pinned());
-  if (channels_last && out.dim() == 4) out = out.contiguous(at::MemoryFormat::ChannelsLast);
+  // to(), not contiguous(): a one-channel batch (B, 1, H, W) already counts as contiguous in
+  // both formats, so contiguous() keeps its NCHW strides and convolutions would stay NCHW;
+  // to() gives it NHWC strides (as Python's x.to(memory_format=torch.channels_last)).
+  if (channels_last && out.dim() == 4)
+    out = out.to(out.options(), /*non_blocking=*/false, /*copy=*/false,
+                 at::MemoryFormat::ChannelsLast);
   return out;
 }
 

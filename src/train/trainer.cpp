@@ -105,7 +105,9 @@ Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyM
   if (channels_last_) {  // the weights too, so convolutions run in NHWC without conversions
     torch::NoGradGuard no_grad;
     for (auto& p : model_.ptr()->parameters())
-      if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+      if (p.dim() == 4)  // to(): a one-input-channel weight keeps NCHW strides under contiguous()
+        p.set_data(p.data().to(p.options(), /*non_blocking=*/false, /*copy=*/false,
+                               at::MemoryFormat::ChannelsLast));
   }
   // The average starts from the weights as they are now (pretrained, broadcast from rank 0).
   if (cfg_.ema.enabled()) ema_ = std::make_unique<ModelEma>(cfg_.ema, *model_.ptr());
