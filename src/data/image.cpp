@@ -133,7 +133,7 @@ void jpeg_message(j_common_ptr cinfo, int level) {
   if (level < 0) jpeg_fail(cinfo);
 }
 
-/// A decompressor over bytes in memory, destroyed with its scope.
+/// A decompressor over bytes in memory (created by jpeg_header), destroyed with its scope.
 struct JpegReader {
   jpeg_decompress_struct cinfo{};
   JpegErrors errors{};
@@ -141,15 +141,15 @@ struct JpegReader {
     cinfo.err = jpeg_std_error(&errors.mgr);
     errors.mgr.error_exit = jpeg_fail;
     errors.mgr.emit_message = jpeg_message;
-    jpeg_create_decompress(&cinfo);
   }
-  ~JpegReader() { jpeg_destroy_decompress(&cinfo); }
+  ~JpegReader() { jpeg_destroy_decompress(&cinfo); }  // a no-op if it was never created
   JpegReader(const JpegReader&) = delete;
   JpegReader& operator=(const JpegReader&) = delete;
 };
 
 bool jpeg_header(JpegReader& r, const unsigned char* src, unsigned long size) {
   if (setjmp(r.errors.jump) != 0) return false;
+  jpeg_create_decompress(&r.cinfo);
   jpeg_mem_src(&r.cinfo, src, size);
   jpeg_read_header(&r.cinfo, TRUE);
   return true;
@@ -175,8 +175,8 @@ bool jpeg_columns(JpegReader& r, JDIMENSION* left, JDIMENSION* width) {
   return true;
 }
 
-/// Skips `skip` rows, then reads `rows` rows of `row_bytes` into `row` one at a time and copies
-/// bytes [offset, offset + keep) of each to consecutive rows of `out`.
+/// Skips `skip` rows, then reads `rows` rows into `row` (one decoded row: the cropped columns)
+/// one at a time and copies bytes [offset, offset + keep) of each to consecutive rows of `out`.
 bool jpeg_rows(JpegReader& r, JDIMENSION skip, JDIMENSION rows, unsigned char* row,
                size_t offset, size_t keep, unsigned char* out) {
   if (setjmp(r.errors.jump) != 0) return false;

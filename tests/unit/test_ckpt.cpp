@@ -99,6 +99,12 @@ TEST(Safetensors, LoadMapsTheFileWithoutCopyingAndWritesStayPrivate) {
   lathe::ckpt::save_safetensors(file, {{"w", at::zeros({1000})}, {"b", b0}});
   EXPECT_TRUE(w.equal(w0 + 1));
   EXPECT_TRUE(lathe::ckpt::load_safetensors(file).tensors[0].second.equal(at::zeros({1000})));
+  // A float32 tensor after 3 bytes of uint8 lies at an odd address: it is copied out, not viewed.
+  const at::Tensor f = at::arange(5, at::kFloat);
+  lathe::ckpt::save_safetensors(file, {{"u", at::arange(3, at::kByte)}, {"f", f}});
+  const auto odd = lathe::ckpt::load_safetensors(file);
+  EXPECT_TRUE(odd.tensors[1].second.equal(f));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(odd.tensors[1].second.data_ptr()) % 4, 0u);
 }
 
 TEST(Safetensors, FailedWriteKeepsThePreviousFile) {
