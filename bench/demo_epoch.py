@@ -14,7 +14,7 @@ the same stratified 10% hold-out, per-channel normalisation from the training pa
 BN -> ReLU -> max pool, conv 3x3 64 -> BN -> ReLU -> max pool, dropout, linear 3136 -> 128, ReLU,
 dropout, linear 128 -> 10; torch.nn defaults, ReLU in place as torchvision writes it),
 AdamW(lr 3e-3, weight decay 1e-4 on weights, fused=True as lathe's default) with OneCycleLR
-(pct_start 0.15, over the config's 5 epochs), cross-entropy, loss summed on the device and read
+(pct_start 0.15, over the config's 6 epochs), cross-entropy, loss summed on the device and read
 every 50 steps, then validation (batch 1000) under torch.inference_mode. Rounds alternate the two
 sides so that load drift hits both; the median of each side's rounds is reported.
 
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 CONFIG = "configs/fashion_cnn.yaml"
 DATA = "/usr/share/datasets/fashion-mnist"
-BATCH, EVAL_BATCH, EPOCHS, LOG_EVERY = 128, 1000, 5, 50
+BATCH, EVAL_BATCH, EPOCHS, LOG_EVERY = 128, 1000, 6, 50
 
 
 def read_idx(path):
@@ -144,7 +144,7 @@ def lathe_epoch(binary, threads, limit_train, epochs=1):
         if limit_train > 0:
             args.append(f"data.limit_train={limit_train}")
         # lathe sizes the onecycle schedule from trainer.max_epochs; PyTorch's side uses the
-        # config's 5 epochs: the schedule's cost per step is the same either way.
+        # config's 6 epochs: the schedule's cost per step is the same either way.
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
         with open(f"{d}/demo/metrics.jsonl") as f:
