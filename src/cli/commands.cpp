@@ -290,14 +290,7 @@ void add_export(CLI::App& app, int& exit_code) {
     }
     run::RunExportOptions o;
     if (int8_opt->count() > 0) {
-      const std::string mode = int8->empty() ? "auto" : *int8;
-      LATHE_CHECK(mode == "auto" || mode == "dynamic" || mode == "static", ConfigError,
-                  "--int8 {}: the modes are auto, dynamic and static (write the run folder "
-                  "before --int8)",
-                  mode);
-      o.int8 = mode == "auto"      ? onnx::Int8Mode::automatic
-               : mode == "dynamic" ? onnx::Int8Mode::dynamic
-                                   : onnx::Int8Mode::static_qdq;
+      o.int8 = onnx::int8_mode_from_name(int8->empty() ? "auto" : *int8);
     }
     LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run or checkpoint folder");
     o.output = *output;

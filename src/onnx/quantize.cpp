@@ -9,8 +9,10 @@
 #include <optional>
 #include <set>
 #include <unordered_map>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 
@@ -259,14 +261,37 @@ float fake_quantize(Rewriter& r, const std::string& x, ValueRange range, const s
 
 }  // namespace
 
+namespace {
+
+/// Every mode and its name: int8_mode_name and int8_mode_from_name both read this.
+constexpr std::pair<Int8Mode, const char*> kInt8Modes[] = {
+    {Int8Mode::none, "none"},
+    {Int8Mode::automatic, "auto"},
+    {Int8Mode::dynamic, "dynamic"},
+    {Int8Mode::static_qdq, "static"},
+};
+
+}  // namespace
+
 const char* int8_mode_name(Int8Mode mode) {
-  switch (mode) {
-    case Int8Mode::none: return "none";
-    case Int8Mode::automatic: return "auto";
-    case Int8Mode::dynamic: return "dynamic";
-    case Int8Mode::static_qdq: return "static";
+  for (const auto& [m, name] : kInt8Modes) {
+    if (m == mode) return name;
   }
   return "?";
+}
+
+Int8Mode int8_mode_from_name(const std::string& name) {
+  std::vector<std::string> offered;
+  for (const auto& [m, n] : kInt8Modes) {
+    if (m == Int8Mode::none) continue;  // not a mode to ask for: leave --int8 out
+    if (name == n) return m;
+    offered.emplace_back(n);
+  }
+  const std::string last = offered.back();
+  offered.pop_back();
+  throw ConfigError(fmt::format(
+      "--int8 {}: the modes are {} and {} (write the run folder before --int8)", name,
+      fmt::join(offered, ", "), last));
 }
 
 bool has_convolution(const Graph& graph) {

@@ -27,6 +27,10 @@ enum class Int8Mode { none, automatic, dynamic, static_qdq };
 /// "none", "auto", "dynamic", "static".
 const char* int8_mode_name(Int8Mode mode);
 
+/// The mode a user names (`--int8 dynamic`): "auto", "dynamic" or "static", read from the same
+/// table int8_mode_name uses; a ConfigError naming the modes for anything else.
+Int8Mode int8_mode_from_name(const std::string& name);
+
 /// The range a float tensor took over the calibration inputs.
 struct ValueRange {
   float min = 0;
