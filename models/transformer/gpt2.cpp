@@ -11,6 +11,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/profile_scope.h"
 #include "models/checkpoint.h"
+#include "models/kernels.h"
 #include "models/transformer/attention.h"
 
 namespace lathe::models {
@@ -64,7 +65,7 @@ at::Tensor GPT2BlockImpl::forward(const at::Tensor& x, const at::Tensor& attenti
     h = x + at::dropout(attn_c_proj(a), p, is_training());  // (B, T, C)
   }
   const ProfileScope scope("mlp");
-  const at::Tensor m = mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));  // gelu_new
+  const at::Tensor m = mlp_c_proj(gelu_tanh(c_fc(ln_2(h))));  // gelu_new
   return h + at::dropout(m, p, is_training());
 }
 
@@ -89,7 +90,7 @@ at::Tensor GPT2BlockImpl::forward_cached(const at::Tensor& x, at::Tensor& keys,
     y = at::scaled_dot_product_attention(q, keys, values, allowed);
   }
   const at::Tensor h = x + attn_c_proj(y.transpose(1, 2).reshape({B, T, C}));  // (B, T, C)
-  return h + mlp_c_proj(at::gelu(c_fc(ln_2(h)), "tanh"));
+  return h + mlp_c_proj(gelu_tanh(c_fc(ln_2(h))));
 }
 
 GPT2Impl::GPT2Impl(const GPT2Options& options_) : options(options_) { reset(); }

@@ -1,6 +1,7 @@
 // Model zoo: every model against its PyTorch reference (torchvision, transformers, torch.nn) on
 // the same weights and inputs, parameter counts, train-mode behaviour, registry and errors.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/cuda.h>
 
@@ -13,6 +14,7 @@
 #include "lathe/train/trainer.h"
 #include "models/cnn/mobilenet.h"
 #include "models/checkpoint.h"
+#include "models/kernels.h"
 #include "models/cnn/resnet.h"
 #include "models/registry.h"
 #include "models/rnn/rnn.h"
@@ -347,6 +349,59 @@ TEST(GPT2, MatchesTransformersWithTiedHeadFromTorchSave) {
   EXPECT_TRUE(report.clean()) << report.summary();
   hf->eval();
   EXPECT_LE(max_diff(hf->forward(ref->get("input")), ref->get("output")), kTol);
+}
+
+// lathe's GELU (tanh) kernels against ATen's float kernels and against the formula in double:
+// values over the whole float range, the tails where ATen's 1 + tanh(u) cancels, and NaN / ±inf.
+TEST(Kernels, GeluTanhMatchesAtenForwardAndBackward) {
+  at::manual_seed(0);
+  const at::Tensor special = at::tensor({0.0f, 1e-3f, -1e-3f, 0.5f, -0.75f, 3.0f, -3.0f, 10.0f,
+                                         -10.0f, 50.0f, -50.0f, 1e4f, -1e4f});
+  // 3 × 128 × 513: more than one parallel chunk, and a length that is no multiple of a vector.
+  const at::Tensor x = at::cat({at::randn({3 * 128 * 513}) * 4, special}).reshape({-1, 1});
+  const at::Tensor grad = at::randn_like(x);
+
+  const auto run = [&](const at::Tensor& in, bool lathe_kernel) {
+    const at::Tensor leaf = in.detach().requires_grad_(true);
+    const at::Tensor y = lathe_kernel ? zoo::gelu_tanh(leaf) : at::gelu(leaf, "tanh");
+    y.backward(grad.to(in.scalar_type()));
+    return std::pair{y.detach(), leaf.grad()};
+  };
+  const auto [y, dx] = run(x, true);
+  const auto [y_aten, dx_aten] = run(x, false);
+  const auto [y_exact, dx_exact] = run(x.to(at::kDouble), false);  // ATen in double: the truth
+
+  // allclose's test, reported as a number: max(|a − b| − rtol·|b|) must stay under atol.
+  const auto excess = [](const at::Tensor& a, const at::Tensor& b, double rtol) {
+    const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
+    return ((a64 - b64).abs() - rtol * b64.abs()).max().item<double>();
+  };
+  // Against the double truth: a few float ulps; in the far negative tail (|y| < 1e-6) the float
+  // rounding of u = x + 0.044715 x³ grows with |u|, hence the 1e-12 absolute.
+  EXPECT_LE(excess(y, y_exact, 4e-6), 1e-12);
+  EXPECT_LE(excess(dx, dx_exact, 1e-5), 1e-6);
+  // Against ATen's float kernels, whose own 1 + tanh(u) cancels for x < -4 (it gives -0 at
+  // x = -5.06 where the value is -1.5e-7): relative 1e-5, absolute 1e-6.
+  EXPECT_LE(excess(y, y_aten, 1e-5), 1e-6);
+  EXPECT_LE(excess(dx, dx_aten, 1e-5), 1e-5);
+
+  // NaN stays NaN, +inf gives +inf, -inf gives NaN (−inf · 0) — as ATen's.
+  const at::Tensor odd = at::tensor({NAN, INFINITY, -INFINITY});
+  const at::Tensor y_odd = zoo::gelu_tanh(odd), y_odd_aten = at::gelu(odd, "tanh");
+  EXPECT_TRUE(at::equal(y_odd.isnan(), y_odd_aten.isnan()));
+  EXPECT_EQ(y_odd[1].item<float>(), INFINITY);
+
+  // What the kernel does not take runs ATen's gelu: a strided view, double, and a double backward.
+  const at::Tensor strided = x.reshape({-1}).slice(0, 0, 1000, 2);
+  EXPECT_TRUE(at::equal(zoo::gelu_tanh(strided), at::gelu(strided, "tanh")));
+  const at::Tensor leaf = x.slice(0, 0, 64).detach().requires_grad_(true);
+  const at::Tensor g1 = torch::autograd::grad({zoo::gelu_tanh(leaf).sum()}, {leaf}, {},
+                                              /*retain_graph=*/true, /*create_graph=*/true)[0];
+  const at::Tensor g2 = torch::autograd::grad({g1.sum()}, {leaf})[0];
+  const at::Tensor leaf_aten = leaf.detach().requires_grad_(true);
+  const at::Tensor g1_aten = torch::autograd::grad({at::gelu(leaf_aten, "tanh").sum()},
+                                                   {leaf_aten}, {}, true, true)[0];
+  EXPECT_TRUE(at::allclose(g2, torch::autograd::grad({g1_aten.sum()}, {leaf_aten})[0], 1e-4, 1e-5));
 }
 
 TEST(GPT2, IsCausalAndCountsLikeTransformers) {

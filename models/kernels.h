@@ -1,0 +1,20 @@
+// Elementwise kernels the zoo runs instead of ATen's where ATen's are measured slower on the CPU.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace lathe::models {
+
+/// GELU with the tanh approximation (Hugging Face's gelu_new, at::gelu(x, "tanh")):
+/// 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), computed as x · sigmoid(2u).
+///
+/// A contiguous float32 CPU tensor goes through lathe's own forward and backward kernels (one pass
+/// each, vectorised for AVX-512 / AVX2 where the CPU has them; 0.27 / 0.38 ms against ATen's
+/// 0.88 / 0.98 ms on a (8, 128, 512) tensor, one thread). They agree with at::gelu within 2e-6
+/// relative (test Kernels.GeluTanhMatchesAtenForwardAndBackward). Anything else — CUDA, half
+/// precision, a strided view, a trace for ONNX export, a double backward — runs at::gelu.
+///
+///   at::Tensor y = lathe::models::gelu_tanh(c_fc(x));  // (B, T, 4C)
+at::Tensor gelu_tanh(const at::Tensor& x);
+
+}  // namespace lathe::models
