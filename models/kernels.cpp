@@ -9,17 +9,10 @@
 #include <bit>
 #include <cstdint>
 
+#include "models/simd.h"
+
 namespace lathe::models {
 namespace {
-
-// The loops below are written so that GCC / Clang vectorise them (no branches, no library calls);
-// on x86-64 each is compiled three times and the loader picks the widest the CPU runs.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LATHE_VECTOR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LATHE_VECTOR_CLONES
-#endif
 
 /// e^v, within 2 ulp for v in [-87, 88] (Cephes' expf polynomial on v − n·ln 2, times 2^n built in
 /// the exponent bits). Below -87 it gives ~1.6e-38; above 88.7 +inf, as expf does.

@@ -2,7 +2,7 @@
 #include "models/cnn/convnet.h"
 
 #include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/batchnorm.h>
+#include "models/batch_norm.h"
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
@@ -35,7 +35,7 @@ void ConvNetImpl::reset() {
   for (int64_t out : o.channels()) {
     LATHE_CHECK(out > 0, ModelError, "convnet: channel counts must be positive, got {}", out);
     features->push_back(nn::Conv2d(nn::Conv2dOptions(in, out, 3).padding(1).bias(false)));
-    features->push_back(nn::BatchNorm2d(out));
+    features->push_back(BatchNorm2d(out));
     features->push_back(nn::ReLU(/*inplace=*/true));  // as torchvision: BN's backward reads its input
     features->push_back(nn::MaxPool2d(2));
     in = out;

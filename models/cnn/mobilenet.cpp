@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
-#include <torch/nn/modules/batchnorm.h>
+#include "models/batch_norm.h"
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/linear.h>
@@ -36,7 +36,7 @@ ConvBNReLU6Impl::ConvBNReLU6Impl(int64_t in, int64_t out, int64_t kernel, int64_
                            .padding((kernel - 1) / 2)
                            .groups(groups)
                            .bias(false)));
-  push_back(nn::BatchNorm2d(out));
+  push_back(BatchNorm2d(out));
   push_back(nn::ReLU6(/*inplace=*/true));  // as torchvision's Conv2dNormActivation
 }
 
@@ -48,7 +48,7 @@ InvertedResidualImpl::InvertedResidualImpl(int64_t in, int64_t out, int64_t stri
   if (expand_ratio != 1) conv->push_back(ConvBNReLU6(in, hidden, 1, 1, 1));
   conv->push_back(ConvBNReLU6(hidden, hidden, 3, stride, hidden));  // depthwise
   conv->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
-  conv->push_back(nn::BatchNorm2d(out));
+  conv->push_back(BatchNorm2d(out));
   register_module("conv", conv);
 }
 

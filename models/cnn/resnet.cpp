@@ -23,7 +23,7 @@ nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride) {
 /// downsample.0 (1×1 conv, stride) and downsample.1 (BN) when the block changes shape.
 nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
   if (stride == 1 && in == out) return nullptr;
-  return nn::Sequential(conv1x1(in, out, stride), nn::BatchNorm2d(out));
+  return nn::Sequential(conv1x1(in, out, stride), BatchNorm2d(out));
 }
 
 }  // namespace
@@ -31,8 +31,8 @@ nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
 BasicBlockImpl::BasicBlockImpl(int64_t in, int64_t planes, int64_t stride)
     : conv1(register_module("conv1", conv3x3(in, planes, stride))),
       conv2(register_module("conv2", conv3x3(planes, planes, 1))),
-      bn1(register_module("bn1", nn::BatchNorm2d(planes))),
-      bn2(register_module("bn2", nn::BatchNorm2d(planes))),
+      bn1(register_module("bn1", BatchNorm2d(planes))),
+      bn2(register_module("bn2", BatchNorm2d(planes))),
       downsample(make_downsample(in, planes, stride)) {
   if (downsample) register_module("downsample", downsample);
 }
@@ -51,11 +51,11 @@ BottleneckImpl::BottleneckImpl(int64_t in, int64_t planes, int64_t stride,
                                int64_t width_per_group) {
   const int64_t width = planes * width_per_group / 64;
   conv1 = register_module("conv1", conv1x1(in, width, 1));
-  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  bn1 = register_module("bn1", BatchNorm2d(width));
   conv2 = register_module("conv2", conv3x3(width, width, stride));
-  bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  bn2 = register_module("bn2", BatchNorm2d(width));
   conv3 = register_module("conv3", conv1x1(width, planes * 4, 1));
-  bn3 = register_module("bn3", nn::BatchNorm2d(planes * 4));
+  bn3 = register_module("bn3", BatchNorm2d(planes * 4));
   downsample = make_downsample(in, planes * 4, stride);
   if (downsample) register_module("downsample", downsample);
 }
@@ -115,7 +115,7 @@ void ResNetImpl::reset() {
           ? nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 3).stride(1).padding(1).bias(false))
           : nn::Conv2d(nn::Conv2dOptions(o.in_channels(), 64, 7).stride(2).padding(3).bias(false));
   register_module("conv1", conv1);
-  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  bn1 = register_module("bn1", BatchNorm2d(64));
 
   const int64_t expansion = bottleneck ? 4 : 1;
   int64_t in = 64;
