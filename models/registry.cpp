@@ -408,8 +408,12 @@ ModelSignature model_signature(const config::ModelSection& model, const torch::n
   return (*signature)(module, sizes);
 }
 
-bool channels_last_helps_on_cpu(const torch::nn::Module& module) {
-  return dynamic_cast<const ConvNetImpl*>(&module) != nullptr;
+std::vector<std::shared_ptr<torch::nn::Module>> channels_last_parts_on_cpu(
+    torch::nn::Module& module) {
+  if (auto* convnet = dynamic_cast<ConvNetImpl*>(&module)) return {convnet->shared_from_this()};
+  if (auto* resnet = dynamic_cast<ResNetImpl*>(&module); resnet && resnet->options.depth() <= 34)
+    return {resnet->conv1.ptr(), resnet->bn1.ptr(), resnet->layer1.ptr(), resnet->layer2.ptr()};
+  return {};
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

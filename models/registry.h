@@ -103,13 +103,19 @@ torch::nn::AnyModule build_model(const config::ModelSection& model);
 /// Number of parameters (trainable + frozen), as PyTorch's sum(p.numel()).
 int64_t parameter_count(const torch::nn::Module& module);
 
-/// Whether `module` is of a zoo family measured to train faster channels-last (NHWC) on the CPU
-/// (trainer.channels_last: auto there). A measured choice, per family (bench/demo_epoch.py,
-/// one thread, process CPU time per step, NHWC / NCHW):
-///   convnet  0.66  (oneDNN's NHWC max pooling and batch norm are vectorised over channels; the
-///                   NCHW pooling kernel is scalar and was a quarter of the NCHW step)
-///   resnet18 0.99  (no max pool with the 32x32 stem, convolutions dominate): stays NCHW
-/// Families not measured (and your own modules) stay NCHW on the CPU.
-bool channels_last_helps_on_cpu(const torch::nn::Module& module);
+/// The parts of `module` that train faster channels-last (NHWC) on the CPU, for
+/// trainer.channels_last: auto there: the trainer holds their 4-d weights channels-last, feeds
+/// channels-last batches, and the model converts its activation where the next part's weights
+/// change format. A measured choice, per zoo family (one thread):
+///   convnet           the whole model: 0.66 of the NCHW step (bench/demo_epoch.py; oneDNN's NHWC
+///                     max pooling and batch norm are vectorised over channels, the NCHW pooling
+///                     kernel is scalar)
+///   resnet18, -34     the stem, layer1 and layer2; layer3 and layer4 stay NCHW
+///                     (bench/conv_layouts.py, ResNet-18's convolutions forward + backward,
+///                     NHWC / NCHW: stem..layer2 0.79, layer3..4 1.13 — 1.23 for layer4's
+///                     512-channel 4×4 ones)
+/// Empty for families not measured (and your own modules): they stay NCHW on the CPU.
+std::vector<std::shared_ptr<torch::nn::Module>> channels_last_parts_on_cpu(
+    torch::nn::Module& module);
 
 }  // namespace lathe::models

@@ -158,6 +158,26 @@ void ResNetImpl::reset() {
   }
 }
 
+namespace {
+
+/// `h` in the memory format of the convolution weight that reads it next. On the CPU the trainer
+/// may hold the early stages' weights channels-last and the late ones' NCHW
+/// (models::channels_last_parts_on_cpu); the activation follows at each stage boundary. With all
+/// weights in one format (the usual case) nothing is converted and nothing enters a trace.
+at::Tensor in_layout_of(const at::Tensor& h, const at::Tensor& weight) {
+  const at::MemoryFormat format = weight.suggest_memory_format();
+  return h.is_contiguous(format) ? h : h.contiguous(format);
+}
+
+/// The first convolution weight of a stage (its first block's conv1).
+const at::Tensor& first_weight(const torch::nn::Sequential& stage) {
+  const auto& block = stage->ptr(0);
+  if (const auto* b = block->as<BasicBlock>()) return b->conv1->weight;
+  return block->as<Bottleneck>()->conv1->weight;
+}
+
+}  // namespace
+
 at::Tensor ResNetImpl::forward_features(const at::Tensor& x) {
   LATHE_CHECK(x.dim() == 4 && x.size(1) == options.in_channels(), ModelError,
               "resnet{}: expected input (B, {}, H, W), got {}", options.depth(),
@@ -165,12 +185,12 @@ at::Tensor ResNetImpl::forward_features(const at::Tensor& x) {
   at::Tensor h;
   {
     const ProfileScope scope("stem");
-    h = bn1(conv1(x)).relu_();  // (B, 64, H/2, W/2), or (B, 64, H, W) small_input
+    h = bn1(conv1(in_layout_of(x, conv1->weight))).relu_();  // (B, 64, H/2, W/2), or (B, 64, H, W)
     if (!options.small_input()) h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});  // (B, 64, H/4, W/4)
   }
   size_t first = 0;  // index of the stage's first block in block_names_
   for (auto* stage : {&layer1, &layer2, &layer3, &layer4}) {
-    h = run_stage(*stage, h, first);  // (B, C, h, w)
+    h = run_stage(*stage, in_layout_of(h, first_weight(*stage)), first);  // (B, C, h, w)
     first += (*stage)->size();
   }
   return at::flatten(at::adaptive_avg_pool2d(h, {1, 1}), 1);  // (B, C)

@@ -2,6 +2,7 @@
 // scheduled hyperparameters, optimizer step — with validation, logging and callbacks.
 #include "lathe/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -54,14 +55,20 @@ config::TrainerSection resolved(config::TrainerSection cfg, c10::Device device) 
   return cfg;
 }
 
-/// trainer.channels_last: auto = on CUDA for models with convolution (4-d) weights; on the CPU
-/// for the zoo families measured to gain from it (models::channels_last_helps_on_cpu).
-bool wants_channels_last(const std::string& setting, c10::Device device, torch::nn::Module& m) {
-  if (setting != "auto") return setting == "true";
-  if (!device.is_cuda()) return models::channels_last_helps_on_cpu(m);
-  for (const auto& p : m.parameters())
-    if (p.dim() == 4) return true;
-  return false;
+/// The modules whose 4-d weights train channels-last. trainer.channels_last: true = the whole
+/// model; auto = on CUDA the whole model when it has convolution (4-d) weights, on the CPU the zoo
+/// parts measured to gain from it (models::channels_last_parts_on_cpu); false = none.
+std::vector<std::shared_ptr<torch::nn::Module>> channels_last_parts(const std::string& setting,
+                                                                   c10::Device device,
+                                                                   torch::nn::Module& m) {
+  if (setting == "false") return {};
+  if (setting == "auto" && !device.is_cuda()) return models::channels_last_parts_on_cpu(m);
+  if (setting == "auto") {
+    const auto params = m.parameters();
+    if (std::none_of(params.begin(), params.end(), [](const auto& p) { return p.dim() == 4; }))
+      return {};
+  }
+  return {m.shared_from_this()};
 }
 
 }  // namespace
@@ -101,10 +108,11 @@ Trainer::Trainer(config::TrainerSection cfg, c10::Device device, torch::nn::AnyM
   at::globalContext().setFloat32MatmulPrecision(resolve_matmul_precision(
       cfg_.matmul_precision, cfg_.precision, at::globalContext().deterministicAlgorithms(),
       device_));
-  channels_last_ = wants_channels_last(cfg_.channels_last, device_, *model_.ptr());
-  if (channels_last_) {  // the weights too, so convolutions run in NHWC without conversions
+  const auto nhwc_parts = channels_last_parts(cfg_.channels_last, device_, *model_.ptr());
+  channels_last_ = !nhwc_parts.empty();  // batches too, so the first convolution needs no copy
+  for (const auto& part : nhwc_parts) {  // the weights, so convolutions run NHWC without copies
     torch::NoGradGuard no_grad;
-    for (auto& p : model_.ptr()->parameters())
+    for (auto& p : part->parameters())
       if (p.dim() == 4)  // to(): a one-input-channel weight keeps NCHW strides under contiguous()
         p.set_data(p.data().to(p.options(), /*non_blocking=*/false, /*copy=*/false,
                                at::MemoryFormat::ChannelsLast));

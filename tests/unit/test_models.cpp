@@ -461,9 +461,10 @@ TEST(Kernels, BatchNormTrainsAsTorchsInEveryLayout) {
       for (auto* m : {&ours, &torchs}) {
         const at::Tensor leaf = x.detach().requires_grad_(true);
         const at::Tensor y = m->forward(leaf);
-        if (m == &ours)  // lathe's kernels ran, not torch's forward
+        if (m == &ours) {  // lathe's kernels ran, not torch's forward
           EXPECT_NE(y.grad_fn()->name().find("BatchNormFunction"), std::string::npos)
               << y.grad_fn()->name();
+        }
         y.backward(g);
         out.push_back(y.detach());
         grads.push_back(leaf.grad());
