@@ -1,10 +1,14 @@
 // Data: JPEG/PNG decoding, the image folder, and image transforms against PIL and torchvision.
+#include <random>
+#include <sstream>
+
 #include <ATen/ATen.h>
 
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/transforms.h"
+#include "src/data/resize.h"
 #include "tests/unit/data_support.h"
 
 using lathe::DataError;
@@ -86,6 +90,50 @@ TEST(Image, ResizeMatchesTorchvisionAntialiased) {
   }
 }
 
+TEST(Image, Uint8ResizeMatchesTorchvisionOverCrops) {
+  // lathe's uint8 kernel (src/data/resize.cpp) against torchvision's Resize(antialias=True) on
+  // uint8 tensors, over 90 crops of one image (random_resized_crop's boxes to 224, growing,
+  // shrinking by 50x, one axis only, one column, one channel). Stated tolerance: +-1 per pixel;
+  // the kernel uses PyTorch's int16 weights and rounding, so every pixel is in fact equal.
+  TempDir dir;
+  lathe::testing::run_oracle("resize_oracle.py", dir);
+  const at::Tensor planar = read_raw(dir / "image.bin", {3, 375, 500}, at::kByte);
+  // The decoders' layout: (C, H, W) strides over (H, W, C) pixels.
+  const at::Tensor interleaved = planar.permute({1, 2, 0}).contiguous().permute({2, 0, 1});
+  const std::string all = lathe::testing::read_text(dir / "resized.bin");
+  std::istringstream cases(lathe::testing::read_text(dir / "cases.txt"));
+  int64_t offset = 0, n = 0, top, left, h, w, oh, ow, c;
+  while (cases >> top >> left >> h >> w >> oh >> ow >> c) {
+    const at::Tensor ref =
+        at::from_blob(const_cast<char*>(all.data()) + offset, {c, oh, ow}, at::kByte);
+    offset += c * oh * ow;
+    for (const at::Tensor& image : {planar, interleaved}) {
+      const at::Tensor crop = image.narrow(0, 0, c).narrow(1, top, h).narrow(2, left, w);
+      const at::Tensor ours = tf::resize_image(crop, oh, ow);
+      ASSERT_EQ(ours.sizes(), ref.sizes());
+      EXPECT_LE((ours.to(at::kInt) - ref.to(at::kInt)).abs().max().item<int>(), 1)
+          << "case " << n << ": " << h << "x" << w << " -> " << oh << "x" << ow << " c " << c;
+      EXPECT_TRUE(ours.equal(ref)) << "case " << n;
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 90);
+  EXPECT_EQ(offset, static_cast<int64_t>(all.size()));
+  // And against LibTorch's own kernel (the same code as PyTorch's) over 300 random sizes.
+  std::mt19937 gen(11);
+  for (int i = 0; i < 300; ++i) {
+    const int64_t ih = 1 + gen() % 375, iw = 1 + gen() % 500, ch = gen() % 2 == 0 ? 1 : 3;
+    const int64_t th = 1 + gen() % 300, tw = 1 + gen() % 300;
+    const at::Tensor crop = interleaved.narrow(0, 0, ch).narrow(1, 0, ih).narrow(2, 0, iw);
+    const at::Tensor ref = at::_upsample_bilinear2d_aa(crop.unsqueeze(0), {th, tw}, false).squeeze(0);
+    ASSERT_TRUE(tf::resize_image(crop, th, tw).equal(ref))
+        << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch;
+    // The portable loops (CPUs without AVX2) give the same pixels.
+    ASSERT_TRUE(lathe::data::detail::resize_uint8(crop, th, tw, /*vectorised=*/false).equal(ref))
+        << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " (portable)";
+  }
+}
+
 TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
   TempDir dir;
   lathe::testing::run_oracle("image_oracle.py", dir);
@@ -104,9 +152,17 @@ TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
         for (const tf::Box& b : boxes) {
           const at::Tensor win = decode_image_window(
               jpg, name, [&](int64_t, int64_t) { return b; }, channels, min_side);
-          ASSERT_TRUE(win.equal(whole.narrow(1, b.top, b.height).narrow(2, b.left, b.width)))
+          const at::Tensor crop = whole.narrow(1, b.top, b.height).narrow(2, b.left, b.width);
+          ASSERT_TRUE(win.equal(crop))
               << name << " channels " << channels << " min_side " << min_side << " box "
               << b.top << "," << b.left << " " << b.height << "x" << b.width;
+          // Decoded and resized in one pass: LibTorch's resize of the crop, pixel for pixel.
+          const at::Tensor resized = decode_image_window_resized(
+              jpg, name, [&](int64_t, int64_t) { return b; }, 19, 24, channels, min_side);
+          ASSERT_TRUE(resized.equal(
+              at::_upsample_bilinear2d_aa(crop.unsqueeze(0), {19, 24}, false).squeeze(0)))
+              << name << " channels " << channels << " min_side " << min_side << " box "
+              << b.top << "," << b.left << " " << b.height << "x" << b.width << " resized";
           ++windows;
         }
       }

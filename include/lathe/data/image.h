@@ -41,6 +41,14 @@ at::Tensor decode_image_window(std::string_view bytes, const std::string& origin
                                const WindowChooser& choose, int channels = 3, int min_side = 0,
                                int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// decode_image_window then transforms::resize_image to (height, width), fused for JPEGs: each
+/// chunk of the window's rows goes through the resize's horizontal pass as it leaves the decoder
+/// (the window is never stored whole). The same pixels as the two calls; (C, height, width) uint8.
+at::Tensor decode_image_window_resized(std::string_view bytes, const std::string& origin,
+                                       const WindowChooser& choose, int64_t height, int64_t width,
+                                       int channels = 3, int min_side = 0,
+                                       int64_t max_pixels = kDefaultMaxImagePixels);
+
 /// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
 /// naming it.
 at::Tensor read_image(const std::filesystem::path& file, int channels = 3, int min_side = 0,
