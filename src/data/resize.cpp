@@ -50,6 +50,7 @@ ResizeTaps make_taps(int64_t in, int64_t out) {
       for (int64_t j = 0; j < n; ++j) wi[j] /= total;
     t.first[static_cast<size_t>(i)] = static_cast<int32_t>(lo);
     t.count[static_cast<size_t>(i)] = static_cast<int32_t>(n);
+    t.max_count = std::max(t.max_count, static_cast<int32_t>(n));
   }
   // The most fractional bits (at most 22) for which the largest weight still fits an int16.
   const double w_max = *std::max_element(w.begin(), w.end());
@@ -113,9 +114,11 @@ int32_t pair(const int16_t* k) {  // two adjacent int16 weights as one int32 lan
 /// The (R, G, B, 0) int32 sums of output column x of two RGB rows (row a in the low 128-bit lane,
 /// row b in the high one), shifted back from fixed point. Each group of 4 taps is one 16-byte load
 /// per row, shuffled into (tap j, tap j+1) int16 pairs per channel and multiplied-and-added with
-/// the weight pairs (vpmaddwd).
-LATHE_AVX2 inline __m256i rgb_column(const uint8_t* row_a, const uint8_t* row_b, const ResizeTaps& t,
-                                     int64_t x) {
+/// the weight pairs (vpmaddwd). kGroups > 0 fixes the number of groups at compile time (the loop
+/// unrolls); 0 reads it from `groups`.
+template <int kGroups>
+LATHE_AVX2 inline __m256i rgb_column(const uint8_t* row_a, const uint8_t* row_b,
+                                     const ResizeTaps& t, int64_t x, int64_t groups) {
   // int16 lanes (r_j, r_j+1, g_j, g_j+1, b_j, b_j+1, 0, 0) for taps j = 0 and j = 2 of a group.
   const __m256i taps01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
                                           0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
@@ -123,10 +126,9 @@ LATHE_AVX2 inline __m256i rgb_column(const uint8_t* row_a, const uint8_t* row_b,
                                           -1, 6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1,
                                           -1, -1);
   const int64_t first = t.first[static_cast<size_t>(x)];
-  const int64_t groups = (t.count[static_cast<size_t>(x)] + 3) / 4;
   const int16_t* k = t.of(x);
   __m256i acc = _mm256_set1_epi32(t.bias());
-  for (int64_t g = 0; g < groups; ++g) {
+  for (int64_t g = 0; g < (kGroups > 0 ? kGroups : groups); ++g) {
     const int64_t at = (first + 4 * g) * 3;
     const __m256i src = _mm256_inserti128_si256(
         _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row_a + at))),
@@ -139,26 +141,27 @@ LATHE_AVX2 inline __m256i rgb_column(const uint8_t* row_a, const uint8_t* row_b,
   return _mm256_srai_epi32(acc, t.precision);
 }
 
-/// Two RGB rows' horizontal pass, four output columns at a time: the four columns' sums are
-/// packed together and split into the three planes (one 4-byte store per plane and row).
-/// Columns whose 16-byte loads would pass the row's end go through horizontal_row.
-LATHE_AVX2 void horizontal_rgb_avx2(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
-                                    const ResizeTaps& t, int64_t out_width, uint8_t* out_a,
-                                    uint8_t* out_b, int64_t plane) {
+/// Columns [0, end) of two RGB rows, four at a time, every column summing `groups` groups of taps
+/// (the most any column has: the same work for each, no unpredictable branch): the four columns'
+/// sums are packed together and split into the three planes (one 4-byte store per plane and row).
+/// Stops before the first four columns whose loads would pass the readable bytes; returns where.
+template <int kGroups>
+LATHE_AVX2 int64_t rgb_columns(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
+                               const ResizeTaps& t, int64_t groups, int64_t out_width,
+                               uint8_t* out_a, uint8_t* out_b, int64_t plane) {
   // Four columns' (R, G, B, 0) bytes → (R R R R, G G G G, B B B B, 0 0 0 0).
   const __m256i planar = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, -1, -1, -1, -1,
                                           0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, -1, -1, -1, -1);
-  const auto inside = [&](int64_t x) {  // column x's loads stay inside the readable bytes
-    const int64_t groups = (t.count[static_cast<size_t>(x)] + 3) / 4;
-    return (t.first[static_cast<size_t>(x)] + 4 * (groups - 1)) * 3 + 16 <= readable;
-  };
   const auto put = [](uint8_t* dst, int32_t v) { std::memcpy(dst, &v, sizeof v); };
   int64_t x = 0;
-  for (; x + 4 <= out_width && inside(x) && inside(x + 3); x += 4) {
-    const __m256i c01 = _mm256_packs_epi32(rgb_column(row_a, row_b, t, x),
-                                           rgb_column(row_a, row_b, t, x + 1));
-    const __m256i c23 = _mm256_packs_epi32(rgb_column(row_a, row_b, t, x + 2),
-                                           rgb_column(row_a, row_b, t, x + 3));
+  // Columns' first taps only grow: if column x + 3's loads stay inside, so do x .. x + 2's.
+  for (; x + 4 <= out_width &&
+         (t.first[static_cast<size_t>(x + 3)] + 4 * (groups - 1)) * 3 + 16 <= readable;
+       x += 4) {
+    const __m256i c01 = _mm256_packs_epi32(rgb_column<kGroups>(row_a, row_b, t, x, groups),
+                                           rgb_column<kGroups>(row_a, row_b, t, x + 1, groups));
+    const __m256i c23 = _mm256_packs_epi32(rgb_column<kGroups>(row_a, row_b, t, x + 2, groups),
+                                           rgb_column<kGroups>(row_a, row_b, t, x + 3, groups));
     const __m256i rgb = _mm256_shuffle_epi8(_mm256_packus_epi16(c01, c23), planar);
     const __m128i a = _mm256_castsi256_si128(rgb), b = _mm256_extracti128_si256(rgb, 1);
     put(out_a + x, _mm_cvtsi128_si32(a));
@@ -168,7 +171,23 @@ LATHE_AVX2 void horizontal_rgb_avx2(const uint8_t* row_a, const uint8_t* row_b, 
     put(out_b + plane + x, _mm_extract_epi32(b, 1));
     put(out_b + 2 * plane + x, _mm_extract_epi32(b, 2));
   }
-  horizontal_row(row_a, 3, t, x, out_width, out_a, plane);  // the right edge
+  return x;
+}
+
+/// Two RGB rows' horizontal pass: rgb_columns, then horizontal_row for the columns at the right
+/// edge whose 16-byte loads would pass the row's readable bytes.
+void horizontal_rgb_avx2(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
+                         const ResizeTaps& t, int64_t out_width, uint8_t* out_a, uint8_t* out_b,
+                         int64_t plane) {
+  const int64_t groups = (t.max_count + 3) / 4;
+  int64_t x = 0;
+  if (groups == 1)
+    x = rgb_columns<1>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
+  else if (groups == 2)
+    x = rgb_columns<2>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
+  else
+    x = rgb_columns<0>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
+  horizontal_row(row_a, 3, t, x, out_width, out_a, plane);
   horizontal_row(row_b, 3, t, x, out_width, out_b, plane);
 }
 

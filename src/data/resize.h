@@ -14,6 +14,7 @@ namespace lathe::data::detail {
 struct ResizeTaps {
   int64_t stride = 0;
   int precision = 0;
+  int32_t max_count = 0;
   std::vector<int32_t> first, count;
   std::vector<int16_t> weights;
 
