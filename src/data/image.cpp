@@ -14,6 +14,7 @@
 #include <jpeglib.h>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <fmt/ranges.h>
 
@@ -457,12 +458,32 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
               classes_.size());
 }
 
+std::string ImageFolder::origin(int64_t index) const {
+  return index >= 0 && index < size() ? files_[static_cast<size_t>(index)].string() : std::string();
+}
+
 Example ImageFolder::get(int64_t index) const {
   LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
               size());
   const auto i = static_cast<size_t>(index);
   return {read_image(files_[i], options_.channels, options_.min_side, options_.max_pixels),
           at::scalar_tensor(labels_[i], at::TensorOptions().dtype(at::kLong))};
+}
+
+EncodedImages::EncodedImages(std::shared_ptr<const ImageFolder> folder)
+    : folder_(std::move(folder)) {
+  LATHE_CHECK(folder_ != nullptr, DataError, "EncodedImages: no image folder given");
+}
+
+Example EncodedImages::get(int64_t index) const {
+  LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
+              size());
+  // The file's bytes, owned by the tensor (no copy).
+  auto* bytes = new std::string(detail::read_file(folder_->file(index), "image"));
+  const at::Tensor encoded = at::from_blob(
+      bytes->data(), {static_cast<int64_t>(bytes->size())}, [bytes](void*) { delete bytes; },
+      at::TensorOptions().dtype(at::kByte));  // (N)
+  return {encoded, at::scalar_tensor(folder_->label(index), at::TensorOptions().dtype(at::kLong))};
 }
 
 }  // namespace lathe::data

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +82,7 @@ class ImageFolder : public Dataset {
   explicit ImageFolder(const std::filesystem::path& root, ImageFolderOptions options = {});
   int64_t size() const override { return static_cast<int64_t>(files_.size()); }
   Example get(int64_t index) const override;
+  std::string origin(int64_t index) const override;
 
   const std::vector<std::string>& classes() const { return classes_; }
   const std::filesystem::path& file(int64_t index) const {
@@ -96,6 +98,20 @@ class ImageFolder : public Dataset {
   std::vector<std::filesystem::path> files_;
   std::vector<int64_t> labels_;
   int64_t skipped_ = 0;
+};
+
+/// The records of an ImageFolder as their files' bytes, undecoded: get(i) = ((N) uint8, class id),
+/// for a transform that decodes them itself (transforms::decode_random_resized_crop decodes only
+/// its crop). origin(i) names the file, so that decoding errors in the loader do too.
+class EncodedImages : public Dataset {
+ public:
+  explicit EncodedImages(std::shared_ptr<const ImageFolder> folder);
+  int64_t size() const override { return folder_->size(); }
+  Example get(int64_t index) const override;
+  std::string origin(int64_t index) const override { return folder_->origin(index); }
+
+ private:
+  std::shared_ptr<const ImageFolder> folder_;
 };
 
 }  // namespace lathe::data
