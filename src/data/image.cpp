@@ -275,11 +275,11 @@ at::Tensor decode_jpeg_window(std::string_view bytes, const std::string& origin,
 /// horizontal pass while in cache; the window itself is never stored.
 at::Tensor decode_jpeg_window_resized(std::string_view bytes, const std::string& origin,
                                       int channels, int min_side, int64_t max_pixels,
-                                      const WindowChooser& choose, int64_t height,
-                                      int64_t width) {
+                                      const WindowChooser& choose, int64_t height, int64_t width,
+                                      const std::function<bool()>& mirror) {
   JpegWindow window(bytes, origin, channels, min_side, max_pixels, choose);
   const transforms::Box& box = window.box();
-  detail::RowResizer resizer(channels, box.height, box.width, height, width);
+  detail::RowResizer resizer(channels, box.height, box.width, height, width, mirror && mirror());
   // 16 spare bytes a row let the resize's 16-byte loads run to the window's right edge (what
   // they read past it weighs zero).
   constexpr int64_t kChunk = 16;
@@ -364,7 +364,8 @@ at::Tensor decode_image_window(std::string_view bytes, const std::string& origin
 
 at::Tensor decode_image_window_resized(std::string_view bytes, const std::string& origin,
                                        const WindowChooser& choose, int64_t height, int64_t width,
-                                       int channels, int min_side, int64_t max_pixels) {
+                                       int channels, int min_side, int64_t max_pixels,
+                                       const std::function<bool()>& mirror) {
   LATHE_CHECK(channels == 1 || channels == 3, DataError,
               "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
   LATHE_CHECK(height > 0 && width > 0 && width <= transforms::kMaxResizedPixels / height,
@@ -372,9 +373,10 @@ at::Tensor decode_image_window_resized(std::string_view bytes, const std::string
               origin, height, width, transforms::kMaxResizedPixels);
   if (is_jpeg(bytes))
     return decode_jpeg_window_resized(bytes, origin, channels, min_side, max_pixels, choose,
-                                      height, width);
-  return transforms::resize_image(
+                                      height, width, mirror);
+  const at::Tensor resized = transforms::resize_image(
       decode_image_window(bytes, origin, choose, channels, min_side, max_pixels), height, width);
+  return mirror && mirror() ? resized.flip({-1}) : resized;
 }
 
 at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side,

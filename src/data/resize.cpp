@@ -141,23 +141,30 @@ LATHE_AVX2 inline __m256i rgb_column(const uint8_t* row_a, const uint8_t* row_b,
   return _mm256_srai_epi32(acc, t.precision);
 }
 
-/// Columns [0, end) of two RGB rows, four at a time, every column summing `groups` groups of taps
-/// (the most any column has: the same work for each, no unpredictable branch): the four columns'
-/// sums are packed together and split into the three planes (one 4-byte store per plane and row).
-/// Stops before the first four columns whose loads would pass the readable bytes; returns where.
+/// Two RGB rows' horizontal pass, four columns at a time, every column summing `groups` groups of
+/// taps (the most any column has: the same work for each, no unpredictable branch): the four
+/// columns' sums are packed together and split into the three planes (one 4-byte store per plane
+/// and row). Columns whose 16-byte loads would pass the readable bytes go through horizontal_row.
 template <int kGroups>
-LATHE_AVX2 int64_t rgb_columns(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
+LATHE_AVX2 void rgb_columns(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
                                const ResizeTaps& t, int64_t groups, int64_t out_width,
                                uint8_t* out_a, uint8_t* out_b, int64_t plane) {
   // Four columns' (R, G, B, 0) bytes → (R R R R, G G G G, B B B B, 0 0 0 0).
   const __m256i planar = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, -1, -1, -1, -1,
                                           0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, -1, -1, -1, -1);
   const auto put = [](uint8_t* dst, int32_t v) { std::memcpy(dst, &v, sizeof v); };
+  // Columns' first taps only grow (or, mirrored, only shrink): if columns x and x + 3 read
+  // inside, so do the two between.
+  const auto inside = [&](int64_t x) {
+    return (t.first[static_cast<size_t>(x)] + 4 * (groups - 1)) * 3 + 16 <= readable;
+  };
   int64_t x = 0;
-  // Columns' first taps only grow: if column x + 3's loads stay inside, so do x .. x + 2's.
-  for (; x + 4 <= out_width &&
-         (t.first[static_cast<size_t>(x + 3)] + 4 * (groups - 1)) * 3 + 16 <= readable;
-       x += 4) {
+  for (; x + 4 <= out_width; x += 4) {
+    if (!inside(x) || !inside(x + 3)) {
+      horizontal_row(row_a, 3, t, x, x + 4, out_a, plane);
+      horizontal_row(row_b, 3, t, x, x + 4, out_b, plane);
+      continue;
+    }
     const __m256i c01 = _mm256_packs_epi32(rgb_column<kGroups>(row_a, row_b, t, x, groups),
                                            rgb_column<kGroups>(row_a, row_b, t, x + 1, groups));
     const __m256i c23 = _mm256_packs_epi32(rgb_column<kGroups>(row_a, row_b, t, x + 2, groups),
@@ -171,24 +178,22 @@ LATHE_AVX2 int64_t rgb_columns(const uint8_t* row_a, const uint8_t* row_b, int64
     put(out_b + plane + x, _mm_extract_epi32(b, 1));
     put(out_b + 2 * plane + x, _mm_extract_epi32(b, 2));
   }
-  return x;
+  horizontal_row(row_a, 3, t, x, out_width, out_a, plane);  // the last columns (< 4)
+  horizontal_row(row_b, 3, t, x, out_width, out_b, plane);
 }
 
-/// Two RGB rows' horizontal pass: rgb_columns, then horizontal_row for the columns at the right
-/// edge whose 16-byte loads would pass the row's readable bytes.
+/// Two RGB rows' horizontal pass: rgb_columns with the group count fixed at compile time when
+/// it is 1 or 2.
 void horizontal_rgb_avx2(const uint8_t* row_a, const uint8_t* row_b, int64_t readable,
                          const ResizeTaps& t, int64_t out_width, uint8_t* out_a, uint8_t* out_b,
                          int64_t plane) {
   const int64_t groups = (t.max_count + 3) / 4;
-  int64_t x = 0;
   if (groups == 1)
-    x = rgb_columns<1>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
+    rgb_columns<1>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
   else if (groups == 2)
-    x = rgb_columns<2>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
+    rgb_columns<2>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
   else
-    x = rgb_columns<0>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
-  horizontal_row(row_a, 3, t, x, out_width, out_a, plane);
-  horizontal_row(row_b, 3, t, x, out_width, out_b, plane);
+    rgb_columns<0>(row_a, row_b, readable, t, groups, out_width, out_a, out_b, plane);
 }
 
 /// One plane's vertical pass, 16 columns at a time: the rows of each tap pair are interleaved
@@ -252,7 +257,7 @@ std::vector<uint8_t>& spare_planes() {
 }  // namespace
 
 RowResizer::RowResizer(int channels, int64_t in_height, int64_t in_width, int64_t out_height,
-                       int64_t out_width, bool vectorised)
+                       int64_t out_width, bool mirror, bool vectorised)
     : channels_(channels),
       in_h_(in_height),
       in_w_(in_width),
@@ -260,7 +265,15 @@ RowResizer::RowResizer(int channels, int64_t in_height, int64_t in_width, int64_
       out_w_(out_width),
       vectorised_(vectorised),
       out_(at::empty({channels, out_height, out_width}, at::TensorOptions().dtype(at::kByte))) {
-  if (in_w_ != out_w_) across_ = make_taps(in_w_, out_w_);
+  if (in_w_ != out_w_ || mirror) across_ = make_taps(in_w_, out_w_);
+  if (mirror) {  // output column x takes the taps of column out_width - 1 - x
+    std::reverse(across_.first.begin(), across_.first.end());
+    std::reverse(across_.count.begin(), across_.count.end());
+    for (int64_t x = 0; x < out_w_ / 2; ++x)
+      std::swap_ranges(across_.weights.begin() + x * across_.stride,
+                       across_.weights.begin() + (x + 1) * across_.stride,
+                       across_.weights.begin() + (out_w_ - 1 - x) * across_.stride);
+  }
   if (in_h_ != out_h_) {
     down_ = make_taps(in_h_, out_h_);
     planes_ = std::move(spare_planes());
@@ -280,7 +293,7 @@ void RowResizer::push(const uint8_t* rows, int64_t n, int64_t stride, int64_t re
   n = std::min(n, in_h_ - next_);
   uint8_t* out = planes() + next_ * out_w_;  // (C, in_height, out_width) planes, row next_
   const int64_t plane = in_h_ * out_w_;
-  if (in_w_ == out_w_) {  // no horizontal pass: the channels into their planes
+  if (across_.first.empty()) {  // no horizontal pass: the channels into their planes
     for (int64_t y = 0; y < n; ++y)
       for (int64_t x = 0; x < in_w_; ++x)
         for (int c = 0; c < channels_; ++c)
@@ -321,7 +334,8 @@ at::Tensor resize_uint8(const at::Tensor& image, int64_t height, int64_t width, 
   // apart); any other layout is copied into it first.
   at::Tensor hwc = image.permute({1, 2, 0});
   if (hwc.stride(2) != 1 || hwc.stride(1) != channels) hwc = hwc.contiguous();
-  RowResizer resizer(channels, image.size(1), image.size(2), height, width, vectorised);
+  RowResizer resizer(channels, image.size(1), image.size(2), height, width, /*mirror=*/false,
+                     vectorised);
   resizer.push(hwc.data_ptr<uint8_t>(), hwc.size(0), hwc.stride(0), hwc.size(1) * channels);
   return resizer.finish();
 }

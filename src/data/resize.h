@@ -28,7 +28,8 @@ ResizeTaps make_taps(int64_t in, int64_t out);
 
 /// A uint8 resize fed row by row, as a decoder produces them: push() runs the horizontal pass on
 /// each batch of rows as it arrives (while they are in cache; the input is never stored whole),
-/// finish() the vertical pass. The same pixels as resize_uint8.
+/// finish() the vertical pass. The same pixels as resize_uint8 (then mirrored left-right when
+/// `mirror`: the horizontal pass takes its columns' taps in reverse order, at no cost).
 ///
 ///   RowResizer r(3, h, w, 224, 224);
 ///   while (rows left) r.push(rows, n, stride, readable);
@@ -36,7 +37,7 @@ ResizeTaps make_taps(int64_t in, int64_t out);
 class RowResizer {
  public:
   RowResizer(int channels, int64_t in_height, int64_t in_width, int64_t out_height,
-             int64_t out_width, bool vectorised = true);
+             int64_t out_width, bool mirror = false, bool vectorised = true);
   ~RowResizer();
   RowResizer(const RowResizer&) = delete;
   RowResizer& operator=(const RowResizer&) = delete;

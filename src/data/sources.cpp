@@ -2,6 +2,7 @@
 #include "lathe/data/sources.h"
 
 #include <numeric>
+#include <optional>
 
 #include <ATen/ops/tensor.h>
 
@@ -245,9 +246,18 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   std::vector<Transform> augment = parse_augment(cfg.augment, size);
   if (crop_first) {  // the decoding crop in place of random_resized_crop, with the same draws
     const double min_scale = config::parse_augment_item(cfg.augment.front()).argument;
+    // An hflip right after it is done by the crop's resize (the same draw, no copy).
+    std::optional<double> hflip;
+    if (cfg.augment.size() > 1) {
+      const config::Augment next = config::parse_augment_item(cfg.augment[1]);
+      if (next.spec->kind == config::AugmentKind::hflip) {
+        hflip = next.argument;
+        augment.erase(augment.begin() + 1);
+      }
+    }
     augment.front() = transforms::decode_random_resized_crop(
         size, {min_scale, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, opts.channels, opts.min_side,
-        opts.max_pixels);
+        opts.max_pixels, hflip);
   }
   for (auto& t : augment) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);

@@ -186,7 +186,8 @@ Transform random_resized_crop(int64_t size, std::pair<double, double> scale,
 
 Transform decode_random_resized_crop(int64_t size, std::pair<double, double> scale,
                                      std::pair<double, double> ratio, int channels,
-                                     int min_side, int64_t max_pixels) {
+                                     int min_side, int64_t max_pixels,
+                                     std::optional<double> hflip) {
   if (max_pixels <= 0) max_pixels = kDefaultMaxImagePixels;
   check_resized_crop(size, scale, ratio);
   return [=](at::Tensor bytes, Rng& rng) {
@@ -199,7 +200,8 @@ Transform decode_random_resized_crop(int64_t size, std::pair<double, double> sca
     return decode_image_window_resized(
         encoded, "the encoded image",
         [&](int64_t h, int64_t w) { return random_resized_box(h, w, rng, scale, ratio); }, size,
-        size, channels, min_side, max_pixels);  // (C, size, size)
+        size, channels, min_side, max_pixels,
+        [&] { return hflip.has_value() && uniform(rng, 0.0, 1.0) < *hflip; });  // (C, size, size)
   };
 }
 

@@ -131,6 +131,17 @@ TEST(Image, Uint8ResizeMatchesTorchvisionOverCrops) {
     // The portable loops (CPUs without AVX2) give the same pixels.
     ASSERT_TRUE(lathe::data::detail::resize_uint8(crop, th, tw, /*vectorised=*/false).equal(ref))
         << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " (portable)";
+    // Mirrored by the resize, row by row in chunks of 7: the flip of the same pixels.
+    for (const bool vectorised : {true, false}) {
+      lathe::data::detail::RowResizer r(static_cast<int>(ch), ih, iw, th, tw, /*mirror=*/true,
+                                        vectorised);
+      const at::Tensor hwc = crop.permute({1, 2, 0}).contiguous();  // (ih, iw, ch)
+      for (int64_t y = 0; y < ih; y += 7)
+        r.push(hwc.data_ptr<uint8_t>() + y * iw * ch, std::min<int64_t>(7, ih - y), iw * ch,
+               iw * ch);
+      ASSERT_TRUE(r.finish().equal(ref.flip({-1})))
+          << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " mirrored";
+    }
   }
 }
 
@@ -173,11 +184,22 @@ TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
   const std::string jpg = lathe::testing::read_text(dir / "window" / "s420.jpg");
   const at::Tensor bytes = at::from_blob(const_cast<char*>(jpg.data()),
                                          {static_cast<int64_t>(jpg.size())}, at::kByte);
+  int mirrored = 0;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     Rng a(seed), b(seed);
     const at::Tensor fused = tf::decode_random_resized_crop(32)(bytes, a);
     EXPECT_TRUE(fused.equal(tf::random_resized_crop(32)(decode_image(jpg, "s420"), b))) << seed;
+    // With the flip done by the resize: the same draws and pixels as crop, then horizontal_flip.
+    Rng c(seed), d(seed);
+    const at::Tensor flipped =
+        tf::decode_random_resized_crop(32, {0.08, 1.0}, {0.75, 4.0 / 3}, 3, 0, 0, 0.5)(bytes, c);
+    const at::Tensor plain = tf::random_resized_crop(32)(decode_image(jpg, "s420"), d);
+    EXPECT_TRUE(flipped.equal(tf::horizontal_flip(0.5)(plain, d))) << seed;
+    mirrored += flipped.equal(plain) ? 0 : 1;
+    EXPECT_EQ(c(), d()) << "the same number of draws";
   }
+  EXPECT_GT(mirrored, 3);
+  EXPECT_LT(mirrored, 17);
   // A window outside the image, a cut file and bytes that are no image are DataErrors.
   expect_error<DataError>(
       [&] { decode_image_window(jpg, "w.jpg", [](int64_t, int64_t) { return tf::Box{0, 90, 10, 10}; }); },

@@ -45,10 +45,13 @@ at::Tensor decode_image_window(std::string_view bytes, const std::string& origin
 /// decode_image_window then transforms::resize_image to (height, width), fused for JPEGs: each
 /// chunk of the window's rows goes through the resize's horizontal pass as it leaves the decoder
 /// (the window is never stored whole). The same pixels as the two calls; (C, height, width) uint8.
+/// `mirror`, when given, is asked once after `choose` (so both may draw from one generator, in
+/// that order) whether to mirror the result left-right, which then costs nothing.
 at::Tensor decode_image_window_resized(std::string_view bytes, const std::string& origin,
                                        const WindowChooser& choose, int64_t height, int64_t width,
                                        int channels = 3, int min_side = 0,
-                                       int64_t max_pixels = kDefaultMaxImagePixels);
+                                       int64_t max_pixels = kDefaultMaxImagePixels,
+                                       const std::function<bool()>& mirror = nullptr);
 
 /// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
 /// naming it.
