@@ -1,7 +1,8 @@
 // data_bench: lathe's DataLoader against torch.utils.data.DataLoader (num_workers=2), same machine,
 // same data and transforms; prints batches/s, images/s and the ratios. The JPEG rows run lathe
 // twice: decoding the whole image then cropping (torchvision's order) and decoding only the crop
-// (decode_random_resized_crop, the same pixels), then a one-thread split of an image's time.
+// (decode_random_resized_crop, the same pixels, with the flip done by its resize), then a
+// one-thread split of an image's time.
 //
 //   build/dev/bench/data_bench [--python .venv/bin/python] [--script bench/data_bench.py]
 //                              [--batches 300] [--images 512]      (run from the repository root)
@@ -140,10 +141,13 @@ int main(int argc, char** argv) try {
 
   auto jpegs = std::make_shared<JpegFiles>(jpeg_dir);
   auto jpeg_bytes = std::make_shared<JpegBytes>(*jpegs);
-  // Decode the whole image, then crop (as torchvision does) / decode only the crop (the same
-  // pixels: tests/unit/test_data_image.cpp).
+  // Decode the whole image, then crop (as torchvision does) / decode only the crop and resize
+  // its rows as they are decoded, mirrored by the resize with the flip's draw (the same pixels:
+  // tests/unit/test_data_image.cpp).
   const Transform jpeg_tf = compose({tf::random_resized_crop(224), tf::horizontal_flip()});
-  const Transform fused_tf = compose({tf::decode_random_resized_crop(224), tf::horizontal_flip()});
+  const Transform fused_tf = tf::decode_random_resized_crop(
+      224, {0.08, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, /*channels=*/3, /*min_side=*/0, /*max_pixels=*/0,
+      /*hflip=*/0.5);
   const auto jpeg_rate = [&](std::shared_ptr<const Dataset> data, const Transform& t, int workers) {
     DataLoader jl(std::move(data), LoaderOptions()
                                        .with_batch_size(32)
@@ -160,7 +164,7 @@ int main(int argc, char** argv) try {
   // Where one image's time goes, one thread, the same boxes for both decoders (seconds summed
   // over the images): read, whole decode, window decode, crop + resize, flip.
   at::set_num_threads(1);  // as in a loader worker
-  double t_read = 0, t_whole = 0, t_window = 0, t_resize = 0, t_flip = 0;
+  double t_read = 0, t_whole = 0, t_window = 0, t_resize = 0, t_flip = 0, t_fused = 0;
   // What a window cannot skip: the two top rows (almost nothing decoded), the two bottom rows
   // (every row above entropy-decoded, only two through the inverse DCT and colour conversion).
   double t_top = 0, t_bottom = 0;
@@ -186,6 +190,9 @@ int main(int argc, char** argv) try {
     t0 = std::chrono::steady_clock::now();
     const at::Tensor flipped = resized.flip({-1});
     t_flip += since(t0);
+    t0 = std::chrono::steady_clock::now();  // what the loader runs: rows resized as decoded
+    decode_image_window_resized(enc, "bench", [&](int64_t, int64_t) { return box; }, 224, 224);
+    t_fused += since(t0);
     t0 = std::chrono::steady_clock::now();
     decode_image_window(enc, "bench", [](int64_t, int64_t w) { return tf::Box{0, 0, 2, w}; });
     t_top += since(t0);
@@ -217,6 +224,8 @@ int main(int argc, char** argv) try {
       "resize to 224 {:.2f}, flip {:.2f}\n",
       1e3 * t_read / n_images, 1e3 * t_whole / n_images, 1e3 * t_window / n_images,
       1e3 * t_resize / n_images, 1e3 * t_flip / n_images);
+  fmt::print("crop-only decode + resize in one pass (decode_image_window_resized) {:.2f} ms\n",
+             1e3 * t_fused / n_images);
   fmt::print("decode of the 2 top rows {:.2f} ms, of the 2 bottom rows {:.2f} ms (entropy decoding)\n",
              1e3 * t_top / n_images, 1e3 * t_bottom / n_images);
   return 0;

@@ -48,6 +48,11 @@ Example SubsetSource::get(int64_t index) const {
   return base_->get(indices_[static_cast<size_t>(index)]);
 }
 
+std::string SubsetSource::origin(int64_t index) const {
+  if (index < 0 || index >= size()) return {};
+  return base_->origin(indices_[static_cast<size_t>(index)]);
+}
+
 TensorDataset materialize(const Dataset& data) {
   LATHE_CHECK(data.size() > 0, DataError, "cannot materialise an empty dataset");
   std::vector<at::Tensor> inputs, targets;

@@ -14,12 +14,14 @@
 #include <jpeglib.h>
 
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
 #include "read_file.h"
+#include "resize.h"
 
 namespace lathe::data {
 namespace {
@@ -175,61 +177,122 @@ bool jpeg_columns(JpegReader& r, JDIMENSION* left, JDIMENSION* width) {
   return true;
 }
 
-/// Skips `skip` rows, then reads `rows` rows into `row` (one decoded row: the cropped columns)
-/// one at a time and copies bytes [offset, offset + keep) of each to consecutive rows of `out`.
-bool jpeg_rows(JpegReader& r, JDIMENSION skip, JDIMENSION rows, unsigned char* row,
-               size_t offset, size_t keep, unsigned char* out) {
+bool jpeg_skip(JpegReader& r, JDIMENSION rows) {
   if (setjmp(r.errors.jump) != 0) return false;
-  if (skip > 0) jpeg_skip_scanlines(&r.cinfo, skip);
-  for (JDIMENSION y = 0; y < rows; ++y) {
-    JSAMPROW rp = row;
-    if (jpeg_read_scanlines(&r.cinfo, &rp, 1) != 1) {
-      std::snprintf(r.errors.message, sizeof r.errors.message, "no row %u", y);
+  if (rows > 0) jpeg_skip_scanlines(&r.cinfo, rows);
+  return true;
+}
+
+/// Reads the next `n` rows into `rows` (libjpeg may hand out fewer per call than asked).
+bool jpeg_read(JpegReader& r, JSAMPROW* rows, JDIMENSION n) {
+  if (setjmp(r.errors.jump) != 0) return false;
+  for (JDIMENSION done = 0; done < n;) {
+    const JDIMENSION got = jpeg_read_scanlines(&r.cinfo, rows + done, n - done);
+    if (got == 0) {
+      std::snprintf(r.errors.message, sizeof r.errors.message, "no row %u", done);
       return false;
     }
-    std::memcpy(out + y * keep, row + offset, keep);
+    done += got;
   }
   return true;
 }
 
-/// The JPEG's window `choose(height, width)` after DCT scaling to min_side: the rows above it
-/// are skipped (entropy-decoded only), those below it never read, and only the blocks under its
-/// columns go through the inverse DCT, upsampling and colour conversion. The window is decoded
-/// with a margin of a pixel on each side (where the image has one) so that the upsampling at
-/// the window's edges sees the same neighbours as in the whole image: the same pixels as
-/// decode_jpeg + cropping.
+/// A JPEG's window being decoded: the constructor reads the header, starts decompression at the
+/// DCT scale for min_side, asks `choose` for the window in the decoded size, crops the columns
+/// and skips the rows above it (entropy-decoded only); read() then decodes its rows in order and
+/// the rows below it are never read. Decoded rows hold the window's columns plus a margin of a
+/// pixel each side where the image has one (so that the chroma upsampling at its edges sees the
+/// same neighbours as in the whole image: the same pixels as decode_jpeg + cropping), widened by
+/// libjpeg to whole blocks; only those blocks go through the inverse DCT, upsampling and colour
+/// conversion.
+class JpegWindow {
+ public:
+  JpegWindow(std::string_view bytes, const std::string& origin, int channels, int min_side,
+             int64_t max_pixels, const WindowChooser& choose)
+      : origin_(origin), channels_(channels) {
+    const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
+    LATHE_CHECK(jpeg_header(r_, src, static_cast<unsigned long>(bytes.size())), DataError,
+                "{}: not a readable JPEG: {}", origin, r_.errors.message);
+    width_ = static_cast<int>(r_.cinfo.image_width);
+    height_ = static_cast<int>(r_.cinfo.image_height);
+    check_pixels(width_, height_, max_pixels, origin);
+    check(jpeg_start(r_, channels, jpeg_scale(width_, height_, min_side)));
+    const auto out_h = static_cast<int64_t>(r_.cinfo.output_height);
+    const auto out_w = static_cast<int64_t>(r_.cinfo.output_width);
+    box_ = choose(out_h, out_w);
+    check_window(box_, out_h, out_w, origin);
+    const int64_t lo = std::max<int64_t>(0, box_.left - 1);  // the margin
+    const int64_t hi = std::min(out_w, box_.left + box_.width + 1);
+    auto left = static_cast<JDIMENSION>(lo), span = static_cast<JDIMENSION>(hi - lo);
+    if (span < static_cast<JDIMENSION>(out_w)) check(jpeg_columns(r_, &left, &span));
+    row_bytes_ = static_cast<size_t>(span) * static_cast<size_t>(channels);
+    offset_ = static_cast<size_t>(box_.left - static_cast<int64_t>(left)) *
+              static_cast<size_t>(channels);
+    check(jpeg_skip(r_, static_cast<JDIMENSION>(box_.top)));
+  }
+
+  const transforms::Box& box() const { return box_; }
+  /// Bytes of a decoded row.
+  size_t row_bytes() const { return row_bytes_; }
+  /// Where the window's first column starts in a decoded row, in bytes.
+  size_t offset() const { return offset_; }
+
+  /// Decodes the window's next `n` rows into `out`, `stride` >= row_bytes() bytes apart.
+  void read(unsigned char* out, int64_t n, size_t stride) {
+    rows_.resize(static_cast<size_t>(n));
+    for (int64_t y = 0; y < n; ++y) rows_[static_cast<size_t>(y)] = out + y * stride;
+    check(jpeg_read(r_, rows_.data(), static_cast<JDIMENSION>(n)));
+  }
+
+ private:
+  void check(bool ok) const {
+    LATHE_CHECK(ok, DataError, "{}: cannot decode the JPEG ({}x{}): {}", origin_, width_, height_,
+                r_.errors.message);
+  }
+
+  JpegReader r_;
+  const std::string& origin_;
+  int channels_;
+  int width_ = 0, height_ = 0;
+  transforms::Box box_;
+  size_t row_bytes_ = 0, offset_ = 0;
+  std::vector<JSAMPROW> rows_;
+};
+
+/// The window, read straight into a (box.height, decoded row) buffer of which it is a view.
 at::Tensor decode_jpeg_window(std::string_view bytes, const std::string& origin, int channels,
                               int min_side, int64_t max_pixels, const WindowChooser& choose) {
-  JpegReader r;
-  const auto* src = reinterpret_cast<const unsigned char*>(bytes.data());
-  LATHE_CHECK(jpeg_header(r, src, static_cast<unsigned long>(bytes.size())), DataError,
-              "{}: not a readable JPEG: {}", origin, r.errors.message);
-  const int width = static_cast<int>(r.cinfo.image_width);
-  const int height = static_cast<int>(r.cinfo.image_height);
-  check_pixels(width, height, max_pixels, origin);
-  LATHE_CHECK(jpeg_start(r, channels, jpeg_scale(width, height, min_side)), DataError,
-              "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height, r.errors.message);
-  const auto out_h = static_cast<int64_t>(r.cinfo.output_height);
-  const auto out_w = static_cast<int64_t>(r.cinfo.output_width);
-  const transforms::Box box = choose(out_h, out_w);
-  check_window(box, out_h, out_w, origin);
-  // The margin: one more column each side where the image has it.
-  const int64_t lo = std::max<int64_t>(0, box.left - 1);
-  const int64_t hi = std::min(out_w, box.left + box.width + 1);
-  auto left = static_cast<JDIMENSION>(lo), span = static_cast<JDIMENSION>(hi - lo);
-  if (span < static_cast<JDIMENSION>(out_w))
-    LATHE_CHECK(jpeg_columns(r, &left, &span), DataError, "{}: cannot decode the JPEG: {}",
-                origin, r.errors.message);
-  std::vector<unsigned char> row(static_cast<size_t>(span) * static_cast<size_t>(channels));
-  at::Tensor hwc = at::empty({box.height, box.width, channels}, at::TensorOptions().dtype(at::kByte));
-  const auto offset = static_cast<size_t>(box.left - static_cast<int64_t>(left)) *
-                      static_cast<size_t>(channels);
-  const auto keep = static_cast<size_t>(box.width) * static_cast<size_t>(channels);
-  LATHE_CHECK(jpeg_rows(r, static_cast<JDIMENSION>(box.top), static_cast<JDIMENSION>(box.height),
-                        row.data(), offset, keep, hwc.data_ptr<uint8_t>()),
-              DataError, "{}: cannot decode the JPEG ({}x{}): {}", origin, width, height,
-              r.errors.message);
-  return hwc_to_chw(hwc);  // (C, box.height, box.width)
+  JpegWindow window(bytes, origin, channels, min_side, max_pixels, choose);
+  const transforms::Box& box = window.box();
+  const auto span = static_cast<int64_t>(window.row_bytes()) / channels;
+  at::Tensor rows = at::empty({box.height, span, channels}, at::TensorOptions().dtype(at::kByte));
+  window.read(rows.data_ptr<uint8_t>(), box.height, window.row_bytes());
+  const auto left = static_cast<int64_t>(window.offset()) / channels;
+  return hwc_to_chw(rows.narrow(1, left, box.width));  // (C, box.height, box.width)
+}
+
+/// The window resized to (height, width): chunks of decoded rows go through the resize's
+/// horizontal pass while in cache; the window itself is never stored.
+at::Tensor decode_jpeg_window_resized(std::string_view bytes, const std::string& origin,
+                                      int channels, int min_side, int64_t max_pixels,
+                                      const WindowChooser& choose, int64_t height, int64_t width,
+                                      const std::function<bool()>& mirror) {
+  JpegWindow window(bytes, origin, channels, min_side, max_pixels, choose);
+  const transforms::Box& box = window.box();
+  detail::RowResizer resizer(channels, box.height, box.width, height, width, mirror && mirror());
+  // 16 spare bytes a row let the resize's 16-byte loads run to the window's right edge (what
+  // they read past it weighs zero).
+  constexpr int64_t kChunk = 16;
+  const size_t stride = window.row_bytes() + 16;
+  thread_local std::vector<unsigned char> chunk;
+  chunk.resize(kChunk * stride);
+  for (int64_t y = 0; y < box.height; y += kChunk) {
+    const int64_t n = std::min(kChunk, box.height - y);
+    window.read(chunk.data(), n, stride);
+    resizer.push(chunk.data() + window.offset(), n, static_cast<int64_t>(stride),
+                 static_cast<int64_t>(stride - window.offset()));
+  }
+  return resizer.finish();  // (C, height, width)
 }
 
 at::Tensor decode_png(std::string_view bytes, const std::string& origin, int channels,
@@ -297,6 +360,23 @@ at::Tensor decode_image_window(std::string_view bytes, const std::string& origin
   const transforms::Box box = choose(image.size(1), image.size(2));
   check_window(box, image.size(1), image.size(2), origin);
   return image.narrow(1, box.top, box.height).narrow(2, box.left, box.width);  // a view
+}
+
+at::Tensor decode_image_window_resized(std::string_view bytes, const std::string& origin,
+                                       const WindowChooser& choose, int64_t height, int64_t width,
+                                       int channels, int min_side, int64_t max_pixels,
+                                       const std::function<bool()>& mirror) {
+  LATHE_CHECK(channels == 1 || channels == 3, DataError,
+              "{}: channels must be 1 (grey) or 3 (RGB), got {}", origin, channels);
+  LATHE_CHECK(height > 0 && width > 0 && width <= transforms::kMaxResizedPixels / height,
+              DataError, "{}: cannot resize to {}x{} (want a positive size of at most {} pixels)",
+              origin, height, width, transforms::kMaxResizedPixels);
+  if (is_jpeg(bytes))
+    return decode_jpeg_window_resized(bytes, origin, channels, min_side, max_pixels, choose,
+                                      height, width, mirror);
+  const at::Tensor resized = transforms::resize_image(
+      decode_image_window(bytes, origin, choose, channels, min_side, max_pixels), height, width);
+  return mirror && mirror() ? resized.flip({-1}) : resized;
 }
 
 at::Tensor read_image(const std::filesystem::path& file, int channels, int min_side,
@@ -380,12 +460,32 @@ ImageFolder::ImageFolder(const std::filesystem::path& root, ImageFolderOptions o
               classes_.size());
 }
 
+std::string ImageFolder::origin(int64_t index) const {
+  return index >= 0 && index < size() ? files_[static_cast<size_t>(index)].string() : std::string();
+}
+
 Example ImageFolder::get(int64_t index) const {
   LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
               size());
   const auto i = static_cast<size_t>(index);
   return {read_image(files_[i], options_.channels, options_.min_side, options_.max_pixels),
           at::scalar_tensor(labels_[i], at::TensorOptions().dtype(at::kLong))};
+}
+
+EncodedImages::EncodedImages(std::shared_ptr<const ImageFolder> folder)
+    : folder_(std::move(folder)) {
+  LATHE_CHECK(folder_ != nullptr, DataError, "EncodedImages: no image folder given");
+}
+
+Example EncodedImages::get(int64_t index) const {
+  LATHE_CHECK(index >= 0 && index < size(), DataError, "image {} out of range [0, {})", index,
+              size());
+  // The file's bytes, owned by the tensor (no copy).
+  auto* bytes = new std::string(detail::read_file(folder_->file(index), "image"));
+  const at::Tensor encoded = at::from_blob(
+      bytes->data(), {static_cast<int64_t>(bytes->size())}, [bytes](void*) { delete bytes; },
+      at::TensorOptions().dtype(at::kByte));  // (N)
+  return {encoded, at::scalar_tensor(folder_->label(index), at::TensorOptions().dtype(at::kLong))};
 }
 
 }  // namespace lathe::data

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string_view>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
@@ -133,8 +134,12 @@ Batch DataLoader::make_batch(int64_t b) const {
       inputs.push_back(std::move(ex.input));
       targets.push_back(std::move(ex.target));
     } catch (const std::exception& e) {
-      throw DataError(
-          fmt::format("record {} (batch {} of epoch {}): {}", record, b, epoch_, e.what()));
+      // The record's file, unless the message names it already (a transform that decodes
+      // bytes knows no file name).
+      const std::string file = data_->origin(record);
+      const bool named = file.empty() || std::string_view(e.what()).find(file) != std::string::npos;
+      throw DataError(fmt::format("record {}{} (batch {} of epoch {}): {}", record,
+                                  named ? "" : " (" + file + ")", b, epoch_, e.what()));
     }
   }
   return {collate(inputs, pin_, order_[static_cast<size_t>(start)]),

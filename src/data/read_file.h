@@ -22,11 +22,20 @@ inline void require_regular_file(const std::filesystem::path& file, const char* 
 /// it is a folder | ...)".
 inline std::string read_file(const std::filesystem::path& file, const char* what) {
   require_regular_file(file, what);
-  std::ifstream in(file, std::ios::binary);
+  std::ifstream in(file, std::ios::binary | std::ios::ate);
   LATHE_CHECK(in.good(), DataError, "{}: cannot open the {} (not readable)", file.string(), what);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  const std::streamoff size = in.tellg();
+  if (size <= 0) {  // a file whose size is not known ahead (procfs): read to its end
+    in.seekg(0);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  std::string bytes(static_cast<size_t>(size), '\0');  // one read into the final string
+  in.seekg(0);
+  in.read(bytes.data(), size);
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  return bytes;
 }
 
 }  // namespace lathe::data::detail

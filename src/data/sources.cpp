@@ -2,6 +2,7 @@
 #include "lathe/data/sources.h"
 
 #include <numeric>
+#include <optional>
 
 #include <ATen/ops/tensor.h>
 
@@ -32,13 +33,14 @@ std::shared_ptr<const Dataset> subset(std::shared_ptr<const Dataset> base,
   return std::make_shared<SubsetSource>(std::move(base), std::move(idx));
 }
 
-/// train/val/test of `base`: by fraction (stratified by `strata` when defined), with limits.
+/// train/val/test of `base`: by fraction (stratified by `strata` when defined), with limits. The
+/// train part reads `train_base` when given (the same records in another form).
 void split_into(DataSplits& out, const std::shared_ptr<const Dataset>& base,
                 const config::DataSection& cfg, uint64_t seed, const at::Tensor& strata,
-                bool with_test) {
+                bool with_test, const std::shared_ptr<const Dataset>& train_base = nullptr) {
   const SplitIndices s = split_indices(base->size(), cfg.val_fraction,
                                        with_test ? cfg.test_fraction : 0.0, seed, strata);
-  out.train = subset(base, head(s.train, cfg.limit_train));
+  out.train = subset(train_base ? train_base : base, head(s.train, cfg.limit_train));
   out.val = subset(base, s.val);
   if (with_test) out.test = subset(base, head(s.test, cfg.limit_test));
 }
@@ -209,11 +211,20 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
   for (int64_t i = 0; i < base->size(); ++i) labels.push_back(base->label(i));
   const bool own_val = layout && fs::is_directory(root / "val");
   const bool own_test = layout && fs::is_directory(root / "test");
+  // With random_resized_crop as the first augmentation, the training records are the files'
+  // bytes and the transform decodes only each crop (decode_random_resized_crop, at the same DCT
+  // scale: the same pixels as decoding whole and cropping). Val and test decode whole.
+  const bool crop_first =
+      !cfg.augment.empty() && config::parse_augment_item(cfg.augment.front()).spec->kind ==
+                                  config::AugmentKind::random_resized_crop;
+  std::shared_ptr<const Dataset> train_base = base;
+  if (crop_first) train_base = std::make_shared<EncodedImages>(base);
   if (own_val) {
-    out.train = subset(base, head(split_indices(base->size(), 0, 0, seed).train, cfg.limit_train));
+    out.train =
+        subset(train_base, head(split_indices(base->size(), 0, 0, seed).train, cfg.limit_train));
     out.val = std::make_shared<ImageFolder>(root / "val", opts);
   } else {
-    split_into(out, base, cfg, seed, labels_of(labels), !own_test);
+    split_into(out, base, cfg, seed, labels_of(labels), !own_test, train_base);
   }
   if (own_test) {
     auto test = std::make_shared<ImageFolder>(root / "test", opts);
@@ -232,7 +243,23 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
                                              transforms::center_crop(size)};
   std::vector<Transform> train_steps =
       has_resized_crop(cfg.augment) ? std::vector<Transform>{} : eval_steps;
-  for (auto& t : parse_augment(cfg.augment, size)) train_steps.push_back(std::move(t));
+  std::vector<Transform> augment = parse_augment(cfg.augment, size);
+  if (crop_first) {  // the decoding crop in place of random_resized_crop, with the same draws
+    const double min_scale = config::parse_augment_item(cfg.augment.front()).argument;
+    // An hflip right after it is done by the crop's resize (the same draw, no copy).
+    std::optional<double> hflip;
+    if (cfg.augment.size() > 1) {
+      const config::Augment next = config::parse_augment_item(cfg.augment[1]);
+      if (next.spec->kind == config::AugmentKind::hflip) {
+        hflip = next.argument;
+        augment.erase(augment.begin() + 1);
+      }
+    }
+    augment.front() = transforms::decode_random_resized_crop(
+        size, {min_scale, 1.0}, {3.0 / 4.0, 4.0 / 3.0}, opts.channels, opts.min_side,
+        opts.max_pixels, hflip);
+  }
+  for (auto& t : augment) train_steps.push_back(std::move(t));
   out.train_transform = finish(train_steps, out.mean, out.std);
   out.eval_transform = finish(eval_steps, out.mean, out.std);
   out.info.channels = 3;

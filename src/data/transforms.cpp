@@ -12,6 +12,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
+#include "resize.h"
 
 namespace lathe::data::transforms {
 namespace {
@@ -92,7 +93,13 @@ at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width) 
               "have (an extreme aspect ratio?); crop or drop the image",
               image.size(1), image.size(2), height, width, kMaxResizedPixels);
   if (image.size(1) == height && image.size(2) == width) return image;
-  // (1, C, H, W) → (1, C, height, width); uint8 goes through ATen's uint8 kernel, as torchvision.
+  LATHE_CHECK(image.size(1) > 0 && image.size(2) > 0, DataError, "resize: an empty {}x{} image",
+              image.size(1), image.size(2));
+  // uint8 (the decoders' output): lathe's kernel, PyTorch's uint8 arithmetic (detail/resize.h).
+  if (image.scalar_type() == at::kByte && image.device().is_cpu() && image.size(0) >= 1 &&
+      image.size(0) <= 4)
+    return detail::resize_uint8(image, height, width);  // (C, height, width)
+  // (1, C, H, W) → (1, C, height, width): float and other images through ATen's kernel.
   return at::_upsample_bilinear2d_aa(image.unsqueeze(0), {height, width}, /*align_corners=*/false)
       .squeeze(0);
 }
@@ -179,7 +186,9 @@ Transform random_resized_crop(int64_t size, std::pair<double, double> scale,
 
 Transform decode_random_resized_crop(int64_t size, std::pair<double, double> scale,
                                      std::pair<double, double> ratio, int channels,
-                                     int min_side) {
+                                     int min_side, int64_t max_pixels,
+                                     std::optional<double> hflip) {
+  if (max_pixels <= 0) max_pixels = kDefaultMaxImagePixels;
   check_resized_crop(size, scale, ratio);
   return [=](at::Tensor bytes, Rng& rng) {
     LATHE_CHECK(bytes.dim() == 1 && bytes.scalar_type() == at::kByte && bytes.is_contiguous(),
@@ -188,11 +197,11 @@ Transform decode_random_resized_crop(int64_t size, std::pair<double, double> sca
                 c10::toString(bytes.scalar_type()), bytes.sizes());
     const std::string_view encoded(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
                                    static_cast<size_t>(bytes.numel()));
-    const at::Tensor window = decode_image_window(
+    return decode_image_window_resized(
         encoded, "the encoded image",
-        [&](int64_t h, int64_t w) { return random_resized_box(h, w, rng, scale, ratio); },
-        channels, min_side);  // (C, box.height, box.width)
-    return resize_image(window, size, size);
+        [&](int64_t h, int64_t w) { return random_resized_box(h, w, rng, scale, ratio); }, size,
+        size, channels, min_side, max_pixels,
+        [&] { return hflip.has_value() && uniform(rng, 0.0, 1.0) < *hflip; });  // (C, size, size)
   };
 }
 

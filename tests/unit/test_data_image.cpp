@@ -1,10 +1,14 @@
 // Data: JPEG/PNG decoding, the image folder, and image transforms against PIL and torchvision.
+#include <random>
+#include <sstream>
+
 #include <ATen/ATen.h>
 
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/transforms.h"
+#include "src/data/resize.h"
 #include "tests/unit/data_support.h"
 
 using lathe::DataError;
@@ -86,6 +90,61 @@ TEST(Image, ResizeMatchesTorchvisionAntialiased) {
   }
 }
 
+TEST(Image, Uint8ResizeMatchesTorchvisionOverCrops) {
+  // lathe's uint8 kernel (src/data/resize.cpp) against torchvision's Resize(antialias=True) on
+  // uint8 tensors, over 90 crops of one image (random_resized_crop's boxes to 224, growing,
+  // shrinking by 50x, one axis only, one column, one channel). Stated tolerance: +-1 per pixel;
+  // the kernel uses PyTorch's int16 weights and rounding, so every pixel is in fact equal.
+  TempDir dir;
+  lathe::testing::run_oracle("resize_oracle.py", dir);
+  const at::Tensor planar = read_raw(dir / "image.bin", {3, 375, 500}, at::kByte);
+  // The decoders' layout: (C, H, W) strides over (H, W, C) pixels.
+  const at::Tensor interleaved = planar.permute({1, 2, 0}).contiguous().permute({2, 0, 1});
+  const std::string all = lathe::testing::read_text(dir / "resized.bin");
+  std::istringstream cases(lathe::testing::read_text(dir / "cases.txt"));
+  int64_t offset = 0, n = 0, top, left, h, w, oh, ow, c;
+  while (cases >> top >> left >> h >> w >> oh >> ow >> c) {
+    const at::Tensor ref =
+        at::from_blob(const_cast<char*>(all.data()) + offset, {c, oh, ow}, at::kByte);
+    offset += c * oh * ow;
+    for (const at::Tensor& image : {planar, interleaved}) {
+      const at::Tensor crop = image.narrow(0, 0, c).narrow(1, top, h).narrow(2, left, w);
+      const at::Tensor ours = tf::resize_image(crop, oh, ow);
+      ASSERT_EQ(ours.sizes(), ref.sizes());
+      EXPECT_LE((ours.to(at::kInt) - ref.to(at::kInt)).abs().max().item<int>(), 1)
+          << "case " << n << ": " << h << "x" << w << " -> " << oh << "x" << ow << " c " << c;
+      EXPECT_TRUE(ours.equal(ref)) << "case " << n;
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 90);
+  EXPECT_EQ(offset, static_cast<int64_t>(all.size()));
+  // And against LibTorch's own kernel (the same code as PyTorch's) over 300 random sizes.
+  std::mt19937 gen(11);
+  for (int i = 0; i < 300; ++i) {
+    const int64_t ih = 1 + gen() % 375, iw = 1 + gen() % 500, ch = gen() % 2 == 0 ? 1 : 3;
+    const int64_t th = 1 + gen() % 300, tw = 1 + gen() % 300;
+    const at::Tensor crop = interleaved.narrow(0, 0, ch).narrow(1, 0, ih).narrow(2, 0, iw);
+    const at::Tensor ref = at::_upsample_bilinear2d_aa(crop.unsqueeze(0), {th, tw}, false).squeeze(0);
+    ASSERT_TRUE(tf::resize_image(crop, th, tw).equal(ref))
+        << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch;
+    // The portable loops (CPUs without AVX2) give the same pixels.
+    ASSERT_TRUE(lathe::data::detail::resize_uint8(crop, th, tw, /*vectorised=*/false).equal(ref))
+        << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " (portable)";
+    // Mirrored by the resize, row by row in chunks of 7: the flip of the same pixels.
+    for (const bool vectorised : {true, false}) {
+      lathe::data::detail::RowResizer r(static_cast<int>(ch), ih, iw, th, tw, /*mirror=*/true,
+                                        vectorised);
+      const at::Tensor hwc = crop.permute({1, 2, 0}).contiguous();  // (ih, iw, ch)
+      for (int64_t y = 0; y < ih; y += 7)
+        r.push(hwc.data_ptr<uint8_t>() + y * iw * ch, std::min<int64_t>(7, ih - y), iw * ch,
+               iw * ch);
+      ASSERT_TRUE(r.finish().equal(ref.flip({-1})))
+          << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " mirrored";
+    }
+  }
+}
+
 TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
   TempDir dir;
   lathe::testing::run_oracle("image_oracle.py", dir);
@@ -104,9 +163,17 @@ TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
         for (const tf::Box& b : boxes) {
           const at::Tensor win = decode_image_window(
               jpg, name, [&](int64_t, int64_t) { return b; }, channels, min_side);
-          ASSERT_TRUE(win.equal(whole.narrow(1, b.top, b.height).narrow(2, b.left, b.width)))
+          const at::Tensor crop = whole.narrow(1, b.top, b.height).narrow(2, b.left, b.width);
+          ASSERT_TRUE(win.equal(crop))
               << name << " channels " << channels << " min_side " << min_side << " box "
               << b.top << "," << b.left << " " << b.height << "x" << b.width;
+          // Decoded and resized in one pass: LibTorch's resize of the crop, pixel for pixel.
+          const at::Tensor resized = decode_image_window_resized(
+              jpg, name, [&](int64_t, int64_t) { return b; }, 19, 24, channels, min_side);
+          ASSERT_TRUE(resized.equal(
+              at::_upsample_bilinear2d_aa(crop.unsqueeze(0), {19, 24}, false).squeeze(0)))
+              << name << " channels " << channels << " min_side " << min_side << " box "
+              << b.top << "," << b.left << " " << b.height << "x" << b.width << " resized";
           ++windows;
         }
       }
@@ -117,11 +184,22 @@ TEST(Image, JpegWindowDecodesTheSamePixelsAsTheWholeImageCropped) {
   const std::string jpg = lathe::testing::read_text(dir / "window" / "s420.jpg");
   const at::Tensor bytes = at::from_blob(const_cast<char*>(jpg.data()),
                                          {static_cast<int64_t>(jpg.size())}, at::kByte);
+  int mirrored = 0;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     Rng a(seed), b(seed);
     const at::Tensor fused = tf::decode_random_resized_crop(32)(bytes, a);
     EXPECT_TRUE(fused.equal(tf::random_resized_crop(32)(decode_image(jpg, "s420"), b))) << seed;
+    // With the flip done by the resize: the same draws and pixels as crop, then horizontal_flip.
+    Rng c(seed), d(seed);
+    const at::Tensor flipped =
+        tf::decode_random_resized_crop(32, {0.08, 1.0}, {0.75, 4.0 / 3}, 3, 0, 0, 0.5)(bytes, c);
+    const at::Tensor plain = tf::random_resized_crop(32)(decode_image(jpg, "s420"), d);
+    EXPECT_TRUE(flipped.equal(tf::horizontal_flip(0.5)(plain, d))) << seed;
+    mirrored += flipped.equal(plain) ? 0 : 1;
+    EXPECT_EQ(c(), d()) << "the same number of draws";
   }
+  EXPECT_GT(mirrored, 3);
+  EXPECT_LT(mirrored, 17);
   // A window outside the image, a cut file and bytes that are no image are DataErrors.
   expect_error<DataError>(
       [&] { decode_image_window(jpg, "w.jpg", [](int64_t, int64_t) { return tf::Box{0, 90, 10, 10}; }); },

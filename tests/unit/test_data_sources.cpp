@@ -4,7 +4,9 @@
 #include "lathe/config/config.h"
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
+#include "lathe/data/loader.h"
 #include "lathe/data/sources.h"
+#include "lathe/data/transforms.h"
 #include "tests/unit/data_support.h"
 
 using lathe::ConfigError;
@@ -12,6 +14,7 @@ using lathe::DataError;
 using lathe::testing::expect_error;
 using lathe::testing::TempDir;
 using namespace lathe::data;
+namespace tf = lathe::data::transforms;
 
 namespace {
 
@@ -143,6 +146,65 @@ TEST(Sources, ImageFolderAndTextCorpus) {
   const Example first_test = t.test->get(0);  // the test part is the corpus' tail
   EXPECT_EQ(first_test.input[0].item<int64_t>(),
             static_cast<unsigned char>(text[static_cast<size_t>((windows - t.test->size()) * 32)]));
+}
+
+TEST(Sources, ImageFolderTrainDecodesOnlyTheCropWithTheSamePixels) {
+  // random_resized_crop first: the train split is the files' bytes and its transform decodes only
+  // each crop, at the DCT scale whole decoding uses (220x160 JPEGs with image_size 48 decode at
+  // 3/8, 83x60). Its batches must equal decoding whole, then random_resized_crop, for a seed.
+  TempDir dir;
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"ant", "bee"})
+      for (int i = 0; i < 5; ++i) {
+        std::filesystem::create_directories(dir / "imgs" / split / cls);
+        const at::Tensor img = at::randint(0, 255, {3, 160 + 3 * i, 220 - 5 * i}, at::kByte);
+        lathe::testing::write_text(dir / "imgs" / split / cls / fmt::format("{}.{}", i, i == 4 ? "png" : "jpg"),
+                                   i == 4 ? encode_png(img) : encode_jpeg(img.narrow(0, 0, i == 3 ? 1 : 3)));
+      }
+  const std::string common = "  source: image_folder\n  path: " + (dir / "imgs").string() +
+                             "\n  image_size: 48\n  batch_size: 4\n  num_workers: 2\n";
+  const auto cfg = lathe::config::parse_config(
+      "data:\n" + common + "  augment: [random_resized_crop:0.2, hflip]\nmodel: {name: convnet}\n",
+      "run.yaml");
+  const DataSplits s = load_splits(cfg.data, 5);
+  ASSERT_EQ(s.train->size(), 10);
+  EXPECT_EQ(s.train->get(0).input.dim(), 1);  // the file's bytes: the crop path is used
+  EXPECT_EQ(s.train->origin(3), (dir / "imgs" / "train" / "ant" / "3.jpg").string());
+  EXPECT_EQ(s.val->get(0).input.dim(), 3);    // val decodes whole, as before
+
+  // The reference: the same files decoded whole (ImageFolder, min_side = image_size), then
+  // random_resized_crop, flip and normalisation, with the loader's seeds.
+  auto whole = std::make_shared<ImageFolder>(dir / "imgs" / "train",
+                                             ImageFolderOptions{.min_side = 48});
+  EXPECT_EQ(whole->get(0).input.sizes(), (std::vector<int64_t>{3, 60, 83}));  // DCT-scaled
+  const Transform reference = compose(
+      {tf::random_resized_crop(48, {0.2, 1.0}), tf::horizontal_flip(),
+       tf::to_float(), tf::normalize(s.mean, s.std)});
+  DataLoader expected(whole, LoaderOptions().with_batch_size(4).with_shuffle(true).with_seed(5)
+                                 .with_num_workers(1).with_transform(reference));
+  Loaders l = make_loaders(cfg.data, s, 5);
+  for (int64_t epoch : {0, 1}) {
+    l.train->set_epoch(epoch);
+    expected.set_epoch(epoch);
+    int batches = 0;
+    while (auto b = l.train->next()) {
+      const auto e = expected.next();
+      ASSERT_TRUE(e.has_value());
+      EXPECT_EQ(b->inputs.sizes(), (std::vector<int64_t>{b->size(), 3, 48, 48}));
+      EXPECT_TRUE(b->inputs.equal(e->inputs)) << "epoch " << epoch << " batch " << batches;
+      EXPECT_TRUE(b->targets.equal(e->targets));
+      ++batches;
+    }
+    EXPECT_EQ(batches, 3);
+  }
+
+  // A file that cannot be decoded: the loader's error names it.
+  const std::string jpg = lathe::testing::read_text(dir / "imgs" / "train" / "ant" / "0.jpg");
+  lathe::testing::write_text(dir / "imgs" / "train" / "ant" / "0.jpg", jpg.substr(0, jpg.size() / 3));
+  const DataSplits cut = load_splits(cfg.data, 5);
+  Loaders lc = make_loaders(cfg.data, cut, 5);
+  expect_error<DataError>([&] { while (lc.train->next()) {} },
+                          {(dir / "imgs" / "train" / "ant" / "0.jpg").string(), "JPEG"});
 }
 
 TEST(Sources, TextCsvTokenizesWithTheVocabulary) {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -34,6 +35,9 @@ class Dataset {
   virtual int64_t size() const = 0;
   /// Record `index` in [0, size()).
   virtual Example get(int64_t index) const = 0;
+  /// Where record `index` comes from (its file), for errors raised after get(), in the
+  /// loader's transforms; empty when the index says it all.
+  virtual std::string origin(int64_t index) const { return {}; }
 };
 
 /// The generator a transform draws from; the loader seeds one per (seed, epoch, record).
@@ -67,6 +71,7 @@ class SubsetSource : public Dataset {
   SubsetSource(std::shared_ptr<const Dataset> base, std::vector<int64_t> indices);
   int64_t size() const override { return static_cast<int64_t>(indices_.size()); }
   Example get(int64_t index) const override;
+  std::string origin(int64_t index) const override;
 
  private:
   std::shared_ptr<const Dataset> base_;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,17 @@ at::Tensor decode_image_window(std::string_view bytes, const std::string& origin
                                const WindowChooser& choose, int channels = 3, int min_side = 0,
                                int64_t max_pixels = kDefaultMaxImagePixels);
 
+/// decode_image_window then transforms::resize_image to (height, width), fused for JPEGs: each
+/// chunk of the window's rows goes through the resize's horizontal pass as it leaves the decoder
+/// (the window is never stored whole). The same pixels as the two calls; (C, height, width) uint8.
+/// `mirror`, when given, is asked once after `choose` (so both may draw from one generator, in
+/// that order) whether to mirror the result left-right, which then costs nothing.
+at::Tensor decode_image_window_resized(std::string_view bytes, const std::string& origin,
+                                       const WindowChooser& choose, int64_t height, int64_t width,
+                                       int channels = 3, int min_side = 0,
+                                       int64_t max_pixels = kDefaultMaxImagePixels,
+                                       const std::function<bool()>& mirror = nullptr);
+
 /// Reads and decodes an image file; a missing, truncated or undecodable file is a DataError
 /// naming it.
 at::Tensor read_image(const std::filesystem::path& file, int channels = 3, int min_side = 0,
@@ -73,6 +85,7 @@ class ImageFolder : public Dataset {
   explicit ImageFolder(const std::filesystem::path& root, ImageFolderOptions options = {});
   int64_t size() const override { return static_cast<int64_t>(files_.size()); }
   Example get(int64_t index) const override;
+  std::string origin(int64_t index) const override;
 
   const std::vector<std::string>& classes() const { return classes_; }
   const std::filesystem::path& file(int64_t index) const {
@@ -88,6 +101,20 @@ class ImageFolder : public Dataset {
   std::vector<std::filesystem::path> files_;
   std::vector<int64_t> labels_;
   int64_t skipped_ = 0;
+};
+
+/// The records of an ImageFolder as their files' bytes, undecoded: get(i) = ((N) uint8, class id),
+/// for a transform that decodes them itself (transforms::decode_random_resized_crop decodes only
+/// its crop). origin(i) names the file, so that decoding errors in the loader do too.
+class EncodedImages : public Dataset {
+ public:
+  explicit EncodedImages(std::shared_ptr<const ImageFolder> folder);
+  int64_t size() const override { return folder_->size(); }
+  Example get(int64_t index) const override;
+  std::string origin(int64_t index) const override { return folder_->origin(index); }
+
+ private:
+  std::shared_ptr<const ImageFolder> folder_;
 };
 
 }  // namespace lathe::data

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -46,11 +47,17 @@ Transform random_resized_crop(int64_t size, std::pair<double, double> scale = {0
 /// random_resized_crop fused with decoding, for inputs that are an encoded JPEG or PNG held as
 /// 1-D uint8 (a file's bytes): the box is drawn from the image's size (read from its header, after
 /// the DCT scaling to `min_side`) with the same draws as random_resized_crop, only that box is
-/// decoded (decode_image_window), then it is resized to (size, size). The same pixels as
-/// decoding the whole image and applying random_resized_crop with the same generator.
+/// decoded and resized to (size, size) as its rows leave the decoder
+/// (decode_image_window_resized). The same pixels as decoding the whole image and applying
+/// random_resized_crop with the same generator.
+/// `max_pixels` is decode_image's decompression-bomb limit (0: its default). With `hflip`, it
+/// also mirrors the crop left-right with that probability, drawn after the box: the same pixels
+/// as compose({decode_random_resized_crop(...), horizontal_flip(*hflip)}), the mirroring done by
+/// the resize itself.
 Transform decode_random_resized_crop(int64_t size, std::pair<double, double> scale = {0.08, 1.0},
                                      std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0},
-                                     int channels = 3, int min_side = 0);
+                                     int channels = 3, int min_side = 0, int64_t max_pixels = 0,
+                                     std::optional<double> hflip = std::nullopt);
 
 /// The box random_resized_crop draws for an image of (height, width).
 Box random_resized_box(int64_t height, int64_t width, Rng& rng, std::pair<double, double> scale,
