@@ -1,4 +1,4 @@
-// BatchNorm training kernels for CPU float32: per-channel statistics, normalisation and backward.
+// BatchNorm2d training kernels for CPU float32 NCHW: per-channel statistics, normalisation, backward.
 #include "models/batch_norm.h"
 
 #include <ATen/ATen.h>
@@ -16,17 +16,13 @@
 namespace lathe::models {
 namespace {
 
-// A batch seen as outer × channels × inner floats: NCHW is (N, C, H·W); channels-last and (N, C)
-// are (N·H·W, C, 1), one row of C channels per pixel.
+// An NCHW batch seen as outer × channels × inner floats: (N, C, H·W), a plane per (n, c).
 struct Layout {
   int64_t outer = 0, channels = 0, inner = 0;
-  bool rows() const { return inner == 1; }  // channels contiguous: loops run along the row
   int64_t per_channel() const { return outer * inner; }
 };
 
-constexpr int64_t kBlock = 4096;  // floats summed in float before the total (double) takes them
-
-// ---- NCHW: one channel's plane of `inner` floats at a time ----------------------------------
+constexpr int64_t kBlock = 4096;  // a plane's floats summed in float before the double total
 
 // Each sum runs in float over blocks of kBlock (vectorised, one partial sum per lane), the
 // blocks' sums in double.
@@ -80,58 +76,6 @@ LATHE_VECTOR_CLONES void plane_affine2(const float* dy, const float* x, float* d
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * a + x[i] * b + c;
 }
 
-// ---- channels-last and (N, C): `rows` rows of `n` channels, `stride` floats apart ------------
-// Each function loops over its rows itself: a call per row (100,000 rows in the demo CNN's first
-// batch norm) would cost more than the row's arithmetic.
-
-LATHE_VECTOR_CLONES void rows_add(float* acc, const float* x, int64_t rows, int64_t stride,
-                                  int64_t n) {
-  for (int64_t r = 0; r < rows; ++r, x += stride)
-    for (int64_t c = 0; c < n; ++c) acc[c] += x[c];
-}
-
-LATHE_VECTOR_CLONES void rows_add_sqdev(float* acc, const float* x, const float* mean,
-                                        int64_t rows, int64_t stride, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r, x += stride)
-    for (int64_t c = 0; c < n; ++c) acc[c] += (x[c] - mean[c]) * (x[c] - mean[c]);
-}
-
-LATHE_VECTOR_CLONES void rows_add_grad(float* sdy, float* sdyx, const float* dy, const float* x,
-                                       const float* mean, int64_t rows, int64_t stride,
-                                       int64_t n) {
-  for (int64_t r = 0; r < rows; ++r, dy += stride, x += stride)
-    for (int64_t c = 0; c < n; ++c) {
-      sdy[c] += dy[c];
-      sdyx[c] += dy[c] * (x[c] - mean[c]);
-    }
-}
-
-LATHE_VECTOR_CLONES void rows_affine(const float* x, float* y, const float* a, const float* b,
-                                     int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r, x += n, y += n)
-    for (int64_t c = 0; c < n; ++c) y[c] = x[c] * a[c] + b[c];
-}
-
-LATHE_VECTOR_CLONES void rows_affine2(const float* dy, const float* x, float* dx, const float* a,
-                                      const float* b, const float* c, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r, dy += n, x += n, dx += n)
-    for (int64_t k = 0; k < n; ++k) dx[k] = dy[k] * a[k] + x[k] * b[k] + c[k];
-}
-
-/// For each channel in [c0, c1): total[c] += Σ over rows of row_fn's per-row contributions, rows
-/// summed in float kBlock / channels at a time, then in double. `add_rows(acc, r0, r1)` adds
-/// rows [r0, r1) of channels [c0, c1) into acc (floats, one per channel in the range).
-template <typename AddRows>
-void reduce_rows(const Layout& l, int64_t c0, int64_t c1, double* total, AddRows add_rows) {
-  const int64_t n = c1 - c0, step = std::max<int64_t>(1, kBlock / std::max<int64_t>(n, 1));
-  std::vector<float> acc(n);
-  for (int64_t r0 = 0; r0 < l.outer; r0 += step) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    add_rows(acc.data(), r0, std::min(l.outer, r0 + step));
-    for (int64_t c = 0; c < n; ++c) total[c] += acc[c];
-  }
-}
-
 /// Per-channel mean and biased variance of x (two passes: the mean, then Σ (x − mean)²).
 void channel_stats(const float* x, const Layout& l, std::vector<double>& mean,
                    std::vector<double>& var) {
@@ -139,31 +83,17 @@ void channel_stats(const float* x, const Layout& l, std::vector<double>& mean,
   mean.assign(C, 0.0);
   var.assign(C, 0.0);
   std::vector<float> mean_f(C);
-  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    if (!l.rows()) {
-      for (int64_t c = c0; c < c1; ++c) {
-        double s = 0;
-        for (int64_t o = 0; o < l.outer; ++o) s += plane_sum(x + (o * C + c) * l.inner, l.inner);
-        mean[c] = s / M;
-        mean_f[c] = static_cast<float>(mean[c]);
-        double q = 0;
-        for (int64_t o = 0; o < l.outer; ++o)
-          q += plane_sqdev(x + (o * C + c) * l.inner, l.inner, mean_f[c]);
-        var[c] = q / M;
-      }
-      return;
-    }
-    reduce_rows(l, c0, c1, mean.data() + c0, [&](float* acc, int64_t r0, int64_t r1) {
-      rows_add(acc, x + r0 * C + c0, r1 - r0, C, c1 - c0);
-    });
+  at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {  // a channel's planes per task
     for (int64_t c = c0; c < c1; ++c) {
-      mean[c] /= M;
+      double s = 0;
+      for (int64_t o = 0; o < l.outer; ++o) s += plane_sum(x + (o * C + c) * l.inner, l.inner);
+      mean[c] = s / M;
       mean_f[c] = static_cast<float>(mean[c]);
+      double q = 0;
+      for (int64_t o = 0; o < l.outer; ++o)
+        q += plane_sqdev(x + (o * C + c) * l.inner, l.inner, mean_f[c]);
+      var[c] = q / M;
     }
-    reduce_rows(l, c0, c1, var.data() + c0, [&](float* acc, int64_t r0, int64_t r1) {
-      rows_add_sqdev(acc, x + r0 * C + c0, mean_f.data() + c0, r1 - r0, C, c1 - c0);
-    });
-    for (int64_t c = c0; c < c1; ++c) var[c] /= M;
   });
 }
 
@@ -171,30 +101,19 @@ void channel_stats(const float* x, const Layout& l, std::vector<double>& mean,
 void channel_affine(const float* x, float* out, const Layout& l, const float* a, const float* b,
                     const float* g = nullptr, const float* e = nullptr) {
   const int64_t C = l.channels;
-  if (!l.rows()) {
-    at::parallel_for(0, l.outer * C, 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {  // plane p = (o, c)
-        const int64_t c = p % C, off = p * l.inner;
-        if (g)
-          plane_affine2(g + off, x + off, out + off, l.inner, e[c], a[c], b[c]);
-        else
-          plane_affine(x + off, out + off, l.inner, a[c], b[c]);
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, l.outer, std::max<int64_t>(1, 32768 / C), [&](int64_t r0, int64_t r1) {
-    if (g)
-      rows_affine2(g + r0 * C, x + r0 * C, out + r0 * C, e, a, b, r1 - r0, C);
-    else
-      rows_affine(x + r0 * C, out + r0 * C, a, b, r1 - r0, C);
+  at::parallel_for(0, l.outer * C, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {  // plane p = (o, c)
+      const int64_t c = p % C, off = p * l.inner;
+      if (g)
+        plane_affine2(g + off, x + off, out + off, l.inner, e[c], a[c], b[c]);
+      else
+        plane_affine(x + off, out + off, l.inner, a[c], b[c]);
+    }
   });
 }
 
-Layout layout_of(const at::Tensor& x) {
-  if (x.dim() == 2) return {x.size(0), x.size(1), 1};
-  if (x.is_contiguous()) return {x.size(0), x.size(1), x.size(2) * x.size(3)};
-  return {x.size(0) * x.size(2) * x.size(3), x.size(1), 1};  // channels-last
+Layout layout_of(const at::Tensor& x) {  // x: contiguous (N, C, H, W)
+  return {x.size(0), x.size(1), x.size(2) * x.size(3)};
 }
 
 at::Tensor to_float_tensor(const std::vector<double>& v) {
@@ -250,7 +169,7 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(
       const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mean,
       const at::Tensor& invstd) {
-    const at::Tensor dy = grad.contiguous(x.suggest_memory_format());
+    const at::Tensor dy = grad.contiguous();
     const Layout l = layout_of(x);
     const int64_t C = l.channels;
     const float *px = x.const_data_ptr<float>(), *pdy = dy.const_data_ptr<float>();
@@ -258,25 +177,15 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
     const float* w = weight.const_data_ptr<float>();
     std::vector<double> sdy(C, 0.0), sdyx(C, 0.0);
     at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      if (!l.rows()) {
-        for (int64_t c = c0; c < c1; ++c) {
-          double sums[2] = {0, 0};
-          for (int64_t o = 0; o < l.outer; ++o) {
-            const int64_t off = (o * C + c) * l.inner;
-            plane_grad_sums(pdy + off, px + off, l.inner, m[c], sums);
-          }
-          sdy[c] = sums[0];
-          sdyx[c] = sums[1];
+      for (int64_t c = c0; c < c1; ++c) {
+        double sums[2] = {0, 0};
+        for (int64_t o = 0; o < l.outer; ++o) {
+          const int64_t off = (o * C + c) * l.inner;
+          plane_grad_sums(pdy + off, px + off, l.inner, m[c], sums);
         }
-        return;
+        sdy[c] = sums[0];
+        sdyx[c] = sums[1];
       }
-      std::vector<float> acc2(c1 - c0);
-      reduce_rows(l, c0, c1, sdy.data() + c0, [&](float* acc, int64_t r0, int64_t r1) {
-        std::fill(acc2.begin(), acc2.end(), 0.0f);
-        rows_add_grad(acc, acc2.data(), pdy + r0 * C + c0, px + r0 * C + c0, m + c0, r1 - r0, C,
-                      c1 - c0);
-        for (int64_t c = c0; c < c1; ++c) sdyx[c] += acc2[c - c0];
-      });
     });
     const double M = static_cast<double>(l.per_channel());
     std::vector<float> e(C), a(C), b(C);
@@ -296,25 +205,23 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
   }
 };
 
-/// Whether lathe's kernels take this training-mode batch norm: CPU float32, contiguous (NCHW or
-/// channels-last for 4-D; (N, C) for 2-D), affine with running statistics and a momentum, more
-/// than one value per channel, not traced. `dims` is the module's input rank.
-template <typename Impl>
-bool lathe_kernel_takes(const Impl& bn, const at::Tensor& x, int64_t dims) {
+/// Whether lathe's kernels take this training-mode batch norm: a CPU float32 NCHW-contiguous
+/// batch, affine with running statistics and a momentum, more than one value per channel, not
+/// traced. Channels-last batches run ATen's: its NHWC kernel is vectorised over channels, and
+/// lathe's measured only ~15% faster there on one thread and slower on two.
+bool lathe_kernel_takes(const BatchNorm2dImpl& bn, const at::Tensor& x) {
   const auto& o = bn.options;
   if (!bn.is_training() || !o.affine() || !o.track_running_stats() || !o.momentum()) return false;
-  if (x.dim() != dims || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
+  if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
   if (x.numel() == 0 || x.numel() / x.size(1) <= 1) return false;  // torch's own error for 1 value
   if (bn.weight.scalar_type() != at::kFloat || !bn.running_mean.defined()) return false;
   if (torch::jit::tracer::isTracing()) return false;
-  return dims == 2 ? x.is_contiguous()
-                   : x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return x.is_contiguous();
 }
 
 /// The training forward: statistics, running-statistics update (as torch's: momentum, unbiased
 /// variance, num_batches_tracked + 1), then the normalisation under autograd.
-template <typename Impl>
-at::Tensor train_forward(Impl& bn, const at::Tensor& x) {
+at::Tensor train_forward(BatchNorm2dImpl& bn, const at::Tensor& x) {
   const Layout l = layout_of(x);
   std::vector<double> mean, var;
   channel_stats(x.const_data_ptr<float>(), l, mean, var);
@@ -341,12 +248,7 @@ at::Tensor train_forward(Impl& bn, const at::Tensor& x) {
 }  // namespace
 
 at::Tensor BatchNorm2dImpl::forward(const at::Tensor& input) {
-  if (!lathe_kernel_takes(*this, input, 4)) return torch::nn::BatchNorm2dImpl::forward(input);
-  return train_forward(*this, input);
-}
-
-at::Tensor BatchNorm1dImpl::forward(const at::Tensor& input) {
-  if (!lathe_kernel_takes(*this, input, 2)) return torch::nn::BatchNorm1dImpl::forward(input);
+  if (!lathe_kernel_takes(*this, input)) return torch::nn::BatchNorm2dImpl::forward(input);
   return train_forward(*this, input);
 }
 

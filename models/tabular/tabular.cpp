@@ -3,7 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/activation.h>
-#include "models/batch_norm.h"
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/dropout.h>
 
 #include "lathe/core/error.h"
@@ -32,7 +32,7 @@ void MLPImpl::reset() {
   for (int64_t width : o.hidden()) {
     LATHE_CHECK(width > 0, ModelError, "mlp: hidden widths must be positive, got {}", width);
     layers->push_back(nn::Linear(in, width));
-    if (o.batch_norm()) layers->push_back(BatchNorm1d(width));
+    if (o.batch_norm()) layers->push_back(nn::BatchNorm1d(width));
     if (o.activation() == "relu")
       layers->push_back(nn::ReLU(/*inplace=*/true));  // Linear's and BN's backward read inputs
     else if (o.activation() == "gelu")
