@@ -206,14 +206,17 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
 };
 
 /// Whether lathe's kernels take this training-mode batch norm: a CPU float32 NCHW-contiguous
-/// batch, affine with running statistics and a momentum, more than one value per channel, not
-/// traced. Channels-last batches run ATen's: its NHWC kernel is vectorised over channels, and
-/// lathe's measured only ~15% faster there on one thread and slower on two.
+/// batch with planes of at least kMinPlane values, affine with running statistics and a
+/// momentum, not traced. Channels-last batches run ATen's: its NHWC kernel is vectorised over
+/// channels, and lathe's measured only ~15% faster there on one thread and slower on two. Small
+/// planes run ATen's too: a call per plane of 16 values (ResNet-18's 4×4 stage) made lathe's
+/// 1.8× slower than ATen's on two threads (bench/kernel_bench).
+constexpr int64_t kMinPlane = 64;
 bool lathe_kernel_takes(const BatchNorm2dImpl& bn, const at::Tensor& x) {
   const auto& o = bn.options;
   if (!bn.is_training() || !o.affine() || !o.track_running_stats() || !o.momentum()) return false;
   if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return false;
-  if (x.numel() == 0 || x.numel() / x.size(1) <= 1) return false;  // torch's own error for 1 value
+  if (x.numel() == 0 || x.size(2) * x.size(3) < kMinPlane) return false;
   if (bn.weight.scalar_type() != at::kFloat || !bn.running_mean.defined()) return false;
   if (torch::jit::tracer::isTracing()) return false;
   return x.is_contiguous();

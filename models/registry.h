@@ -113,7 +113,9 @@ int64_t parameter_count(const torch::nn::Module& module);
 ///   resnet18, -34     the stem, layer1 and layer2; layer3 and layer4 stay NCHW
 ///                     (bench/conv_layouts.py, ResNet-18's convolutions forward + backward,
 ///                     NHWC / NCHW: stem..layer2 0.79, layer3..4 1.13 — 1.23 for layer4's
-///                     512-channel 4×4 ones)
+///                     512-channel 4×4 ones); measured with the 32×32 stem — with the
+///                     224×224 one the early stages are larger still and its max pool is the
+///                     NHWC-vectorised one, as in convnet
 /// Empty for families not measured (and your own modules): they stay NCHW on the CPU.
 std::vector<std::shared_ptr<torch::nn::Module>> channels_last_parts_on_cpu(
     torch::nn::Module& module);

@@ -3,12 +3,12 @@
 # README's benchmark tables come from one run of one script: training steps (train_bench, lathe's
 # Trainer against a PyTorch eager loop), data loading (data_bench), checkpoint save/load
 # (ckpt_bench), generation (generate_bench), data-parallel scaling (dist_bench), the optimizer
-# step (step_bench), the demo's epoch against a plain PyTorch loop (demo_epoch.py) and predict's
+# step (step_bench), the zoo's own CPU kernels against ATen's (kernel_bench), the demo's epoch against a plain PyTorch loop (demo_epoch.py) and predict's
 # time to first answer on a ResNet-50 run (predict_startup.py). The load average before each
 # benchmark is printed with it: numbers measured on a busy machine say little.
 #
 #   scripts/bench_all.sh                 # all of them; outputs under runs/bench/<name>.txt
-#   scripts/bench_all.sh train ckpt      # only those (names: train data ckpt generate dist step demo predict)
+#   scripts/bench_all.sh train ckpt      # only those (names: train data ckpt generate dist step kernel demo predict)
 #
 # LATHE_BUILD_DIR: a Release build folder (default build/release); the benchmarks are turned on
 # and built there when missing.
@@ -23,11 +23,11 @@ elif ! grep -q '^LATHE_BUILD_BENCH:BOOL=ON' "$build/CMakeCache.txt"; then
   cmake "$build" -DLATHE_BUILD_BENCH=ON >/dev/null
 fi
 cmake --build "$build" --target lathe train_bench data_bench ckpt_bench generate_bench dist_bench \
-  step_bench >/dev/null
+  step_bench kernel_bench >/dev/null
 out=runs/bench
 mkdir -p "$out"
 
-all=(train data ckpt generate dist step demo predict)
+all=(train data ckpt generate dist step kernel demo predict)
 wanted=("$@")
 [ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -49,6 +49,7 @@ for name in "${wanted[@]}"; do
     generate) run generate "$python" bench/generate_bench.py "$build/bench/generate_bench" 2 128 ;;
     dist) run dist "$build/bench/dist_bench" 2 ;;
     step) run step "$build/bench/step_bench" ;;
+    kernel) run kernel "$build/bench/kernel_bench" ;;
     demo) run demo "$python" bench/demo_epoch.py "$build/lathe" --threads 1 --rounds 2 ;;
     predict) run predict "$python" bench/predict_startup.py "$build/lathe" --rounds 5 ;;
   esac

@@ -1,0 +1,99 @@
+// kernel_bench: the zoo's own CPU kernels (models/kernels.h gelu_tanh, models/batch_norm.h
+// BatchNorm2d in training) against ATen's on the same tensors: milliseconds per call, forward and
+// forward + backward, on one thread and on two. The shapes are gpt_tiny's MLP activation and
+// ResNet-18's batch norms (32x32 stem, batch 16; five of each shape a step) plus the demo CNN's.
+//
+//   build/release/bench/kernel_bench [--repeats 20]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/modules/batchnorm.h>
+
+#include "models/batch_norm.h"
+#include "models/kernels.h"
+
+namespace {
+
+/// Median milliseconds of `fn` over `repeats` calls, after three warm-up calls.
+template <class Fn>
+double median_ms(int repeats, Fn&& fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+
+/// Forward alone and forward + backward (gradient `g`) of `f` on a leaf copy of x.
+template <class F>
+std::pair<double, double> time_both(int repeats, const at::Tensor& x, const at::Tensor& g, F&& f) {
+  const at::Tensor leaf = x.detach().requires_grad_(true);
+  const double fwd = median_ms(repeats, [&] {
+    const at::NoGradGuard no_grad;
+    f(leaf);
+  });
+  const double both = median_ms(repeats, [&] {
+    f(leaf).backward(g);
+    leaf.mutable_grad().reset();
+  });
+  return {fwd, both};
+}
+
+void row(const std::string& what, std::pair<double, double> lathe, std::pair<double, double> aten) {
+  std::printf("%-34s %9.3f %9.3f %9.3f %9.3f %7.2f %7.2f\n", what.c_str(), lathe.first,
+              aten.first, lathe.second, aten.second, lathe.first / aten.first,
+              lathe.second / aten.second);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int repeats = 20;
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--repeats" && i + 1 < argc) repeats = std::stoi(argv[++i]);
+  at::manual_seed(0);
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    std::printf("kernel_bench: %d thread(s), ms per call (median of %d)\n", threads, repeats);
+    std::printf("%-34s %9s %9s %9s %9s %7s %7s\n", "kernel, shape", "lathe fwd", "ATen fwd",
+                "lathe f+b", "ATen f+b", "fwd", "f+b");
+    {
+      const at::Tensor x = at::randn({8, 128, 512}), g = at::randn_like(x);
+      row("gelu tanh (8, 128, 512)",
+          time_both(repeats, x, g, [](const at::Tensor& t) { return lathe::models::gelu_tanh(t); }),
+          time_both(repeats, x, g, [](const at::Tensor& t) { return at::gelu(t, "tanh"); }));
+    }
+    double resnet_lathe = 0, resnet_aten = 0;  // ResNet-18's twenty batch norms, f + b
+    const std::vector<std::vector<int64_t>> shapes = {
+        {16, 64, 32, 32}, {16, 128, 16, 16}, {16, 256, 8, 8}, {16, 512, 4, 4},
+        {128, 32, 28, 28}, {128, 64, 14, 14}};
+    for (size_t k = 0; k < shapes.size(); ++k) {
+      const auto& shape = shapes[k];
+      const int64_t C = shape[1];
+      lathe::models::BatchNorm2d ours(C);
+      torch::nn::BatchNorm2d theirs(C);
+      const at::Tensor x = at::randn(shape), g = at::randn(shape);
+      const auto l = time_both(repeats, x, g, [&](const at::Tensor& t) { return ours(t); });
+      const auto a = time_both(repeats, x, g, [&](const at::Tensor& t) { return theirs(t); });
+      row("batch norm, train " + c10::str(at::IntArrayRef(shape)), l, a);
+      if (k < 4) {
+        resnet_lathe += 5 * l.second;
+        resnet_aten += 5 * a.second;
+      }
+    }
+    std::printf("ResNet-18's batch norms a step (5 of each of the first four shapes), forward + "
+                "backward: lathe %.1f ms, ATen %.1f ms\n\n",
+                resnet_lathe, resnet_aten);
+  }
+  return 0;
+}
