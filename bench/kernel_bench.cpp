@@ -1,7 +1,9 @@
 // kernel_bench: the zoo's own CPU kernels (models/kernels.h gelu_tanh, models/batch_norm.h
-// BatchNorm2d in training) against ATen's on the same tensors: milliseconds per call, forward and
-// forward + backward, on one thread and on two. The shapes are gpt_tiny's MLP activation and
-// ResNet-18's batch norms (32x32 stem, batch 16; five of each shape a step) plus the demo CNN's.
+// BatchNorm2d in training, models/packed_gemm.h, models/lstm.h) against ATen's on the same
+// tensors: milliseconds per call, forward and forward + backward, on one thread and on two. The
+// shapes are gpt_tiny's MLP activation, ResNet-18's batch norms (32x32 stem, batch 16; five of each
+// shape a step) plus the demo CNN's, and the products and the LSTM of train_bench's lstm_lm
+// (2 x 256, embedding 64, vocab 96, batch 16 x 64).
 //
 //   build/release/bench/kernel_bench [--repeats 20]
 #include <algorithm>
@@ -13,9 +15,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/rnn.h>
 
 #include "models/batch_norm.h"
 #include "models/kernels.h"
+#include "models/lstm.h"
+#include "models/packed_gemm.h"
 
 namespace {
 
@@ -94,6 +99,65 @@ int main(int argc, char** argv) {
     std::printf("ResNet-18's batch norms a step (5 of each of the first four shapes), forward + "
                 "backward: lathe %.1f ms, ATen %.1f ms\n\n",
                 resnet_lathe, resnet_aten);
+
+    // C (m, n) = A (m, k) · B (k, n): lathe's PackedMatrix (packed once, as the LSTM packs its
+    // recurrent weight once per sequence; and with the packing timed too) against at::mm (MKL).
+    std::printf("%-46s %9s %9s %9s %8s %8s\n", "product (m, k)·(k, n)", "lathe ms", "+pack ms",
+                "at::mm ms", "lathe GF", "mm GF");
+    struct Product {
+      const char* what;
+      int64_t m, k, n;
+      bool a_transposed;
+    };
+    for (const Product& p : {Product{"LSTM step forward", 16, 256, 1024, false},
+                             Product{"LSTM step backward", 16, 1024, 256, false},
+                             Product{"input projection, 1024 rows", 1024, 256, 1024, false},
+                             Product{"input gradient", 1024, 1024, 256, false},
+                             Product{"weight gradient (Aᵀ given)", 1024, 1024, 256, true}}) {
+      const at::Tensor a = p.a_transposed ? at::randn({p.k, p.m}) : at::randn({p.m, p.k});
+      const at::Tensor a_op = p.a_transposed ? a.t() : a;
+      const at::Tensor b = at::randn({p.k, p.n});
+      at::Tensor c = at::empty({p.m, p.n});
+      const lathe::models::PackedMatrix packed(b, false);
+      const int64_t lda = p.a_transposed ? p.m : p.k;
+      const double lathe_ms = median_ms(repeats, [&] {
+        packed.multiply(a.const_data_ptr<float>(), lda, p.m, c.mutable_data_ptr<float>(), p.n,
+                        false, p.a_transposed);
+      });
+      const double with_pack = median_ms(repeats, [&] {
+        lathe::models::PackedMatrix(b, false)
+            .multiply(a.const_data_ptr<float>(), lda, p.m, c.mutable_data_ptr<float>(), p.n, false,
+                      p.a_transposed);
+      });
+      const double mm_ms = median_ms(repeats, [&] { at::mm_out(c, a_op, b); });
+      const double gflop = 2e-6 * static_cast<double>(p.m * p.k * p.n);
+      std::printf("%-46s %9.3f %9.3f %9.3f %8.1f %8.1f\n",
+                  c10::str(p.what, " (", p.m, ", ", p.k, ")·(", p.k, ", ", p.n, ")").c_str(),
+                  lathe_ms, with_pack, mm_ms, gflop / lathe_ms, gflop / mm_ms);
+    }
+
+    // The LSTM LM's recurrent stack: lathe's lstm_forward (token ids through the table) against
+    // torch's LSTM on the embedded ids (oneDNN), forward and forward + backward.
+    {
+      torch::nn::LSTM lstm(torch::nn::LSTMOptions(64, 256).num_layers(2).batch_first(true));
+      const at::Tensor embedding = at::randn({96, 64}).requires_grad_(true);
+      const at::Tensor ids = at::randint(96, {16, 64}, at::kLong);
+      const at::Tensor g = at::randn({16, 64, 256});
+      const auto time = [&](bool own) {
+        const auto run = [&] {
+          return own ? std::get<0>(lathe::models::lstm_forward(*lstm, ids, embedding))
+                     : std::get<0>(lstm->forward(at::embedding(embedding, ids)));
+        };
+        const double fwd = median_ms(repeats, [&] {
+          const at::NoGradGuard no_grad;
+          run();
+        });
+        const double both = median_ms(repeats, [&] { run().backward(g); });
+        return std::pair{fwd, both};
+      };
+      row("LSTM 2 x 256 over ids (16, 64)", time(true), time(false));
+    }
+    std::printf("\n");
   }
   return 0;
 }

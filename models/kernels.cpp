@@ -6,7 +6,6 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
-#include <bit>
 #include <cstdint>
 
 #include "models/simd.h"
@@ -14,29 +13,12 @@
 namespace lathe::models {
 namespace {
 
-/// e^v, within 2 ulp for v in [-87, 88] (Cephes' expf polynomial on v − n·ln 2, times 2^n built in
-/// the exponent bits). Below -87 it gives ~1.6e-38; above 88.7 +inf, as expf does.
-[[gnu::always_inline]] inline float exp_poly(float v) {
-  v = v < -87.0f ? -87.0f : (v > 89.0f ? 89.0f : v);
-  const float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(v / ln 2)
-  const float r = (v - n * 0.693359375f) + n * 2.12194440e-4f;             // v − n·ln 2, two parts
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;                                            // e^r
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;          // 2^n; n = 128 gives +inf
-  return p * std::bit_cast<float>(bits);
-}
-
 constexpr float kTwoSqrt2OverPi = 1.5957691216057308f;  // 2·√(2/π): sigmoid(2u) = (1 + tanh u) / 2
 constexpr float kCubic = 0.044715f;
 
 /// sigmoid(2u) with u = √(2/π) (x + 0.044715 x³): the factor GELU multiplies x by.
 [[gnu::always_inline]] inline float gelu_gate(float x) {
-  return 1.0f / (1.0f + exp_poly(-kTwoSqrt2OverPi * (x + kCubic * x * x * x)));
+  return 1.0f / (1.0f + simd::exp_poly(-kTwoSqrt2OverPi * (x + kCubic * x * x * x)));
 }
 
 LATHE_VECTOR_CLONES void gelu_forward_loop(const float* __restrict x, float* __restrict y,

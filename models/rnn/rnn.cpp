@@ -9,6 +9,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/profile_scope.h"
+#include "models/lstm.h"
 
 namespace lathe::models {
 namespace {
@@ -92,7 +93,7 @@ at::Tensor RNNClassifierImpl::forward(const at::Tensor& x) {
     h_n = lstm ? std::get<0>(std::get<1>(lstm->forward_with_packed_input(packed)))
                : std::get<1>(gru->forward_with_packed_input(packed));
   } else {
-    h_n = lstm ? std::get<0>(std::get<1>(lstm->forward(h))) : std::get<1>(gru->forward(h));
+    h_n = lstm ? std::get<1>(lstm_forward(*lstm, h)).h : std::get<1>(gru->forward(h));
   }
   at::Tensor last = o.bidirectional() ? at::cat({h_n[-2], h_n[-1]}, 1) : h_n[-1];  // (B, dirs·H)
   last = at::dropout(last, o.dropout(), is_training());
@@ -132,8 +133,9 @@ at::Tensor RNNLanguageModelImpl::forward(const at::Tensor& ids) {
   at::Tensor h;  // (B, T, H)
   {
     const ProfileScope scope(lstm ? "lstm" : "gru");  // with the embedding lookup before it
-    const at::Tensor e = embedding(ids);                // (B, T, E)
-    h = lstm ? std::get<0>(lstm->forward(e)) : std::get<0>(gru->forward(e));
+    // lstm_forward looks the ids up itself: on the CPU, through a (vocab, 4H) table.
+    h = lstm ? std::get<0>(lstm_forward(*lstm, ids, embedding->weight))
+             : std::get<0>(gru->forward(embedding(ids)));
     h = at::dropout(h, options.dropout(), is_training());
   }
   const ProfileScope scope("fc");
@@ -144,16 +146,14 @@ at::Tensor RNNLanguageModelImpl::forward_step(const at::Tensor& ids, RNNState& s
   LATHE_CHECK(ids.dim() == 2 && !at::isFloatingType(ids.scalar_type()), ModelError,
               "rnn_lm: expected token ids (B, T) of an integer type, got {} {}",
               c10::toString(ids.scalar_type()), ids.sizes());
-  const at::Tensor e = embedding(ids);  // (B, T, E)
-  at::Tensor h;                         // (B, T, H)
+  at::Tensor h;  // (B, T, H)
   if (lstm) {
-    std::optional<std::tuple<at::Tensor, at::Tensor>> hx;
-    if (state.h.defined()) hx = std::make_tuple(state.h, state.c);
-    auto [out, hc] = lstm->forward(e, hx);
+    auto [out, next] = lstm_forward(*lstm, ids, embedding->weight, {state.h, state.c});
     h = out;
-    std::tie(state.h, state.c) = hc;
+    state.h = next.h;
+    state.c = next.c;
   } else {
-    std::tie(h, state.h) = gru->forward(e, state.h);
+    std::tie(h, state.h) = gru->forward(embedding(ids), state.h);
   }
   h = at::dropout(h, options.dropout(), is_training());
   return fc ? fc(h) : at::linear(h, embedding->weight, tied_bias);  // (B, T, vocab_size)

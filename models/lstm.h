@@ -1,0 +1,47 @@
+// torch::nn::LSTM's forward and backward on lathe's CPU kernels: the same parameters and
+// mathematics, each step one GEMM on the packed recurrent weight and one fused pass over the cells.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/rnn.h>
+
+#include <tuple>
+
+namespace lathe::models {
+
+/// An LSTM stack's recurrent state: h and c, each (num_layers, B, hidden_size); undefined means
+/// zeros (the start of a sequence).
+struct LstmState {
+  at::Tensor h, c;
+};
+
+/// `lstm` over `input`, as lstm->forward(input, state) returns it: the top layer's output —
+/// (B, T, H) batch-first, else (T, B, H) — and the final state (h_n, c_n). With `embedding`
+/// (V, E) defined, `input` is token ids, (B, T) or (T, B) as the LSTM's batch_first says, looked up
+/// in it first: lstm->forward(at::embedding(embedding, ids), state), gradients to the embedding
+/// included (no padding_idx, no max_norm). Dropout between layers follows lstm's options and mode.
+///
+/// Where lathe's kernels run — a unidirectional LSTM with biases and no proj_size, float32 on the
+/// CPU, B, T ≥ 1, outside an ONNX trace and CPU autocast — the whole sequence's input projection
+/// is one GEMM and each step one GEMM of (B, H) by the recurrent weight, packed once per sequence
+/// for lathe's AVX-512 kernel (models/packed_gemm.h; at::addmm on other CPUs), then one vectorised
+/// pass computes the gates, c and h. The backward runs the steps in reverse the same
+/// way and the weight gradients as three GEMMs over all steps, as cuDNN and oneDNN do. With token
+/// inputs and a vocabulary smaller than B·T, layer 0's input projection is a (V, 4H) table,
+/// E·W_ihᵀ + biases, looked up per token; its gradients go through the same table. That saves the
+/// (B·T, E) by (E, 4H) products in forward and backward; bench/train_bench's LSTM LM (vocab 96,
+/// 2 × 256, batch 16 × 64) is where it was measured. Anything else runs torch's lstm.
+///
+/// Results match torch's within float rounding (test Lstm.MatchesTorchsForwardAndBackward); a
+/// double backward through lathe's kernels is an error, as through oneDNN's.
+///
+///   auto [h, state] = lathe::models::lstm_forward(*lstm, ids, embedding->weight);  // h: (B, T, H)
+std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const at::Tensor& input,
+                                               const at::Tensor& embedding = {},
+                                               const LstmState& state = {});
+
+/// Whether lstm_forward runs lathe's kernels for these arguments (else torch's).
+bool lstm_runs_own_kernels(const torch::nn::LSTMImpl& lstm, const at::Tensor& input,
+                           const at::Tensor& embedding = {}, const LstmState& state = {});
+
+}  // namespace lathe::models

@@ -1,0 +1,162 @@
+// lathe's packed GEMM: the panel layout, the AVX-512 micro-kernel (4 rows × 32 columns in
+// registers) and its at::addmm fallback.
+#include "models/packed_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "lathe/core/error.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LATHE_PACKED_GEMM_AVX512 1
+#endif
+
+namespace lathe::models {
+namespace {
+
+constexpr int64_t kPanel = 16;  // columns per panel: one AVX-512 register of floats
+std::atomic<bool> kernel_on{true};
+
+bool cpu_runs_kernel() {
+#ifdef LATHE_PACKED_GEMM_AVX512
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 && kernel_on.load();
+#else
+  return false;
+#endif
+}
+
+#ifdef LATHE_PACKED_GEMM_AVX512
+/// C (R, 16·P) = [C +] A (R, K) · P panels. The R·P accumulators stay in registers for the whole
+/// K loop: per k, P panel rows are loaded and each of A's R values broadcast into P FMAs. The last
+/// panel's columns past N are masked (`last`: its valid columns as a bit mask). A is read as stored
+/// (a[r·lda + k]), or transposed (TA: a[k·lda + r], the R values of a k side by side).
+template <int R, int P, bool TA>
+[[gnu::target("avx512f")]] void micro_kernel(const float* a, int64_t lda, const float* panels,
+                                             int64_t K, float* c, int64_t ldc, bool accumulate,
+                                             uint16_t last) {
+  __m512 acc[R][P];
+  const auto mask = [&](int p) { return static_cast<__mmask16>(p == P - 1 ? last : 0xFFFF); };
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < P; ++p)
+      acc[r][p] = accumulate ? _mm512_maskz_loadu_ps(mask(p), c + r * ldc + kPanel * p)
+                             : _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[P];
+    for (int p = 0; p < P; ++p) b[p] = _mm512_loadu_ps(panels + (p * K + k) * kPanel);
+    for (int r = 0; r < R; ++r) {
+      const __m512 x = _mm512_set1_ps(TA ? a[k * lda + r] : a[r * lda + k]);
+      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_fmadd_ps(x, b[p], acc[r][p]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < P; ++p) _mm512_mask_storeu_ps(c + r * ldc + kPanel * p, mask(p), acc[r][p]);
+}
+
+template <int P, bool TA>
+void rows_kernel(int rows, const float* a, int64_t lda, const float* panels, int64_t K, float* c,
+                 int64_t ldc, bool accumulate, uint16_t last) {
+  switch (rows) {
+    case 4: return micro_kernel<4, P, TA>(a, lda, panels, K, c, ldc, accumulate, last);
+    case 3: return micro_kernel<3, P, TA>(a, lda, panels, K, c, ldc, accumulate, last);
+    case 2: return micro_kernel<2, P, TA>(a, lda, panels, K, c, ldc, accumulate, last);
+    default: return micro_kernel<1, P, TA>(a, lda, panels, K, c, ldc, accumulate, last);
+  }
+}
+
+/// The kernel for `rows` rows of A starting at row r0 against one panel or a pair.
+void block_kernel(bool pair, bool a_transposed, int rows, int64_t r0, const float* a, int64_t lda,
+                  const float* panels, int64_t K, float* c, int64_t ldc, bool accumulate,
+                  uint16_t last) {
+  const float* a0 = a_transposed ? a + r0 : a + r0 * lda;
+  if (pair && a_transposed)
+    rows_kernel<2, true>(rows, a0, lda, panels, K, c, ldc, accumulate, last);
+  else if (pair)
+    rows_kernel<2, false>(rows, a0, lda, panels, K, c, ldc, accumulate, last);
+  else if (a_transposed)
+    rows_kernel<1, true>(rows, a0, lda, panels, K, c, ldc, accumulate, last);
+  else
+    rows_kernel<1, false>(rows, a0, lda, panels, K, c, ldc, accumulate, last);
+}
+#endif
+
+}  // namespace
+
+namespace detail {
+void set_packed_gemm_kernel(bool on) { kernel_on.store(on); }
+}  // namespace detail
+
+PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed)
+    : k_(w.size(transposed ? 1 : 0)),
+      n_(w.size(transposed ? 0 : 1)),
+      own_(cpu_runs_kernel()),
+      op_(transposed ? w.t() : w) {
+  LATHE_CHECK(w.dim() == 2 && w.device().is_cpu() && w.scalar_type() == at::kFloat, ModelError,
+              "packed GEMM: expected a 2-d float32 CPU matrix, got {} {} on {}",
+              c10::toString(w.scalar_type()), w.sizes(), w.device().str());
+  if (!own_) return;
+  const int64_t num_panels = (n_ + kPanel - 1) / kPanel;
+  panels_ = at::zeros({num_panels, k_, kPanel}, w.options());
+  const at::Tensor src = w.contiguous();
+  const float* s = src.const_data_ptr<float>();
+  float* d = panels_.mutable_data_ptr<float>();
+  // Column n of op(W) goes to panel n / 16, lane n % 16: panel p, row k at d[(p·K + k)·16].
+  if (transposed) {
+    for (int64_t n = 0; n < n_; ++n) {  // op(W)[k][n] = W[n][k]: W's row n, spread down a lane
+      const float* row = s + n * k_;
+      float* out = d + (n / kPanel) * k_ * kPanel + n % kPanel;
+      for (int64_t k = 0; k < k_; ++k) out[k * kPanel] = row[k];
+    }
+  } else {
+    for (int64_t k = 0; k < k_; ++k)  // W's row k, cut into panels' rows
+      for (int64_t p = 0; p < num_panels; ++p)
+        std::memcpy(d + (p * k_ + k) * kPanel, s + k * n_ + p * kPanel,
+                    sizeof(float) * static_cast<size_t>(std::min(kPanel, n_ - p * kPanel)));
+  }
+}
+
+void PackedMatrix::multiply(const float* a, int64_t lda, int64_t m, float* c, int64_t ldc,
+                            bool accumulate, bool a_transposed) const {
+  if (m == 0 || n_ == 0) return;
+  if (!own_) {
+    const auto f32 = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor a_t = at::from_blob(const_cast<float*>(a), {m, k_},
+                                         a_transposed ? at::IntArrayRef{1, lda}
+                                                      : at::IntArrayRef{lda, 1},
+                                         f32);
+    at::Tensor c_t = at::from_blob(c, {m, n_}, {ldc, 1}, f32);
+    if (accumulate)
+      c_t.addmm_(a_t, op_);
+    else
+      at::mm_out(c_t, a_t, op_);
+    return;
+  }
+#ifdef LATHE_PACKED_GEMM_AVX512
+  const int64_t num_panels = panels_.size(0);
+  const int64_t groups = (num_panels + 1) / 2;  // pairs of panels: 32 columns
+  const auto tail = static_cast<uint16_t>(n_ % kPanel ? (1u << (n_ % kPanel)) - 1 : 0xFFFF);
+  const float* panels = panels_.const_data_ptr<float>();
+  // ≥ ~64K multiply-adds per parallel chunk, so that small products stay on one thread.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m * k_ * 2 * kPanel));
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t p0 = 2 * g;
+      const bool pair = p0 + 1 < num_panels;
+      const uint16_t last = p0 + (pair ? 2 : 1) == num_panels ? tail : 0xFFFF;
+      const float* panel = panels + p0 * k_ * kPanel;
+      for (int64_t r0 = 0; r0 < m; r0 += 4) {
+        const int rows = static_cast<int>(std::min<int64_t>(4, m - r0));
+        block_kernel(pair, a_transposed, rows, r0, a, lda, panel, k_, c + r0 * ldc + p0 * kPanel,
+                     ldc, accumulate, last);
+      }
+    }
+  });
+#endif
+}
+
+}  // namespace lathe::models

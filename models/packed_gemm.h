@@ -1,0 +1,51 @@
+// A float32 matrix packed once for lathe's AVX-512 GEMM kernel and multiplied many times: the
+// recurrent weight an LSTM applies at every step.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace lathe::models {
+
+/// op(W) as the right-hand factor of C = A · op(W), packed for lathe's CPU kernel: panels of 16
+/// columns, each K rows of 16 contiguous values (the last zero-padded), so that the kernel runs 4
+/// rows of A against 32 columns from registers. On this machine's AMD EPYC (Zen 4) it reaches
+/// ~113 GFLOP/s on one core for the LSTM steps' shapes — (16, 256)·(256, 1024) and
+/// (16, 1024)·(1024, 256) — where MKL's sgemm, packed or not, reaches ~65 (bench/kernel_bench).
+/// On a CPU without AVX-512 (or with the kernel turned off, for tests) multiply() runs at::addmm.
+///
+///   PackedMatrix w_t(w_hh, /*transposed=*/true);        // op(W) = W_hhᵀ: (H, 4H)
+///   w_t.multiply(h.data, H, B, gates.data, 4 * H, true);  // gates (B, 4H) += h (B, H) · W_hhᵀ
+class PackedMatrix {
+ public:
+  /// `w` is float32 on the CPU, 2-d: op(W) = W (K, N), or Wᵀ with W (N, K) when `transposed`.
+  PackedMatrix(const at::Tensor& w, bool transposed);
+
+  int64_t k() const { return k_; }  ///< rows of op(W)
+  int64_t n() const { return n_; }  ///< columns of op(W)
+
+  /// C (m, n) = A (m, k) · op(W), or C += A · op(W) with `accumulate`. A and C are row-major
+  /// float32 with leading dimensions lda ≥ k and ldc ≥ n; with `a_transposed`, A is given as Aᵀ,
+  /// stored (k, m) with lda ≥ m (a weight gradient, gradientᵀ · input). Splits the columns over
+  /// ATen's threads when the product is large enough to pay for it.
+  void multiply(const float* a, int64_t lda, int64_t m, float* c, int64_t ldc, bool accumulate,
+                bool a_transposed = false) const;
+
+  /// Whether multiply() runs lathe's kernel (AVX-512 and not turned off) rather than at::addmm.
+  bool runs_own_kernel() const { return own_; }
+
+ private:
+  int64_t k_, n_;
+  bool own_;
+  at::Tensor op_;      // op(W) as a (K, N) view, for at::addmm
+  at::Tensor panels_;  // ceil(N / 16) panels of (K, 16)
+};
+
+namespace detail {
+/// Turns lathe's GEMM kernel off (false) or back on for PackedMatrix objects made afterwards:
+/// tests check the at::addmm path that a CPU without AVX-512 runs.
+void set_packed_gemm_kernel(bool on);
+}  // namespace detail
+
+}  // namespace lathe::models
