@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
@@ -100,6 +101,42 @@ at::Tensor buffer(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options());
 }
 
+/// The layer's backward when the gradient must itself be differentiable (create_graph, e.g. a
+/// gradient penalty): the layer is recomputed with ATen's LSTM on the saved inputs, whose
+/// backward autograd can differentiate again, and autograd takes the gradients from it.
+variable_list differentiable_backward(AutogradContext* ctx, const variable_list& saved,
+                                      const variable_list& grads) {
+  const at::Tensor &x = saved[0], &embedding = saved[1], &w_ih = saved[2], &w_hh = saved[3],
+                   &h0 = saved[4], &c0 = saved[5], &b_ih = saved[7], &b_hh = saved[8];
+  const at::Tensor in = embedding.defined() ? at::embedding(embedding, x) : x;  // (T, B, I)
+  auto [y, h_n, c_n] = at::lstm(in, {h0.unsqueeze(0), c0.unsqueeze(0)}, {w_ih, w_hh, b_ih, b_hh},
+                                /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0,
+                                /*train=*/true, /*bidirectional=*/false, /*batch_first=*/false);
+  // The forward's inputs in its argument order; autograd differentiates those that need it.
+  const variable_list inputs{embedding.defined() ? at::Tensor() : x, embedding, w_ih, w_hh,
+                             b_ih, b_hh, h0, c0};
+  variable_list wrt;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined() && inputs[i].requires_grad() && ctx->needs_input_grad(i)) {
+      wrt.push_back(inputs[i]);
+      where.push_back(i);
+    }
+  variable_list outs, out_grads;
+  const at::Tensor results[] = {y, h_n.squeeze(0), c_n.squeeze(0)};
+  for (size_t i = 0; i < 3; ++i)
+    if (grads[i].defined()) {
+      outs.push_back(results[i]);
+      out_grads.push_back(grads[i]);
+    }
+  variable_list result(inputs.size());
+  if (wrt.empty() || outs.empty()) return result;
+  const variable_list g = torch::autograd::grad(outs, wrt, out_grads, /*retain_graph=*/true,
+                                                /*create_graph=*/true, /*allow_unused=*/true);
+  for (size_t j = 0; j < where.size(); ++j) result[where[j]] = g[j];
+  return result;
+}
+
 /// One LSTM layer over a whole time-major sequence. Inputs: x (T, B, I) — or ids (T, B) with
 /// `embedding` (V, I) — w_ih (4H, I), w_hh (4H, H), b_ih, b_hh (4H), h0, c0 (B, H).
 /// Outputs: y (T, B, H), h_n, c_n (B, H). Every product runs on a PackedMatrix.
@@ -152,17 +189,14 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     ctx->saved_data["acts"] = gates;
     ctx->saved_data["c"] = c;
     ctx->saved_data["tanh_c"] = tanh_c;
-    ctx->save_for_backward({x, embedding, w_ih, w_hh, h0, c0, y});
+    ctx->save_for_backward({x, embedding, w_ih, w_hh, h0, c0, y, b_ih, b_hh});
     at::Tensor h_n = y[T - 1].clone(), c_n = c[T - 1].clone();
     return {y, h_n, c_n};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    LATHE_CHECK(!at::GradMode::is_enabled(), ModelError,
-                "lstm: a double backward (create_graph) through lathe's LSTM kernels is not "
-                "supported, as it is not through oneDNN's or cuDNN's; compute it without "
-                "create_graph");
     const variable_list saved = ctx->get_saved_variables();
+    if (at::GradMode::is_enabled()) return differentiable_backward(ctx, saved, grads);
     const at::Tensor &x = saved[0], &embedding = saved[1], &w_ih = saved[2], &w_hh = saved[3],
                      &h0 = saved[4], &c0 = saved[5], &y = saved[6];
     const at::Tensor acts = ctx->saved_data["acts"].toTensor();

@@ -26,14 +26,16 @@ struct LstmState {
 /// is one GEMM and each step one GEMM of (B, H) by the recurrent weight, packed once per sequence
 /// for lathe's AVX-512 kernel (models/packed_gemm.h; at::addmm on other CPUs), then one vectorised
 /// pass computes the gates, c and h. The backward runs the steps in reverse the same
-/// way and the weight gradients as three GEMMs over all steps, as cuDNN and oneDNN do. With token
+/// way and the weight gradients as products over all steps at once, as cuDNN and oneDNN do. With token
 /// inputs and a vocabulary smaller than B·T, layer 0's input projection is a (V, 4H) table,
-/// E·W_ihᵀ + biases, looked up per token; its gradients go through the same table. That saves the
-/// (B·T, E) by (E, 4H) products in forward and backward; bench/train_bench's LSTM LM (vocab 96,
-/// 2 × 256, batch 16 × 64) is where it was measured. Anything else runs torch's lstm.
+/// E·W_ihᵀ, looked up per token; its gradients go through the same table. That saves the
+/// (B·T, E) by (E, 4H) products in forward and backward. On lstm_lm's stack (vocab 96, embedding
+/// 64, 2 × 256, batch 16 × 64), forward + backward: 54 ms against torch's (oneDNN's) 60 on one
+/// thread, 31 against 42 on two (bench/kernel_bench). Anything else runs torch's lstm.
 ///
-/// Results match torch's within float rounding (test Lstm.MatchesTorchsForwardAndBackward); a
-/// double backward through lathe's kernels is an error, as through oneDNN's.
+/// Results match torch's within float rounding (test Lstm.MatchesTorchsForwardAndBackward). A
+/// backward with create_graph (a gradient penalty) recomputes the layer with ATen's LSTM so that
+/// the gradient is differentiable in turn, as torch's is.
 ///
 ///   auto [h, state] = lathe::models::lstm_forward(*lstm, ids, embedding->weight);  // h: (B, T, H)
 std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const at::Tensor& input,

@@ -632,7 +632,7 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
   }
   zoo::detail::set_packed_gemm_kernel(true);
 
-  // What runs torch's instead: a bidirectional LSTM, projections, double, a trace.
+  // What runs torch's instead: a bidirectional LSTM, projections, double, an empty sequence.
   torch::nn::LSTM bi(torch::nn::LSTMOptions(I, H).bidirectional(true).batch_first(true));
   EXPECT_FALSE(zoo::lstm_runs_own_kernels(*bi, at::randn({B, T, I})));
   torch::nn::LSTM proj(torch::nn::LSTMOptions(I, H).proj_size(3).batch_first(true));
@@ -649,18 +649,31 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
   EXPECT_GT((trained - evaluated).abs().max().item<double>(), 1e-3);
   EXPECT_LE((evaluated - std::get<0>(lstm->forward(x))).abs().max().item<double>(), 1e-6);
 
-  // A double backward is an error naming what to do.
+  // A gradient penalty (create_graph): the gradient is differentiable and its own gradient is
+  // torch's (the layer recomputed with ATen's LSTM for it). Still in eval mode: no dropout.
   const at::Tensor leaf = x.clone().requires_grad_(true);
-  const at::Tensor g = torch::autograd::grad({std::get<0>(zoo::lstm_forward(*lstm, leaf)).sum()},
-                                             {leaf}, {}, /*retain_graph=*/true,
-                                             /*create_graph=*/false)[0];
-  EXPECT_EQ(g.sizes(), leaf.sizes());
-  expect_error<ModelError>(
-      [&] {
-        torch::autograd::grad({std::get<0>(zoo::lstm_forward(*lstm, leaf)).sum()}, {leaf}, {},
-                              true, /*create_graph=*/true);
-      },
-      {"double backward", "create_graph"});
+  std::vector<at::Tensor> second;
+  for (const bool own : {true, false}) {
+    const at::Tensor y = own ? std::get<0>(zoo::lstm_forward(*lstm, leaf))
+                             : std::get<0>(lstm->forward(leaf));
+    const at::Tensor g = torch::autograd::grad({y.pow(2).sum()}, {leaf}, {}, true, true)[0];
+    const auto gg = torch::autograd::grad({g.pow(2).sum()}, {leaf, lstm->all_weights()[1]});
+    second.insert(second.end(), gg.begin(), gg.end());  // by the input, by weight_hh_l0
+  }
+  // The same through token ids and an embedding (the table path), by the embedding.
+  const at::Tensor table = at::randn({11, I}).requires_grad_(true);
+  const at::Tensor ids = at::randint(11, {B, T}, at::kLong);
+  for (const bool own : {true, false}) {
+    const at::Tensor y = own ? std::get<0>(zoo::lstm_forward(*lstm, ids, table))
+                             : std::get<0>(lstm->forward(at::embedding(table, ids)));
+    const at::Tensor g = torch::autograd::grad({y.pow(2).sum()}, {table}, {}, true, true)[0];
+    second.push_back(torch::autograd::grad({g.pow(2).sum()}, {table})[0]);
+  }
+  for (const auto [ours, theirs] : {std::pair{0, 2}, std::pair{1, 3}, std::pair{4, 5}}) {
+    EXPECT_GT(second[theirs].abs().max().item<double>(), 0);
+    EXPECT_LE((second[ours] - second[theirs]).abs().max().item<double>(),
+              1e-5 * second[theirs].abs().max().item<double>());
+  }
 }
 
 TEST(GPT2, IsCausalAndCountsLikeTransformers) {
