@@ -96,6 +96,10 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / H); }
 const float* f32(const at::Tensor& t) { return t.const_data_ptr<float>(); }
 float* f32_mut(at::Tensor& t) { return t.mutable_data_ptr<float>(); }
 
+/// A weight is packed for lathe's kernel when it multiplies at least this many rows in all (one
+/// step of generation, B = T = 1, runs at::addmm: packing would cost 30× the product).
+constexpr int64_t kPackRows = 64;
+
 /// Row-major (rows, cols) float32 buffer for a PackedMatrix product.
 at::Tensor buffer(int64_t rows, int64_t cols, const at::Tensor& like) {
   return at::empty({rows, cols}, like.options());
@@ -151,8 +155,9 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     const at::Tensor bias = (b_ih + b_hh).contiguous();  // (4H), added in cell_forward
     // The input projection of every step at once: gates (T·B, 4H) = x · W_ihᵀ, or for token ids
     // the rows of table (V, 4H) = E · W_ihᵀ when that is the smaller product.
-    const PackedMatrix w_ih_t(w_ih, /*transposed=*/true);  // (I, 4H)
     const bool by_table = embedding.defined() && embedding.size(0) <= T * B;
+    const bool pack = (by_table ? embedding.size(0) : T * B) >= kPackRows;
+    const PackedMatrix w_ih_t(w_ih, /*transposed=*/true, pack);  // (I, 4H)
     at::Tensor gates;
     if (by_table) {
       const at::Tensor e = embedding.contiguous();
@@ -168,7 +173,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     at::Tensor y = at::empty({T, B, H}, w_hh.options());
     at::Tensor c = at::empty({T, B, H}, w_hh.options());
     at::Tensor tanh_c = at::empty({T, B, H}, w_hh.options());
-    const PackedMatrix w_hh_t(w_hh, /*transposed=*/true);  // (H, 4H)
+    const PackedMatrix w_hh_t(w_hh, /*transposed=*/true, T * B >= kPackRows);  // (H, 4H)
     float* gp = f32_mut(gates);
     float* yp = f32_mut(y);
     float* cp = f32_mut(c);
@@ -212,7 +217,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     at::Tensor dc = grads[2].defined() ? grads[2].contiguous().clone() : zeros({B, H});
     at::Tensor dg = at::empty({T, B, G}, w_hh.options());  // pre-activation gradients
 
-    const PackedMatrix w_hh_packed(w_hh, /*transposed=*/false);  // (4H, H)
+    const PackedMatrix w_hh_packed(w_hh, /*transposed=*/false, T * B >= kPackRows);  // (4H, H)
     const float* ap = f32(acts);
     const float* cp = f32(c);
     const float* tp = f32(tanh_c);
@@ -239,7 +244,8 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     if (T > 1)
       PackedMatrix(y.narrow(0, 0, T - 1).view({(T - 1) * B, H}), false)
           .multiply(dgp + B * G, G, G, f32_mut(d_w_hh), H, true, /*a_transposed=*/true);
-    const PackedMatrix w_ih_packed(w_ih, /*transposed=*/false);  // (4H, I)
+    const int64_t ih_rows = by_table ? embedding.size(0) : T * B;  // rows w_ih_packed multiplies
+    const PackedMatrix w_ih_packed(w_ih, /*transposed=*/false, ih_rows >= kPackRows);  // (4H, I)
     at::Tensor d_w_ih = buffer(G, I, w_hh), d_x, d_embedding;
     if (embedding.defined()) {
       const at::Tensor ids = x.reshape({T * B});

@@ -24,8 +24,8 @@ struct LstmState {
 /// Where lathe's kernels run — a unidirectional LSTM with biases and no proj_size, float32 on the
 /// CPU, B, T ≥ 1, outside an ONNX trace and CPU autocast — the whole sequence's input projection
 /// is one GEMM and each step one GEMM of (B, H) by the recurrent weight, packed once per sequence
-/// for lathe's AVX-512 kernel (models/packed_gemm.h; at::addmm on other CPUs), then one vectorised
-/// pass computes the gates, c and h. The backward runs the steps in reverse the same
+/// for lathe's AVX-512 kernel (models/packed_gemm.h; at::addmm on other CPUs, and for fewer than
+/// 64 rows in all, such as a generation step), then one vectorised pass computes the gates, c and h. The backward runs the steps in reverse the same
 /// way and the weight gradients as products over all steps at once, as cuDNN and oneDNN do. With token
 /// inputs and a vocabulary smaller than B·T, layer 0's input projection is a (V, 4H) table,
 /// E·W_ihᵀ, looked up per token; its gradients go through the same table. That saves the

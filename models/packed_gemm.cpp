@@ -110,10 +110,10 @@ const at::Tensor& checked(const at::Tensor& w) {
 }
 }  // namespace
 
-PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed)
+PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed, bool pack)
     : k_(checked(w).size(transposed ? 1 : 0)),
       n_(w.size(transposed ? 0 : 1)),
-      own_(cpu_runs_kernel()),
+      own_(pack && cpu_runs_kernel()),
       op_(transposed ? w.t() : w) {
   if (!own_) return;
   const int64_t num_panels = (n_ + kPanel - 1) / kPanel;

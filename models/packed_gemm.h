@@ -20,7 +20,10 @@ namespace lathe::models {
 class PackedMatrix {
  public:
   /// `w` is float32 on the CPU, 2-d: op(W) = W (K, N), or Wᵀ with W (N, K) when `transposed`.
-  PackedMatrix(const at::Tensor& w, bool transposed);
+  /// Packing costs about as much as multiplying ~60 rows of A faster saves (bench/kernel_bench:
+  /// 0.1 ms for a (256, 1024) weight); a caller with fewer rows in all passes `pack` false and
+  /// gets at::addmm.
+  PackedMatrix(const at::Tensor& w, bool transposed, bool pack = true);
 
   int64_t k() const { return k_; }  ///< rows of op(W)
   int64_t n() const { return n_; }  ///< columns of op(W)

@@ -554,14 +554,14 @@ TEST(Kernels, PackedGemmMatchesMatmul) {
 // embedding, the initial state — for features and for token ids (through the (V, 4H) table, and
 // without it when the vocabulary is larger than B·T), batch-first and time-major, with and without
 // an initial state, through lathe's packed GEMM kernel and through at::addmm. Sizes that are no multiple of
-// a vector (B 5, H 19).
+// a vector (B 5, H 19); and a sequence too short to pack for.
 TEST(Lstm, MatchesTorchsForwardAndBackward) {
   struct Case {
     const char* name;
     int64_t vocab;  // 0: features
     bool batch_first, with_state, packed;
   };
-  const int64_t B = 5, T = 7, I = 6, H = 19, L = 2;
+  const int64_t B = 5, T = 13, I = 6, H = 19, L = 2;  // B·T ≥ 64: the weights are packed
   // allclose's test as a number: max(|a − b| − rtol·|b|), to stay under an absolute tolerance.
   const auto excess = [](const at::Tensor& a, const at::Tensor& b, double rtol) {
     const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
@@ -626,11 +626,23 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
       SCOPED_TRACE(i);  // 0-2 y, h_n, c_n; 3-10 the weights' gradients; then input, h0, c0
       ASSERT_TRUE(lathe[i].defined());
       // Measured, max |difference| from the double result over the five cases: outputs lathe
-      // 1.1e-7 (torch's float 9.8e-8), gradients (up to 7.4 in size) lathe 1.5e-6 (torch 1.6e-6).
+      // 1.4e-7 (torch's float 7.3e-8), gradients lathe 2.3e-6 (torch's 5.4e-6).
       EXPECT_LE(excess(lathe[i], truth[i], 1e-5), 1e-5) << excess(torch_float[i], truth[i], 1e-5);
     }
   }
   zoo::detail::set_packed_gemm_kernel(true);
+
+  // One step of one sequence, as generation runs: too few rows to pack for (at::addmm).
+  {
+    torch::nn::LSTM small(torch::nn::LSTMOptions(I, H).num_layers(L).batch_first(true));
+    const at::Tensor x1 = at::randn({1, 1, I});
+    ASSERT_TRUE(zoo::lstm_runs_own_kernels(*small, x1));
+    EXPECT_LE((std::get<0>(zoo::lstm_forward(*small, x1)) - std::get<0>(small->forward(x1)))
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-6);
+  }
 
   // What runs torch's instead: a bidirectional LSTM, projections, double, an empty sequence.
   torch::nn::LSTM bi(torch::nn::LSTMOptions(I, H).bidirectional(true).batch_first(true));
@@ -669,7 +681,7 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
     const at::Tensor g = torch::autograd::grad({y.pow(2).sum()}, {table}, {}, true, true)[0];
     second.push_back(torch::autograd::grad({g.pow(2).sum()}, {table})[0]);
   }
-  for (const auto [ours, theirs] : {std::pair{0, 2}, std::pair{1, 3}, std::pair{4, 5}}) {
+  for (const auto& [ours, theirs] : {std::pair{0, 2}, std::pair{1, 3}, std::pair{4, 5}}) {
     EXPECT_GT(second[theirs].abs().max().item<double>(), 0);
     EXPECT_LE((second[ours] - second[theirs]).abs().max().item<double>(),
               1e-5 * second[theirs].abs().max().item<double>());
