@@ -90,8 +90,8 @@ LATHE_VECTOR_CLONES void cell_backward(const float* __restrict acts, const float
   }
 }
 
-/// Batch rows per parallel chunk: steps smaller than ~8K cells stay on one thread.
-int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 8192 / H); }
+/// Batch rows per parallel chunk: steps smaller than ~2K cells stay on one thread.
+int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 2048 / H); }
 
 const float* f32(const at::Tensor& t) { return t.const_data_ptr<float>(); }
 float* f32_mut(at::Tensor& t) { return t.mutable_data_ptr<float>(); }
