@@ -96,6 +96,25 @@ int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 2048 / H); }
 const float* f32(const at::Tensor& t) { return t.const_data_ptr<float>(); }
 float* f32_mut(at::Tensor& t) { return t.mutable_data_ptr<float>(); }
 
+/// sums[j] += Σ_r m[r][j] for a row-major (rows, cols) block, in double.
+LATHE_VECTOR_CLONES void add_column_sums(const float* __restrict m, int64_t rows, int64_t cols,
+                                         double* __restrict sums) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) sums[j] += m[r * cols + j];
+}
+
+/// The column sums of a contiguous (rows, cols) float32 matrix, accumulated in double: a bias's
+/// gradient (ATen's sum over dim 0 took 0.7 ms for lstm_lm's (1024, 1024) gradients).
+at::Tensor column_sums(const at::Tensor& m) {
+  const int64_t rows = m.size(0), cols = m.size(1);
+  std::vector<double> sums(static_cast<size_t>(cols), 0.0);
+  add_column_sums(m.const_data_ptr<float>(), rows, cols, sums.data());
+  at::Tensor out = at::empty({cols}, m.options());
+  float* o = out.mutable_data_ptr<float>();
+  for (int64_t j = 0; j < cols; ++j) o[j] = static_cast<float>(sums[static_cast<size_t>(j)]);
+  return out;
+}
+
 /// A weight is packed for lathe's kernel when it multiplies at least this many rows in all (one
 /// step of generation, B = T = 1, runs at::addmm: packing would cost 30× the product).
 constexpr int64_t kPackRows = 64;
@@ -238,7 +257,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
 
     // The weight gradients over all steps at once, each dgatesᵀ · (what the step multiplied):
     // W_hh's with h_{t-1} (h0, then y[0..T-2]), W_ih's with the inputs; dg as (T·B, 4H).
-    const at::Tensor d_bias = dg.view({T * B, G}).sum(0);
+    at::Tensor d_bias;  // (4H): the sum of dg's rows — of d_table's, when there is one
     at::Tensor d_w_hh = buffer(G, H, w_hh);
     PackedMatrix(h0, false).multiply(dgp, G, G, f32_mut(d_w_hh), H, false, /*a_transposed=*/true);
     if (T > 1)
@@ -251,6 +270,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
       const at::Tensor ids = x.reshape({T * B});
       if (by_table) {  // gates = table[ids]: the table's gradient, then the table's inputs'
         const at::Tensor d_table = zeros({embedding.size(0), G}).index_add_(0, ids, dg.view({T * B, G}));
+        d_bias = column_sums(d_table);
         PackedMatrix(embedding.contiguous(), false)
             .multiply(f32(d_table), G, G, f32_mut(d_w_ih), I, false, /*a_transposed=*/true);
         if (ctx->needs_input_grad(1)) {
@@ -273,6 +293,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
         w_ih_packed.multiply(dgp, G, T * B, f32_mut(d_x), I, false);
       }
     }
+    if (!d_bias.defined()) d_bias = column_sums(dg.view({T * B, G}));
     return {d_x, d_embedding, d_w_ih, d_w_hh, d_bias, d_bias.clone(), dh_next, dc};
   }
 };

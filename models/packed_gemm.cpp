@@ -117,7 +117,8 @@ PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed, bool pack)
       op_(transposed ? w.t() : w) {
   if (!own_) return;
   const int64_t num_panels = (n_ + kPanel - 1) / kPanel;
-  panels_ = at::zeros({num_panels, k_, kPanel}, w.options());
+  panels_ = at::empty({num_panels, k_, kPanel}, w.options());
+  if (n_ % kPanel != 0) panels_[num_panels - 1].zero_();  // the lanes past N: zeros
   const at::Tensor src = w.contiguous();
   const float* s = src.const_data_ptr<float>();
   float* d = panels_.mutable_data_ptr<float>();
