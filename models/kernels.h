@@ -10,7 +10,7 @@ namespace lathe::models {
 ///
 /// A contiguous float32 CPU tensor goes through lathe's own forward and backward kernels (one pass
 /// each, vectorised for AVX-512 / AVX2 where the CPU has them; bench/kernel_bench, (8, 128, 512),
-/// one thread: forward 0.25 ms against ATen's 0.91, forward + backward 0.62 against 1.89). Within 4e-6 relative of the formula in
+/// one thread: forward 0.26 ms against ATen's 0.98, forward + backward 0.67 against 2.06). Within 4e-6 relative of the formula in
 /// double, and within 1e-5 relative / 1e-6 absolute of ATen's float kernel, which itself cancels
 /// for x < -4 (test Kernels.GeluTanhMatchesAtenForwardAndBackward). Anything else — CUDA, half
 /// precision, a strided view, a trace for ONNX export, a double backward — runs at::gelu.

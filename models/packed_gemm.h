@@ -11,8 +11,9 @@ namespace lathe::models {
 /// op(W) as the right-hand factor of C = A · op(W), packed for lathe's CPU kernel: panels of 16
 /// columns, each K rows of 16 contiguous values (the last zero-padded), so that the kernel runs 4
 /// rows of A against 32 columns from registers. On this machine's AMD EPYC (Zen 4) it reaches
-/// 109–116 GFLOP/s on one core for the LSTM steps' shapes — (16, 256)·(256, 1024) and
-/// (16, 1024)·(1024, 256) — where at::mm (MKL's sgemm) reaches 65–83 (bench/kernel_bench).
+/// 103–116 GFLOP/s on one core for the LSTM steps' shapes — (16, 256)·(256, 1024) and
+/// (16, 1024)·(1024, 256) — where at::mm (MKL's sgemm) reaches 63–83 (bench/kernel_bench, two
+/// runs).
 /// On a CPU without AVX-512 (or with the kernel turned off, for tests) multiply() runs at::addmm.
 ///
 ///   PackedMatrix w_t(w_hh, /*transposed=*/true);        // op(W) = W_hhᵀ: (H, 4H)
