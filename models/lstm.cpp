@@ -322,6 +322,15 @@ std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const 
                                                const at::Tensor& embedding,
                                                const LstmState& state) {
   const auto& o = lstm.options;
+  if (embedding.defined() && input.device().is_cpu() && input.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(input);
+    const int64_t V = embedding.size(0), low = lo.item<int64_t>(), high = hi.item<int64_t>();
+    LATHE_CHECK(low >= 0 && high < V, ModelError,
+                "lstm: token id {} is outside the embedding's {} rows (ids must be in [0, {})): "
+                "the data's vocabulary is larger than the model's vocab_size, or an id is "
+                "negative",
+                low < 0 ? low : high, V, V);
+  }
   if (!lstm_runs_own_kernels(lstm, input, embedding, state)) {
     const at::Tensor in = embedding.defined() ? at::embedding(embedding, input) : input;
     std::optional<std::tuple<at::Tensor, at::Tensor>> hx;

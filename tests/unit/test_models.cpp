@@ -347,6 +347,10 @@ TEST(RNN, BadOptionsAndInputsAreModelErrors) {
         lm->forward(at::zeros({2, 3, 4}));
       },
       {"rnn_lm", "token ids (B, T)", "[2, 3, 4]"});
+  expect_error<ModelError>([&] { lm->forward(at::full({1, 2}, 12, at::kLong)); },
+                           {"token id 12", "10 rows", "vocab_size"});
+  expect_error<ModelError>([&] { lm->forward(at::full({1, 2}, -1, at::kLong)); },
+                           {"token id -1", "[0, 10)"});
 }
 
 // ---- Transformers ------------------------------------------------------------------------------
