@@ -19,7 +19,8 @@ struct LstmState {
 /// (B, T, H) batch-first, else (T, B, H) — and the final state (h_n, c_n). With `embedding`
 /// (V, E) defined, `input` is token ids, (B, T) or (T, B) as the LSTM's batch_first says, looked up
 /// in it first: lstm->forward(at::embedding(embedding, ids), state), gradients to the embedding
-/// included (no padding_idx, no max_norm). Dropout between layers follows lstm's options and mode.
+/// included (no padding_idx, no max_norm); on the CPU an id outside [0, V) is a ModelError naming
+/// it. Dropout between layers follows lstm's options and mode.
 ///
 /// Where lathe's kernels run — a unidirectional LSTM with biases and no proj_size, float32 on the
 /// CPU, B, T ≥ 1, outside an ONNX trace and CPU autocast — the whole sequence's input projection
