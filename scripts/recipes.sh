@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns every recipe under configs/ and prints the README's recipe table from what the runs
+# Reruns every recipe under configs/ and prints the recipe table of docs/recipes.md from what the runs
 # wrote (test_metrics.json) and how long each `lathe train` took on this machine, so that every
 # number in that table comes from here.
 #

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-scripts/check_layers.sh   # no file includes a header of a higher layer (shared/DESIGN.md)
+scripts/check_layers.sh   # no file includes a header of a higher layer (docs/architecture.md)
 cmake --preset ci >/dev/null
 cmake --build --preset ci
 ctest --preset ci -j 2
