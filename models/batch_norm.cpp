@@ -208,9 +208,9 @@ struct BatchNormFunction : torch::autograd::Function<BatchNormFunction> {
 /// Whether lathe's kernels take this training-mode batch norm: a CPU float32 NCHW-contiguous
 /// batch with planes of at least kMinPlane values, affine with running statistics and a
 /// momentum, not traced. Channels-last batches run ATen's: its NHWC kernel is vectorised over
-/// channels, and lathe's measured only ~15% faster there on one thread and slower on two. Small
+/// channels, and lathe's measured barely faster there on one thread and slower on two. Small
 /// planes run ATen's too: a call per plane of 16 values (ResNet-18's 4×4 stage) made lathe's
-/// 1.8× slower than ATen's on two threads (bench/kernel_bench).
+/// slower than ATen's on two threads (bench/kernel_bench).
 constexpr int64_t kMinPlane = 64;
 bool lathe_kernel_takes(const BatchNorm2dImpl& bn, const at::Tensor& x) {
   const auto& o = bn.options;

@@ -8,10 +8,9 @@ namespace lathe::models {
 /// torch::nn::BatchNorm2d (same options, parameters, buffers and state-dict names; `as<>` finds it
 /// as one) whose training-mode forward and backward on an NCHW-contiguous float32 CPU tensor run
 /// lathe's kernels: the mean, the variance and the normalisation each one vectorised pass, the
-/// backward one reduction pass and one pass for dx, where ATen's NCHW kernels take ~2 ns per
-/// element (ResNet-18's twenty batch norms, forward + backward, one thread: lathe 12 ms, ATen 33;
-/// two threads 6.5 against 16; bench/kernel_bench). Planes under 64 values run ATen's (below a
-/// 4×4 plane lathe's per-plane calls cost more than they save). Running statistics
+/// backward one reduction pass and one pass for dx (timed against ATen's NCHW kernels by
+/// bench/kernel_bench, docs/benchmarks.md). Planes under 64 values run ATen's (below a 4×4 plane
+/// lathe's per-plane calls cost more than they save). Running statistics
 /// and num_batches_tracked update as torch's do. Evaluation, channels-last batches (ATen's NHWC
 /// kernel is already vectorised over channels), CUDA, other dtypes, momentum=None, a trace for
 /// ONNX export and a double backward run torch's.

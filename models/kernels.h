@@ -9,9 +9,8 @@ namespace lathe::models {
 /// 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), computed as x · sigmoid(2u).
 ///
 /// A contiguous float32 CPU tensor goes through lathe's own forward and backward kernels (one pass
-/// each, vectorised for AVX-512 / AVX2 where the CPU has them; bench/kernel_bench, (8, 128, 512),
-/// one thread: forward 0.26 ms against ATen's 0.98, forward + backward 0.67 against 2.06). Within 4e-6 relative of the formula in
-/// double, and within 1e-5 relative / 1e-6 absolute of ATen's float kernel, which itself cancels
+/// each, vectorised for AVX-512 / AVX2 where the CPU has them; timed against ATen's by
+/// bench/kernel_bench, docs/benchmarks.md). Within 4e-6 relative of the formula in double, and within 1e-5 relative / 1e-6 absolute of ATen's float kernel, which itself cancels
 /// for x < -4 (test Kernels.GeluTanhMatchesAtenForwardAndBackward). Anything else — CUDA, half
 /// precision, a strided view, a trace for ONNX export, a double backward — runs at::gelu.
 ///

@@ -30,9 +30,8 @@ struct LstmState {
 /// way and the weight gradients as products over all steps at once, as cuDNN and oneDNN do. With token
 /// inputs and a vocabulary smaller than B·T, layer 0's input projection is a (V, 4H) table,
 /// E·W_ihᵀ, looked up per token; its gradients go through the same table. That saves the
-/// (B·T, E) by (E, 4H) products in forward and backward. On lstm_lm's stack (vocab 96, embedding
-/// 64, 2 × 256, batch 16 × 64), forward + backward: 54–59 ms against torch's (oneDNN's) 60–68 on
-/// one thread, 31–34 against 36–42 on two (bench/kernel_bench, two runs). Anything else runs torch's lstm.
+/// (B·T, E) by (E, 4H) products in forward and backward. bench/kernel_bench times it against
+/// torch's (oneDNN's) on lstm_lm's stack (docs/benchmarks.md). Anything else runs torch's lstm.
 ///
 /// Results match torch's within float rounding (test Lstm.MatchesTorchsForwardAndBackward). A
 /// backward with create_graph (a gradient penalty) recomputes the layer with ATen's LSTM so that

@@ -160,8 +160,8 @@ void PackedMatrix::multiply(const float* a, int64_t lda, int64_t m, float* c, in
   const float* panels = panels_.const_data_ptr<float>();
   // Column pairs split over the threads, ≥ ~64K multiply-adds a chunk (small products stay on one
   // thread); each pair's panels stay in cache while A's rows stream past, 4 at a time. (Measured
-  // and dropped for Aᵀ: 8-row blocks, 88 GFLOP/s, and 4-row strips copied per 256-deep K block,
-  // 82, against 100 reading Aᵀ as it is.)
+  // and dropped for Aᵀ: 8-row blocks, and 4-row strips copied per 256-deep K block, both slower
+  // than reading Aᵀ as it is.)
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m * k_ * 2 * kPanel));
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {

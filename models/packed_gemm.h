@@ -10,10 +10,9 @@ namespace lathe::models {
 
 /// op(W) as the right-hand factor of C = A · op(W), packed for lathe's CPU kernel: panels of 16
 /// columns, each K rows of 16 contiguous values (the last zero-padded), so that the kernel runs 4
-/// rows of A against 32 columns from registers. On this machine's AMD EPYC (Zen 4) it reaches
-/// 103–116 GFLOP/s on one core for the LSTM steps' shapes — (16, 256)·(256, 1024) and
-/// (16, 1024)·(1024, 256) — where at::mm (MKL's sgemm) reaches 63–83 (bench/kernel_bench, two
-/// runs).
+/// rows of A against 32 columns from registers. bench/kernel_bench times it against at::mm (MKL's
+/// sgemm) on the LSTM steps' shapes, (16, 256)·(256, 1024) and (16, 1024)·(1024, 256)
+/// (docs/benchmarks.md).
 /// On a CPU without AVX-512 (or with the kernel turned off, for tests) multiply() runs at::addmm.
 ///
 ///   PackedMatrix w_t(w_hh, /*transposed=*/true);        // op(W) = W_hhᵀ: (H, 4H)
@@ -21,9 +20,8 @@ namespace lathe::models {
 class PackedMatrix {
  public:
   /// `w` is float32 on the CPU, 2-d: op(W) = W (K, N), or Wᵀ with W (N, K) when `transposed`.
-  /// Packing costs about as much as multiplying ~60 rows of A faster saves (bench/kernel_bench:
-  /// 0.1 ms for a (256, 1024) weight); a caller with fewer rows in all passes `pack` false and
-  /// gets at::addmm.
+  /// Packing costs about as much as multiplying ~60 rows of A faster saves (bench/kernel_bench);
+  /// a caller with fewer rows in all passes `pack` false and gets at::addmm.
   PackedMatrix(const at::Tensor& w, bool transposed, bool pack = true);
 
   int64_t k() const { return k_; }  ///< rows of op(W)

@@ -106,16 +106,15 @@ int64_t parameter_count(const torch::nn::Module& module);
 /// The parts of `module` that train faster channels-last (NHWC) on the CPU, for
 /// trainer.channels_last: auto there: the trainer holds their 4-d weights channels-last, feeds
 /// channels-last batches, and the model converts its activation where the next part's weights
-/// change format. A measured choice, per zoo family (one thread):
-///   convnet           the whole model: 0.66 of the NCHW step (bench/demo_epoch.py; oneDNN's NHWC
-///                     max pooling and batch norm are vectorised over channels, the NCHW pooling
-///                     kernel is scalar)
-///   resnet18, -34     the stem, layer1 and layer2; layer3 and layer4 stay NCHW
-///                     (bench/conv_layouts.py, ResNet-18's convolutions forward + backward,
-///                     NHWC / NCHW: stem..layer2 0.79, layer3..4 1.13 — 1.23 for layer4's
-///                     512-channel 4×4 ones); measured with the 32×32 stem — with the
-///                     224×224 one the early stages are larger still and its max pool is the
-///                     NHWC-vectorised one, as in convnet
+/// change format. A measured choice, per zoo family (one thread; the measurements are in
+/// docs/benchmarks.md):
+///   convnet           the whole model (bench/demo_epoch.py; oneDNN's NHWC max pooling and batch
+///                     norm are vectorised over channels, the NCHW pooling kernel is scalar)
+///   resnet18, -34     the stem, layer1 and layer2, where NHWC convolutions are faster;
+///                     layer3 and layer4, where they are slower, stay NCHW
+///                     (bench/conv_layouts.py, ResNet-18's convolutions forward + backward);
+///                     measured with the 32×32 stem — with the 224×224 one the early stages are
+///                     larger still and its max pool is the NHWC-vectorised one, as in convnet
 /// Empty for families not measured (and your own modules): they stay NCHW on the CPU.
 std::vector<std::shared_ptr<torch::nn::Module>> channels_last_parts_on_cpu(
     torch::nn::Module& module);
