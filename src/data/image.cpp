@@ -20,8 +20,8 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
+#include "lathe/data/resize.h"
 #include "read_file.h"
-#include "resize.h"
 
 namespace lathe::data {
 namespace {

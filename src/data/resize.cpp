@@ -1,7 +1,7 @@
 // uint8 antialiased bilinear resize with PyTorch's (Pillow's) fixed-point arithmetic: taps
 // precomputed per output column and row, a horizontal pass then a vertical pass; AVX2 when the
 // CPU has it, the same integer results as the portable loops.
-#include "resize.h"
+#include "lathe/data/resize.h"
 
 #include <algorithm>
 #include <cmath>

@@ -12,7 +12,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
-#include "resize.h"
+#include "lathe/data/resize.h"
 
 namespace lathe::data::transforms {
 namespace {
@@ -95,7 +95,7 @@ at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width) 
   if (image.size(1) == height && image.size(2) == width) return image;
   LATHE_CHECK(image.size(1) > 0 && image.size(2) > 0, DataError, "resize: an empty {}x{} image",
               image.size(1), image.size(2));
-  // uint8 (the decoders' output): lathe's kernel, PyTorch's uint8 arithmetic (detail/resize.h).
+  // uint8 (the decoders' output): lathe's kernel, PyTorch's uint8 arithmetic (lathe/data/resize.h).
   if (image.scalar_type() == at::kByte && image.device().is_cpu() && image.size(0) >= 1 &&
       image.size(0) <= 4)
     return detail::resize_uint8(image, height, width);  // (C, height, width)

@@ -7,8 +7,8 @@
 #include "lathe/core/error.h"
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
+#include "lathe/data/resize.h"
 #include "lathe/data/transforms.h"
-#include "src/data/resize.h"
 #include "tests/unit/data_support.h"
 
 using lathe::DataError;

@@ -1,4 +1,5 @@
-// The uint8 antialiased bilinear resize behind transforms::resize_image (PyTorch's arithmetic).
+// The uint8 antialiased bilinear resize behind transforms::resize_image (PyTorch's arithmetic);
+// public so that tests can run its portable loops and its row-by-row form directly.
 #pragma once
 
 #include <cstdint>
