@@ -11,6 +11,7 @@
 
 #include "lathe/core/error.h"
 #include "lathe/core/fs.h"
+#include "lathe/onnx/estimators.h"
 #include "lathe/onnx/ir.h"
 #include "src/onnx/calibrate.h"
 #include "src/onnx/trace.h"
@@ -50,7 +51,53 @@ std::vector<InputSpec> complete_specs(const std::vector<InputSpec>& given, size_
   return specs;
 }
 
+/// The model's names and metadata_props from `options`.
+void describe_model(Model& model, const std::filesystem::path& path, const ExportOptions& options) {
+  model.graph.name = path.stem().string();
+  model.producer_version = LATHE_VERSION;
+  if (!options.doc_string.empty()) model.doc_string = options.doc_string;
+  model.metadata.emplace_back("lathe_version", LATHE_VERSION);
+  std::set<std::string> keys{"lathe_version"};
+  for (const auto& kv : options.metadata) {
+    LATHE_CHECK(keys.insert(kv.first).second, ExportError,
+                "{}: metadata key '{}' is given twice", path.string(), kv.first);
+    model.metadata.push_back(kv);
+  }
+}
+
+/// The common end of every export: graph passes, ONNX's checks, atomic write, the report.
+ExportReport finish_export(Model& model, const std::filesystem::path& path,
+                           const ExportOptions& options, const std::string& quantization) {
+  for (const auto& pass : options.graph_passes) pass(model);
+  const std::string bytes = serialize_checked(model, path.string());
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  write_file_atomic(path, bytes);
+
+  ExportReport report;
+  report.path = path;
+  report.nodes = static_cast<int64_t>(model.graph.nodes.size());
+  report.initializers = static_cast<int64_t>(model.graph.initializers.size());
+  report.bytes = static_cast<int64_t>(bytes.size());
+  report.inputs = describe(model.graph.inputs);
+  report.outputs = describe(model.graph.outputs);
+  report.quantization = quantization;
+  return report;
+}
+
 }  // namespace
+
+ExportReport write_model(Model model, const std::filesystem::path& path,
+                         const ExportOptions& options) {
+  LATHE_CHECK(options.opset == 17, ExportError,
+              "{}: opset {} requested; lathe exports opset 17 (IR version 8)", path.string(),
+              options.opset);
+  LATHE_CHECK(!options.fp16 && options.int8 == Int8Mode::none, ExportError,
+              "{}: fp16 and int8 rewrite traced networks; this model ({}) is exported as it is, "
+              "without --fp16 / --int8",
+              path.string(), model.doc_string);
+  describe_model(model, path, options);
+  return finish_export(model, path, options, "");
+}
 
 ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
                           const std::vector<at::Tensor>& example_inputs,
@@ -76,16 +123,7 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
   } catch (const ExportError& e) {
     throw ExportError(fmt::format("{}: {}", path.string(), e.what()));
   }
-  model.graph.name = path.stem().string();
-  model.producer_version = LATHE_VERSION;
-  model.doc_string = options.doc_string;
-  model.metadata.emplace_back("lathe_version", LATHE_VERSION);
-  std::set<std::string> keys{"lathe_version"};
-  for (const auto& kv : options.metadata) {
-    LATHE_CHECK(keys.insert(kv.first).second, ExportError,
-                "{}: metadata key '{}' is given twice", path.string(), kv.first);
-    model.metadata.push_back(kv);
-  }
+  describe_model(model, path, options);
   std::string quantization;
   if (options.int8 != Int8Mode::none) {
     try {
@@ -94,20 +132,7 @@ ExportReport export_model(torch::nn::Module& module, const ForwardFn& forward,
       throw ExportError(fmt::format("{}: {}", path.string(), e.what()));
     }
   }
-  for (const auto& pass : options.graph_passes) pass(model);
-  const std::string bytes = serialize_checked(model, path.string());
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  write_file_atomic(path, bytes);
-
-  ExportReport report;
-  report.path = path;
-  report.nodes = static_cast<int64_t>(model.graph.nodes.size());
-  report.initializers = static_cast<int64_t>(model.graph.initializers.size());
-  report.bytes = static_cast<int64_t>(bytes.size());
-  report.inputs = describe(model.graph.inputs);
-  report.outputs = describe(model.graph.outputs);
-  report.quantization = quantization;
-  return report;
+  return finish_export(model, path, options, quantization);
 }
 
 ExportReport export_model(torch::nn::AnyModule& module,
