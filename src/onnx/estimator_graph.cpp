@@ -101,16 +101,11 @@ Model tree_ensemble_model(const TreeEnsemble& e, int64_t num_features, const std
     }
   }
   std::vector<Attribute> a = {
-      {"nodes_treeids", tree_ids},
-      {"nodes_nodeids", node_ids},
-      {"nodes_featureids", feature_ids},
-      {"nodes_modes", modes},
-      {"nodes_values", values},
-      {"nodes_truenodeids", true_ids},
-      {"nodes_falsenodeids", false_ids},
-      {"nodes_missing_value_tracks_true", missing_true},
-      {"base_values", e.base_values},
-      {"post_transform", e.post_transform},
+      {"nodes_treeids", tree_ids},       {"nodes_nodeids", node_ids},
+      {"nodes_featureids", feature_ids}, {"nodes_modes", modes},
+      {"nodes_values", values},          {"nodes_truenodeids", true_ids},
+      {"nodes_falsenodeids", false_ids}, {"nodes_missing_value_tracks_true", missing_true},
+      {"base_values", e.base_values},    {"post_transform", e.post_transform},
   };
   if (e.classes > 0) {
     a.push_back({"class_treeids", leaf_tree});
@@ -164,7 +159,8 @@ Model svm_model(const Svm& s, int64_t num_features, const std::string& doc) {
       ml_node("SVMClassifier", {"features"}, {"svm/vote_class", "svm/scores"}, std::move(a)));
 
   std::vector<int64_t> position(static_cast<size_t>(k));  // class id → its place in the file
-  for (int64_t i = 0; i < k; ++i) position[static_cast<size_t>(s.labels[static_cast<size_t>(i)])] = i;
+  for (int64_t i = 0; i < k; ++i)
+    position[static_cast<size_t>(s.labels[static_cast<size_t>(i)])] = i;
   const auto file_pair = [k](int64_t i, int64_t j) {  // LIBSVM's index of pair (i, j), i < j
     return i * k - i * (i + 1) / 2 + (j - i - 1);
   };
@@ -202,19 +198,20 @@ Model svm_model(const Svm& s, int64_t num_features, const std::string& doc) {
     for (int64_t c = 0; c < k; ++c) offsets[static_cast<size_t>(c)] = static_cast<float>(c);
     const std::string matrix = e.floats("svm/pairs", pair_matrix, {pairs, k});
     const std::string conf = e.node("MatMul", {"decision_values", matrix}, "svm/conf");  // (B, K)
-    const std::string wins = e.node("Cast",
-                                    {e.node("GreaterOrEqual",
-                                            {"decision_values", e.floats("svm/zero", {0.0f}, {})},
-                                            "svm/wins_bool")},
-                                    "svm/wins", {{"to", static_cast<int64_t>(DType::Float)}});
-    const std::string votes =
-        e.node("Add", {e.node("MatMul", {wins, matrix}, "svm/vote_diff"),
-                       e.floats("svm/offsets", offsets, {k})},
-               "svm/votes");  // (B, K)
+    const std::string wins =
+        e.node("Cast",
+               {e.node("GreaterOrEqual", {"decision_values", e.floats("svm/zero", {0.0f}, {})},
+                       "svm/wins_bool")},
+               "svm/wins", {{"to", static_cast<int64_t>(DType::Float)}});
+    const std::string votes = e.node(
+        "Add",
+        {e.node("MatMul", {wins, matrix}, "svm/vote_diff"), e.floats("svm/offsets", offsets, {k})},
+        "svm/votes");  // (B, K)
     const std::string squash = e.node(
-        "Mul", {e.node("Add", {e.node("Abs", {conf}, "svm/abs_conf"), e.floats("svm/one", {1.0f}, {})},
-                       "svm/abs_conf_1"),
-                e.floats("svm/three", {3.0f}, {})},
+        "Mul",
+        {e.node("Add", {e.node("Abs", {conf}, "svm/abs_conf"), e.floats("svm/one", {1.0f}, {})},
+                "svm/abs_conf_1"),
+         e.floats("svm/three", {3.0f}, {})},
         "svm/denominator");
     logits = e.node("Add", {votes, e.node("Div", {conf, squash}, "svm/confidence")}, "svm/logits");
   }

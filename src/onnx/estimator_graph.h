@@ -51,7 +51,7 @@ struct Svm {
   std::vector<float> coefficients;
   std::vector<float> rho;
   std::vector<int64_t> vectors_per_class;  ///< classifier, in `labels` order
-  std::vector<int64_t> labels;  ///< classifier: the class ids in the model file's order
+  std::vector<int64_t> labels;             ///< classifier: the class ids in the model file's order
 };
 
 /// SVMClassifier → decision_values (one-vs-one, class-id pairs) → lathe's class scores →

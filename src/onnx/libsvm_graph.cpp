@@ -1,13 +1,13 @@
 // A LIBSVM model file (svm_save_model's text format, model.libsvm) → an ai.onnx.ml
 // SVMClassifier or SVMRegressor over the `features` input.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
 #include "lathe/onnx/estimators.h"
@@ -86,9 +86,9 @@ Model libsvm_graph(const std::filesystem::path& model_libsvm, int64_t num_featur
       saw_sv = true;
       break;
     }
-    static const std::set<std::string> keys = {"svm_type", "kernel_type", "degree", "gamma",
-                                               "coef0", "nr_class", "total_sv", "rho", "label",
-                                               "probA", "probB", "nr_sv", "prob_density_marks"};
+    static const std::set<std::string> keys = {
+        "svm_type", "kernel_type", "degree", "gamma", "coef0", "nr_class",          "total_sv",
+        "rho",      "label",       "probA",  "probB", "nr_sv", "prob_density_marks"};
     if (!keys.count(tokens[0]))
       r.fail(line_no, fmt::format("unknown header key '{}' (LIBSVM writes {})", tokens[0],
                                   fmt::join(keys, ", ")));
@@ -102,8 +102,8 @@ Model libsvm_graph(const std::filesystem::path& model_libsvm, int64_t num_featur
     const auto it = header.find(key);
     if (it == header.end()) r.fail(0, fmt::format("the header has no '{}'", key));
     if (count > 0 && it->second.size() != count)
-      r.fail(header_line[key], fmt::format("'{}' has {} value(s), {} expected", key,
-                                           it->second.size(), count));
+      r.fail(header_line[key],
+             fmt::format("'{}' has {} value(s), {} expected", key, it->second.size(), count));
     return it->second;
   };
   const auto scalar = [&](const char* key) {
@@ -132,7 +132,9 @@ Model libsvm_graph(const std::filesystem::path& model_libsvm, int64_t num_featur
            fmt::format("kernel_type '{}' has no ONNX export (exported: linear, polynomial, rbf, "
                        "sigmoid)",
                        kernel));
-  if (s.kernel == "POLY") s.degree = static_cast<float>(r.integer(values("degree", 1)[0], header_line["degree"], "degree"));
+  if (s.kernel == "POLY")
+    s.degree =
+        static_cast<float>(r.integer(values("degree", 1)[0], header_line["degree"], "degree"));
   if (s.kernel != "LINEAR") s.gamma = static_cast<float>(scalar("gamma"));
   if (s.kernel == "POLY" || s.kernel == "SIGMOID") s.coef0 = static_cast<float>(scalar("coef0"));
 
@@ -182,8 +184,8 @@ Model libsvm_graph(const std::filesystem::path& model_libsvm, int64_t num_featur
     if (static_cast<int64_t>(sparse.size()) == total)
       r.fail(line_no, fmt::format("more support vectors than total_sv {}", total));
     if (tokens.size() < coefs_per_vector)
-      r.fail(line_no, fmt::format("a support vector line needs {} coefficient(s) first",
-                                  coefs_per_vector));
+      r.fail(line_no,
+             fmt::format("a support vector line needs {} coefficient(s) first", coefs_per_vector));
     for (size_t c = 0; c < coefs_per_vector; ++c)
       coefs[c].push_back(r.number(tokens[c], line_no, "coefficient"));
     std::vector<std::pair<int64_t, double>> row;
@@ -219,9 +221,9 @@ Model libsvm_graph(const std::filesystem::path& model_libsvm, int64_t num_featur
           static_cast<float>(value);
   for (const auto& row : coefs)
     for (double c : row) s.coefficients.push_back(static_cast<float>(c));
-  return detail::svm_model(s, num_features,
-                           fmt::format("LIBSVM {} model, {} kernel, {} support vectors", type,
-                                       kernel, total));
+  return detail::svm_model(
+      s, num_features,
+      fmt::format("LIBSVM {} model, {} kernel, {} support vectors", type, kernel, total));
 }
 
 }  // namespace lathe::onnx

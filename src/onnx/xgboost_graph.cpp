@@ -1,12 +1,12 @@
 // An XGBoost booster's JSON model (model.json) → an ai.onnx.ml TreeEnsembleClassifier or
 // TreeEnsembleRegressor over the `features` input.
-#include <cmath>
-#include <fstream>
-#include <sstream>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <cmath>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "lathe/core/error.h"
 #include "lathe/onnx/estimators.h"
@@ -26,10 +26,8 @@ struct ObjectiveSpec {
   Output output;
 };
 constexpr ObjectiveSpec kObjectives[] = {
-    {"binary:logistic", Output::binary},
-    {"multi:softprob", Output::multiclass},
-    {"multi:softmax", Output::multiclass},
-    {"reg:squarederror", Output::regression},
+    {"binary:logistic", Output::binary},       {"multi:softprob", Output::multiclass},
+    {"multi:softmax", Output::multiclass},     {"reg:squarederror", Output::regression},
     {"reg:absoluteerror", Output::regression},
 };
 
@@ -56,7 +54,8 @@ class Reader {
   }
 
   const json& at(const json& parent, const std::string& key, const std::string& where) const {
-    if (!parent.is_object() || !parent.contains(key)) fail(fmt::format("{} has no '{}'", where, key));
+    if (!parent.is_object() || !parent.contains(key))
+      fail(fmt::format("{} has no '{}'", where, key));
     return parent.at(key);
   }
 
@@ -112,9 +111,12 @@ class Reader {
     std::vector<double> out;
     out.reserve(count);
     for (const auto& e : a) {
-      if (e.is_boolean()) out.push_back(e.get<bool>() ? 1.0 : 0.0);
-      else if (e.is_number()) out.push_back(e.get<double>());
-      else fail(fmt::format("{}.{} holds a non-number", where, key));
+      if (e.is_boolean())
+        out.push_back(e.get<bool>() ? 1.0 : 0.0);
+      else if (e.is_number())
+        out.push_back(e.get<double>());
+      else
+        fail(fmt::format("{}.{} holds a non-number", where, key));
     }
     return out;
   }
@@ -146,8 +148,8 @@ Model xgboost_graph(const std::filesystem::path& model_json, int64_t num_feature
     if (objective_name == o.name) spec = &o;
   }
   if (spec == nullptr)
-    r.fail(fmt::format("objective '{}' has no ONNX export in lathe (exported: {})",
-                       objective_name, fmt::join(known, ", ")));
+    r.fail(fmt::format("objective '{}' has no ONNX export in lathe (exported: {})", objective_name,
+                       fmt::join(known, ", ")));
 
   const int64_t file_features =
       r.integer(r.at(params, "num_feature", "learner.learner_model_param"),
@@ -179,7 +181,8 @@ Model xgboost_graph(const std::filesystem::path& model_json, int64_t num_feature
   for (double b : base) {
     if (!std::isfinite(b)) r.fail("base_score is not finite");
     if (spec->output == Output::binary) {
-      if (!(b > 0 && b < 1)) r.fail(fmt::format("base_score {} of binary:logistic is not in (0, 1)", b));
+      if (!(b > 0 && b < 1))
+        r.fail(fmt::format("base_score {} of binary:logistic is not in (0, 1)", b));
       base_margin.push_back(static_cast<float>(std::log(b / (1 - b))));
     } else {
       base_margin.push_back(static_cast<float>(b));
@@ -216,9 +219,10 @@ Model xgboost_graph(const std::filesystem::path& model_json, int64_t num_feature
       const auto split_type = r.node_array(tree, "split_type", n, where);
       for (size_t i = 0; i < n; ++i)
         if (split_type[i] != 0)
-          r.fail(fmt::format("{} node {} is a categorical split; lathe exports numeric splits "
-                             "(one-hot or label-encode categories in preprocessing)",
-                             where, i));
+          r.fail(
+              fmt::format("{} node {} is a categorical split; lathe exports numeric splits "
+                          "(one-hot or label-encode categories in preprocessing)",
+                          where, i));
     }
     // Every node is reached once from node 0: no cycles, no shared or dangling children.
     std::vector<int> seen(n, 0);
@@ -240,16 +244,16 @@ Model xgboost_graph(const std::filesystem::path& model_json, int64_t num_feature
       } else {
         for (double child : {left[i], right[i]}) {
           if (child < 1 || child >= static_cast<double>(n) || child != std::floor(child))
-            r.fail(fmt::format("{} node {} has child {} (the tree has {} nodes)", where, i,
-                               child, n));
+            r.fail(
+                fmt::format("{} node {} has child {} (the tree has {} nodes)", where, i, child, n));
           if (seen[static_cast<size_t>(child)]++)
             r.fail(fmt::format("{} node {} is reached twice", where, child));
           stack.push_back(static_cast<size_t>(child));
         }
         if (feature[i] < 0 || feature[i] >= static_cast<double>(num_features) ||
             feature[i] != std::floor(feature[i]))
-          r.fail(fmt::format("{} node {} splits on feature {}; the booster has {} features",
-                             where, i, feature[i], num_features));
+          r.fail(fmt::format("{} node {} splits on feature {}; the booster has {} features", where,
+                             i, feature[i], num_features));
         node.feature = static_cast<int64_t>(feature[i]);
         node.threshold = static_cast<float>(value[i]);
         node.true_id = static_cast<int64_t>(left[i]);  // x < threshold goes left
@@ -274,9 +278,9 @@ Model xgboost_graph(const std::filesystem::path& model_json, int64_t num_feature
       break;
   }
   ensemble.classes = spec->output == Output::regression ? 0 : classes;
-  return detail::tree_ensemble_model(ensemble, num_features,
-                                     fmt::format("XGBoost {} booster, {} trees", objective_name,
-                                                 trees.size()));
+  return detail::tree_ensemble_model(
+      ensemble, num_features,
+      fmt::format("XGBoost {} booster, {} trees", objective_name, trees.size()));
 }
 
 }  // namespace lathe::onnx

@@ -2,9 +2,8 @@
 // (model.libsvm) fitted by the libraries themselves, against their own predictions in
 // onnxruntime; and what a malformed model file says.
 #include <map>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "lathe/core/error.h"
 #include "lathe/onnx/estimators.h"
@@ -13,10 +12,10 @@
 namespace {
 
 using lathe::ExportError;
-using lathe::testing::TempDir;
 using lathe::testing::expect_error;
 using lathe::testing::read_text;
 using lathe::testing::run_parity;
+using lathe::testing::TempDir;
 using lathe::testing::write_text;
 namespace onnx = lathe::onnx;
 
@@ -61,11 +60,12 @@ const std::vector<EstimatorCase> kCases = {
 };
 
 /// The libraries fit each model, lathe exports its file, onnxruntime runs it: every output
-/// within the case's tolerance of the library's, every class id equal. (One oracle call makes all the
-/// models and one checks them: the Python start-up dominates otherwise.)
+/// within the case's tolerance of the library's, every class id equal. (One oracle call makes all
+/// the models and one checks them: the Python start-up dominates otherwise.)
 TEST(EstimatorOnnx, EveryKindMatchesItsLibrary) {
   TempDir dir;
-  std::string make_args = "make " + dir.path().string(), check_args = "check " + dir.path().string();
+  std::string make_args = "make " + dir.path().string(),
+              check_args = "check " + dir.path().string();
   for (const auto& c : kCases) {
     make_args += " " + c.name + ":" + c.spec;
     check_args += " " + c.name;
@@ -193,10 +193,12 @@ TEST(EstimatorOnnxHostile, MalformedBoostersNameTheFileAndTheFault) {
   j = tiny_booster();
   j["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"] = {0.5, "x", 0.3};
   expect(j, {"tree 0.split_conditions holds a non-number"});
-  expect_error<ExportError>([&] {
-    write_text(file, tiny_booster().dump());
-    onnx::xgboost_graph(file, 5);
-  }, {file.string(), "fitted on 3 features but the run's preprocessing makes 5"});
+  expect_error<ExportError>(
+      [&] {
+        write_text(file, tiny_booster().dump());
+        onnx::xgboost_graph(file, 5);
+      },
+      {file.string(), "fitted on 3 features but the run's preprocessing makes 5"});
 }
 
 /// A small valid LIBSVM model: 3 classes, rbf, 4 support vectors.
@@ -243,8 +245,7 @@ TEST(EstimatorOnnxHostile, MalformedSvmModelsNameTheFileLineAndFault) {
   expect(tiny_svm("nr_sv 2 1 1", "nr_sv 2 1 2"), {":8:", "nr_sv adds up to 5 but total_sv is 4"});
   expect(tiny_svm("SV\n", "weights 1\nSV\n"), {":9:", "unknown header key 'weights'"});
   expect(tiny_svm().substr(0, tiny_svm().find("SV\n")), {"no 'SV' line"});
-  expect(tiny_svm("1 -1 1:1 2:1 3:1", "1 -1 2:1 1:1 3:1"),
-         {":12:", "feature index 1 after 2"});
+  expect(tiny_svm("1 -1 1:1 2:1 3:1", "1 -1 2:1 1:1 3:1"), {":12:", "feature index 1 after 2"});
   expect(tiny_svm("-0.5 0 2:1", "-0.5 0 2=1"), {":11:", "'2=1' is not index:value"});
   expect(tiny_svm("-1 -0.25 3:2\n", ""), {"3 support vectors for total_sv 4"});
   expect(tiny_svm("-1 -0.25 3:2", "-1 -0.25 7:2"),
