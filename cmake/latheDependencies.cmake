@@ -32,6 +32,7 @@ lathe_find_pkg(TURBOJPEG libturbojpeg)
 lathe_find_pkg(LIBJPEG libjpeg)      # libjpeg-turbo's libjpeg API: decoding a window of a JPEG
 lathe_find_pkg(LIBPNG libpng)
 lathe_find_pkg(ICU icu-uc)   # Unicode normalisation for WordPiece
+lathe_find_pkg(ICUI18N icu-i18n)   # ICU regular expressions: tokenizers' pre-tokenizer patterns
 lathe_find(CURL)   # MLflow tracking over HTTP (trainer.mlflow)
 
 # lathe::torch — LibTorch's libraries without nvrtc (which we never call and which would tie our

@@ -16,6 +16,7 @@
 
 #include "lathe/core/error.h"
 #include "read_file.h"
+#include "wordpiece_greedy.h"
 
 namespace lathe::data {
 namespace {
@@ -240,36 +241,18 @@ std::vector<std::string> WordPiece::basic_tokens(std::string_view text) const {
 }
 
 void WordPiece::wordpiece(const std::string& word, std::vector<std::string>& out) const {
-  const icu::UnicodeString u = icu::UnicodeString::fromUTF8(word);
-  // Code-point boundaries in UTF-8 bytes.
-  std::vector<size_t> cut{0};
-  for (int32_t i = 0; i < u.length(); i = u.moveIndex32(i, 1))
-    cut.push_back(cut.back() + to_utf8(icu::UnicodeString(u.char32At(i))).size());
-  const size_t chars = cut.size() - 1;
-  if (chars > 100) {
+  if (detail::utf8_count(word) > 100) {
     out.push_back("[UNK]");
     return;
   }
-  std::vector<std::string> pieces;
-  for (size_t start = 0; start < chars;) {
-    size_t end = chars;
-    std::string found;
-    for (; end > start; --end) {
-      std::string sub = word.substr(cut[start], cut[end] - cut[start]);
-      if (start > 0) sub = "##" + sub;
-      if (ids_.count(sub) != 0) {
-        found = std::move(sub);
-        break;
-      }
-    }
-    if (found.empty()) {
-      out.push_back("[UNK]");
-      return;
-    }
-    pieces.push_back(std::move(found));
-    start = end;
+  auto pieces = detail::wordpiece_greedy(word, "##", [&](const std::string& s) {
+    return ids_.count(s) != 0;
+  });
+  if (!pieces) {
+    out.push_back("[UNK]");
+    return;
   }
-  out.insert(out.end(), pieces.begin(), pieces.end());
+  out.insert(out.end(), pieces->begin(), pieces->end());
 }
 
 std::vector<std::string> WordPiece::tokenize(std::string_view text) const {
