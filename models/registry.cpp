@@ -341,8 +341,11 @@ std::pair<int64_t, std::string> data_size(DataSize from, const config::DataInfo&
       return {d.task == "classification" ? static_cast<int64_t>(d.classes.size()) : 0,
               d.classes_text()};
     case DataSize::vocab_size:
-      return {d.vocab_size, fmt::format("a vocabulary of {} ids ({})", d.vocab_size,
-                                        d.source == "text" ? "byte-level text" : "data.vocab")};
+      return {d.vocab_size,
+              fmt::format("a vocabulary of {} ids ({})", d.vocab_size,
+                          !d.tokenizer.empty()  ? "data.tokenizer " + d.tokenizer
+                          : d.source == "text" ? std::string("byte-level text")
+                                               : std::string("data.vocab"))};
   }
   return {0, ""};
 }

@@ -126,7 +126,7 @@ void add_generate(CLI::App& app, int& exit_code) {
   auto weights = std::make_shared<std::string>();
   auto no_cache = std::make_shared<bool>(false);
   cmd->add_option("run", *run_dir, "Run folder (runs/<name>) holding config.yaml")->required();
-  cmd->add_option("--prompt", o->prompt, "The text to continue (byte-level text runs)");
+  cmd->add_option("--prompt", o->prompt, "The text to continue (text runs: bytes or data.tokenizer)");
   cmd->add_option("--prompt-ids", *prompt_ids,
                   "Or the token ids to continue, e.g. 464,3290 (any vocabulary); prints ids");
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to add (64)");
@@ -145,7 +145,7 @@ void add_generate(CLI::App& app, int& exit_code) {
     o->weights = *weights;
     o->use_cache = !*no_cache;
     const run::Generation g = run::generate(*run_dir, *o);
-    if (!g.byte_level || !prompt_ids->empty()) {
+    if (!g.has_text || !prompt_ids->empty()) {
       std::vector<int64_t> all = g.prompt_ids;
       all.insert(all.end(), g.new_ids.begin(), g.new_ids.end());
       fmt::print("{}\n", fmt::join(all, " "));

@@ -311,6 +311,7 @@ void visit(V& v, S& s) requires std::is_same_v<std::remove_const_t<S>, DataSecti
   v("max_image_pixels", s.max_image_pixels);
   v("augment", s.augment);
   v("seq_len", s.seq_len);
+  v("tokenizer", s.tokenizer);
   v("vocab", s.vocab);
   v("max_length", s.max_length);
   v("text_column", s.text_column);

@@ -34,6 +34,7 @@ std::string DataInfo::describe() const {
   if (channels > 0) out += fmt::format(", images {}x{}x{}", channels, side, side);
   if (num_features > 0) out += fmt::format(", {} features", num_features);
   if (vocab_size > 0) out += fmt::format(", vocabulary {}", vocab_size);
+  if (!tokenizer.empty()) out += fmt::format(" ({})", tokenizer);
   if (seq_len > 0) out += fmt::format(", {} tokens per record", seq_len);
   if (!classes.empty()) out += ", " + classes_text();
   return out;

@@ -16,7 +16,9 @@
 #include "lathe/data/tabular.h"
 #include "lathe/data/tensor_data.h"
 #include "lathe/data/text.h"
+#include "lathe/data/tokenizer.h"
 #include "lathe/data/transforms.h"
+#include "read_file.h"
 
 namespace lathe::data {
 namespace {
@@ -268,7 +270,16 @@ DataSplits load_image_folder(const config::DataSection& cfg, uint64_t seed) {
 }
 
 DataSplits load_text(const config::DataSection& cfg) {
-  auto corpus = std::make_shared<ByteCorpus>(cfg.path, cfg.seq_len);
+  std::shared_ptr<const Dataset> corpus;
+  std::unique_ptr<Tokenizer> tok;
+  if (cfg.tokenizer.empty()) {
+    corpus = std::make_shared<ByteCorpus>(cfg.path, cfg.seq_len);
+  } else {  // the whole file as one text, in the tokenizer's ids (no special tokens added)
+    tok = load_tokenizer(cfg.tokenizer);
+    corpus = std::make_shared<TokenCorpus>(
+        tok->encode(detail::read_file(cfg.path, "text corpus"), false, cfg.path), cfg.path,
+        cfg.seq_len);
+  }
   const int64_t n = corpus->size();
   const auto n_test =
       static_cast<int64_t>(std::llround(cfg.test_fraction * static_cast<double>(n)));
@@ -286,8 +297,13 @@ DataSplits load_text(const config::DataSection& cfg) {
   out.val = subset(corpus, range(n - n_val - n_test, n - n_test));
   out.test = subset(corpus, head(range(n - n_test, n), cfg.limit_test));
   out.info.task = "lm";
-  out.info.vocab_size = 256;
+  out.info.vocab_size = tok ? tok->vocab_size() : 256;
   out.info.seq_len = cfg.seq_len;
+  if (tok) {
+    out.info.tokenizer = cfg.tokenizer;
+    out.info.eos_id = tok->special_ids().eos.value_or(-1);
+    out.info.pad_id = tok->special_ids().pad.value_or(-1);
+  }
   return out;
 }
 

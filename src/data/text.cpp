@@ -144,6 +144,28 @@ Example ByteCorpus::get(int64_t index) const {
   return {w.narrow(0, 0, seq_len_), w.narrow(0, 1, seq_len_)};                         // (T), (T)
 }
 
+// ---- TokenCorpus ----------------------------------------------------------------------------
+
+TokenCorpus::TokenCorpus(const std::vector<int64_t>& ids, const std::string& origin,
+                         int64_t seq_len, int64_t stride)
+    : seq_len_(seq_len), stride_(stride > 0 ? stride : seq_len) {
+  LATHE_CHECK(seq_len_ > 0, DataError, "{}: seq_len must be positive, got {}", origin, seq_len_);
+  LATHE_CHECK(static_cast<int64_t>(ids.size()) > seq_len_, DataError,
+              "{}: {} tokens of text, too short for one window of {} + 1", origin, ids.size(),
+              seq_len_);
+  ids_ = at::empty({static_cast<int64_t>(ids.size())}, at::TensorOptions().dtype(at::kInt));
+  std::copy(ids.begin(), ids.end(), ids_.data_ptr<int32_t>());
+}
+
+int64_t TokenCorpus::size() const { return (ids_.size(0) - seq_len_ - 1) / stride_ + 1; }
+
+Example TokenCorpus::get(int64_t index) const {
+  LATHE_CHECK(index >= 0 && index < size(), DataError, "window {} out of range [0, {})", index,
+              size());
+  const at::Tensor w = ids_.narrow(0, index * stride_, seq_len_ + 1).to(at::kLong);  // (T + 1)
+  return {w.narrow(0, 0, seq_len_), w.narrow(0, 1, seq_len_)};                       // (T), (T)
+}
+
 // ---- WordPiece ------------------------------------------------------------------------------
 
 WordPiece::WordPiece(const std::filesystem::path& vocab_file, bool lower_case)

@@ -1,9 +1,14 @@
 // generate: Hugging Face's sampling order over a language model stepped with its cache or state.
 #include "lathe/run/generate.h"
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <limits>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -14,6 +19,7 @@
 #include "lathe/core/error.h"
 #include "lathe/core/gpu.h"
 #include "lathe/core/runtime.h"
+#include "lathe/data/tokenizer.h"
 #include "src/run/finished_run.h"
 #include "models/rnn/rnn.h"
 #include "models/transformer/gpt2.h"
@@ -50,6 +56,38 @@ Stepper make_stepper(torch::nn::AnyModule& model, bool use_cache) {
   };
 }
 
+/// The ids generation stops at: generation_config.json's eos_token_id (an id or a list) in the
+/// tokenizer's folder, else the tokenizer's eos, else none.
+std::vector<int64_t> stop_ids_of(const fs::path& tokenizer, const data::Tokenizer& tok) {
+  const fs::path folder = fs::is_directory(tokenizer) ? tokenizer : tokenizer.parent_path();
+  const fs::path file = folder / "generation_config.json";
+  std::error_code ec;
+  if (fs::exists(file, ec)) {
+    std::ifstream in(file);
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text.str());
+    } catch (const nlohmann::json::parse_error& e) {
+      throw DataError(fmt::format("{}: not valid JSON (byte {})", file.string(), e.byte));
+    }
+    if (j.is_object() && j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+      const nlohmann::json& v = j["eos_token_id"];
+      std::vector<int64_t> ids;
+      for (const auto& x : v.is_array() ? v : nlohmann::json::array({v})) {
+        LATHE_CHECK(x.is_number_integer(), DataError,
+                    "{}: eos_token_id: expected an id or a list of ids, got {}", file.string(),
+                    v.dump());
+        ids.push_back(x.get<int64_t>());
+      }
+      return ids;
+    }
+  }
+  if (tok.special_ids().eos) return {*tok.special_ids().eos};
+  return {};
+}
+
 }  // namespace
 
 int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Generator& generator) {
@@ -79,7 +117,7 @@ int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Gener
 std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
                                      const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                                      const SamplingOptions& sampling, c10::Device device,
-                                     bool use_cache) {
+                                     bool use_cache, const std::vector<int64_t>& stop_ids) {
   LATHE_CHECK(!prompt.empty(), ConfigError,
               "generate: the prompt is empty; give --prompt TEXT or --prompt-ids 1,2,3");
   LATHE_CHECK(max_new_tokens >= 0, ConfigError, "--max-new-tokens {}: give 0 or more",
@@ -98,6 +136,7 @@ std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
   for (int64_t i = 0; i < max_new_tokens; ++i) {
     const int64_t token = next_token(logits[0][-1], sampling, generator);
     out.push_back(token);
+    if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) break;
     if (i + 1 < max_new_tokens) logits = step(ids_tensor({token}));
   }
   module.train(was_training);
@@ -116,17 +155,26 @@ Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
               config_file.string(), cfg.task.kind, run_dir.string());
   const int64_t vocab = cfg.model.params.get_int("vocab_size", 0);
   Generation g;
-  g.byte_level = cfg.data.source == "text";
+  std::unique_ptr<data::Tokenizer> tok;
+  if (cfg.data.source == "text" && !cfg.data.tokenizer.empty()) {
+    tok = data::load_tokenizer(cfg.data.tokenizer);
+    g.stop_ids = stop_ids_of(cfg.data.tokenizer, *tok);
+  }
+  g.byte_level = cfg.data.source == "text" && !tok;
+  g.has_text = cfg.data.source == "text";
   LATHE_CHECK(o.prompt.empty() || o.prompt_ids.empty(), ConfigError,
               "give either --prompt or --prompt-ids, not both");
   if (!o.prompt_ids.empty()) {
     g.prompt_ids = o.prompt_ids;
   } else {
-    LATHE_CHECK(g.byte_level, ConfigError,
+    LATHE_CHECK(g.has_text, ConfigError,
                 "{}: the run's data ({}) has no text tokenizer lathe applies; give the prompt as "
                 "token ids: --prompt-ids 464,3290",
                 config_file.string(), cfg.data.source);
-    for (const unsigned char c : o.prompt) g.prompt_ids.push_back(c);
+    if (tok)
+      g.prompt_ids = tok->encode(o.prompt, /*add_special_tokens=*/true, "--prompt");
+    else
+      for (const unsigned char c : o.prompt) g.prompt_ids.push_back(c);
   }
   for (const int64_t id : g.prompt_ids)
     LATHE_CHECK(id >= 0 && (vocab == 0 || id < vocab), ConfigError,
@@ -146,11 +194,16 @@ Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
   torch::nn::AnyModule model = detail::load_finished_model(cfg, run_dir, o.weights, device);
   const auto t0 = std::chrono::steady_clock::now();
   g.new_ids = generate_tokens(model, g.prompt_ids, o.max_new_tokens, o.sampling, device,
-                              o.use_cache);
+                              o.use_cache, g.stop_ids);
   g.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (g.byte_level)
     for (const auto& part : {g.prompt_ids, g.new_ids})
       for (const int64_t id : part) g.text.push_back(static_cast<char>(id));
+  if (tok) {
+    std::vector<int64_t> all = g.prompt_ids;
+    all.insert(all.end(), g.new_ids.begin(), g.new_ids.end());
+    g.text = tok->decode(all, /*skip_special_tokens=*/true);
+  }
   return g;
 }
 

@@ -1,4 +1,6 @@
 // Data: load_splits for every source from a run config's data section, and make_loaders.
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include "lathe/config/config.h"
@@ -6,7 +8,9 @@
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/sources.h"
+#include "lathe/data/tokenizer.h"
 #include "lathe/data/transforms.h"
+#include "models/registry.h"
 #include "tests/unit/data_support.h"
 
 using lathe::ConfigError;
@@ -146,6 +150,54 @@ TEST(Sources, ImageFolderAndTextCorpus) {
   const Example first_test = t.test->get(0);  // the test part is the corpus' tail
   EXPECT_EQ(first_test.input[0].item<int64_t>(),
             static_cast<unsigned char>(text[static_cast<size_t>((windows - t.test->size()) * 32)]));
+}
+
+TEST(Sources, TextCorpusThroughATokenizer) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += fmt::format("line {} of the corpus.\n", i);
+  lathe::testing::write_text(dir / "corpus.txt", text);
+  // A character-level BPE over the corpus' characters, with two merges and an eos token.
+  nlohmann::json vocab = nlohmann::json::object();
+  for (const char c : std::string("abcdefghijklmnopqrstuvwxyz0123456789 .\n"))
+    vocab[std::string(1, c)] = vocab.size();
+  vocab["li"] = vocab.size();
+  vocab["line"] = vocab.size();
+  vocab["ne"] = vocab.size();
+  const nlohmann::json tj = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"l i", "n e", "li ne"}}}},
+      {"added_tokens",
+       {{{"id", vocab.size()}, {"content", "</s>"}, {"special", true}, {"normalized", false}}}}};
+  std::filesystem::create_directories(dir / "tok");
+  lathe::testing::write_text(dir / "tok" / "tokenizer.json", tj.dump());
+  const auto tok = load_tokenizer(dir / "tok");
+  const std::vector<int64_t> ids = tok->encode(text, false);
+  EXPECT_EQ(tok->id_to_token(ids[0]), "line");
+  const auto cfg = data_section("  source: text\n  path: " + (dir / "corpus.txt").string() +
+                                "\n  seq_len: 16\n  tokenizer: " + (dir / "tok").string() + "\n");
+  const DataSplits t = load_splits(cfg, 1);
+  EXPECT_EQ(t.info.vocab_size, tok->vocab_size());  // 39 characters, 3 merges, </s>
+  EXPECT_EQ(t.info.vocab_size, 43);
+  EXPECT_EQ(t.info.eos_id, *tok->token_to_id("</s>"));
+  EXPECT_EQ(t.info.pad_id, -1);
+  const int64_t windows = (static_cast<int64_t>(ids.size()) - 17) / 16 + 1;
+  EXPECT_EQ(t.train->size() + t.val->size() + t.test->size(), windows);
+  const Example first = t.train->get(0);
+  EXPECT_TRUE(first.input.equal(at::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + 16))));
+  EXPECT_TRUE(first.target.equal(at::tensor(std::vector<int64_t>(ids.begin() + 1, ids.begin() + 17))));
+  // A stated model.vocab_size that disagrees with the tokenizer: an error naming both.
+  auto run_cfg = lathe::config::parse_config(
+      "data: {source: text, path: x}\nmodel: {name: gpt2, vocab_size: 50257}\n", "run.yaml");
+  expect_error<ConfigError>([&] { lathe::models::resolve_sizes(run_cfg.model, t.info); },
+                            {"model.vocab_size = 50257", "a vocabulary of 43 ids",
+                             "data.tokenizer " + (dir / "tok").string()});
+  // A key the source does not read, and a tokenizer that is not there.
+  expect_error<ConfigError>(
+      [&] { data_section("  source: csv\n  path: x.csv\n  tokenizer: t.json\n"); },
+      {"data.tokenizer"});
+  auto missing = cfg;
+  missing.tokenizer = (dir / "nowhere" / "tokenizer.json").string();
+  expect_error<DataError>([&] { load_splits(missing, 1); }, {"nowhere/tokenizer.json", "no such file"});
 }
 
 TEST(Sources, ImageFolderTrainDecodesOnlyTheCropWithTheSamePixels) {

@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <fstream>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -22,6 +23,7 @@
 #include "lathe/data/csv.h"
 #include "lathe/data/idx.h"
 #include "lathe/data/split.h"
+#include "lathe/data/tokenizer.h"
 #include "lathe/run/export.h"
 #include "lathe/run/generate.h"
 #include "lathe/run/predict.h"
@@ -337,6 +339,58 @@ TEST(Predict, ALanguageModelRunIsReferredToGenerate) {
   EXPECT_EQ(run::generate(r, o).new_ids, cached.new_ids);
   EXPECT_EQ(cached.text.substr(0, 6), "line 3");
   EXPECT_EQ(cached.text.size(), 18u);
+}
+
+TEST(Generate, TextPromptsGoThroughTheRunsTokenizer) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += fmt::format("line {} of the corpus.\n", i);
+  write_text(dir / "corpus.txt", text);
+  // A character-level BPE (two merges), an eos token and a decoder that joins the pieces.
+  nlohmann::json vocab = nlohmann::json::object();
+  for (const char c : std::string("abcdefghijklmnopqrstuvwxyz0123456789 .\n"))
+    vocab[std::string(1, c)] = vocab.size();
+  vocab["li"] = vocab.size();
+  vocab["ne"] = vocab.size();
+  vocab["line"] = vocab.size();
+  const nlohmann::json tj = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"l i", "n e", "li ne"}}}},
+      {"decoder", {{"type", "Fuse"}}},
+      {"added_tokens",
+       {{{"id", vocab.size()}, {"content", "</s>"}, {"special", true}, {"normalized", false}}}}};
+  fs::create_directories(dir / "tok");
+  write_text(dir / "tok" / "tokenizer.json", tj.dump());
+  const fs::path r = train(dir, "data: {source: text, path: " + (dir / "corpus.txt").string() +
+                                    ", seq_len: 16, num_workers: 0, tokenizer: " +
+                                    (dir / "tok").string() + "}\n"
+                                    "model: {name: gpt2, n_positions: 32, n_embd: 16, n_layer: 1,"
+                                    " n_head: 2}\n");
+  const auto tok = lathe::data::load_tokenizer(dir / "tok");
+  run::GenerateOptions o;
+  o.prompt = "line 4";
+  o.max_new_tokens = 8;
+  o.sampling.greedy = true;
+  const run::Generation g = run::generate(r, o);
+  EXPECT_EQ(g.prompt_ids, tok->encode("line 4"));
+  EXPECT_EQ(tok->id_to_token(g.prompt_ids[0]), "line");
+  EXPECT_TRUE(g.has_text);
+  EXPECT_FALSE(g.byte_level);
+  EXPECT_EQ(g.stop_ids, std::vector<int64_t>{*tok->token_to_id("</s>")});  // the tokenizer's eos
+  std::vector<int64_t> all = g.prompt_ids;
+  all.insert(all.end(), g.new_ids.begin(), g.new_ids.end());
+  EXPECT_EQ(g.text, tok->decode(all, true));
+  EXPECT_EQ(g.text.substr(0, 6), "line 4");
+  // generation_config.json's eos ids (here every id) end generation after the first token.
+  std::vector<int64_t> every(static_cast<size_t>(tok->vocab_size()));
+  std::iota(every.begin(), every.end(), 0);
+  write_text(dir / "tok" / "generation_config.json", nlohmann::json({{"eos_token_id", every}}).dump());
+  const run::Generation stopped = run::generate(r, o);
+  EXPECT_EQ(stopped.stop_ids, every);
+  ASSERT_EQ(stopped.new_ids.size(), 1u);
+  EXPECT_EQ(stopped.new_ids[0], g.new_ids[0]);
+  write_text(dir / "tok" / "generation_config.json", R"({"eos_token_id": "x"})");
+  expect_error<lathe::DataError>([&] { run::generate(r, o); },
+                                 {"generation_config.json: eos_token_id"});
 }
 
 TEST(Generate, GreedyAndSeededSamplingEqualTransformersGenerateTokenForToken) {

@@ -55,6 +55,7 @@ struct DataSection {
   std::vector<std::string> augment;  ///< train only: random_crop[:pad], hflip, random_resized_crop
   // text
   int64_t seq_len = 128;           ///< text: window length in bytes
+  std::string tokenizer;  ///< text: a tokenizer.json or Hugging Face folder; empty = bytes
   std::string vocab;               ///< text_csv: a BERT vocab.txt
   int64_t max_length = 128;        ///< text_csv: tokens per record ([CLS] ... [SEP] [PAD]...)
   std::string text_column = "text";  ///< text_csv: the column holding the text

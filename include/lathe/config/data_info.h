@@ -23,6 +23,8 @@ struct DataInfo {
   std::vector<std::string> feature_names;  ///< tables: one per feature ("col" or "col=category")
   int64_t vocab_size = 0;                  ///< text: 256 (bytes) or the WordPiece vocabulary
   int64_t seq_len = 0;                     ///< text: tokens per record
+  std::string tokenizer;                   ///< text: the tokenizer's path; empty = bytes
+  int64_t eos_id = -1, pad_id = -1;        ///< text: the tokenizer's eos and pad (-1 = none)
 
   /// One record's input shape: (C, H, W) images, (F) tables, (T) text; empty when unknown.
   std::vector<int64_t> input_shape() const;

@@ -38,7 +38,8 @@ struct DataSplits {
 ///    classification) or with `cfg.test_path` as the test set; preprocessing fitted on train.
 ///  - image_folder: `path/train` and `path/test` (and `path/val`) when present, else `path` split
 ///    by fraction, stratified; records are uint8 (3, H, W), made image_size² by the transforms.
-///  - text: a byte corpus in seq_len windows, split in order (train, then val, then test).
+///  - text: a corpus in seq_len windows of bytes, or of `tokenizer`'s ids (vocab_size, eos and
+///    pad from it), split in order (train, then val, then test).
 ///  - text_csv: (text_column, target) rows tokenized with the WordPiece `vocab`, stratified.
 /// Errors name the file and line or index; config mistakes are ConfigErrors naming the key.
 ///

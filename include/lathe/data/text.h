@@ -35,6 +35,25 @@ class ByteCorpus : public Dataset {
   int64_t seq_len_, stride_;
 };
 
+/// Token ids (a tokenizer's encoding of a text) cut into language-modelling windows as
+/// ByteCorpus: record i is input = ids[s, s + T) and target = ids[s + 1, s + T + 1), s = i * stride.
+///
+///   auto tok = lathe::data::load_tokenizer("gpt2/");
+///   auto corpus = std::make_shared<TokenCorpus>(tok->encode(text, false), "corpus.txt", 128);
+class TokenCorpus : public Dataset {
+ public:
+  TokenCorpus(const std::vector<int64_t>& ids, const std::string& origin, int64_t seq_len,
+              int64_t stride = 0);
+  int64_t size() const override;
+  Example get(int64_t index) const override;
+  /// All ids: (N) int32.
+  const at::Tensor& ids() const { return ids_; }
+
+ private:
+  at::Tensor ids_;
+  int64_t seq_len_, stride_;
+};
+
 /// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
 /// U+10FFFF); when not, `bad_offset` is the byte where it goes wrong.
 bool valid_utf8(std::string_view s, size_t& bad_offset);

@@ -30,17 +30,19 @@ int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Gener
 /// `max_new_tokens` tokens after `prompt` from a language model (ids (B, T) → logits (B, T, V)):
 /// the prompt is read once, then one token per step — through GPT2's key/value cache, through
 /// RNNLanguageModel's carried state, or (other models, or `use_cache` false) by running the
-/// whole sequence again each step. Returns the new tokens only.
+/// whole sequence again each step. Returns the new tokens only; generation ends early after a
+/// token of `stop_ids` (which is kept, as transformers' generate keeps its eos).
 ///
 ///   auto ids = lathe::run::generate_tokens(model, {72, 105}, 50, {.greedy = true}, device);
 std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
                                      const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                                      const SamplingOptions& sampling, c10::Device device,
-                                     bool use_cache = true);
+                                     bool use_cache = true,
+                                     const std::vector<int64_t>& stop_ids = {});
 
 /// What `lathe generate` is asked.
 struct GenerateOptions {
-  std::string prompt;               ///< text, tokenized as the run's data (byte-level text)
+  std::string prompt;  ///< text, tokenized as the run's data (bytes or data.tokenizer)
   std::vector<int64_t> prompt_ids;  ///< or token ids (any vocabulary)
   int64_t max_new_tokens = 64;
   SamplingOptions sampling;
@@ -53,11 +55,17 @@ struct GenerateOptions {
 struct Generation {
   std::vector<int64_t> prompt_ids, new_ids;
   bool byte_level = false;  ///< the run's vocabulary is bytes: `text` is the prompt + new bytes
-  std::string text;
+  bool has_text = false;    ///< bytes or a tokenizer: `text` is the prompt + new tokens decoded
+  std::string text;         ///< (a tokenizer's special tokens left out)
+  std::vector<int64_t> stop_ids;  ///< the eos ids generation stops at
   double seconds = 0;  ///< generation time (prompt and new tokens), without loading
 };
 
-/// Generates from the language-model run in `run_dir` (task lm: gpt2, lstm_lm, gru_lm). A prompt
+/// Generates from the language-model run in `run_dir` (task lm: gpt2, lstm_lm, gru_lm). With
+/// data.tokenizer the prompt is encoded by it (its special tokens added, as transformers'
+/// tokenizer(prompt)), generation stops at generation_config.json's eos_token_id (an id or a
+/// list; the file in the tokenizer's folder) or else the tokenizer's eos, and `text` is decoded
+/// without special tokens. A prompt
 /// token outside the model's vocabulary, an empty prompt or a sequence longer than gpt2's
 /// n_positions is a ConfigError saying what to change.
 Generation generate(const std::filesystem::path& run_dir, const GenerateOptions& options);
