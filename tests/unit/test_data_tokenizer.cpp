@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "lathe/core/error.h"
+#include "lathe/data/chat_template.h"
 #include "lathe/data/tokenizer.h"
 #include "tests/unit/data_support.h"
 
@@ -198,4 +199,47 @@ TEST(Tokenizer, BytesAndVocabTxtBehindTheSameInterface) {
   EXPECT_EQ(wp->special_ids().pad, 0);
   EXPECT_EQ(wp->special_ids().eos, 3);
   EXPECT_TRUE(wp->is_special(2));
+}
+
+TEST(ChatTemplate, RendersAndTokenizesAsTransformersApplyChatTemplate) {
+  TempDir dir;
+  lathe::testing::run_oracle("chat_template_oracle.py", dir);
+  const auto cases = nlohmann::json::parse(read_text(dir / "cases.json"));
+  ASSERT_EQ(cases.size(), 48u);  // 6 templates x 4 conversations x add_generation_prompt
+  size_t rendered = 0, refused = 0;
+  for (const auto& c : cases) {
+    const std::string family = c["family"].get<std::string>();
+    const auto folder = dir / family;
+    const auto config = nlohmann::json::parse(read_text(folder / "tokenizer_config.json"));
+    const auto token = [&](const char* key) {
+      return config[key].is_string() ? config[key].get<std::string>() : std::string();
+    };
+    const ChatTemplate tmpl = load_chat_template(folder);
+    std::vector<ChatMessage> messages;
+    for (const auto& m : c["messages"])
+      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    const bool gen = c["add_generation_prompt"].get<bool>();
+    if (c.contains("error")) {
+      expect_error<DataError>(
+          [&] { tmpl.render(messages, gen, token("bos_token"), token("eos_token")); },
+          {"tokenizer_config.json", c["error"].get<std::string>()});
+      ++refused;
+      continue;
+    }
+    const std::string text = tmpl.render(messages, gen, token("bos_token"), token("eos_token"));
+    EXPECT_EQ(text, c["text"].get<std::string>()) << family << " (add_generation_prompt " << gen << ")";
+    // apply_chat_template(tokenize=True): the rendered text encoded without added specials.
+    const auto tok = load_tokenizer(folder);
+    EXPECT_EQ(tok->encode(text, false), c["ids"].get<std::vector<int64_t>>()) << family;
+    ++rendered;
+  }
+  EXPECT_EQ(rendered, 44u);
+  EXPECT_EQ(refused, 4u);  // Mistral's template refuses a system turn
+  // Syntax errors name the file and the line.
+  expect_error<DataError>([] { ChatTemplate("a\n{% if x %}b", "t.jinja"); },
+                          {"t.jinja: chat template line 2", "no {% endif %}"});
+  expect_error<DataError>([] { ChatTemplate("{{ x | frobnicate }}", "t.jinja").render({}, false, "", ""); },
+                          {"'frobnicate' is not a filter"});
+  expect_error<DataError>([] { ChatTemplate("{% macro m() %}{% endmacro %}", "t.jinja"); },
+                          {"'{% macro %}' is not a statement"});
 }
