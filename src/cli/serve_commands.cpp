@@ -45,7 +45,10 @@ void add_predict(CLI::App& app, int& exit_code) {
       "Examples:\n  lathe predict runs/wine_mlp new_wines.csv -o answers.csv\n"
       "  lathe predict runs/fashion_cnn 'shirts/*.png' --top-k 3 -o answers.jsonl\n"
       "The records are prepared as the run's own data was (its fitted normalisation, imputation, "
-      "scaling and encoding); CSV input is read --batch-size rows at a time.");
+      "scaling and encoding); CSV input is read --batch-size rows at a time.\n"
+      "id: an image's path; a CSV record's 1-based number in its file (the header and blank lines "
+      "not counted, a skipped malformed record counted, so every answer keeps its record's "
+      "number); a text file's line number. With several files: file:number.");
   auto run_dir = std::make_shared<std::string>();
   auto inputs = std::make_shared<std::vector<std::string>>();
   auto output = std::make_shared<std::string>();

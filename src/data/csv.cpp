@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "lathe/core/error.h"
 #include "lathe/core/log.h"
@@ -108,23 +110,33 @@ class RecordReader {
 
 bool blank(const Record& r) { return r.fields.size() == 1 && trim(r.fields[0]).empty(); }
 
-}  // namespace
-
-bool parse_number(std::string_view cell, double& out) {
+/// A whole cell as a double: false when it spells no number. A magnitude beyond a double's range
+/// reads as ±inf and one below it as ±0 (from_chars reports both as out of range and leaves the
+/// value unset; strtod rounds them as IEEE 754 does).
+bool to_double(std::string_view cell, double& out) {
   cell = trim(cell);
   if (cell.empty()) return false;
   if (cell.front() == '+') cell.remove_prefix(1);
   const auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), out);
-  return ec == std::errc() && end == cell.data() + cell.size() && std::isfinite(out);
+  if (end != cell.data() + cell.size()) return false;
+  if (ec == std::errc()) return true;
+  if (ec != std::errc::result_out_of_range) return false;
+  out = std::strtod(std::string(cell).c_str(), nullptr);  // ±HUGE_VAL, or ±0 / a subnormal
+  return true;
+}
+
+}  // namespace
+
+bool parse_number(std::string_view cell, double& out) {
+  double v = 0;
+  if (!to_double(cell, v) || !std::isfinite(v)) return false;
+  out = v;
+  return true;
 }
 
 bool is_non_finite_number(std::string_view cell) {
-  cell = trim(cell);
-  if (cell.empty()) return false;
-  if (cell.front() == '+') cell.remove_prefix(1);
   double v = 0;
-  const auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), v);
-  return ec == std::errc() && end == cell.data() + cell.size() && !std::isfinite(v);
+  return to_double(cell, v) && !std::isfinite(v);
 }
 
 int64_t CsvTable::column_index(const std::string& name) const {
@@ -145,12 +157,14 @@ std::string CsvTable::where(int64_t row) const {
 }
 
 CsvTable CsvTable::select(const std::vector<int64_t>& indices) const {
-  CsvTable out{origin, columns, {}, {}, skipped, missing};
+  CsvTable out{origin, columns, {}, {}, skipped, missing, {}, records_read};
   out.rows.reserve(indices.size());
   out.lines.reserve(indices.size());
+  out.records.reserve(indices.size());
   for (int64_t i : indices) {
     out.rows.push_back(rows[static_cast<size_t>(i)]);
     out.lines.push_back(lines[static_cast<size_t>(i)]);
+    if (!records.empty()) out.records.push_back(records[static_cast<size_t>(i)]);
   }
   return out;
 }
@@ -180,6 +194,7 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
   while (!reader.done()) {
     Record r = reader.next();
     if (blank(r)) continue;
+    const int64_t record = options.first_record + t.records_read++;
     if (t.columns.empty())
       for (size_t i = 0; i < r.fields.size(); ++i) t.columns.push_back(fmt::format("c{}", i));
     if (r.error.empty() && r.fields.size() != t.columns.size())
@@ -197,6 +212,7 @@ CsvTable parse_csv(std::string_view text, std::string origin, const CsvOptions& 
     }
     t.rows.push_back(std::move(r.fields));
     t.lines.push_back(r.line);
+    t.records.push_back(record);
   }
   LATHE_CHECK(!t.columns.empty(), DataError, "{}: empty CSV file (no header, no records)",
               t.origin);

@@ -103,8 +103,15 @@ bool CsvChunkReader::next(CsvTable& out) {
   if (records == 0) return false;
   CsvOptions opts = options_;
   opts.first_line = first - header_lines_;
+  opts.first_record = next_record_;
   out = parse_csv(text, file_.string(), opts);
-  if (out.num_rows() == 0) return next(out);  // only blank lines: read on
+  next_record_ += out.records_read;
+  if (out.num_rows() == 0) {  // only blank lines or skipped records: read on, keeping the count
+    const int64_t skipped = out.skipped;
+    const bool more = next(out);
+    out.skipped += skipped;
+    return more;
+  }
   return true;
 }
 

@@ -78,6 +78,18 @@ double key_number(const std::string& key) {
 /// "0" and "-0" are one class: negative zero is written as 0.
 std::string canonical_number(double v) { return fmt::format("{}", v == 0 ? 0.0 : v); }
 
+/// What is wrong with `cell` in a numeric column: it spells no number, or one that is not finite
+/// (inf, or beyond a double's range such as 1e400).
+std::string not_a_number(const std::string& where, const std::string& column,
+                         const std::string& cell) {
+  if (!is_non_finite_number(cell))
+    return fmt::format("{}: column '{}' is numeric but holds '{}'", where, column, cell);
+  return fmt::format(
+      "{}: column '{}' is numeric but holds '{}', which is not a finite number (a double holds "
+      "magnitudes up to 1.8e308; write a missing value such as NA, or a finite number)",
+      where, column, cell);
+}
+
 bool column_is_numeric(const CsvTable& t, int64_t col) {
   bool any = false;
   double v = 0;
@@ -92,11 +104,9 @@ bool column_is_numeric(const CsvTable& t, int64_t col) {
     }
     any = true;
   }
-  LATHE_CHECK(non_finite < 0 || !any, DataError,
-              "{}: column '{}' is numeric but holds '{}', which is not a finite number (write a "
-              "missing value such as NA, or a finite number)",
-              t.where(non_finite), t.columns[static_cast<size_t>(col)],
-              t.rows[static_cast<size_t>(non_finite)][static_cast<size_t>(col)]);
+  LATHE_CHECK(non_finite < 0 || !any, DataError, "{}",
+              not_a_number(t.where(non_finite), t.columns[static_cast<size_t>(col)],
+                           t.rows[static_cast<size_t>(non_finite)][static_cast<size_t>(col)]));
   return any;
 }
 
@@ -245,8 +255,7 @@ TabularPreprocessor TabularPreprocessor::fit(const CsvTable& train, const Tabula
         }
         double v = 0;
         const std::string& cell = train.rows[static_cast<size_t>(r)][static_cast<size_t>(c)];
-        LATHE_CHECK(parse_number(cell, v), DataError, "{}: column '{}' is numeric but holds '{}'",
-                    train.where(r), name, cell);
+        LATHE_CHECK(parse_number(cell, v), DataError, "{}", not_a_number(train.where(r), name, cell));
         present.push_back(v);
       }
       LATHE_CHECK(!present.empty(), DataError, "{}: column '{}' has no values in the training rows",
@@ -366,9 +375,8 @@ TabularData TabularPreprocessor::transform(const CsvTable& t, bool with_targets)
       if (col.numeric) {
         double v = col.fill_number;
         if (!missing)
-          LATHE_CHECK(parse_number(cells[static_cast<size_t>(c)], v), DataError,
-                      "{}: column '{}' is numeric but holds '{}'", t.where(r), col.name,
-                      cells[static_cast<size_t>(c)]);
+          LATHE_CHECK(parse_number(cells[static_cast<size_t>(c)], v), DataError, "{}",
+                      not_a_number(t.where(r), col.name, cells[static_cast<size_t>(c)]));
         if (col.steps.outliers != "none") v = std::clamp(v, col.clip_lo, col.clip_hi);
         row[f++] = static_cast<float>((v - col.shift) / col.divide);
         continue;

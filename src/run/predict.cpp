@@ -234,13 +234,14 @@ PredictSummary predict_images(LoadedRun& run, const std::vector<std::string>& in
 
 // ---- tables and texts -----------------------------------------------------------------------
 
-/// The id of row `row` (0-based) of `file`: its 1-based number, prefixed by the file when
+/// The id of a CSV record: its 1-based record number in `file` (CsvTable::records: the header
+/// and blank lines not counted, skipped malformed records counted), prefixed by the file when
 /// several files are read.
-std::string row_id(const std::string& file, int64_t row, bool several) {
-  return several ? fmt::format("{}:{}", file, row + 1) : std::to_string(row + 1);
+std::string record_id(const std::string& file, int64_t record, bool several) {
+  return several ? fmt::format("{}:{}", file, record) : std::to_string(record);
 }
 
-/// Reads `file` as CSV `batch` rows at a time and calls `each(chunk, first_row)`.
+/// Reads `file` as CSV `batch` rows at a time and calls `each(chunk)`.
 template <typename Fn>
 int64_t for_each_chunk(const LoadedRun& run, const std::string& file,
                        const std::vector<std::string>& needed, bool progress, Fn&& each) {
@@ -258,7 +259,7 @@ int64_t for_each_chunk(const LoadedRun& run, const std::string& file,
                        std::max<int64_t>(reader.file_size() / 1024, 1), stderr, progress);
   int64_t rows = 0, skipped = 0;
   for (data::CsvTable chunk; reader.next(chunk);) {
-    each(chunk, rows);
+    each(chunk);
     rows += chunk.num_rows();
     skipped += chunk.skipped;
     bar.update(reader.bytes_read() / 1024, fmt::format("{} records (KiB read)", rows));
@@ -275,12 +276,13 @@ PredictSummary predict_table(LoadedRun& run, const std::vector<std::string>& inp
   PredictSummary summary;
   for (const auto& file : inputs) {
     summary.skipped += for_each_chunk(
-        run, file, needed, progress, [&](const data::CsvTable& chunk, int64_t first) {
+        run, file, needed, progress, [&](const data::CsvTable& chunk) {
           const data::TabularData d = prep.transform(chunk, /*with_targets=*/false);
           summary.skipped += chunk.num_rows() - static_cast<int64_t>(d.rows.size());
           if (d.rows.empty()) return;
           std::vector<std::string> ids;
-          for (const int64_t r : d.rows) ids.push_back(row_id(file, first + r, inputs.size() > 1));
+          for (const int64_t r : d.rows)
+            ids.push_back(record_id(file, chunk.records[static_cast<size_t>(r)], inputs.size() > 1));
           sink(answer(run, d.inputs, std::move(ids)));  // (B, F)
           summary.records += static_cast<int64_t>(d.rows.size());
         });
@@ -320,11 +322,11 @@ PredictSummary predict_text(LoadedRun& run, const std::vector<std::string>& inpu
   for (const auto& file : inputs) {
     if (fs::path(file).extension() == ".csv") {
       summary.skipped += for_each_chunk(
-          run, file, {d.text_column}, progress, [&](const data::CsvTable& chunk, int64_t first) {
+          run, file, {d.text_column}, progress, [&](const data::CsvTable& chunk) {
             const auto c = static_cast<size_t>(chunk.column_index(d.text_column));
             for (int64_t r = 0; r < chunk.num_rows(); ++r)
               add(chunk.rows[static_cast<size_t>(r)][c], chunk.where(r),
-                  row_id(file, first + r, several));
+                  record_id(file, chunk.records[static_cast<size_t>(r)], several));
           });
       flush();
       continue;

@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <chrono>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,41 @@ TEST(HostileCsv, InfinityInANumericColumnIsAnErrorAndNanIsMissing) {
   EXPECT_TRUE(t.is_missing(2, 0));
   expect_error<DataError>([&] { lathe::data::infer_task(t, "x"); },
                           {"t.csv:3", "column 'x'", "'inf'", "not a finite number"});
+}
+
+TEST(HostileCsv, ANumberBeyondADoublesRangeIsAnErrorNeverACategory) {
+  // 1e400 overflows a double: the non-finite rule (an error naming file, line, column and cell),
+  // not a silent retyping of the column as categorical. 1e-400 underflows: it reads as 0, as
+  // Python's float() reads it, and a subnormal reads as itself.
+  double v = 1;
+  EXPECT_FALSE(lathe::data::parse_number("1e400", v));
+  EXPECT_TRUE(lathe::data::is_non_finite_number("1e400"));
+  EXPECT_TRUE(lathe::data::is_non_finite_number(" -2e308"));
+  EXPECT_TRUE(lathe::data::parse_number("1e-400", v));
+  EXPECT_EQ(v, 0.0);
+  EXPECT_TRUE(lathe::data::parse_number("-1e-400", v));
+  EXPECT_TRUE(v == 0.0 && std::signbit(v));
+  EXPECT_TRUE(lathe::data::parse_number("4e-320", v));
+  EXPECT_EQ(v, 4e-320);
+  EXPECT_FALSE(lathe::data::is_non_finite_number("1e-400"));
+  EXPECT_FALSE(lathe::data::is_non_finite_number("1e400x"));
+  const auto t = lathe::data::parse_csv("x1,x2,y\n-0.005,1,a\n1e400,2,b\n0.5,1e-400,a\n",
+                                        "wine.csv");
+  lathe::data::TabularSpec spec;
+  spec.target = "y";
+  spec.all.impute = "mean";
+  expect_error<DataError>([&] { lathe::data::TabularPreprocessor::fit(t, spec); },
+                          {"wine.csv:3: column 'x1' is numeric but holds '1e400', which is not a "
+                           "finite number", "write a missing value such as NA"});
+  // Without the overflowing cell the column is numeric, and the underflowing cell is a 0.
+  const auto ok = lathe::data::parse_csv("x1,x2,y\n-0.005,1,a\n0.5,1e-400,a\n", "ok.csv");
+  const auto prep = lathe::data::TabularPreprocessor::fit(ok, spec);
+  EXPECT_EQ(prep.feature_names(), (std::vector<std::string>{"x1", "x2"}));
+  EXPECT_EQ(prep.transform(ok).inputs[1][1].item<float>(), 0.0f);
+  // Records answered later follow the same rule: file, line, column, cell.
+  expect_error<DataError>(
+      [&] { prep.transform(lathe::data::parse_csv("x1,x2,y\n1,-1e999,a\n", "new.csv")); },
+      {"new.csv:2: column 'x2' is numeric but holds '-1e999', which is not a finite number"});
 }
 
 TEST(HostileCsv, ZeroAndMinusZeroAreOneClass) {

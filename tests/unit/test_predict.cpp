@@ -196,6 +196,51 @@ TEST(Predict, CsvClassificationEqualsEvalOnTheRawTestRecordsTargetOrNot) {
                                  {"bad.csv:3: column 'x2' is numeric but holds 'lots'"});
 }
 
+TEST(Predict, CsvIdsAreRecordNumbersThatSurviveASkippedRecord) {
+  // The wine_dirty case: a run trained with skip_bad_records, a file whose line 60 is
+  // malformed. Every answer keeps its record's number (the one the file's line 60 held is
+  // missing), so joining answers back to the input pairs the right rows.
+  TempDir dir;
+  write_text(dir / "train.csv", wine_rows(90, 0));
+  const fs::path r = train(dir, "data: {source: csv, path: " + (dir / "train.csv").string() +
+                                    ", target: label, impute: mean, skip_bad_records: true,"
+                                    " batch_size: 16, num_workers: 0}\n"
+                                    "model: {name: mlp, hidden: [8]}\n");
+  const std::string clean = wine_rows(100, 500);
+  std::vector<std::string> lines;
+  std::istringstream in(clean);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 101u);  // header + records 1..100 on lines 2..101
+  std::string dirty;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i + 1 == 60) dirty += "1.0,red\n";  // record 59 (line 60 of clean.csv): a field short
+    else dirty += lines[i] + "\n";
+    if (i + 1 == 30) dirty += "\n";         // a blank line is no record and shifts no number
+  }
+  write_text(dir / "clean.csv", clean);
+  write_text(dir / "dirty.csv", dirty);
+  const auto want = predict(r, {(dir / "clean.csv").string()}, 3, 7);
+  const auto got = predict(r, {(dir / "dirty.csv").string()}, 3, 7);
+  ASSERT_EQ(want.size(), 100u);
+  ASSERT_EQ(got.size(), 99u);
+  for (size_t i = 0, j = 0; i < want.size(); ++i) {
+    EXPECT_EQ(want[i].id, std::to_string(i + 1));
+    if (i + 1 == 59) continue;  // the malformed record: no answer, and no id reused
+    EXPECT_EQ(got[j].id, want[i].id) << "answer " << j;
+    EXPECT_EQ(got[j].labels, want[i].labels) << "record " << want[i].id;
+    EXPECT_EQ(got[j].probabilities, want[i].probabilities) << "record " << want[i].id;
+    ++j;
+  }
+  EXPECT_EQ(got[57].id, "58");
+  EXPECT_EQ(got[58].id, "60");
+  // Several files: the id is file:record.
+  const auto both =
+      predict(r, {(dir / "dirty.csv").string(), (dir / "clean.csv").string()}, 1, 7);
+  ASSERT_EQ(both.size(), 199u);
+  EXPECT_EQ(both[58].id, (dir / "dirty.csv").string() + ":60");
+  EXPECT_EQ(both[99].id, (dir / "clean.csv").string() + ":1");
+}
+
 TEST(Predict, CsvRegressionEqualsEvalValuesAndRmse) {
   TempDir dir;
   std::string rows = "a,b,kind,y\n";

@@ -41,6 +41,7 @@ class CsvChunkReader {
   int64_t header_lines_ = 0;
   std::vector<std::string> columns_;
   int64_t next_line_ = 1;  ///< the file's line number of the next unread line
+  int64_t next_record_ = 1;  ///< the record number of the next unread record (CsvTable::records)
   int64_t bytes_read_ = 0, file_size_ = 0;
 };
 

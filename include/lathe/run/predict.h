@@ -22,7 +22,7 @@ struct PredictOptions {
 
 /// One record's answer.
 struct Prediction {
-  std::string id;                     ///< the image's path, or the record's row / line number
+  std::string id;                     ///< the image's path, the CSV record's number, the line
   std::vector<std::string> labels;    ///< classification: top_k class names, most probable first
   std::vector<double> probabilities;  ///< their softmax probabilities
   double value = 0;                   ///< regression: the predicted value
@@ -47,10 +47,13 @@ using PredictionSink = std::function<void(const std::vector<Prediction>&)>;
 ///  - csv runs: CSV files in the training file's raw form (the target column may be absent; if
 ///    present it is ignored) through the run's preprocessing.json (imputation, clipping, scaling,
 ///    encoding fitted on its training split). Read `batch_size` rows at a time: memory stays
-///    bounded whatever the file's size. The id is the row number (1 = the first record), prefixed
-///    by the file when there are several.
-///  - text_csv runs: a .csv file with the run's text column, or any other file read as one text
-///    per non-blank line (id: the line number), tokenized with the run's vocabulary.
+///    bounded whatever the file's size. The id is the record's 1-based number in the file as
+///    the reader counts records: the header and blank lines are not records, a malformed record
+///    is one (skipped with data.skip_bad_records, its number is not given to the next), so an
+///    answer keeps its record's number; prefixed by the file ("file:7") when there are several.
+///  - text_csv runs: a .csv file with the run's text column (id: the record's number, as for csv
+///    runs), or any other file read as one text per non-blank line (id: the line number),
+///    tokenized with the run's vocabulary.
 /// Errors are lathe::Errors naming the file (and line, column) and what to do; a language-model
 /// run is refused (lathe generate samples from those).
 ///
