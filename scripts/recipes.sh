@@ -21,8 +21,9 @@ python=.venv/bin/python
 
 # name | config | metrics to print (keys of test_metrics.json; "params": the trainable
 # parameters, "trainable": trainable of all, both from the run's log) | what | claims the script
-# checks (key>=value or key<=value; keys as the metrics, plus seconds): a recipe that misses one
-# makes the script fail.
+# checks (key>=value or key<=value; keys as the metrics, plus seconds; or key~reference:band, a
+# noise band: the result may be worse than the reference by at most band, the band measured as
+# the spread over seeds by scripts/recipe_noise.sh): a recipe that misses one makes the script fail.
 RECIPES=(
   "fashion|configs/fashion_cnn.yaml|accuracy|the demo CNN, Fashion-MNIST|accuracy>=0.92"
   "fashion_small|configs/fashion_small.yaml|accuracy,params|Fashion-MNIST's \"2 Conv, <100K parameters\" row (0.925)|accuracy>=0.925 params<=100000 seconds<=300"
@@ -30,7 +31,7 @@ RECIPES=(
   "diabetes|configs/diabetes_regression.yaml|r2,rmse|CSV regression (diabetes), median impute, IQR clip, standardise"
   "char_lstm|configs/fortunes_char_lstm.yaml|perplexity|byte-level LSTM LM on Debian's fortunes"
   "gpt|configs/fortunes_gpt.yaml|perplexity|small GPT (GPT-2 architecture) on the same text"
-  "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images"
+  "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images|accuracy~0.800:0.026"
   "scratch_tops|configs/finetune/scratch_fashion_tops.yaml|accuracy|the same 4 tops from scratch"
   "minilm|configs/finetune/minilm_fortunes.yaml|accuracy,f1_macro,trainable|pretrained all-MiniLM-L6-v2, fortune topics"
   "minilm_lora|configs/finetune/minilm_fortunes_lora.yaml|accuracy,f1_macro,trainable|the same with LoRA (rank 8, every projection) and the new head training, the encoder frozen"
@@ -79,7 +80,16 @@ for k in sys.argv[2].split(","):
     parts.append(f"{k} {100 * v:.1f}%" if k in ("accuracy", "f1_macro") else
                  f"{v:,} parameters" if k == "params" else f"{k} {v:.3g}")
 print(", ".join(parts))
+lower_is_better = {"perplexity", "rmse", "loss", "seconds", "params"}
 for claim in sys.argv[5].split():
+    if "~" in claim:  # key~reference:band: fails when the result is worse by more than the band
+        key, rest = claim.split("~")
+        ref, band = map(float, rest.split(":"))
+        worse = m[key] - ref if key in lower_is_better else ref - m[key]
+        if worse > band:
+            sys.exit(f"[recipes] {sys.argv[6]}: {key} is {m[key]:g}, worse than its reference "
+                     f"{ref:g} by {worse:g}, more than its noise band {band:g}")
+        continue
     op = ">=" if ">=" in claim else "<="
     key, bound = claim.split(op)
     if not (m[key] >= float(bound) if op == ">=" else m[key] <= float(bound)):
