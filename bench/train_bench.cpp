@@ -25,6 +25,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -317,6 +318,7 @@ int main(int argc, char** argv) try {
   fmt::print("train_bench: device {}, {} threads, precision {}, torch {}, {} rounds, {} time\n",
              device.str(), threads, precision, TORCH_VERSION, rounds,
              cpu_clock ? "process CPU" : "wall");
+  fmt::print("{}\n", lathe::bench::machine_line(threads));
 
   json spec = {{"threads", threads},
                {"device", device.str()},
@@ -343,9 +345,12 @@ int main(int argc, char** argv) try {
   // each side's time per case is the median over rounds of its per-round medians.
   std::vector<std::vector<double>> ours_r(selected.size()), theirs_r(selected.size()), fused_r(selected.size());
   std::vector<int64_t> params(selected.size());
+  std::vector<std::vector<std::string>> kernels_ran(selected.size());  // chosen in round 0
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < selected.size(); ++i) {
+      const auto before = lathe::bench::used_kernels();
       const auto [t, n] = run_lathe(selected[i], device, profile_dir, cpu_clock);
+      if (round == 0) kernels_ran[i] = lathe::bench::new_kernels(before, lathe::bench::used_kernels());
       ours_r[i].push_back(t);
       params[i] = n;
     }
@@ -386,6 +391,18 @@ int main(int argc, char** argv) try {
       fmt::print("{:<10} MFU (bf16 peak 989 TFLOP/s): lathe {:.1f}%, PyTorch {:.1f}%\n", "",
                  100 * flops / ours[i] / kPeak, 100 * flops / theirs / kPeak);
     }
+  }
+  // Which of lathe's own kernels or ATen's twins ran (lathe/core/kernel_choice.h); a kernel two
+  // cases share shows under the first.
+  if (!cuda && lathe::kernels::mode() != lathe::kernels::Mode::automatic) {
+    fmt::print("kernels: LATHE_KERNELS={} ran that side of every kernel\n",
+               lathe::kernels::mode_name(lathe::kernels::mode()));
+  } else if (!cuda) {
+    fmt::print("kernels lathe's side ran (kernel (shape class): side):\n");
+    for (size_t i = 0; i < selected.size(); ++i)
+      fmt::print("  {:<10} {}\n", selected[i].name,
+                 kernels_ran[i].empty() ? std::string("none of lathe's own")
+                                        : fmt::format("{}", fmt::join(kernels_ran[i], "; ")));
   }
   if (cuda)
     fmt::print("peak GPU memory (lathe, last case): {:.2f} GiB\n",

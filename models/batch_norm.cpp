@@ -5,12 +5,17 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <tuple>
 #include <vector>
 
+#include "lathe/core/kernel_choice.h"
 #include "models/simd.h"
 
 namespace lathe::models {
@@ -248,10 +253,45 @@ at::Tensor train_forward(BatchNorm2dImpl& bn, const at::Tensor& x) {
   return BatchNormFunction::apply(x, bn.weight, bn.bias, mean_t, invstd_t, eps);
 }
 
+/// Whether lathe's kernels run this call rather than ATen's, by lathe/core/kernel_choice.h: the
+/// shape class is the channels, the plane and the batch rounded up to a power of two, and whether a
+/// backward follows; the trial runs each side's statistics, normalisation and (then) backward on
+/// the batch itself, with copies of the running statistics.
+bool lathe_kernel_chosen(const BatchNorm2dImpl& bn, const at::Tensor& x) {
+  const bool train = at::GradMode::is_enabled() &&
+                     (x.requires_grad() || bn.weight.requires_grad() || bn.bias.requires_grad());
+  const auto batch = static_cast<uint64_t>(x.size(0));
+  const std::string shape_class =
+      fmt::format("C={} plane={}x{} N<=2^{} {}", x.size(1), x.size(2), x.size(3),
+                  std::bit_width(batch - 1), train ? "forward+backward" : "forward");
+  const double eps = bn.options.eps();
+  const auto side = kernels::choose("batch_norm2d", shape_class, [&](kernels::Side s) {
+    const at::NoGradGuard no_grad;
+    const at::Tensor d = x.detach(), w = bn.weight.detach(), b = bn.bias.detach();
+    if (s == kernels::Side::lathe) {
+      std::vector<double> mean, var;
+      channel_stats(d.const_data_ptr<float>(), layout_of(d), mean, var);
+      for (double& v : var) v = 1.0 / std::sqrt(v + eps);
+      const at::Tensor mean_t = to_float_tensor(mean), invstd_t = to_float_tensor(var);
+      BatchNormFunction::normalize(d, w, b, mean_t, invstd_t);
+      if (train) BatchNormFunction::backward_kernel(d, d, w, mean_t, invstd_t);
+    } else {
+      const auto out = at::native_batch_norm(d, w, b, bn.running_mean.clone(),
+                                             bn.running_var.clone(), /*training=*/true,
+                                             *bn.options.momentum(), eps);
+      if (train)
+        at::native_batch_norm_backward(d, d, w, {}, {}, std::get<1>(out), std::get<2>(out),
+                                       /*train=*/true, eps, {true, true, true});
+    }
+  });
+  return side == kernels::Side::lathe;
+}
+
 }  // namespace
 
 at::Tensor BatchNorm2dImpl::forward(const at::Tensor& input) {
-  if (!lathe_kernel_takes(*this, input)) return torch::nn::BatchNorm2dImpl::forward(input);
+  if (!lathe_kernel_takes(*this, input) || !lathe_kernel_chosen(*this, input))
+    return torch::nn::BatchNorm2dImpl::forward(input);
   return train_forward(*this, input);
 }
 

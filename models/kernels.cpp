@@ -1,13 +1,19 @@
-// Elementwise kernels the zoo runs instead of ATen's: GELU (tanh) forward and backward in one pass.
+// Elementwise kernels of the zoo's own: GELU (tanh) forward and backward in one pass, run where
+// they time faster than ATen's (lathe/core/kernel_choice.h).
 #include "models/kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
+#include <fmt/format.h>
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <string>
 
+#include "lathe/core/kernel_choice.h"
 #include "models/simd.h"
 
 namespace lathe::models {
@@ -85,7 +91,24 @@ struct GeluTanhFunction : torch::autograd::Function<GeluTanhFunction> {
 
 at::Tensor gelu_tanh(const at::Tensor& x) {
   if (!runs_fast_kernel(x)) return at::gelu(x, "tanh");
-  if (x.requires_grad() && at::GradMode::is_enabled()) return GeluTanhFunction::apply(x);
+  const bool train = x.requires_grad() && at::GradMode::is_enabled();
+  // The shape class: the element count rounded up to a power of two, forward or forward + backward.
+  const auto n = static_cast<uint64_t>(std::max<int64_t>(1, x.numel()));
+  const std::string shape_class =
+      fmt::format("n<=2^{} {}", std::bit_width(n - 1), train ? "forward+backward" : "forward");
+  const kernels::Side side = kernels::choose("gelu_tanh", shape_class, [&](kernels::Side s) {
+    const at::NoGradGuard no_grad;
+    const at::Tensor d = x.detach();  // also its own incoming gradient
+    if (s == kernels::Side::lathe) {
+      gelu_tanh_forward(d);
+      if (train) gelu_tanh_backward(d, d);
+    } else {
+      at::gelu(d, "tanh");
+      if (train) at::gelu_backward(d, d, "tanh");
+    }
+  });
+  if (side == kernels::Side::aten) return at::gelu(x, "tanh");
+  if (train) return GeluTanhFunction::apply(x);
   return gelu_tanh_forward(x);
 }
 

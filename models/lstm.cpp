@@ -9,13 +9,16 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "models/packed_gemm.h"
 #include "models/simd.h"
 
@@ -178,7 +181,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     // the rows of table (V, 4H) = E · W_ihᵀ when that is the smaller product.
     const bool by_table = embedding.defined() && embedding.size(0) <= T * B;
     const bool pack = (by_table ? embedding.size(0) : T * B) >= kPackRows;
-    const PackedMatrix w_ih_t(w_ih, /*transposed=*/true, pack);  // (I, 4H)
+    const PackedMatrix w_ih_t(w_ih, /*transposed=*/true, pack, /*single_use=*/true);  // (I, 4H)
     at::Tensor gates;
     if (by_table) {
       const at::Tensor e = embedding.contiguous();
@@ -261,19 +264,21 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
     // W_hh's with h_{t-1} (h0, then y[0..T-2]), W_ih's with the inputs; dg as (T·B, 4H).
     at::Tensor d_bias;  // (4H): the sum of dg's rows — of d_table's, when there is one
     at::Tensor d_w_hh = buffer(G, H, w_hh);
-    PackedMatrix(h0, false).multiply(dgp, G, G, f32_mut(d_w_hh), H, false, /*a_transposed=*/true);
+    PackedMatrix(h0, false, true, /*single_use=*/true)
+        .multiply(dgp, G, G, f32_mut(d_w_hh), H, false, /*a_transposed=*/true);
     if (T > 1)
-      PackedMatrix(y.narrow(0, 0, T - 1).view({(T - 1) * B, H}), false)
+      PackedMatrix(y.narrow(0, 0, T - 1).view({(T - 1) * B, H}), false, true, true)
           .multiply(dgp + B * G, G, G, f32_mut(d_w_hh), H, true, /*a_transposed=*/true);
     const int64_t ih_rows = by_table ? embedding.size(0) : T * B;  // rows w_ih_packed multiplies
-    const PackedMatrix w_ih_packed(w_ih, /*transposed=*/false, ih_rows >= kPackRows);  // (4H, I)
+    const PackedMatrix w_ih_packed(w_ih, /*transposed=*/false, ih_rows >= kPackRows,
+                                   /*single_use=*/true);  // (4H, I)
     at::Tensor d_w_ih = buffer(G, I, w_hh), d_x, d_embedding;
     if (embedding.defined()) {
       const at::Tensor ids = x.reshape({T * B});
       if (by_table) {  // gates = table[ids]: the table's gradient, then the table's inputs'
         const at::Tensor d_table = zeros({embedding.size(0), G}).index_add_(0, ids, dg.view({T * B, G}));
         d_bias = column_sums(d_table);
-        PackedMatrix(embedding.contiguous(), false)
+        PackedMatrix(embedding.contiguous(), false, true, true)
             .multiply(f32(d_table), G, G, f32_mut(d_w_ih), I, false, /*a_transposed=*/true);
         if (ctx->needs_input_grad(1)) {
           d_embedding = buffer(embedding.size(0), I, w_hh);
@@ -281,7 +286,7 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
         }
       } else {
         const at::Tensor in = embedding.index_select(0, ids);  // (T·B, I)
-        PackedMatrix(in, false).multiply(dgp, G, G, f32_mut(d_w_ih), I, false, true);
+        PackedMatrix(in, false, true, true).multiply(dgp, G, G, f32_mut(d_w_ih), I, false, true);
         if (ctx->needs_input_grad(1)) {
           at::Tensor d_in = buffer(T * B, I, w_hh);
           w_ih_packed.multiply(dgp, G, T * B, f32_mut(d_in), I, false);
@@ -289,7 +294,8 @@ struct LstmLayerFunction : torch::autograd::Function<LstmLayerFunction> {
         }
       }
     } else {
-      PackedMatrix(x.reshape({T * B, I}), false).multiply(dgp, G, G, f32_mut(d_w_ih), I, false, true);
+      PackedMatrix(x.reshape({T * B, I}), false, true, true)
+          .multiply(dgp, G, G, f32_mut(d_w_ih), I, false, true);
       if (ctx->needs_input_grad(0)) {
         d_x = at::empty({T, B, I}, w_hh.options());
         w_ih_packed.multiply(dgp, G, T * B, f32_mut(d_x), I, false);
@@ -320,30 +326,17 @@ bool lstm_runs_own_kernels(const torch::nn::LSTMImpl& lstm, const at::Tensor& in
   return true;
 }
 
-std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const at::Tensor& input,
-                                               const at::Tensor& embedding,
-                                               const LstmState& state) {
+namespace {
+
+/// lathe's kernels over the stack, as lstm_forward returns it; dropout between the layers when
+/// `dropout` (and the LSTM's options and mode ask for it).
+std::tuple<at::Tensor, LstmState> own_stack(const torch::nn::LSTMImpl& lstm, const at::Tensor& input,
+                                            const at::Tensor& embedding, const LstmState& state,
+                                            const std::vector<at::Tensor>& w, bool dropout) {
   const auto& o = lstm.options;
-  if (embedding.defined() && input.device().is_cpu() && input.numel() > 0) {
-    const auto [lo, hi] = at::aminmax(input);
-    const int64_t V = embedding.size(0), low = lo.item<int64_t>(), high = hi.item<int64_t>();
-    LATHE_CHECK(low >= 0 && high < V, ModelError,
-                "lstm: token id {} is outside the embedding's {} rows (ids must be in [0, {})): "
-                "the data's vocabulary is larger than the model's vocab_size, or an id is "
-                "negative",
-                low < 0 ? low : high, V, V);
-  }
-  if (!lstm_runs_own_kernels(lstm, input, embedding, state)) {
-    const at::Tensor in = embedding.defined() ? at::embedding(embedding, input) : input;
-    std::optional<std::tuple<at::Tensor, at::Tensor>> hx;
-    if (state.h.defined()) hx = std::make_tuple(state.h, state.c);
-    auto [out, hc] = lstm.forward(in, hx);
-    return {out, LstmState{std::get<0>(hc), std::get<1>(hc)}};
-  }
   // Time-major inside: x (T, B, ·).
   at::Tensor x = o.batch_first() ? input.transpose(0, 1).contiguous() : input.contiguous();
   const int64_t B = x.size(1), H = o.hidden_size(), L = o.num_layers();
-  const std::vector<at::Tensor> w = lstm.all_weights();  // per layer: w_ih, w_hh, b_ih, b_hh
   const at::Tensor zero = at::zeros({B, H}, w[1].options());
   std::vector<at::Tensor> h_n, c_n;
   for (int64_t l = 0; l < L; ++l) {
@@ -355,12 +348,88 @@ std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const 
     variable_list out = LstmLayerFunction::apply(x, emb, w[4 * l], w[4 * l + 1], w[4 * l + 2],
                                                  w[4 * l + 3], h0, c0);
     x = out[0];
-    if (l + 1 < L) x = at::dropout(x, o.dropout(), lstm.is_training());
+    if (dropout && l + 1 < L) x = at::dropout(x, o.dropout(), lstm.is_training());
     h_n.push_back(out[1]);
     c_n.push_back(out[2]);
   }
   at::Tensor y = o.batch_first() ? x.transpose(0, 1).contiguous() : x;
   return {y, LstmState{at::stack(h_n), at::stack(c_n)}};
+}
+
+/// Whether lathe's kernels run this call rather than torch's LSTM, by lathe/core/kernel_choice.h.
+/// The shape class: batch, sequence length rounded up to a power of two, input (features, or
+/// token ids with the vocabulary and embedding sizes), hidden size, layers, and whether a backward
+/// follows. The trial runs the stack on the call's own tensors (detached copies; no dropout, so no
+/// random draws), and then the gradients of every weight and input that asks for one.
+bool own_kernels_chosen(const torch::nn::LSTMImpl& lstm, const at::Tensor& input,
+                        const at::Tensor& embedding, const LstmState& state) {
+  const auto& o = lstm.options;
+  const std::vector<at::Tensor> w = lstm.all_weights();
+  const auto needs = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  bool train = needs(input) || needs(embedding) || needs(state.h) || needs(state.c);
+  for (const at::Tensor& t : w) train = train || needs(t);
+  train = train && at::GradMode::is_enabled();
+  const int64_t B = input.size(o.batch_first() ? 0 : 1), T = input.size(o.batch_first() ? 1 : 0);
+  const std::string in =
+      embedding.defined() ? fmt::format("ids V={} E={}", embedding.size(0), embedding.size(1))
+                          : fmt::format("I={}", input.size(2));
+  const std::string shape_class =
+      fmt::format("B={} T<=2^{} {} H={} layers={} {}", B,
+                  std::bit_width(static_cast<uint64_t>(T - 1)), in, o.hidden_size(),
+                  o.num_layers(), train ? "forward+backward" : "forward");
+  const auto side = kernels::choose("lstm", shape_class, [&](kernels::Side s) {
+    const at::AutoGradMode grad_mode(train);
+    const auto leaf = [&](const at::Tensor& t) {
+      return t.defined() ? t.detach().requires_grad_(train && t.requires_grad()) : t;
+    };
+    std::vector<at::Tensor> weights, wrt;
+    for (const at::Tensor& t : w) weights.push_back(t.detach().requires_grad_(train));
+    const at::Tensor x = at::isFloatingType(input.scalar_type()) ? leaf(input) : input;
+    const at::Tensor emb = leaf(embedding);
+    const LstmState st{leaf(state.h), leaf(state.c)};
+    at::Tensor y;
+    if (s == kernels::Side::lathe) {
+      y = std::get<0>(own_stack(lstm, x, emb, st, weights, /*dropout=*/false));
+    } else {
+      const at::Tensor seq = emb.defined() ? at::embedding(emb, x) : x;
+      const int64_t L = o.num_layers(), H = o.hidden_size();
+      const at::Tensor zeros = at::zeros({L, B, H}, w[0].options());
+      const at::Tensor h0 = st.h.defined() ? st.h : zeros, c0 = st.c.defined() ? st.c : zeros;
+      y = std::get<0>(at::lstm(seq, {h0, c0}, weights, /*has_biases=*/true, L, /*dropout=*/0.0,
+                               lstm.is_training(), /*bidirectional=*/false, o.batch_first()));
+    }
+    if (!train) return;
+    for (const at::Tensor& t : {x, emb, st.h, st.c}) if (needs(t)) wrt.push_back(t);
+    wrt.insert(wrt.end(), weights.begin(), weights.end());
+    torch::autograd::grad({y}, wrt, {at::ones_like(y)}, /*retain_graph=*/false,
+                          /*create_graph=*/false, /*allow_unused=*/true);
+  });
+  return side == kernels::Side::lathe;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, LstmState> lstm_forward(torch::nn::LSTMImpl& lstm, const at::Tensor& input,
+                                               const at::Tensor& embedding,
+                                               const LstmState& state) {
+  if (embedding.defined() && input.device().is_cpu() && input.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(input);
+    const int64_t V = embedding.size(0), low = lo.item<int64_t>(), high = hi.item<int64_t>();
+    LATHE_CHECK(low >= 0 && high < V, ModelError,
+                "lstm: token id {} is outside the embedding's {} rows (ids must be in [0, {})): "
+                "the data's vocabulary is larger than the model's vocab_size, or an id is "
+                "negative",
+                low < 0 ? low : high, V, V);
+  }
+  if (!lstm_runs_own_kernels(lstm, input, embedding, state) ||
+      !own_kernels_chosen(lstm, input, embedding, state)) {
+    const at::Tensor in = embedding.defined() ? at::embedding(embedding, input) : input;
+    std::optional<std::tuple<at::Tensor, at::Tensor>> hx;
+    if (state.h.defined()) hx = std::make_tuple(state.h, state.c);
+    auto [out, hc] = lstm.forward(in, hx);
+    return {out, LstmState{std::get<0>(hc), std::get<1>(hc)}};
+  }
+  return own_stack(lstm, input, embedding, state, lstm.all_weights(), /*dropout=*/true);
 }
 
 }  // namespace lathe::models

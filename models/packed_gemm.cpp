@@ -8,9 +8,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstring>
+#include <string>
 
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -110,20 +113,24 @@ const at::Tensor& checked(const at::Tensor& w) {
 }
 }  // namespace
 
-PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed, bool pack)
+PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed, bool pack, bool single_use)
     : k_(checked(w).size(transposed ? 1 : 0)),
       n_(w.size(transposed ? 0 : 1)),
       own_(pack && cpu_runs_kernel()),
-      op_(transposed ? w.t() : w) {
-  if (!own_) return;
+      transposed_(transposed),
+      single_use_(single_use),
+      w_(w),
+      op_(transposed ? w.t() : w) {}
+
+void PackedMatrix::pack() const {
   const int64_t num_panels = (n_ + kPanel - 1) / kPanel;
-  panels_ = at::empty({num_panels, k_, kPanel}, w.options());
+  panels_ = at::empty({num_panels, k_, kPanel}, w_.options());
   if (n_ % kPanel != 0) panels_[num_panels - 1].zero_();  // the lanes past N: zeros
-  const at::Tensor src = w.contiguous();
+  const at::Tensor src = w_.contiguous();
   const float* s = src.const_data_ptr<float>();
   float* d = panels_.mutable_data_ptr<float>();
   // Column n of op(W) goes to panel n / 16, lane n % 16: panel p, row k at d[(p·K + k)·16].
-  if (transposed) {
+  if (transposed_) {
     for (int64_t n = 0; n < n_; ++n) {  // op(W)[k][n] = W[n][k]: W's row n, spread down a lane
       const float* row = s + n * k_;
       float* out = d + (n / kPanel) * k_ * kPanel + n % kPanel;
@@ -137,22 +144,55 @@ PackedMatrix::PackedMatrix(const at::Tensor& w, bool transposed, bool pack)
   }
 }
 
+void PackedMatrix::aten_multiply(const float* a, int64_t lda, int64_t m, float* c, int64_t ldc,
+                                 bool accumulate, bool a_transposed) const {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor a_t =
+      at::from_blob(const_cast<float*>(a), {m, k_},
+                    a_transposed ? at::IntArrayRef{1, lda} : at::IntArrayRef{lda, 1}, f32);
+  at::Tensor c_t = at::from_blob(c, {m, n_}, {ldc, 1}, f32);
+  if (accumulate)
+    c_t.addmm_(a_t, op_);
+  else
+    at::mm_out(c_t, a_t, op_);
+}
+
+bool PackedMatrix::own_kernel_for(const float* a, int64_t lda, int64_t m,
+                                  bool a_transposed) const {
+  if (!own_) return false;
+  const int key = a_transposed ? 1 : 0;
+  if (decided_m_[key] == m) return decided_own_[key];
+  // The shape class: op(A) (m, k) with m rounded up to a power of two, op(W) (k, n), and whether A
+  // comes transposed; the trial writes both sides' products into a scratch C.
+  const std::string shape_class = fmt::format(
+      "m<=2^{} k={} n={}{}{}", std::bit_width(static_cast<uint64_t>(m - 1)), k_, n_,
+      a_transposed ? " A transposed" : "", single_use_ ? " packed for it" : "");
+  at::Tensor scratch;
+  const auto side = kernels::choose("packed_gemm", shape_class, [&](kernels::Side s) {
+    if (!scratch.defined()) scratch = at::empty({m, n_}, w_.options());
+    if (s == kernels::Side::lathe && single_use_)  // the packing is part of this side's cost
+      PackedMatrix(w_, transposed_, true)
+          .own_multiply(a, lda, m, scratch.mutable_data_ptr<float>(), n_, false, a_transposed);
+    else if (s == kernels::Side::lathe)
+      aten_multiply(a, lda, m, scratch.mutable_data_ptr<float>(), n_, false, a_transposed);
+  });
+  decided_m_[key] = m;
+  decided_own_[key] = side == kernels::Side::lathe;
+  return decided_own_[key];
+}
+
 void PackedMatrix::multiply(const float* a, int64_t lda, int64_t m, float* c, int64_t ldc,
                             bool accumulate, bool a_transposed) const {
   if (m == 0 || n_ == 0) return;
-  if (!own_) {
-    const auto f32 = at::TensorOptions().dtype(at::kFloat);
-    const at::Tensor a_t = at::from_blob(const_cast<float*>(a), {m, k_},
-                                         a_transposed ? at::IntArrayRef{1, lda}
-                                                      : at::IntArrayRef{lda, 1},
-                                         f32);
-    at::Tensor c_t = at::from_blob(c, {m, n_}, {ldc, 1}, f32);
-    if (accumulate)
-      c_t.addmm_(a_t, op_);
-    else
-      at::mm_out(c_t, a_t, op_);
-    return;
-  }
+  if (own_kernel_for(a, lda, m, a_transposed))
+    own_multiply(a, lda, m, c, ldc, accumulate, a_transposed);
+  else
+    aten_multiply(a, lda, m, c, ldc, accumulate, a_transposed);
+}
+
+void PackedMatrix::own_multiply(const float* a, int64_t lda, int64_t m, float* c, int64_t ldc,
+                                bool accumulate, bool a_transposed) const {
+  if (!panels_.defined()) pack();
 #ifdef LATHE_PACKED_GEMM_AVX512
   const int64_t num_panels = panels_.size(0);
   const int64_t groups = (num_panels + 1) / 2;  // pairs of panels: 32 columns

@@ -14,6 +14,7 @@
 #include "lathe/config/config.h"
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
 #include "lathe/core/signals.h"
@@ -178,6 +179,28 @@ void add_sweep(CLI::App& app, int& exit_code) {
   });
 }
 
+/// The CPU, LATHE_KERNELS and the kernel choices known for this machine (lathe/core/kernel_choice.h).
+void print_kernel_choices() {
+  const kernels::Machine& m = kernels::machine();
+  fmt::print("CPU: {} ({})\n", m.cpu, m.flags);
+  const kernels::Mode mode = kernels::mode();
+  const std::filesystem::path file = kernels::cache_file();
+  if (mode != kernels::Mode::automatic) {
+    fmt::print("kernels: LATHE_KERNELS={}: {}'s everywhere\n", kernels::mode_name(mode),
+               mode == kernels::Mode::lathe ? "lathe" : "ATen");
+    return;
+  }
+  fmt::print("kernels: LATHE_KERNELS=auto: lathe's or ATen's, whichever times faster here; choices "
+             "kept in {}\n",
+             file.empty() ? std::string("no file (no HOME or XDG_CACHE_HOME)") : file.string());
+  const std::vector<kernels::Choice> choices = kernels::known_choices();
+  if (choices.empty())
+    fmt::print("  none timed yet (each kernel times both on its first call of a shape class)\n");
+  for (const kernels::Choice& c : choices)
+    fmt::print("  {} ({}): {} (lathe {:.3f} ms, ATen {:.3f} ms)\n", c.kernel, c.shape_class,
+               kernels::side_name(c.side), c.lathe_ms, c.aten_ms);
+}
+
 void add_info(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
       "info", "Print LibTorch, CUDA and cuDNN versions, devices and threads, or a zoo model");
@@ -233,6 +256,7 @@ void add_info(CLI::App& app, int& exit_code) {
     fmt::print("threads: {} intra-op, {} inter-op, {} hardware\n", info.intra_op_threads,
                info.inter_op_threads, info.hardware_threads);
     fmt::print("oneDNN (mkldnn): {}\n", info.mkldnn_available ? "yes" : "no");
+    print_kernel_choices();
     exit_code = kOk;
   });
 }

@@ -13,6 +13,7 @@
 
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/core/log.h"
 #include "src/cli/commands.h"
 
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   int exit_code = Exit::kOk;
   lathe::cli::add_commands(app, exit_code);
   try {
+    lathe::kernels::mode();  // a LATHE_KERNELS that is no mode fails here, before any work
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? Exit::kOk : Exit::kUsage;

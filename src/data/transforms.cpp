@@ -3,6 +3,7 @@
 #include "lathe/data/transforms.h"
 
 #include <cmath>
+#include <string>
 
 #include <ATen/ops/_upsample_bilinear2d_aa.h>
 #include <ATen/ops/constant_pad_nd.h>
@@ -11,6 +12,7 @@
 #include <fmt/ranges.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/data/image.h"
 #include "lathe/data/resize.h"
 
@@ -95,13 +97,33 @@ at::Tensor resize_image(const at::Tensor& image, int64_t height, int64_t width) 
   if (image.size(1) == height && image.size(2) == width) return image;
   LATHE_CHECK(image.size(1) > 0 && image.size(2) > 0, DataError, "resize: an empty {}x{} image",
               image.size(1), image.size(2));
-  // uint8 (the decoders' output): lathe's kernel, PyTorch's uint8 arithmetic (lathe/data/resize.h).
-  if (image.scalar_type() == at::kByte && image.device().is_cpu() && image.size(0) >= 1 &&
-      image.size(0) <= 4)
-    return detail::resize_uint8(image, height, width);  // (C, height, width)
-  // (1, C, H, W) → (1, C, height, width): float and other images through ATen's kernel.
-  return at::_upsample_bilinear2d_aa(image.unsqueeze(0), {height, width}, /*align_corners=*/false)
-      .squeeze(0);
+  // (1, C, H, W) → (1, C, height, width): ATen's kernel.
+  const auto aten = [&] {
+    return at::_upsample_bilinear2d_aa(image.unsqueeze(0), {height, width},
+                                       /*align_corners=*/false)
+        .squeeze(0);
+  };
+  // uint8 (the decoders' output): lathe's kernel, PyTorch's uint8 arithmetic bit for bit
+  // (lathe/data/resize.h), or ATen's, whichever the first call of the shape class — the channels, the
+  // output size, each axis's scale as a power of two — times faster (lathe/core/kernel_choice.h).
+  // Float and other images: ATen's.
+  if (image.scalar_type() != at::kByte || !image.device().is_cpu() || image.size(0) < 1 ||
+      image.size(0) > 4)
+    return aten();
+  const auto octaves = [](int64_t in, int64_t out) {
+    return std::lround(std::log2(static_cast<double>(in) / static_cast<double>(out)));
+  };
+  const std::string shape_class =
+      fmt::format("C={} out={}x{} scale=2^{}x2^{}", image.size(0), height, width,
+                  octaves(image.size(1), height), octaves(image.size(2), width));
+  const auto side = kernels::choose("resize_uint8", shape_class, [&](kernels::Side s) {
+    if (s == kernels::Side::lathe)
+      detail::resize_uint8(image, height, width);
+    else
+      aten();
+  });
+  if (side == kernels::Side::aten) return aten();
+  return detail::resize_uint8(image, height, width);  // (C, height, width)
 }
 
 Transform resize(int64_t height, int64_t width) {

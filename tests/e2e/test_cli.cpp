@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "lathe/core/fs.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/core/signals.h"
 #include "tests/support.h"
 
@@ -107,6 +109,43 @@ TEST(Cli, InfoReportsTorchDevicesThreadsAndModels) {
   r = run_command(kLathe + " info --model convnet widht=3");
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(contains(r.output, "unknown key 'model.widht'")) << r.output;
+}
+
+// lathe info shows the CPU, LATHE_KERNELS and this machine's kernel choices from the cache file;
+// a LATHE_KERNELS that is no mode is a usage error naming the accepted ones.
+TEST(Cli, InfoShowsKernelChoices) {
+  TempDir dir;
+  const auto& machine = lathe::kernels::machine();
+  const nlohmann::json file = {
+      {"format", 1},
+      {"machines",
+       {{machine.key(),
+         {{"cpu", machine.cpu},
+          {"flags", machine.flags},
+          {"torch", machine.torch},
+          {"choices",
+           {{"lstm | B=16 T<=2^6 ids V=96 E=64 H=256 layers=2 forward+backward, 1 thread",
+             {{"side", "aten"}, {"lathe_ms", 2.5}, {"aten_ms", 1.25}}}}}}},
+        {"another CPU [avx2] torch 2.11.0",
+         {{"choices", {{"gelu_tanh | n<=2^4 forward, 1 thread", {{"side", "lathe"}}}}}}}}}};
+  lathe::write_file_atomic(dir / "lathe" / "kernels.json", file.dump());
+  const std::string env = "XDG_CACHE_HOME=" + dir.path().string() + " ";
+  auto r = run_command(env + kLathe + " info");
+  EXPECT_EQ(r.status, 0) << r.output;
+  for (const std::string part :
+       {"CPU: " + machine.cpu + " (" + machine.flags + ")", std::string("LATHE_KERNELS=auto"),
+        (dir / "lathe" / "kernels.json").string(),
+        std::string("lstm (B=16 T<=2^6 ids V=96 E=64 H=256 layers=2 forward+backward, 1 thread): "
+                    "aten (lathe 2.500 ms, ATen 1.250 ms)")})
+    EXPECT_TRUE(contains(r.output, part)) << part << "\n" << r.output;
+  EXPECT_FALSE(contains(r.output, "gelu_tanh")) << r.output;  // another machine's
+  r = run_command(env + "LATHE_KERNELS=lathe " + kLathe + " info");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "LATHE_KERNELS=lathe: lathe's everywhere")) << r.output;
+  r = run_command(env + "LATHE_KERNELS=fastest " + kLathe + " info");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "LATHE_KERNELS=fastest: not a kernel mode; accepted: auto"))
+      << r.output;
 }
 
 TEST(Cli, TrainThenEvalAShortRun) {

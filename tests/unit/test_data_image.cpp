@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/data/image.h"
 #include "lathe/data/loader.h"
 #include "lathe/data/resize.h"
@@ -126,8 +127,12 @@ TEST(Image, Uint8ResizeMatchesTorchvisionOverCrops) {
     const int64_t th = 1 + gen() % 300, tw = 1 + gen() % 300;
     const at::Tensor crop = interleaved.narrow(0, 0, ch).narrow(1, 0, ih).narrow(2, 0, iw);
     const at::Tensor ref = at::_upsample_bilinear2d_aa(crop.unsqueeze(0), {th, tw}, false).squeeze(0);
-    ASSERT_TRUE(tf::resize_image(crop, th, tw).equal(ref))
-        << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch;
+    for (const auto mode : {lathe::kernels::Mode::lathe, lathe::kernels::Mode::aten}) {
+      const lathe::kernels::ScopedMode forced(mode);  // each side of the kernel choice
+      ASSERT_TRUE(tf::resize_image(crop, th, tw).equal(ref))
+          << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " LATHE_KERNELS="
+          << lathe::kernels::mode_name(mode);
+    }
     // The portable loops (CPUs without AVX2) give the same pixels.
     ASSERT_TRUE(lathe::data::detail::resize_uint8(crop, th, tw, /*vectorised=*/false).equal(ref))
         << ih << "x" << iw << " -> " << th << "x" << tw << " c " << ch << " (portable)";

@@ -8,6 +8,7 @@
 #include "lathe/ckpt/state_dict.h"
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
+#include "lathe/core/kernel_choice.h"
 #include "lathe/core/runtime.h"
 #include "lathe/data/tensor_data.h"
 #include "lathe/optim/optimizer.h"
@@ -32,6 +33,7 @@ using lathe::ModelError;
 using lathe::testing::expect_error;
 using lathe::testing::TempDir;
 namespace zoo = lathe::models;
+namespace kernels = lathe::kernels;
 
 namespace {
 
@@ -397,7 +399,6 @@ TEST(Kernels, GeluTanhMatchesAtenForwardAndBackward) {
     y.backward(grad.to(in.scalar_type()));
     return std::pair{y.detach(), leaf.grad()};
   };
-  const auto [y, dx] = run(x, true);
   const auto [y_aten, dx_aten] = run(x, false);
   const auto [y_exact, dx_exact] = run(x.to(at::kDouble), false);  // ATen in double: the truth
 
@@ -406,14 +407,23 @@ TEST(Kernels, GeluTanhMatchesAtenForwardAndBackward) {
     const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
     return ((a64 - b64).abs() - rtol * b64.abs()).max().item<double>();
   };
-  // Against the double truth: a few float ulps; in the far negative tail (|y| < 1e-6) the float
-  // rounding of u = x + 0.044715 x³ grows with |u|, hence the 1e-12 absolute.
-  EXPECT_LE(excess(y, y_exact, 4e-6), 1e-12);
-  EXPECT_LE(excess(dx, dx_exact, 1e-5), 1e-6);
-  // Against ATen's float kernels, whose own 1 + tanh(u) cancels for x < -4 (it gives -0 at
-  // x = -5.06 where the value is -1.5e-7): relative 1e-5, absolute 1e-6.
-  EXPECT_LE(excess(y, y_aten, 1e-5), 1e-6);
-  EXPECT_LE(excess(dx, dx_aten, 1e-5), 1e-5);
+  // zoo::gelu_tanh with each side forced (LATHE_KERNELS=lathe / aten), and as auto chooses.
+  for (const auto mode : {kernels::Mode::lathe, kernels::Mode::aten, kernels::Mode::automatic}) {
+    SCOPED_TRACE(kernels::mode_name(mode));
+    const kernels::ScopedMode forced(mode);
+    const auto [y, dx] = run(x, true);
+    // Against the double truth: a few float ulps; in the far negative tail (|y| < 1e-6) the float
+    // rounding of u = x + 0.044715 x³ grows with |u|, hence the 1e-12 absolute. ATen's own
+    // float kernel cancels there (below), so the aten side is held to that tolerance instead.
+    if (mode == kernels::Mode::lathe) {
+      EXPECT_LE(excess(y, y_exact, 4e-6), 1e-12);
+      EXPECT_LE(excess(dx, dx_exact, 1e-5), 1e-6);
+    }
+    // Against ATen's float kernels, whose own 1 + tanh(u) cancels for x < -4 (it gives -0 at
+    // x = -5.06 where the value is -1.5e-7): relative 1e-5, absolute 1e-6.
+    EXPECT_LE(excess(y, y_aten, 1e-5), 1e-6);
+    EXPECT_LE(excess(dx, dx_aten, 1e-5), 1e-5);
+  }
 
   // NaN stays NaN, +inf gives +inf, -inf gives NaN (−inf · 0) — as ATen's.
   const at::Tensor odd = at::tensor({NAN, INFINITY, -INFINITY});
@@ -444,10 +454,13 @@ TEST(Kernels, BatchNormTrainsAsTorchsInEveryLayout) {
     std::vector<int64_t> shape;
     bool channels_last;
   };
+  for (const auto mode : {kernels::Mode::lathe, kernels::Mode::aten})  // each side forced
   for (const Case& c : {Case{{5, 7, 9, 11}, false}, Case{{3, 19, 32, 32}, false},
                         Case{{2, 5, 1, 65}, false}, Case{{64, 3, 1, 1}, false},
                         Case{{5, 7, 9, 11}, true}}) {
-    SCOPED_TRACE(fmt::format("{} channels_last={}", c.shape, c.channels_last));
+    SCOPED_TRACE(fmt::format("{} channels_last={} LATHE_KERNELS={}", c.shape, c.channels_last,
+                             kernels::mode_name(mode)));
+    const kernels::ScopedMode forced(mode);
     const int64_t C = c.shape[1];
     torch::nn::AnyModule ours{zoo::BatchNorm2d(C)}, torchs{torch::nn::BatchNorm2d(C)};
     for (auto* m : {&ours, &torchs}) {  // the same non-trivial affine parameters
@@ -466,7 +479,8 @@ TEST(Kernels, BatchNormTrainsAsTorchsInEveryLayout) {
         const at::Tensor y = m->forward(leaf);
         if (m == &ours) {  // lathe's kernels ran for NCHW planes of >= 64 values, else torch's
           EXPECT_EQ(y.grad_fn()->name().find("BatchNormFunction") != std::string::npos,
-                    !c.channels_last && c.shape[2] * c.shape[3] >= 64)
+                    mode == kernels::Mode::lathe && !c.channels_last &&
+                        c.shape[2] * c.shape[3] >= 64)
               << y.grad_fn()->name();
         }
         y.backward(g);
@@ -510,7 +524,9 @@ TEST(Kernels, BatchNormTrainsAsTorchsInEveryLayout) {
 // dimensions larger than the matrices.
 TEST(Kernels, PackedGemmMatchesMatmul) {
   at::manual_seed(0);
+  for (const auto mode : {kernels::Mode::lathe, kernels::Mode::aten})  // each side forced
   for (const bool kernel : {true, false}) {
+    const kernels::ScopedMode forced(mode);
     zoo::detail::set_packed_gemm_kernel(kernel);
     for (const int64_t m : {1, 3, 4, 6, 16}) {
       for (const int64_t k : {1, 7, 256}) {
@@ -518,9 +534,10 @@ TEST(Kernels, PackedGemmMatchesMatmul) {
           for (const bool transposed : {false, true}) {
             for (const bool accumulate : {false, true}) {
               for (const bool a_transposed : {false, true}) {
-                SCOPED_TRACE(fmt::format("kernel {} m {} k {} n {} W transposed {} accumulate {} "
-                                         "A transposed {}",
-                                         kernel, m, k, n, transposed, accumulate, a_transposed));
+                SCOPED_TRACE(fmt::format("LATHE_KERNELS={} kernel {} m {} k {} n {} W transposed {} "
+                                         "accumulate {} A transposed {}",
+                                         kernels::mode_name(mode), kernel, m, k, n, transposed,
+                                         accumulate, a_transposed));
                 const at::Tensor w = transposed ? at::randn({n, k}) : at::randn({k, n});
                 const zoo::PackedMatrix packed(w, transposed);
                 ASSERT_EQ(packed.k(), k);
@@ -557,8 +574,9 @@ TEST(Kernels, PackedGemmMatchesMatmul) {
 // (the truth): the output, the final state and every gradient — weights, biases, the input or the
 // embedding, the initial state — for features and for token ids (through the (V, 4H) table, and
 // without it when the vocabulary is larger than B·T), batch-first and time-major, with and without
-// an initial state, through lathe's packed GEMM kernel and through at::addmm. Sizes that are no multiple of
-// a vector (B 5, H 19); and a sequence too short to pack for.
+// an initial state, through lathe's packed GEMM kernel and through at::addmm, each with
+// LATHE_KERNELS=lathe and =aten forced. Sizes that are no multiple of a vector (B 5, H 19); and a
+// sequence too short to pack for.
 TEST(Lstm, MatchesTorchsForwardAndBackward) {
   struct Case {
     const char* name;
@@ -574,8 +592,10 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
   for (const Case& c : {Case{"features", 0, true, false, true}, Case{"table", 11, true, true, true},
                         Case{"ids, no table", 500, false, true, true},
                         Case{"features, at::addmm", 0, false, true, false},
-                        Case{"table, at::addmm", 11, true, false, false}}) {
-    SCOPED_TRACE(c.name);
+                        Case{"table, at::addmm", 11, true, false, false}})
+  for (const auto mode : {kernels::Mode::lathe, kernels::Mode::aten}) {  // each side forced
+    SCOPED_TRACE(fmt::format("{}, LATHE_KERNELS={}", c.name, kernels::mode_name(mode)));
+    const kernels::ScopedMode forced(mode);
     zoo::detail::set_packed_gemm_kernel(c.packed);
     at::manual_seed(1);
     torch::nn::LSTM lstm(torch::nn::LSTMOptions(I, H).num_layers(L).batch_first(c.batch_first));
@@ -635,6 +655,7 @@ TEST(Lstm, MatchesTorchsForwardAndBackward) {
     }
   }
   zoo::detail::set_packed_gemm_kernel(true);
+  const kernels::ScopedMode lathe_side(kernels::Mode::lathe);  // what follows is about lathe's
 
   // One step of one sequence, as generation runs: too few rows to pack for (at::addmm).
   {
