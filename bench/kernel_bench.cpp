@@ -169,7 +169,8 @@ int main(int argc, char** argv) {
         at::Tensor c = at::empty({p.m, p.n});
         const lathe::models::PackedMatrix packed(b, false);
         const int64_t lda = p.a_transposed ? p.m : p.k;
-        const double lathe_ms = median_ms(repeats, [&] {
+        const lathe::kernels::ScopedMode lathe_side(lathe::kernels::Mode::lathe);
+      const double lathe_ms = median_ms(repeats, [&] {
           packed.multiply(a.const_data_ptr<float>(), lda, p.m, c.mutable_data_ptr<float>(), p.n,
                           false, p.a_transposed);
         });
