@@ -34,6 +34,18 @@ lathe_find_pkg(LIBPNG libpng)
 lathe_find_pkg(ICU icu-uc)   # Unicode normalisation for WordPiece
 lathe_find_pkg(ICUI18N icu-i18n)   # ICU regular expressions: tokenizers' pre-tokenizer patterns
 lathe_find(CURL)   # MLflow tracking over HTTP (trainer.mlflow)
+# Gradient-boosted trees and forests: Debian's libxgboost-dev 1.7.4, the version the Python
+# oracle (scripts/requirements.txt: xgboost==1.7.4) must match for the parity tests. Through
+# pkg-config: Debian's CMake file for it also wants the xgboost command-line package.
+lathe_find_pkg(XGBOOST xgboost>=1.7)
+# Support-vector machines: Debian's libsvm-dev (LIBSVM 3.24) has no CMake or pkg-config file.
+if(NOT TARGET lathe::svm)
+  find_path(LATHE_SVM_INCLUDE_DIR libsvm/svm.h REQUIRED)
+  find_library(LATHE_SVM_LIBRARY svm REQUIRED)
+  add_library(lathe::svm UNKNOWN IMPORTED)
+  set_target_properties(lathe::svm PROPERTIES IMPORTED_LOCATION "${LATHE_SVM_LIBRARY}"
+                        INTERFACE_INCLUDE_DIRECTORIES "${LATHE_SVM_INCLUDE_DIR}")
+endif()
 
 # lathe::torch — LibTorch's libraries without nvrtc (which we never call and which would tie our
 # binaries to the toolkit's copy). The CUDA runtime libraries resolve through torch's own RPATH to

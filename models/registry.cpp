@@ -12,7 +12,9 @@
 #include "models/cnn/mobilenet.h"
 #include "models/cnn/resnet.h"
 #include "models/rnn/rnn.h"
+#include "models/tabular/svm.h"
 #include "models/tabular/tabular.h"
+#include "models/tabular/xgboost.h"
 #include "models/transformer/bert.h"
 #include "models/transformer/gpt2.h"
 #include "models/transformer/vit.h"
@@ -190,6 +192,46 @@ std::function<torch::nn::AnyModule(const config::Params&)> build_linear(int64_t 
   };
 }
 
+/// xgboost (gradient boosting) and random_forest (XGBoost's random-forest mode: one round of
+/// n_estimators parallel trees on row and column samples, as XGBRFClassifier / XGBRFRegressor).
+std::function<std::shared_ptr<Estimator>(const config::Params&)> build_xgboost(bool forest) {
+  return [forest](const config::Params& p) -> std::shared_ptr<Estimator> {
+    XGBoostOptions o;
+    if (forest)  // XGBRF's defaults, deeper trees as a forest's
+      o.mode("forest").max_depth(8).subsample(0.8).colsample_bynode(0.8).reg_lambda(1e-5);
+    o.n_estimators(p.get_int("n_estimators", o.n_estimators()))
+        .max_depth(p.get_int("max_depth", o.max_depth()))
+        .min_child_weight(p.get_double("min_child_weight", o.min_child_weight()))
+        .subsample(p.get_double("subsample", o.subsample()))
+        .colsample_bytree(p.get_double("colsample_bytree", o.colsample_bytree()))
+        .colsample_bynode(p.get_double("colsample_bynode", o.colsample_bynode()))
+        .reg_lambda(p.get_double("reg_lambda", o.reg_lambda()))
+        .reg_alpha(p.get_double("reg_alpha", o.reg_alpha()))
+        .gamma(p.get_double("gamma", o.gamma()))
+        .max_bin(p.get_int("max_bin", o.max_bin()))
+        .tree_method(p.get_string("tree_method", o.tree_method()))
+        .device(p.get_string("device", o.device()));
+    if (!forest) o.learning_rate(p.get_double("learning_rate", o.learning_rate()));
+    p.check_all_used();
+    return std::make_shared<XGBoostEstimator>(o);
+  };
+}
+
+std::shared_ptr<Estimator> build_svm(const config::Params& p) {
+  SvmOptions o;
+  o.kernel(p.get_string("kernel", o.kernel()))
+      .C(p.get_double("C", o.C()))
+      .gamma(p.get_string("gamma", o.gamma()))
+      .degree(p.get_int("degree", o.degree()))
+      .coef0(p.get_double("coef0", o.coef0()))
+      .epsilon(p.get_double("epsilon", o.epsilon()))
+      .tol(p.get_double("tol", o.tol()))
+      .shrinking(p.get_bool("shrinking", o.shrinking()))
+      .cache_size(p.get_double("cache_size", o.cache_size()));
+  p.check_all_used();
+  return std::make_shared<SvmEstimator>(o);
+}
+
 }  // namespace
 
 const std::vector<ModelSpec>& model_specs() {
@@ -240,6 +282,12 @@ const std::vector<ModelSpec>& model_specs() {
        build_linear(1, 1e-3, 0.0)},
       {"ridge", "linear regression with an L2 penalty (l2 = 1e-3 unless set)", table,
        build_linear(1, 0.0, 1e-3)},
+      {"xgboost", "gradient-boosted trees (XGBoost): rounds, learning rate, depth, subsampling",
+       {}, {}, false, build_xgboost(false)},
+      {"random_forest", "random forest (XGBoost's random-forest mode): trees, depth, sampling",
+       {}, {}, false, build_xgboost(true)},
+      {"svm", "support-vector machine (LIBSVM): SVC / SVR, linear, poly, rbf, sigmoid kernels",
+       {}, {}, false, build_svm},
   };
   return specs;
 }
@@ -397,7 +445,14 @@ torch::nn::AnyModule build_model(const config::ModelSection& model) {
   }
   for (const SizeOption& opt : spec.sizes)  // still auto: no data said it, the defaults apply
     if (params.has(opt.key) && is_auto(params.values().at(opt.key))) params.erase(opt.key);
+  if (spec.estimator) return torch::nn::AnyModule(EstimatorModule(spec.estimator(params)));
   return spec.build(params);
+}
+
+std::shared_ptr<Estimator> make_estimator(const config::ModelSection& model) {
+  const ModelSpec& spec = model_spec(model);
+  if (!spec.estimator) return nullptr;
+  return spec.estimator(model.params);
 }
 
 ModelSignature model_signature(const config::ModelSection& model, const torch::nn::Module& module,

@@ -10,6 +10,7 @@
 
 #include "lathe/config/config.h"
 #include "lathe/config/data_info.h"
+#include "models/estimator.h"
 #include "models/signature.h"
 
 namespace lathe::models {
@@ -40,6 +41,10 @@ struct ModelSpec {
   /// Takes model.gradient_checkpointing (activation checkpointing, models/checkpoint.h); for the
   /// other models the key is a ConfigError naming the model.
   bool gradient_checkpointing = false;
+  /// For a model that is not a torch module (xgboost, random_forest, svm): makes its Estimator
+  /// from the options (reading every one, then p.check_all_used()). run then fits it on the
+  /// loaded splits instead of training with the Trainer; `build` is empty for such entries.
+  std::function<std::shared_ptr<Estimator>(const config::Params&)> estimator = nullptr;
 };
 
 /// Every model the zoo knows, in a fixed order (registered user models are not among them).
@@ -99,6 +104,12 @@ std::vector<std::string> resolve_sizes(config::ModelSection& model, const config
 ///   auto model = lathe::models::build_model(cfg.model);
 ///   at::Tensor logits = model.forward<at::Tensor>(images);
 torch::nn::AnyModule build_model(const config::ModelSection& model);
+
+/// The Estimator a config's model: section describes when its table entry is one (xgboost,
+/// random_forest, svm), unfitted, its options checked; null for torch models.
+///
+///   if (auto est = lathe::models::make_estimator(cfg.model)) est->fit(x, y, task);
+std::shared_ptr<Estimator> make_estimator(const config::ModelSection& model);
 
 /// Number of parameters (trainable + frozen), as PyTorch's sum(p.numel()).
 int64_t parameter_count(const torch::nn::Module& module);

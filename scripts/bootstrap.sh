@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 # libgloo-dev gives the gloo/*.h headers that torch's ProcessGroupGloo.hpp needs (README).
 # clang and libclang-rt-14-dev (ASan, UBSan, libFuzzer runtimes) build the asan preset.
 # libcurl talks to an MLflow tracking server; chromium (headless) checks the HTML run report in tests.
+# libxgboost-dev (1.7.4, matched by the venv's xgboost==1.7.4 oracle) and libsvm-dev (LIBSVM 3.24)
+# fit the xgboost, random_forest and svm models.
 DEB_PACKAGES=(
   cmake ninja-build ccache g++ pkg-config git
   clang libclang-rt-14-dev
@@ -18,6 +20,7 @@ DEB_PACKAGES=(
   libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libicu-dev zlib1g-dev
   libgloo-dev
   libcurl4-openssl-dev chromium
+  libxgboost-dev libsvm-dev
   dataset-fashion-mnist fortunes
   python3 python3-venv
 )

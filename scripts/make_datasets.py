@@ -1,6 +1,7 @@
 """Writes the recipes' data sets from what the machine already has (no download):
-datasets/wine.csv (13 features + 'target' class 0..2) and datasets/diabetes.csv (10 raw features
-+ 'target' disease progression) from scikit-learn's bundled copies, and datasets/fortune_topics.csv
+datasets/wine.csv (13 features + 'target' class 0..2), datasets/diabetes.csv (10 raw features
++ 'target' disease progression) and datasets/breast_cancer.csv (30 features + 'target' 0
+malignant / 1 benign) from scikit-learn's bundled copies, and datasets/fortune_topics.csv
 (text, label) from Debian's fortunes: the quotes of four topic files, 140 each, shuffled with a
 fixed seed. Idempotent: existing files are kept.
 
@@ -11,7 +12,7 @@ import random
 import sys
 from pathlib import Path
 
-from sklearn.datasets import load_diabetes, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 
 def write(path: Path, bunch):
@@ -53,6 +54,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     write(out / "wine.csv", load_wine())
     write(out / "diabetes.csv", load_diabetes(scaled=False))
+    write(out / "breast_cancer.csv", load_breast_cancer())
     write_fortunes(out / "fortune_topics.csv")
 
 

@@ -29,6 +29,16 @@ RECIPES=(
   "fashion_small|configs/fashion_small.yaml|accuracy,params|Fashion-MNIST's \"2 Conv, <100K parameters\" row (0.925)|accuracy>=0.925 params<=100000 seconds<=300"
   "wine|configs/wine_mlp.yaml|accuracy|CSV classification (wine), standardised"
   "diabetes|configs/diabetes_regression.yaml|r2,rmse|CSV regression (diabetes), median impute, IQR clip, standardise"
+  "wine_xgboost|configs/tabular/wine_xgboost.yaml|accuracy|wine, gradient-boosted trees (XGBoost)"
+  "wine_forest|configs/tabular/wine_forest.yaml|accuracy|wine, random forest (XGBoost's forest mode)"
+  "wine_svm|configs/tabular/wine_svm.yaml|accuracy|wine, SVC (LIBSVM), RBF kernel"
+  "breast_cancer|configs/tabular/breast_cancer_mlp.yaml|accuracy,roc_auc|breast cancer, an MLP"
+  "breast_cancer_xgboost|configs/tabular/breast_cancer_xgboost.yaml|accuracy,roc_auc|breast cancer, gradient-boosted trees"
+  "breast_cancer_forest|configs/tabular/breast_cancer_forest.yaml|accuracy,roc_auc|breast cancer, random forest"
+  "breast_cancer_svm|configs/tabular/breast_cancer_svm.yaml|accuracy,roc_auc|breast cancer, SVC, RBF kernel"
+  "diabetes_xgboost|configs/tabular/diabetes_xgboost.yaml|r2,rmse|diabetes, gradient-boosted trees"
+  "diabetes_forest|configs/tabular/diabetes_forest.yaml|r2,rmse|diabetes, random forest"
+  "diabetes_svm|configs/tabular/diabetes_svm.yaml|r2,rmse|diabetes, SVR, RBF kernel"
   "char_lstm|configs/fortunes_char_lstm.yaml|perplexity|byte-level LSTM LM on Debian's fortunes"
   "gpt|configs/fortunes_gpt.yaml|perplexity|small GPT (GPT-2 architecture) on the same text"
   "finetune_tops|configs/finetune/finetune_fashion_tops.yaml|accuracy|fine-tuned from the demo's weights, 4 tops from 200 images|accuracy~0.800:0.026"
@@ -67,9 +77,10 @@ for recipe in "${RECIPES[@]}"; do
     "$claims" "$name" <<'EOF'
 import json, re, sys
 m = json.load(open(sys.argv[1]))
-# The run's "model: NAME (N parameters)[, M trainable]" line.
-n, t = re.search(r"model: \S+ \((\d+) parameters\)(?:, (\d+) trainable)?",
-                 open(sys.argv[3]).read()).groups()
+# The run's "model: NAME (N parameters)[, M trainable]" line (estimators have none: 0).
+found = re.search(r"model: \S+ \((\d+) parameters\)(?:, (\d+) trainable)?",
+                  open(sys.argv[3]).read())
+n, t = found.groups() if found else ("0", None)
 m["seconds"], m["params"], m["all_params"] = float(sys.argv[4]), int(t or n), int(n)
 parts = []
 for k in sys.argv[2].split(","):

@@ -20,6 +20,10 @@ torch::nn::AnyModule load_finished_model(const config::RunConfig& cfg,
                                          const std::filesystem::path& run_dir,
                                          const std::filesystem::path& weights, c10::Device device) {
   torch::nn::AnyModule model = models::build_model(cfg.model);
+  if (const auto est = models::estimator_of(*model.ptr())) {  // model.json / model.libsvm
+    est->load(weights.empty() ? run_dir / est->file_name() : weights);
+    return model;
+  }
   ckpt::load_weights_any(*model.ptr(), weights.empty() ? run_dir / "model.safetensors" : weights,
                          /*strict=*/true);
   model.ptr()->to(device);

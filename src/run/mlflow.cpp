@@ -202,7 +202,7 @@ std::optional<std::string> MlflowTracker::call(const std::string& method, const 
   return r.body;
 }
 
-void MlflowTracker::on_fit_start(train::Trainer&) {
+void MlflowTracker::begin() {
   if (!started_) start();
 }
 
@@ -288,7 +288,7 @@ void MlflowTracker::start() {
               cfg_.tracking_uri);
 }
 
-void MlflowTracker::on_log(train::Trainer&, const train::LogEvent& e) {
+void MlflowTracker::log(const train::LogEvent& e) {
   if (!active_ || !started_) return;
   const int64_t t = now_ms();
   for (const auto& [k, v] : e.values) {

@@ -53,8 +53,8 @@ void write_test_predictions(torch::nn::AnyModule& model, const train::Task& task
   torch::NoGradGuard no_grad;
   const bool amp = precision == "bf16" || precision == "fp16";
   const auto dtype = precision == "fp16" ? at::kHalf : at::kBFloat16;
-  std::vector<at::Tensor> truths, preds;  // per batch, on the CPU
-  int64_t kept = 0, outputs = 1;
+  std::vector<at::Tensor> truths, outs;  // per batch, on the CPU
+  int64_t kept = 0;
   test.set_epoch(0);
   for (int64_t i = 0; i < test.num_batches(); ++i) {
     if (kind == "regression" && kept >= max_records) break;
@@ -64,34 +64,40 @@ void write_test_predictions(torch::nn::AnyModule& model, const train::Task& task
       AutocastGuard guard(device.type(), dtype, amp);
       out = model.forward<at::Tensor>(batch.inputs.to(device));
     }
-    if (kind == "classification") {
-      preds.push_back(out.argmax(-1).to(at::kLong).cpu());  // (B)
-      truths.push_back(batch.targets.to(at::kLong).cpu());  // (B)
-    } else {
-      const int64_t b = out.size(0);
-      outputs = out.numel() / std::max<int64_t>(1, b);
-      preds.push_back(out.to(at::kDouble).reshape({b, -1}).cpu());  // (B, D)
-      truths.push_back(batch.targets.to(at::kDouble).reshape({b, -1}).cpu());
-      kept += b;
-    }
+    const int64_t b = out.size(0);
+    outs.push_back(out.to(at::kFloat).reshape({b, -1}).cpu());  // (B, K)
+    truths.push_back(batch.targets.cpu().reshape({b, -1}));      // (B, D)
+    kept += b;
   }
   module.train(was_training);
+  write_test_predictions(outs.empty() ? at::empty({0, 1}) : at::cat(outs),
+                         truths.empty() ? at::empty({0}) : at::cat(truths), kind, classes, file,
+                         max_records);
+}
+
+void write_test_predictions(const at::Tensor& outputs, const at::Tensor& targets,
+                            const std::string& kind, const std::vector<std::string>& classes,
+                            const fs::path& file, int64_t max_records) {
+  if (kind != "classification" && kind != "regression") return;
+  const int64_t n = outputs.size(0);
+  const at::Tensor out = outputs.cpu().reshape({n, -1});  // (N, K)
   json j;
   j["task"] = kind;
-  const auto flat = [](const std::vector<at::Tensor>& parts, int64_t limit) {
-    at::Tensor all = parts.empty() ? at::empty({0}) : at::cat(parts);
+  const auto flat = [](at::Tensor all, int64_t limit) {
     if (limit > 0 && all.size(0) > limit) all = all.slice(0, 0, limit);
     return all.contiguous().reshape({-1});
   };
   if (kind == "classification") {
-    const at::Tensor t = flat(truths, 0), p = flat(preds, 0);
+    const at::Tensor t = flat(targets.cpu().to(at::kLong).reshape({n}), 0);
+    const at::Tensor p = flat(out.argmax(-1).to(at::kLong), 0);
     j["classes"] = classes;
     j["num_classes"] = classes.empty() ? int64_t{0} : static_cast<int64_t>(classes.size());
     j["y_true"] = std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
     j["y_pred"] = std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.numel());
   } else {
-    const at::Tensor t = flat(truths, max_records), p = flat(preds, max_records);
-    j["outputs"] = outputs;
+    const at::Tensor t = flat(targets.cpu().to(at::kDouble).reshape({n, -1}), max_records);
+    const at::Tensor p = flat(out.to(at::kDouble), max_records);
+    j["outputs"] = out.size(1);
     j["y_true"] = std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
     j["y_pred"] = std::vector<double>(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
   }
@@ -314,6 +320,30 @@ std::string confusion_chart(const std::vector<std::vector<int64_t>>& m,
   return s + "</svg>";
 }
 
+/// Horizontal bars of the `bars` (name, value ≥ 0) in the order given.
+std::string importance_chart(const std::vector<std::pair<std::string, double>>& bars) {
+  const double left = 190, right = 60, top = 30, row = 16;
+  const double width = 460, height = top + row * static_cast<double>(bars.size()) + 12;
+  double peak = 0;
+  for (const auto& b : bars) peak = std::max(peak, b.second);
+  std::string s = fmt::format(
+      R"~(<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {0} {1}" width="{0}" height="{1}" role="img">)~"
+      R"~(<title>Feature importance</title><rect width="100%" height="100%" fill="#fff"/>)~"
+      R"~(<text x="8" y="18" font-size="14" font-weight="bold">Feature importance (total gain)</text>)~",
+      width, height);
+  for (size_t i = 0; i < bars.size(); ++i) {
+    const double y = top + row * static_cast<double>(i);
+    const double w = peak > 0 ? bars[i].second / peak * (width - left - right) : 0.0;
+    s += fmt::format(
+        R"~(<text x="{0}" y="{1:.1f}" font-size="10" text-anchor="end">{2}</text>)~"
+        R"~(<rect x="{3}" y="{4:.1f}" width="{5:.1f}" height="{6:.1f}" fill="{7}"><title>{2}: {8}</title></rect>)~"
+        R"~(<text x="{9:.1f}" y="{1:.1f}" font-size="10">{8}</text>)~",
+        left - 4, y + row / 2 + 3, html_escape(bars[i].first), left, y + 2, w, row - 4,
+        kColours[0], tick_label(bars[i].second), left + w + 4);
+  }
+  return s + "</svg>";
+}
+
 // ---- the page ----------------------------------------------------------------------------
 
 /// Everything the page shows, read from the run folder.
@@ -323,6 +353,8 @@ struct ReportData {
   std::vector<train::LogEvent> rows;
   json predictions;  // null without test_predictions.json
   std::vector<std::string> classes;
+  /// feature_importance.json (tree models): (feature, total gain), largest first, at most 20
+  std::vector<std::pair<std::string, double>> importance;
 };
 
 /// Series `key` over the rows of `kind`, x = step or epoch.
@@ -410,6 +442,11 @@ std::vector<std::array<std::string, 3>> plots(const ReportData& d) {
         residual_chart(p.at("y_true").get<std::vector<double>>(),
                        p.at("y_pred").get<std::vector<double>>()));
   }
+  if (!d.importance.empty())
+    add("plot-feature-importance",
+        fmt::format("The {} features the trees gain most from (feature_importance.json)",
+                    d.importance.size()),
+        importance_chart(d.importance));
   return out;
 }
 
@@ -428,6 +465,24 @@ ReportData read_report_data(const fs::path& run_dir) {
                 (run_dir / "test_predictions.json").string());
     if (d.predictions.contains("classes") && d.predictions["classes"].is_array())
       d.classes = d.predictions["classes"].get<std::vector<std::string>>();
+  }
+  if (fs::exists(run_dir / "feature_importance.json")) {
+    const auto file = run_dir / "feature_importance.json";
+    const json j = json::parse(detail::read_text(file), nullptr, false);
+    LATHE_CHECK(j.is_object() && j.contains("features") && j["features"].is_array(), DataError,
+                "{}: not a feature-importance file (an object with a 'features' list); remove it "
+                "(the report then has no importance plot)",
+                file.string());
+    for (const auto& f : j["features"]) {
+      LATHE_CHECK(f.is_object() && f.contains("name") && f["name"].is_string() &&
+                      f.contains("importance") && f["importance"].is_number(),
+                  DataError, "{}: every feature needs a 'name' and a numeric 'importance'",
+                  file.string());
+      d.importance.emplace_back(f["name"].get<std::string>(), f["importance"].get<double>());
+    }
+    std::stable_sort(d.importance.begin(), d.importance.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (d.importance.size() > 20) d.importance.resize(20);
   }
   return d;
 }

@@ -36,6 +36,7 @@
 #include "models/layers.h"
 #include "models/lora.h"
 #include "models/registry.h"
+#include "src/run/estimator_run.h"
 
 namespace lathe::run {
 
@@ -178,6 +179,8 @@ std::shared_ptr<MlflowTracker> make_mlflow_tracker(const config::RunConfig& cfg,
 
 RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
                             const std::vector<std::shared_ptr<Callback>>& extra) {
+  if (models::model_spec(cfg.model).estimator)  // trees, forests, SVMs: fitted by their library
+    return detail::run_estimator(std::move(cfg), resume);
   const auto t0 = std::chrono::steady_clock::now();
   const dist::World world = dist::world_from_env();
   const c10::Device device = prepare_runtime(cfg, world);
@@ -429,6 +432,10 @@ Metrics evaluate_run(const std::filesystem::path& run_dir, const std::filesystem
               cfg.data.path);
 
   torch::nn::AnyModule model = models::build_model(cfg.model);
+  if (const auto est = models::estimator_of(*model.ptr())) {  // its library's own model file
+    est->load(weights.empty() ? run_dir / est->file_name() : weights);
+    return evaluate(model, Task(cfg.task), *data.test, device, cfg.trainer.precision);
+  }
   const auto file = weights_file(run_dir, weights);
   // A LoRA run's checkpoints hold its adapters (its model.safetensors, merged weights): attach
   // them, load, and merge as the run does.

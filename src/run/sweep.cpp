@@ -38,6 +38,16 @@ std::string scalar(const YAML::Node& n, const std::string& file, const std::stri
   return n.Scalar();
 }
 
+/// A choice's value as an override writes it: a scalar as it is, a mapping or list as flow YAML
+/// (so `model: {type: choice, values: [{name: mlp, hidden: [32]}, {name: xgboost}]}` picks a
+/// whole model section, a family with its own options).
+std::string choice_value(const YAML::Node& v) {
+  if (v.IsScalar()) return v.Scalar();
+  YAML::Emitter out;
+  out << YAML::Flow << v;
+  return out.c_str();
+}
+
 ParamSpec read_param(const std::string& key, const YAML::Node& n, const std::string& file) {
   LATHE_CHECK(n.IsMap(), ConfigError,
               "{}: space.{} must be a mapping like {{type: loguniform, low: 1e-4, high: 1e-1}}",
@@ -65,7 +75,7 @@ ParamSpec read_param(const std::string& key, const YAML::Node& n, const std::str
   if (p.type == "choice") {
     LATHE_CHECK(n["values"] && n["values"].IsSequence() && n["values"].size() > 0, ConfigError,
                 "{}: space.{} of type choice needs a non-empty list 'values'", w, key);
-    for (const auto& v : n["values"]) p.values.push_back(scalar(v, file, "space." + key + ".values"));
+    for (const auto& v : n["values"]) p.values.push_back(choice_value(v));
   } else if (p.type == "uniform" || p.type == "loguniform" || p.type == "int") {
     p.low = num("low");
     p.high = num("high");

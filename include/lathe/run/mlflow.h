@@ -38,8 +38,13 @@ class MlflowTracker : public train::Callback {
   MlflowTracker& operator=(const MlflowTracker&) = delete;
 
   std::string name() const override { return "mlflow"; }
-  void on_fit_start(train::Trainer&) override;
-  void on_log(train::Trainer&, const train::LogEvent& e) override;
+  void on_fit_start(train::Trainer&) override { begin(); }
+  void on_log(train::Trainer&, const train::LogEvent& e) override { log(e); }
+  /// Starts (or continues) the MLflow run: what on_fit_start does, for runs without a Trainer
+  /// (estimators).
+  void begin();
+  /// Queues a row's metrics: what on_log does, for runs without a Trainer.
+  void log(const train::LogEvent& e);
   void on_fit_end(train::Trainer&) override { flush(); }
 
   /// Sends what is buffered, uploads `artifacts` that exist (by file name), ends the run.

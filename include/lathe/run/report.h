@@ -26,6 +26,12 @@ void write_test_predictions(torch::nn::AnyModule& model, const train::Task& task
                             const std::string& precision, const std::vector<std::string>& classes,
                             const std::filesystem::path& file, int64_t max_records = 5000);
 
+/// The same file from a model's outputs over the test split, computed already: logits (N, K)
+/// (the class is their argmax) or values (N, D), and the targets (N) or (N, D).
+void write_test_predictions(const at::Tensor& outputs, const at::Tensor& targets,
+                            const std::string& kind, const std::vector<std::string>& classes,
+                            const std::filesystem::path& file, int64_t max_records = 5000);
+
 /// Per-class precision, recall, F1 and support from true and predicted class ids (scikit-learn's
 /// precision_recall_fscore_support, zero_division = 0), and the confusion matrix (rows: true).
 struct ClassReport {
