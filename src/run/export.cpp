@@ -12,6 +12,8 @@
 #include <torch/nn/modules/container/any.h>
 
 #include "lathe/ckpt/torch_pickle.h"
+#include "lathe/data/tabular.h"
+#include "lathe/onnx/estimators.h"
 #include "lathe/config/config.h"
 #include "lathe/run/run.h"
 #include "lathe/core/error.h"
@@ -93,18 +95,10 @@ std::vector<std::vector<at::Tensor>> calibration_batches(const config::RunConfig
   return batches;
 }
 
-}  // namespace
-
-onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
-                        const RunExportOptions& options) {
-  LATHE_CHECK(std::filesystem::is_directory(run_or_checkpoint), ExportError,
-              "{}: no such folder; pass a run folder (runs/<name>) or a checkpoint folder",
-              run_or_checkpoint.string());
-  // A checkpoints/last or best link resolves to its step folder.
-  const std::filesystem::path dir = std::filesystem::canonical(run_or_checkpoint);
-  const auto [config_text, config_origin] = find_config(dir);
-  const config::RunConfig cfg = config::parse_config(config_text, config_origin);
-
+/// A zoo (torch) model's run: its weights in the model, traced at the run's sizes.
+onnx::ExportReport export_network(const std::filesystem::path& dir, const config::RunConfig& cfg,
+                                  const RunExportOptions& options, onnx::ExportOptions eo,
+                                  const std::filesystem::path& output) {
   torch::nn::AnyModule model = models::build_model(cfg.model);
   const std::filesystem::path weights = weights_file(dir, options.weights);
   LATHE_CHECK(std::filesystem::exists(weights), ExportError,
@@ -114,8 +108,6 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
 
   const models::ModelSignature sig =
       models::model_signature(cfg.model, *model.ptr(), run_sizes(cfg));
-  onnx::ExportOptions eo;
-  eo.opset = options.opset;
   eo.fp16 = options.fp16;
   std::set<std::string> offered;  // the symbols this model's inputs have
   for (const auto& in : sig.inputs) {
@@ -143,6 +135,89 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     output_name = cfg.task.kind == "regression" ? "prediction" : "logits";
   }
   eo.output_names = {output_name};
+
+  eo.int8 = options.int8;
+  if (options.int8 != onnx::Int8Mode::none) {
+    LATHE_CHECK(options.calibration_batches > 0, ConfigError,
+                "--calibration-batches {}: give at least 1", options.calibration_batches);
+    eo.calibration_source = fmt::format("the training split of {}", dir.string());
+    eo.calibration = [&] { return calibration_batches(cfg, sig, options.calibration_batches); };
+  }
+  const std::vector<at::Tensor> examples = models::example_inputs(sig, cfg.run.seed);
+  return onnx::export_model(model, examples, output, eo);
+}
+
+/// The ONNX graph of each estimator kind, by its name in the model table (models/registry.h):
+/// the reader of the model file the kind keeps, and the type --preprocess gives numeric columns
+/// (double for trees: their thresholds are training values, and a cell rounded to float32 can
+/// land on the other side of one). An estimator kind missing here is an ExportError naming it.
+struct EstimatorExport {
+  const char* model;
+  onnx::Model (*graph)(const std::filesystem::path&, int64_t);
+  onnx::DType numeric;
+};
+constexpr EstimatorExport kEstimatorExports[] = {
+    {"xgboost", onnx::xgboost_graph, onnx::DType::Double},
+    {"random_forest", onnx::xgboost_graph, onnx::DType::Double},
+    {"svm", onnx::libsvm_graph, onnx::DType::Float},
+};
+
+/// The table's entry for an estimator run's model.
+const EstimatorExport& estimator_export(const std::filesystem::path& dir,
+                                        const config::RunConfig& cfg) {
+  std::vector<std::string> exported;
+  for (const auto& e : kEstimatorExports) {
+    if (cfg.model.name == e.model) return e;
+    exported.emplace_back(e.model);
+  }
+  throw ExportError(
+      fmt::format("{}: model '{}' is an estimator lathe has no ONNX graph for (exported: {})",
+                  dir.string(), cfg.model.name, fmt::join(exported, ", ")));
+}
+
+/// An estimator run (xgboost, random_forest, svm): its model file, in the library's format, read
+/// into an ai.onnx.ml graph over the run's preprocessed features (lathe/onnx/estimators.h).
+onnx::ExportReport export_estimator(const std::filesystem::path& dir,
+                                    const config::RunConfig& cfg, const models::Estimator& est,
+                                    const EstimatorExport& entry,
+                                    const std::filesystem::path& preprocessing,
+                                    const RunExportOptions& options, const onnx::ExportOptions& eo,
+                                    const std::filesystem::path& output) {  LATHE_CHECK(!options.fp16 && options.int8 == onnx::Int8Mode::none, ConfigError,
+              "--fp16 / --int8 rewrite a network's weights; the {} model is exported as it is "
+              "(its ai.onnx.ml operator computes in float32): drop the flag",
+              cfg.model.name);
+  const bool defaults = options.dynamic == RunExportOptions{}.dynamic;
+  LATHE_CHECK(defaults || options.dynamic == std::vector<std::string>{"batch"}, ConfigError,
+              "--dynamic {}: the {} model's only dynamic axis is batch, which its graph always has",
+              fmt::join(options.dynamic, ","), cfg.model.name);
+  LATHE_CHECK(options.weights != "ema", ConfigError,
+              "--weights ema: a {} run has no EMA weights; its model is {}", cfg.model.name,
+              est.file_name());
+  const std::filesystem::path file =
+      options.weights.empty() ? dir / est.file_name() : options.weights;
+  LATHE_CHECK(std::filesystem::exists(file), ExportError,
+              "{}: no model here ({}); train the run first or pass --weights FILE",
+              file.string(), est.file_name());
+  // The features the model was fitted on: the run's preprocessing makes them.
+  const int64_t features =
+      preprocessing.empty() ? 0 : data::TabularPreprocessor::load(preprocessing).num_features();
+  return onnx::write_model(entry.graph(file, features), output, eo);
+}
+
+}  // namespace
+
+onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
+                        const RunExportOptions& options) {
+  LATHE_CHECK(std::filesystem::is_directory(run_or_checkpoint), ExportError,
+              "{}: no such folder; pass a run folder (runs/<name>) or a checkpoint folder",
+              run_or_checkpoint.string());
+  // A checkpoints/last or best link resolves to its step folder.
+  const std::filesystem::path dir = std::filesystem::canonical(run_or_checkpoint);
+  const auto [config_text, config_origin] = find_config(dir);
+  const config::RunConfig cfg = config::parse_config(config_text, config_origin);
+
+  onnx::ExportOptions eo;
+  eo.opset = options.opset;
   eo.doc_string = fmt::format("{} trained by lathe (run '{}')", cfg.model.name, cfg.run.name);
   eo.metadata.emplace_back("model", cfg.model.name);
   eo.metadata.emplace_back("run_name", cfg.run.name);
@@ -171,24 +246,21 @@ onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
     }
     eo.metadata.emplace_back("class_names", nlohmann::json(class_names).dump());
   }
+  // A model a library fits (xgboost, random_forest, svm) or a zoo network.
+  const std::shared_ptr<models::Estimator> estimator = models::make_estimator(cfg.model);
+  const EstimatorExport* entry = estimator ? &estimator_export(dir, cfg) : nullptr;
   if (options.preprocess) {
-    eo.graph_passes.push_back(detail::preprocessing_pass(
-        cfg, {dir.string(), run_file("preprocessing.json"), class_names}));
+    detail::RunPreprocessing prep{dir.string(), run_file("preprocessing.json"), class_names};
+    if (entry != nullptr) prep.numeric = entry->numeric;
+    eo.graph_passes.push_back(detail::preprocessing_pass(cfg, prep));
     eo.metadata.emplace_back("preprocessing_in_graph", "true");
   }
-
-  eo.int8 = options.int8;
-  if (options.int8 != onnx::Int8Mode::none) {
-    LATHE_CHECK(options.calibration_batches > 0, ConfigError,
-                "--calibration-batches {}: give at least 1", options.calibration_batches);
-    eo.calibration_source = fmt::format("the training split of {}", dir.string());
-    eo.calibration = [&] { return calibration_batches(cfg, sig, options.calibration_batches); };
-  }
-
   const std::filesystem::path output =
       options.output.empty() ? dir / "model.onnx" : options.output;
-  const std::vector<at::Tensor> examples = models::example_inputs(sig, cfg.run.seed);
-  onnx::ExportReport report = onnx::export_model(model, examples, output, eo);
+  const onnx::ExportReport report =
+      entry != nullptr ? export_estimator(dir, cfg, *estimator, *entry,
+                                          run_file("preprocessing.json"), options, eo, output)
+                       : export_network(dir, cfg, options, std::move(eo), output);
   if (options.triton) {
     const auto repo = output.parent_path() / "triton";
     const auto entry = onnx::write_triton_repository(report, repo, cfg.run.name);

@@ -187,7 +187,7 @@ std::string categorical_column(Nodes& n, const data::TabularPreprocessor::Column
 }
 
 void table_preprocessing(onnx::Model& m, const data::TabularPreprocessor& prep,
-                         const std::string& origin, const std::string& run) {
+                         const std::string& origin, const std::string& run, DType numeric) {
   const std::set<std::string> taken = graph_names(m.graph);
   const ValueInfo features = take_single_input(m, run);  // float [batch, F]
   const int64_t width =
@@ -209,7 +209,7 @@ void table_preprocessing(onnx::Model& m, const data::TabularPreprocessor& prep,
                 "already has; rename the column in the training CSV and retrain, or export "
                 "without --preprocess",
                 origin, col.name);
-    m.graph.inputs.push_back({col.name, col.numeric ? DType::Float : DType::String, {batch, 1}});
+    m.graph.inputs.push_back({col.name, col.numeric ? numeric : DType::String, {batch, 1}});
     parts.push_back(col.numeric ? numeric_column(n, col, k) : categorical_column(n, col, k));
     ++k;
   }
@@ -220,8 +220,41 @@ void table_preprocessing(onnx::Model& m, const data::TabularPreprocessor& prep,
 
 // ---- classification: class names and probabilities after the logits -------------------------
 
+/// The size of `v`'s axis 1, -1 when it is not fixed.
+int64_t width(const ValueInfo& v) {
+  return v.shape.size() == 2 && std::holds_alternative<int64_t>(v.shape[1])
+             ? std::get<int64_t>(v.shape[1])
+             : -1;
+}
+
+/// An estimator's graph (lathe/onnx/estimators.h) decides the class itself: its `class_id`
+/// becomes the class name `label`; its probabilities or decision values stay as they are.
+void estimator_label_output(onnx::Model& m, const std::vector<std::string>& classes,
+                            const std::string& run) {
+  const auto k = static_cast<int64_t>(classes.size());
+  for (const ValueInfo& out : m.graph.outputs) {
+    const int64_t expected = out.name == "probabilities"     ? k
+                             : out.name == "decision_values" ? std::max<int64_t>(1, k * (k - 1) / 2)
+                                                             : width(out);
+    LATHE_CHECK(width(out) == expected, ExportError,
+                "{}: the model's {} has {} columns but classes.txt names {} classes", run,
+                out.name, width(out), k);
+  }
+  Nodes n(m.graph, "postprocess/");
+  std::vector<int64_t> ids(classes.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  n.add("LabelEncoder", {"class_id"}, "label",
+        {{"keys_int64s", ids}, {"values_strings", classes}, {"default_string", std::string()}},
+        kMl);
+  m.graph.nodes.insert(m.graph.nodes.end(), n.nodes().begin(), n.nodes().end());
+  for (ValueInfo& out : m.graph.outputs)
+    if (out.name == "class_id") out = {"label", DType::String, out.shape};
+}
+
 void label_outputs(onnx::Model& m, const std::vector<std::string>& classes,
                    const std::string& run) {
+  for (const ValueInfo& out : m.graph.outputs)
+    if (out.name == "class_id") return estimator_label_output(m, classes, run);
   const ValueInfo logits = m.graph.outputs.front();  // float [batch, K]
   const int64_t K = logits.shape.size() == 2 && std::holds_alternative<int64_t>(logits.shape[1])
                         ? std::get<int64_t>(logits.shape[1])
@@ -278,7 +311,7 @@ std::function<void(onnx::Model&)> preprocessing_pass(const config::RunConfig& cf
     const auto prep =
         std::make_shared<data::TabularPreprocessor>(data::TabularPreprocessor::load(run.tabular));
     return [prep, classes, run](onnx::Model& m) {
-      table_preprocessing(m, *prep, run.tabular.string(), run.run);
+      table_preprocessing(m, *prep, run.tabular.string(), run.run, run.numeric);
       if (!classes.empty()) label_outputs(m, classes, run.run);
     };
   }

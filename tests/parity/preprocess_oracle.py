@@ -4,8 +4,8 @@ records, read as a user reads them (the README's snippet), and writes what the g
   preprocess_oracle.py FILE.onnx OUT.json --csv RECORDS.csv
   preprocess_oracle.py FILE.onnx OUT.json --images IMAGE.png...
 
-CSV: pandas reads the file; every graph input is the column of its name, float32 [N, 1] (empty
-cells and lathe's missing-value tokens as NaN) or, for string inputs, the cell text with spaces
+CSV: pandas reads the file; every graph input is the column of its name, float32 [N, 1] (float64
+for a double input; empty cells and lathe's missing-value tokens as NaN) or, for string inputs, the cell text with spaces
 stripped ("" where the cell is missing) [N, 1]. Images: PIL decodes each file to uint8 [H, W, C],
 stacked to [N, H, W, C]. OUT.json holds {"inputs": [{name, type, shape}], "opsets": {...},
 "outputs": {name: values as lists}} after the onnx package's full checker passed.
@@ -29,7 +29,8 @@ def csv_feeds(session, path):
     feeds = {}
     for i in session.get_inputs():
         col = table[i.name]
-        col = col.fillna("").str.strip() if i.name in text else col.astype(np.float32)
+        number = np.float64 if i.type == "tensor(double)" else np.float32
+        col = col.fillna("").str.strip() if i.name in text else col.astype(number)
         feeds[i.name] = col.to_numpy().reshape(-1, 1)
     return feeds
 

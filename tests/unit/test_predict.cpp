@@ -628,3 +628,140 @@ TEST(ExportPreprocess, ImageFolderRgbPixelsAtTheRunsSideGivePredictsLabelsAndPro
   fmt::print("[ measured ] image folder (RGB): max |onnxruntime - predict| probability {:.2g}\n",
              worst);
 }
+
+namespace {
+
+/// "x1,colour,x2,label" rows of two classes (barbera, barolo), holes as in wine_rows.
+std::string two_class_rows(int n, int offset) {
+  std::string text = "x1,colour,x2,label\n";
+  const char* colours[] = {"red", "rose", "white"};
+  for (int i = offset; i < offset + n; ++i) {
+    const int c = (i / 2) % 2;
+    const std::string x1 = i % 7 == 3 ? "" : fmt::format("{:.2f}", c * 1.2 + 0.15 * (i % 5));
+    text += fmt::format("{},{},{:.3f},{}\n", x1, i % 11 == 5 ? "NA" : colours[i % 3],
+                        1.0 - c + 0.07 * (i % 6), c ? "barolo" : "barbera");
+  }
+  return text;
+}
+
+}  // namespace
+
+/// Every estimator kind (xgboost, random_forest, svm) on three-class, two-class and regression
+/// tables: `lathe export --preprocess` run in onnxruntime on raw records (holes, an unseen
+/// category) gives predict's labels, its probabilities within 1e-5 and its values within
+/// 1e-5 * max(1, |value|).
+TEST(ExportPreprocess, EstimatorRunsGivePredictsLabelsProbabilitiesAndValues) {
+  const std::vector<std::pair<std::string, std::string>> kinds = {
+      {"xgboost", "n_estimators: 30, max_depth: 3"},
+      {"random_forest", "n_estimators: 12, max_depth: 5"},
+      {"svm", "kernel: rbf"},
+  };
+  std::string regression_rows = "a,b,kind,y\n";
+  for (int i = 0; i < 120; ++i) {
+    const double a = (i % 13) * 0.3, b = (i % 7) * -0.5;
+    regression_rows += fmt::format("{},{:.2f},{},{:.3f}\n",
+                                   i % 9 == 4 ? "" : fmt::format("{:.2f}", a), b,
+                                   i % 10 == 7 ? "NA" : i % 2 ? "x" : "y",
+                                   2 * a - b + (i % 2) + 0.01 * (i % 3));
+  }
+  for (const auto& [kind, options] : kinds) {
+    for (const std::string task : {"multiclass", "binary", "regression"}) {
+      SCOPED_TRACE(kind + " " + task);
+      TempDir dir;
+      const bool regression = task == "regression";
+      write_text(dir / "train.csv", regression            ? regression_rows
+                                    : task == "binary" ? two_class_rows(90, 0)
+                                                       : wine_rows(90, 0));
+      const fs::path r = train(
+          dir, "data: {source: csv, path: " + (dir / "train.csv").string() + ", target: " +
+                   (regression ? "y" : "label") +
+                   ", impute: mean, scale: standard, batch_size: 16, num_workers: 0}\n"
+                   "model: {name: " + kind + ", " + options + "}\n");
+      std::string records = regression ? regression_rows + "40,,z,0\n,-9,x,0\n"
+                            : task == "binary"
+                                ? two_class_rows(25, 1000)
+                                : wine_rows(25, 1000);
+      if (!regression) records += "9.5,purple,1.0,barolo\n,,-5,barbera\n";
+      write_text(dir / "new.csv", records);
+      const auto preds = predict(r, {(dir / "new.csv").string()}, /*top_k=*/3, 50);
+      const auto onnx =
+          onnx_answers(r, dir / (kind + ".onnx"), "--csv", {(dir / "new.csv").string()});
+      EXPECT_EQ(onnx.at("opsets").dump(), R"({"":17,"ai.onnx.ml":3})");
+      double worst = 0;
+      if (regression) {
+        const auto& values = onnx.at("outputs").at("prediction");
+        ASSERT_EQ(values.size(), preds.size());
+        for (size_t i = 0; i < preds.size(); ++i) {
+          const double v = values[i][0].get<double>();
+          EXPECT_NEAR(v, preds[i].value, 1e-5 * std::max(1.0, std::abs(preds[i].value)))
+              << "row " << i;
+          worst = std::max(worst, std::abs(v - preds[i].value));
+        }
+        EXPECT_EQ(onnx.at("outputs").size(), 1u);
+      } else {
+        worst = expect_same_classes(onnx, preds, classes_of(r));
+        EXPECT_EQ(onnx.at("outputs").size(), kind == "svm" ? 3u : 2u);  // + decision_values
+      }
+      fmt::print("[ measured ] {} {}: max |onnxruntime - predict| {} {:.2g}\n", kind, task,
+                 regression ? "value" : "probability", worst);
+    }
+  }
+}
+
+namespace {
+
+/// A user's estimator with no ONNX graph in lathe: export names it. Its methods are never called.
+class OpaqueEstimator : public lathe::models::Estimator {
+ public:
+  void fit(const at::Tensor&, const at::Tensor&, const lathe::models::FitTask&,
+           const lathe::models::RoundHook&) override {}
+  at::Tensor predict(const at::Tensor& x) const override { return x; }
+  std::string file_name() const override { return "model.bin"; }
+  void save(const fs::path&) const override {}
+  void load(const fs::path&) override {}
+};
+
+}  // namespace
+
+TEST(ExportPreprocess, EstimatorExportErrorsNameTheKindTheFileAndTheFlag) {
+  TempDir dir;
+  write_text(dir / "train.csv", wine_rows(60, 0));
+  const fs::path r = train(dir, "data: {source: csv, path: " + (dir / "train.csv").string() +
+                                    ", target: label, impute: mean, num_workers: 0}\n"
+                                    "model: {name: svm, kernel: linear}\n");
+  expect_error<lathe::ConfigError>(
+      [&] { run::export_run(r, {.output = dir / "a.onnx", .fp16 = true}); },
+      {"--fp16 / --int8", "the svm model is exported as it is"});
+  expect_error<lathe::ConfigError>(
+      [&] { run::export_run(r, {.output = dir / "a.onnx", .dynamic = {"seq"}}); },
+      {"--dynamic seq", "only dynamic axis is batch"});
+  // A damaged model file: the file, the line and what is wrong; nothing is written.
+  std::string text = lathe::testing::read_text(r / "model.libsvm");
+  text.replace(text.find("nr_class 3"), 10, "nr_class 4");
+  write_text(r / "model.libsvm", text);
+  expect_error<lathe::ExportError>([&] { run::export_run(r, {.output = dir / "a.onnx"}); },
+                                   {(r / "model.libsvm").string() + ":5", "'rho' has 3 value(s), 6 expected"});
+  EXPECT_FALSE(fs::exists(dir / "a.onnx"));
+  fs::remove(r / "model.libsvm");
+  expect_error<lathe::ExportError>([&] { run::export_run(r, {.output = dir / "a.onnx"}); },
+                                   {"model.libsvm", "no model here", "train the run first"});
+
+  // An estimator of the user's that lathe has no graph for: an error naming the kind.
+  lathe::models::ModelSpec spec;
+  spec.name = "opaque_estimator";
+  spec.description = "a test estimator";
+  spec.estimator = [](const config::Params&) { return std::make_shared<OpaqueEstimator>(); };
+  spec.build = [est = spec.estimator](const config::Params& p) {
+    return torch::nn::AnyModule(lathe::models::EstimatorModule(est(p)));
+  };
+  lathe::models::register_model(spec);
+  std::string cfg = lathe::testing::read_text(r / "config.yaml");
+  const auto at = cfg.find("name: svm");
+  ASSERT_NE(at, std::string::npos) << cfg;
+  cfg.replace(at, 9, "name: opaque_estimator");
+  write_text(r / "config.yaml", cfg);
+  expect_error<lathe::ExportError>(
+      [&] { run::export_run(r, {.output = dir / "a.onnx"}); },
+      {"model 'opaque_estimator' is an estimator lathe has no ONNX graph for",
+       "exported: xgboost, random_forest, svm"});
+}

@@ -44,6 +44,9 @@ struct RunExportOptions {
 /// default. The zoo model's signature names the inputs and outputs; metadata_props carry the
 /// model name, the run config, the image normalisation and the tabular preprocessing (with class
 /// names) when the run has them. A --dynamic axis the model cannot take is a ConfigError.
+/// A run of a model a library fits (xgboost, random_forest, svm) exports its model file
+/// (model.json, model.libsvm) as ai.onnx.ml operators instead (lathe/onnx/estimators.h), with
+/// a dynamic batch; --fp16 / --int8 are ConfigErrors for it.
 ///
 ///   lathe::run::export_run("runs/fashion_cnn", {.output = "fashion.onnx"});
 onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
