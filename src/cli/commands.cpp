@@ -7,27 +7,22 @@
 #include <algorithm>
 #include <filesystem>
 
-#include <fmt/ostream.h>
 #include <fmt/ranges.h>
-#include <torch/nn/module.h>
 
-#include "lathe/config/config.h"
 #include "lathe/core/activity.h"
 #include "lathe/core/error.h"
 #include "lathe/core/kernel_choice.h"
 #include "lathe/core/log.h"
 #include "lathe/core/runtime.h"
 #include "lathe/core/signals.h"
-#include "lathe/dist/launch.h"
-#include "lathe/dist/process_group.h"
-#include "lathe/onnx/export.h"
 #include "lathe/run/export.h"
+#include "lathe/run/model_info.h"
+#include "lathe/run/process.h"
 #include "lathe/run/report.h"
 #include "lathe/run/run.h"
 #include "lathe/run/runs.h"
 #include "lathe/run/split.h"
 #include "lathe/run/sweep.h"
-#include "models/registry.h"
 
 namespace lathe::cli {
 namespace {
@@ -96,7 +91,7 @@ void add_train(CLI::App& app, int& exit_code) {
       args.insert(args.end(), overrides->begin(), overrides->end());
       // a bad config fails once, here, not N times
       const auto cfg = config::load_config(*config, *overrides);
-      exit_code = dist::launch_local(args, {.processes = *devices});
+      exit_code = run::launch_local_ranks(args, *devices);
       // The ranks stopped after the same step on SIGTERM / SIGINT (passed on to them) and rank 0
       // wrote its checkpoint.
       if (exit_code == stop_exit_status(SIGTERM) || exit_code == stop_exit_status(SIGINT)) {
@@ -111,18 +106,18 @@ void add_train(CLI::App& app, int& exit_code) {
     auto cfg = config::load_config(*config, *overrides);
     const StopSignals stop_signals;  // SIGTERM / SIGINT: stop after the step, with a checkpoint
     const auto result = run::train_from_config(std::move(cfg), *resume);
-    const dist::World world = dist::world_from_env();
+    const run::Rank rank = run::this_rank();
     if (result.stopped_by_signal != 0) {
       exit_code = stop_exit_status(result.stopped_by_signal);
-      if (!world.is_main() || std::getenv("LATHE_LOCAL_LAUNCHER") != nullptr) return;
+      if (!rank.main || std::getenv("LATHE_LOCAL_LAUNCHER") != nullptr) return;
       const std::string cmd = resume_command(*config, 1, *overrides, result.resume_from);
-      if (world.active())
+      if (rank.distributed)
         log::info("to resume: start the ranks as before (torchrun ...) with {}", cmd);
       else
         log::info("to resume: {}", cmd);
       return;
     }
-    if (result.test.count("accuracy") && world.is_main())
+    if (result.test.count("accuracy") && rank.main)
       fmt::print("test accuracy {:.4f}\n", result.test.at("accuracy"));
     exit_code = kOk;
   });
@@ -228,17 +223,14 @@ void add_info(CLI::App& app, int& exit_code) {
         section = cfg.model;
       } else {
         section = config::parse_model_section(*model, *options);
-        std::vector<std::string> sizes;
-        for (const auto& s : models::model_spec(section).sizes)
-          sizes.push_back(s.key + (section.params.has(s.key) ? " (given)" : ""));
-        if (!sizes.empty())
-          fmt::print("sizes from the data (auto; without data the defaults below): {}\n"
-                     "(lathe info --data RUN.yaml [--model NAME] prints what a run's data fills)\n",
-                     fmt::join(sizes, ", "));
       }
-      auto module = models::build_model(section);
-      fmt::print("{}\n", fmt::streamed(*module.ptr()));
-      fmt::print("parameters: {}\n", models::parameter_count(*module.ptr()));
+      const run::ModelSummary summary = run::summarize_model(section);
+      if (data->empty() && !summary.data_sizes.empty())
+        fmt::print("sizes from the data (auto; without data the defaults below): {}\n"
+                   "(lathe info --data RUN.yaml [--model NAME] prints what a run's data fills)\n",
+                   fmt::join(summary.data_sizes, ", "));
+      fmt::print("{}\n", summary.module);
+      fmt::print("parameters: {}\n", summary.parameters);
       exit_code = kOk;
       return;
     }

@@ -958,4 +958,59 @@ std::string to_yaml(const RunConfig& c) {
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+
+/// Lists a section's fields as ConfigKeys (see visit): type names and defaults as YAML text.
+struct Describer {
+  std::vector<ConfigKey>& out;
+  std::string prefix;
+
+  static std::string text(const std::string& v) { return v.empty() ? "\"\"" : v; }
+  static std::string text(bool v) { return v ? "true" : "false"; }
+  template <class T>
+  static std::string text(const T& v) { return fmt::format("{}", v); }
+  template <class T>
+  static std::string text(const std::vector<T>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); }
+  static std::string text(const Params&) { return "{}"; }
+
+  template <class T>
+  static std::string type() {
+    if constexpr (std::is_same_v<T, std::string>) return "string";
+    else if constexpr (std::is_same_v<T, bool>) return "boolean";
+    else if constexpr (std::is_floating_point_v<T>) return "number";
+    else if constexpr (std::is_integral_v<T>) return "integer";
+    else if constexpr (std::is_same_v<T, Params>) return "mapping";
+    else return "list of " + type<typename T::value_type>() + "s";
+  }
+
+  template <class T>
+  void operator()(const std::string& key, const T& v) { out.push_back({prefix + key, type<T>(), text(v), false}); }
+  template <class T>
+  void required(const std::string& key, const T&) { out.push_back({prefix + key, type<T>(), "", true}); }
+  template <class S>
+  void section(const std::string& key, const S& sub) {
+    Describer d{out, prefix + key + "."};
+    visit(d, sub);
+  }
+};
+
+}  // namespace
+
+std::vector<ConfigKey> config_keys() {
+  const RunConfig defaults;
+  std::vector<ConfigKey> out;
+  Describer top{out, ""};
+  top.section("run", defaults.run);
+  top.section("data", defaults.data);
+  Describer model{out, "model."};
+  model.required("name", defaults.model.name);
+  visit_model_common(model, defaults.model);
+  top.section("task", defaults.task);
+  top.section("optim", defaults.optim);
+  top.section("trainer", defaults.trainer);
+  top.section("checkpoint", defaults.checkpoint);
+  top.section("dist", defaults.dist);
+  return out;
+}
+
 }  // namespace lathe::config

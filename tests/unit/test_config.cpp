@@ -1,11 +1,14 @@
 // Config: YAML → typed structs, overrides, and each error naming file, line and key.
 #include "lathe/config/config.h"
 
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 
+#include "lathe/config/reference.h"
 #include "lathe/core/error.h"
+#include "lathe/run/sweep.h"
 #include "models/registry.h"
 #include "tests/support.h"
 
@@ -155,12 +158,68 @@ TEST(Config, ResolvedYamlReadsBackTheSame) {
 }
 
 TEST(Config, ShippedConfigsParse) {
-  for (const auto& entry : std::filesystem::directory_iterator(lathe::testing::source_dir() + "/configs")) {
+  // Every YAML file under configs/, at any depth: run configs load and build their model; sweep
+  // files (configs/sweeps/) load, and their base config with every trial's overrides does too.
+  std::map<std::string, int> parsed;  // folder under configs/ → files
+  const std::filesystem::path root = lathe::testing::source_dir() + "/configs";
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
     if (entry.path().extension() != ".yaml") continue;
     SCOPED_TRACE(entry.path().string());
-    const auto cfg = lathe::config::load_config(entry.path());
-    EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+    const std::string folder = entry.path().parent_path().lexically_relative(root).string();
+    if (folder == "sweeps") {
+      const auto sweep = lathe::run::load_sweep(entry.path());
+      const auto trials = lathe::run::sample_trials(sweep);
+      EXPECT_FALSE(trials.empty());
+      for (const auto& trial : trials) {
+        std::vector<std::string> overrides = sweep.overrides;
+        overrides.insert(overrides.end(), trial.begin(), trial.end());
+        const auto cfg = lathe::config::load_config(sweep.base, overrides);
+        EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+      }
+    } else {
+      const auto cfg = lathe::config::load_config(entry.path());
+      EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+    }
+    ++parsed[folder];
   }
+  EXPECT_GE(parsed["."], 6);
+  EXPECT_GE(parsed["finetune"], 5);
+  EXPECT_GE(parsed["sweeps"], 1);
+}
+
+TEST(Config, TheReadmesAnnotatedConfigParses) {
+  // README.md shows one complete run config; it must load as it is written and build its model.
+  const std::string readme = lathe::testing::read_text(lathe::testing::source_dir() + "/README.md");
+  const auto begin = readme.find("```yaml\n");
+  ASSERT_NE(begin, std::string::npos) << "README.md has no ```yaml block";
+  const auto end = readme.find("```", begin + 8);
+  const std::string yaml = readme.substr(begin + 8, end - begin - 8);
+  const auto cfg = parse_config(yaml, "README.md");
+  EXPECT_EQ(cfg.run.name, "fashion_cnn");
+  EXPECT_NO_THROW(lathe::models::build_model(cfg.model));
+  // It is configs/fashion_cnn.yaml with defaults written out: both resolve to the same config.
+  EXPECT_EQ(lathe::config::to_yaml(cfg),
+            lathe::config::to_yaml(lathe::config::load_config(lathe::testing::source_dir() +
+                                                              "/configs/fashion_cnn.yaml")));
+}
+
+TEST(Config, ReferencePageIsCurrent) {
+  // docs/configuration-reference.md is generated from the schema (config_keys) and config.h's
+  // doc comments; the committed page must be what the generator writes now.
+  const std::string src = lathe::testing::source_dir();
+  const std::string page = lathe::testing::read_text(src + "/docs/configuration-reference.md");
+  const std::string want = lathe::config::reference_markdown(
+      lathe::testing::read_text(src + "/include/lathe/config/config.h"));
+  EXPECT_TRUE(page == want)
+      << "docs/configuration-reference.md is stale (the config schema or its doc comments "
+         "changed): regenerate it with `cmake --build build/ci --target config-reference` and "
+         "commit the page";
+  // Every key of the schema has its row.
+  for (const auto& key : lathe::config::config_keys()) {
+    const std::string name = key.key.substr(key.key.rfind('.') + 1);
+    EXPECT_NE(want.find("| `" + name + "` | " + key.type), std::string::npos) << key.key;
+  }
+  EXPECT_GT(lathe::config::config_keys().size(), 100u);
 }
 
 namespace {
@@ -209,7 +268,7 @@ TEST(Config, EveryKeyAHintNamesIsInTheSchema) {
           const auto at = static_cast<size_t>(k->position());
           if (at > 0 && (lit[at - 1] == '/' || lit[at - 1] == '_')) continue;  // a path
           const std::string two = (*k)[1].str() + "." + (*k)[2].str();
-          static const std::set<std::string> files{"yaml", "json", "pkl", "csv", "txt", "onnx"};
+          static const std::set<std::string> files{"yaml", "json", "pkl", "csv", "txt", "onnx", "md"};
           if (files.count((*k)[2])) continue;  // run.yaml, data.pkl: file names
           const std::string three = two + (*k)[3].str();
           ++checked;

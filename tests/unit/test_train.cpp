@@ -1,12 +1,21 @@
 // train (with optim and sched): schedules against torch.optim.lr_scheduler, metrics against
 // scikit-learn, accumulation, the fp16 scaler, early stopping, NaN detection, TensorBoard
 // read-back, determinism, and a whole run from config to files.
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/modules/linear.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
 
 #include "lathe/ckpt/safetensors.h"
 #include "lathe/config/config.h"
@@ -168,12 +177,36 @@ TEST(Metrics, MatchScikitLearn) {
 }
 
 TEST(Metrics, LanguageModelPerplexityIgnoresPadding) {
-  train::LanguageModelMeter m(/*ignore_index=*/-1);
-  const at::Tensor logits = at::zeros({1, 3, 5});  // uniform over 5 tokens
-  const at::Tensor target = at::tensor({2L, 4L, -1L}).view({1, 3});
-  m.update(logits, target, at::tensor(std::log(5.0)));
+  // Two batches padded differently, the padding id (0, the ignore_index here) also a token the
+  // model predicts at the padded positions: loss, perplexity and accuracy count the real tokens
+  // only, each batch weighted by its real tokens — counting the padding changes all three.
+  lathe::seed_everything(3);
+  train::LanguageModelMeter m(/*ignore_index=*/0);
+  const std::vector<at::Tensor> targets{at::tensor({2L, 4L, 1L, 0L}).view({1, 4}),
+                                        at::tensor({3L, 0L, 0L, 0L}).view({1, 4})};
+  double nll = 0, correct = 0, real = 0, padded_weighting = 0;
+  for (const at::Tensor& target : targets) {
+    const at::Tensor logits = at::randn({1, 4, 5}, at::kDouble);  // (B, T, V)
+    logits.select(2, 0).masked_fill_(target.eq(0), 10.0);        // the padding predicts id 0
+    const at::Tensor loss = at::cross_entropy_loss(logits.view({-1, 5}), target.view(-1), {},
+                                                   at::Reduction::Mean, /*ignore_index=*/0);
+    m.update(logits, target, loss);
+    const at::Tensor logp = logits.log_softmax(2);
+    for (int64_t t = 0; t < 4; ++t) {
+      const int64_t id = target[0][t].item<int64_t>();
+      if (id == 0) continue;
+      nll -= logp[0][t][id].item<double>();
+      correct += logits[0][t].argmax().item<int64_t>() == id;
+      real += 1;
+    }
+    padded_weighting += loss.item<double>() * 4;
+  }
   const auto r = m.compute();
-  EXPECT_NEAR(r.at("perplexity"), 5.0, 1e-9);
+  EXPECT_NEAR(r.at("loss"), nll / real, 1e-12);
+  EXPECT_NEAR(r.at("perplexity"), std::exp(nll / real), 1e-9);
+  EXPECT_NEAR(r.at("accuracy"), correct / real, 1e-12);
+  EXPECT_GT(std::abs(padded_weighting / 8 - nll / real), 1e-3);  // the mask matters here
+  EXPECT_NE(correct / real, (correct + 4) / 8);
 }
 
 TEST(Optimizer, GroupsAndScheduledHyperparameters) {
@@ -556,8 +589,14 @@ TEST(Metric, AUserMetricIsReportedMonitoredAndGivesTheDirection) {
   const lathe::data::TensorDataset d{at::randn({64, 4}), at::randint(3, {64}, at::kLong)};
   lathe::data::TensorLoader loader(d, 16, true, 0), val(d, 16, false, 0);
   trainer.fit(loader, &val);
-  EXPECT_TRUE(std::isfinite(es->best()));
-  EXPECT_GE(es->best(), 0.0);  // maximised: it started from -inf, not +inf
+  // Maximised: a higher recall_1 becomes the best, a lower one does not (a minimising early
+  // stopping would do the opposite).
+  const double best = es->best();
+  ASSERT_TRUE(std::isfinite(best));
+  es->on_validation_end(trainer, {{"val/recall_1", best - 0.25}});
+  EXPECT_DOUBLE_EQ(es->best(), best);
+  es->on_validation_end(trainer, {{"val/recall_1", best + 0.125}});
+  EXPECT_DOUBLE_EQ(es->best(), best + 0.125);
   const auto m = trainer.validate(val);
   ASSERT_TRUE(m.count("recall_1"));
   torch::NoGradGuard no_grad;
@@ -827,20 +866,89 @@ TEST(TrainerOptions, MomentumAndWeightDecaySchedulesDriveTheOptimizer) {
 }
 
 TEST(NameTables, EveryOptimizerAndScheduleInTheTableDispatches) {
-  // Validation and dispatch read one table (config/optim_names.h): every name in it builds, and
-  // a name outside it is refused by validation with the table's names.
+  // Validation and dispatch read one table (config/optim_names.h): every name in it builds what
+  // its name says — the optimizer of that class with the section's settings, the schedule of
+  // that shape (checked against its closed form at steps that tell the shapes apart) — and a
+  // name outside it is refused by validation with the table's names.
   torch::nn::Linear net(3, 2);
+  std::set<std::string> optimizers_checked;
   for (const auto& entry : lathe::config::optimizers()) {
+    const std::string name(entry.name);
+    SCOPED_TRACE(name);
     config::OptimSection o;
-    o.name = std::string(entry.name);
-    const auto bundle = lathe::optim::make_optimizer(o, *net);
-    EXPECT_NE(bundle.optimizer, nullptr) << entry.name;
+    o.name = name;
+    o.lr = 0.125;
+    o.momentum = 0.7;
+    o.betas = {0.8, 0.95};
+    o.eps = 1e-7;
+    o.alpha = 0.97;
+    auto bundle = lathe::optim::make_optimizer(o, *net);
+    ASSERT_NE(bundle.optimizer, nullptr);
+    EXPECT_EQ(bundle.kind, name);
+    auto& options = bundle.optimizer->param_groups().at(0).options();
+    EXPECT_DOUBLE_EQ(options.get_lr(), 0.125);
+    if (name == "sgd") {
+      ASSERT_NE(dynamic_cast<torch::optim::SGD*>(bundle.optimizer.get()), nullptr);
+      EXPECT_DOUBLE_EQ(static_cast<torch::optim::SGDOptions&>(options).momentum(), 0.7);
+    } else if (name == "adam") {
+      ASSERT_NE(dynamic_cast<torch::optim::Adam*>(bundle.optimizer.get()), nullptr);
+      const auto& a = static_cast<torch::optim::AdamOptions&>(options);
+      EXPECT_EQ(a.betas(), std::make_tuple(0.8, 0.95));
+      EXPECT_DOUBLE_EQ(a.eps(), 1e-7);
+    } else if (name == "adamw") {
+      ASSERT_NE(dynamic_cast<torch::optim::AdamW*>(bundle.optimizer.get()), nullptr);
+      const auto& a = static_cast<torch::optim::AdamWOptions&>(options);
+      EXPECT_EQ(a.betas(), std::make_tuple(0.8, 0.95));
+      EXPECT_DOUBLE_EQ(a.eps(), 1e-7);
+    } else if (name == "rmsprop") {
+      ASSERT_NE(dynamic_cast<torch::optim::RMSprop*>(bundle.optimizer.get()), nullptr);
+      const auto& r = static_cast<torch::optim::RMSpropOptions&>(options);
+      EXPECT_DOUBLE_EQ(r.alpha(), 0.97);
+      EXPECT_DOUBLE_EQ(r.momentum(), 0.7);
+    } else {
+      ADD_FAILURE() << "optimizer '" << name << "' is in the table but not in this test";
+    }
+    optimizers_checked.insert(name);
   }
+  EXPECT_EQ(optimizers_checked, (std::set<std::string>{"sgd", "adam", "adamw", "rmsprop"}));
+
+  // Base 1 over 40 steps; each shape's closed form (torch's schedulers for the same settings).
+  const double pi = std::acos(-1.0);
+  const auto cosine = [&](double from, double to, double pct) {
+    return to + (from - to) / 2.0 * (std::cos(pi * pct) + 1.0);
+  };
+  const std::map<std::string, std::function<double(double)>> shapes{
+      {"constant", [](double) { return 1.0; }},
+      {"step", [](double t) { return std::pow(0.5, std::floor(t / 10)); }},
+      {"multistep", [](double t) { return std::pow(0.5, (t >= 10) + (t >= 30)); }},
+      {"exponential", [](double t) { return std::pow(0.5, t); }},
+      {"cosine", [&](double t) { return cosine(1.0, 0.0, t / 40); }},
+      {"polynomial", [](double t) { return std::pow(1.0 - t / 40, 2.0); }},
+      {"onecycle",  // OneCycleLR: 1/25 up to 1 at step 0.25·40 − 1, then down to 1/25/1e4
+       [&](double t) {
+         return t <= 9 ? cosine(1.0 / 25, 1.0, t / 9) : cosine(1.0, 1.0 / 25 / 1e4, (t - 9) / 30);
+       }},
+      {"wsd", [](double t) { return t < 36 ? 1.0 : 1.0 - (t - 36) / 4; }},  // last 10% decays
+      {"plateau", [](double) { return 1.0; }},  // constant: sched::Plateau scales it
+      {"none", [](double) { return 1.0; }},     // the optimizer's value, unscheduled
+  };
   for (const auto& entry : lathe::config::schedules()) {
-    auto s = spec(std::string(entry.name));
+    const std::string name(entry.name);
+    SCOPED_TRACE(name);
+    const auto shape = shapes.find(name);
+    ASSERT_NE(shape, shapes.end()) << "schedule '" << name << "' is in the table but not in this test";
+    auto s = spec(name);
+    s.step_size = 10;
+    s.gamma = 0.5;
+    s.milestones = {10, 30};
+    s.power = 2.0;
+    s.pct_start = 0.25;
+    s.decay_fraction = 0.1;
     const lathe::sched::Schedule schedule(s, 1.0, 40, 10);
-    EXPECT_TRUE(std::isfinite(schedule.value_at(20))) << entry.name;
+    for (const int64_t t : {0, 1, 5, 9, 10, 20, 29, 30, 35, 36, 38, 39})
+      EXPECT_NEAR(schedule.value_at(t), shape->second(static_cast<double>(t)), 1e-12) << "step " << t;
   }
+  EXPECT_EQ(lathe::config::schedules().size(), shapes.size());
   expect_error<lathe::ConfigError>(
       [] {
         config::parse_config("data: {path: x}\nmodel: {name: mlp}\n", "<t>",

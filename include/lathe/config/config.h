@@ -15,7 +15,7 @@ namespace lathe::config {
 /// run: where the run's files go, the seed, the device and threads.
 struct RunSection {
   std::string name = "run";        ///< the run folder is <dir>/<name>
-  std::string dir = "runs";
+  std::string dir = "runs";        ///< the folder that holds run folders
   uint64_t seed = 42;              ///< drives every RNG (weights, shuffling, splits, dropout)
   std::string device = "auto";     ///< auto | cpu | cuda | cuda:N
   int threads = 0;                 ///< intra-op threads; 0 = one per core
@@ -31,13 +31,13 @@ struct DataSection {
   std::string test_path;           ///< a separate test file/folder (csv, text_csv); empty = split off
   double val_fraction = 0.1;       ///< part of the training set held out for validation
   double test_fraction = 0.1;      ///< part held out for test when the source has no test set
-  int64_t batch_size = 128;
-  int64_t eval_batch_size = 1000;
+  int64_t batch_size = 128;        ///< training batch (the global batch across data-parallel ranks)
+  int64_t eval_batch_size = 1000;  ///< validation and test batch
   int64_t limit_train = 0;         ///< use only the first N training records (0 = all)
   int64_t limit_test = 0;          ///< use only the first N test records (0 = all)
   std::vector<int64_t> classes;    ///< keep only these class ids, relabelled 0..k-1 in this order
   std::vector<double> mean;        ///< per-channel normalisation; empty = computed on train
-  std::vector<double> std;
+  std::vector<double> std;         ///< per-channel standard deviation; empty = computed on train
   int num_workers = -1;            ///< loader threads; -1 = half the cores (at least 1)
   bool skip_bad_records = false;   ///< skip malformed CSV rows / unreadable images (counted) instead of failing
   // csv and text_csv
@@ -99,7 +99,7 @@ struct CheckpointSection {
   int64_t keep_last = 2;           ///< newest checkpoints kept (besides the best)
   std::string monitor;             ///< metric for "best" (empty = the task's default)
   std::string mode;                ///< min | max (empty = the metric's direction, Task's table)
-  bool save_best = true;
+  bool save_best = true;           ///< also keep the checkpoint with the best `monitor` value
   bool async = false;              ///< copy to host memory, write on a background thread
 };
 
@@ -132,7 +132,7 @@ struct ScheduleSection {
 /// optim: optimizer and its hyperparameter schedules.
 struct OptimSection {
   std::string name = "adamw";      ///< sgd | adam | adamw | rmsprop
-  double lr = 1e-3;
+  double lr = 1e-3;                ///< learning rate (the base that optim.schedule scales)
   double weight_decay = 0.0;       ///< applied to weights of dim ≥ 2; never to biases and norms
   double momentum = 0.9;           ///< sgd, rmsprop (beta1 is betas[0] for adam/adamw)
   bool nesterov = false;           ///< sgd only
@@ -193,8 +193,8 @@ struct MlflowSection {
 struct EmaSection {
   double decay = 0.0;              ///< 0 = off; else in (0, 1), e.g. 0.9999
   bool warmup = false;             ///< timm's use_warmup: the decay grows with the step
-  double warmup_gamma = 1.0;
-  double warmup_power = 2.0 / 3.0;
+  double warmup_gamma = 1.0;       ///< the warmup's time scale in steps (the formula above)
+  double warmup_power = 2.0 / 3.0; ///< the warmup's exponent (the formula above)
   double min_decay = 0.0;          ///< the warmup's floor
   int64_t update_after_step = 0;   ///< copy the weights (decay 0) until this many steps have passed
   std::string buffers = "average"; ///< average | copy (timm's exclude_buffers: buffers are copied)
@@ -211,10 +211,10 @@ struct ProfileSection {
 
 /// trainer: how long, how each step is done, and how it reports.
 struct TrainerSection {
-  int64_t max_epochs = 5;
+  int64_t max_epochs = 5;          ///< epochs to train (unless max_steps or early stopping ends it first)
   int64_t max_steps = 0;           ///< stop after this many optimizer steps (0 = no limit)
   int64_t val_every_n_steps = 0;   ///< validate every N optimizer steps (0 = after each epoch)
-  int64_t accumulate_grad_batches = 1;
+  int64_t accumulate_grad_batches = 1;  ///< batches whose gradients add up to one optimizer step
   double gradient_clip_val = 0.0;  ///< 0 = no clipping
   std::string gradient_clip_algorithm = "norm";  ///< norm | value
   std::string precision = "auto";  ///< auto (bf16 on CUDA devices that have it, else 32) | 32 |
@@ -226,7 +226,7 @@ struct TrainerSection {
   std::string matmul_precision = "auto";  ///< float32 matmuls on CUDA: auto (high = TF32 with
                                           ///< precision 32 and run.deterministic off, else
                                           ///< highest) | highest | high | medium
-  int64_t log_every_n_steps = 50;
+  int64_t log_every_n_steps = 50;  ///< a train/loss row in metrics.jsonl every N optimizer steps
   std::string progress = "auto";   ///< auto (bar on a terminal) | bar | plain | none
   bool csv = true;                 ///< metrics.csv beside metrics.jsonl
   bool tensorboard = true;         ///< TensorBoard event file under tensorboard/
@@ -279,5 +279,18 @@ ModelSection parse_model_section(const std::string& name, const std::vector<std:
 
 /// The resolved config (every default filled in) as YAML; load_config reads it back unchanged.
 std::string to_yaml(const RunConfig& cfg);
+
+/// One key of a run config as the schema lists it.
+struct ConfigKey {
+  std::string key;            ///< dotted path, e.g. trainer.early_stopping.patience
+  std::string type;           ///< string | integer | number | boolean | list of ... | mapping
+  std::string default_yaml;   ///< the default as YAML text; empty for a required key
+  bool required = false;
+};
+
+/// Every key of a run config in the order its sections list them: the same one list of fields
+/// per section that reading (load_config) and writing (to_yaml) go through. The model's own
+/// options and the entries of data.columns are checked by their users and are not in it.
+std::vector<ConfigKey> config_keys();
 
 }  // namespace lathe::config
