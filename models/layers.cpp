@@ -28,6 +28,7 @@ const std::vector<LayerRule>& rules() {
   static const std::vector<LayerRule> table = {
       {{"gpt2"}, R"(^transformer\.(wte|wpe)\.)", R"(^transformer\.h\.(\d+)\.)",
        R"(^transformer\.ln_f\.)"},
+      {{"llama"}, R"(^model\.embed_tokens\.)", R"(^model\.layers\.(\d+)\.)", R"(^model\.norm\.)"},
       {{"bert", "bert_classifier"}, R"(^(bert\.)?embeddings\.)",
        R"(^(?:bert\.)?encoder\.layer\.(\d+)\.)", ""},  // post-norm: no final norm
       {{"vit"}, R"(^(class_token$|conv_proj\.|encoder\.pos_embedding$))",

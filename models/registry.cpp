@@ -17,6 +17,7 @@
 #include "models/tabular/xgboost.h"
 #include "models/transformer/bert.h"
 #include "models/transformer/gpt2.h"
+#include "models/transformer/llama.h"
 #include "models/transformer/vit.h"
 
 namespace lathe::models {
@@ -111,6 +112,38 @@ torch::nn::AnyModule build_gpt2(const config::Params& p) {
       .gradient_checkpointing(p.get_bool("gradient_checkpointing", o.gradient_checkpointing()));
   p.check_all_used();
   return torch::nn::AnyModule(GPT2(o));
+}
+
+torch::nn::AnyModule build_llama(const config::Params& p) {
+  LlamaOptions o;
+  o.vocab_size(p.get_int("vocab_size", o.vocab_size()))
+      .hidden_size(p.get_int("hidden_size", o.hidden_size()))
+      .intermediate_size(p.get_int("intermediate_size", o.intermediate_size()))
+      .num_hidden_layers(p.get_int("num_hidden_layers", o.num_hidden_layers()))
+      .num_attention_heads(p.get_int("num_attention_heads", o.num_attention_heads()))
+      .num_key_value_heads(p.get_int("num_key_value_heads", o.num_key_value_heads()))
+      .head_dim(p.get_int("head_dim", o.head_dim()))
+      .max_position_embeddings(p.get_int("max_position_embeddings", o.max_position_embeddings()))
+      .rms_norm_eps(p.get_double("rms_norm_eps", o.rms_norm_eps()))
+      .rope_theta(p.get_double("rope_theta", o.rope_theta()))
+      .rope_scaling(p.get_string("rope_scaling", o.rope_scaling()))
+      .rope_factor(p.get_double("rope_factor", o.rope_factor()))
+      .rope_low_freq_factor(p.get_double("rope_low_freq_factor", o.rope_low_freq_factor()))
+      .rope_high_freq_factor(p.get_double("rope_high_freq_factor", o.rope_high_freq_factor()))
+      .rope_original_max_position_embeddings(p.get_int(
+          "rope_original_max_position_embeddings", o.rope_original_max_position_embeddings()))
+      .attention_bias(p.get_bool("attention_bias", o.attention_bias()))
+      .qkv_bias(p.get_bool("qkv_bias", o.qkv_bias()))
+      .mlp_bias(p.get_bool("mlp_bias", o.mlp_bias()))
+      .sliding_window(p.get_int("sliding_window", o.sliding_window()))
+      .max_window_layers(p.get_int("max_window_layers", o.max_window_layers()))
+      .attention_dropout(p.get_double("attention_dropout", o.attention_dropout()))
+      .tie_word_embeddings(p.get_bool("tie_word_embeddings", o.tie_word_embeddings()))
+      .pad_token_id(p.get_int("pad_token_id", o.pad_token_id()))
+      .initializer_range(p.get_double("initializer_range", o.initializer_range()))
+      .gradient_checkpointing(p.get_bool("gradient_checkpointing", o.gradient_checkpointing()));
+  p.check_all_used();
+  return torch::nn::AnyModule(Llama(o));
 }
 
 /// The encoder's options (BertConfig's names), shared by bert and bert_classifier.
@@ -266,6 +299,8 @@ const std::vector<ModelSpec>& model_specs() {
        {{"vocab_size", V}}, build_rnn_lm("gru")},
       {"gpt2", "Hugging Face GPT2LMHeadModel (decoder LM, Conv1D [in, out], tied lm_head)",
        {{"vocab_size", V}}, build_gpt2, kCheckpointing},
+      {"llama", "Hugging Face LlamaForCausalLM / Qwen2 / Mistral (RMSNorm, RoPE, SwiGLU, GQA)",
+       {{"vocab_size", V}}, build_llama, kCheckpointing},
       {"bert_classifier", "Hugging Face BertForSequenceClassification (mask from pad_token_id)",
        {{"vocab_size", V}, {"num_labels", K}}, build_bert_classifier, kCheckpointing},
       {"bert", "Hugging Face BertModel encoder: token ids -> hidden states (B, T, hidden_size)",
@@ -417,6 +452,17 @@ std::vector<std::string> resolve_sizes(config::ModelSection& model, const config
     if (given) {
       const int64_t stated = config::parse_int(it->second.items.front(), it->second.where,
                                                "model." + opt.key);
+      // A Hugging Face config.json's vocabulary may be larger than the tokenizer's ids (padded
+      // embeddings): the data's ids must fit in it.
+      if (opt.from == DataSize::vocab_size && it->second.where.ends_with("config.json")) {
+        LATHE_CHECK(value <= stated, ConfigError,
+                    "{}: vocab_size = {}, but the data has {}; the data's tokenizer does not "
+                    "belong to this model",
+                    it->second.where, stated, says);
+        lines.push_back(fmt::format("{} = {} (config.json; the data's {} ids fit)", opt.key,
+                                    stated, value));
+        continue;
+      }
       LATHE_CHECK(stated == value, ConfigError,
                   "{}: model.{} = {}, but the data has {}; remove the key (it defaults to auto) "
                   "or make it {}",

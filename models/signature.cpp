@@ -14,6 +14,7 @@
 #include "models/tabular/tabular.h"
 #include "models/transformer/bert.h"
 #include "models/transformer/gpt2.h"
+#include "models/transformer/llama.h"
 #include "models/transformer/vit.h"
 
 namespace lathe::models {
@@ -66,6 +67,9 @@ ModelSignature model_signature(const torch::nn::Module& m, const SignatureSizes&
   }
   if (const auto* g = dynamic_cast<const GPT2Impl*>(&m)) {
     return {{ids(g->options.vocab_size(), g->options.n_positions())}, "logits"};
+  }
+  if (const auto* l = dynamic_cast<const LlamaImpl*>(&m)) {
+    return {{ids(l->options.vocab_size(), l->options.max_position_embeddings())}, "logits"};
   }
   if (const auto* b = dynamic_cast<const BertImpl*>(&m)) {
     const auto& o = b->options;

@@ -101,7 +101,7 @@ bool is_head(const std::string& name, const config::ModelSection& model) {
 /// peft's task_type for a zoo model (what PeftModelFor<task> wraps), or null.
 json task_type(const std::string& model_name) {
   if (model_name == "bert_classifier") return "SEQ_CLS";
-  if (model_name == "gpt2") return "CAUSAL_LM";
+  if (model_name == "gpt2" || model_name == "llama") return "CAUSAL_LM";
   if (model_name == "bert") return "FEATURE_EXTRACTION";
   return nullptr;
 }

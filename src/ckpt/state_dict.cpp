@@ -1,11 +1,14 @@
 // Module state dicts: PyTorch names, strict / non-strict loading with a report, weights files.
 #include "lathe/ckpt/state_dict.h"
 
+#include <fstream>
 #include <map>
+#include <set>
 
 #include <torch/nn/module.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "lathe/ckpt/torch_pickle.h"
 #include "lathe/core/error.h"
@@ -80,7 +83,57 @@ void save_weights(const torch::nn::Module& module, const std::filesystem::path& 
   save_safetensors(file, state_dict(module), metadata);
 }
 
+NamedTensors load_hf_weights(const std::filesystem::path& folder) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(folder / "model.safetensors"))
+    return load_safetensors(folder / "model.safetensors").tensors;
+  const fs::path index = folder / "model.safetensors.index.json";
+  if (!fs::is_regular_file(index)) {
+    for (const char* torch_file : {"pytorch_model.bin", "model.pt"})
+      if (fs::is_regular_file(folder / torch_file)) return load_torch_state_dict(folder / torch_file);
+    throw CheckpointError(fmt::format(
+        "{}: no weights; a Hugging Face folder holds model.safetensors, or shards with "
+        "model.safetensors.index.json (or pytorch_model.bin)",
+        folder.string()));
+  }
+  std::ifstream in(index, std::ios::binary);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  LATHE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+              CheckpointError, "{}: expected an object with a 'weight_map' (tensor → shard file)",
+              index.string());
+  // shard file → the tensors the map puts there, in the map's order
+  std::map<std::string, std::set<std::string>> wanted;
+  for (const auto& [name, shard] : j["weight_map"].items()) {
+    LATHE_CHECK(shard.is_string(), CheckpointError, "{}: weight_map[\"{}\"] is {}, expected a "
+                "file name", index.string(), name, shard.dump());
+    const std::string file = shard.get<std::string>();
+    LATHE_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." &&
+                    file != ".." && file.ends_with(".safetensors"),
+                CheckpointError,
+                "{}: weight_map[\"{}\"] = \"{}\": a shard is a .safetensors file in the same "
+                "folder",
+                index.string(), name, file);
+    wanted[file].insert(name);
+  }
+  NamedTensors out;
+  for (const auto& [file, names] : wanted) {
+    const SafetensorsFile shard = load_safetensors(folder / file);
+    std::set<std::string> found;
+    for (const auto& [name, tensor] : shard.tensors)
+      if (names.count(name) != 0) {
+        out.emplace_back(name, tensor);
+        found.insert(name);
+      }
+    for (const auto& name : names)
+      LATHE_CHECK(found.count(name) != 0, CheckpointError,
+                  "{}: the index puts tensor '{}' in {}, but that shard has no such tensor",
+                  index.string(), name, file);
+  }
+  return out;
+}
+
 NamedTensors load_state_dict_file(const std::filesystem::path& file) {
+  if (std::filesystem::is_directory(file)) return load_hf_weights(file);
   const std::string ext = file.extension().string();
   if (ext == ".pt" || ext == ".pth" || ext == ".bin") return load_torch_state_dict(file);
   LATHE_CHECK(ext == ".safetensors", CheckpointError,

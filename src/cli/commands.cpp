@@ -260,6 +260,7 @@ void add_export(CLI::App& app, int& exit_code) {
       "Example:\n  lathe export runs/fashion_cnn -o fashion.onnx --dynamic batch --triton\n"
       "  lathe export runs/wine_mlp --preprocess -o wine.onnx   # raw columns in, label out\n"
       "  lathe export runs/fashion_cnn -o fashion_int8.onnx --int8   # static QDQ, calibrated\n"
+      "  lathe export runs/smol_lora --hf export/smol_lora   # a Hugging Face folder\n"
       "Opset 17 (IR 8). The file is checked by ONNX's checker and strict shape inference before "
       "it is written (atomically).");
   auto source = std::make_shared<std::string>();
@@ -271,7 +272,11 @@ void add_export(CLI::App& app, int& exit_code) {
   auto triton = std::make_shared<bool>(false);
   auto preprocess = std::make_shared<bool>(false);
   auto list_ops = std::make_shared<bool>(false);
+  auto hf = std::make_shared<std::string>();
   cmd->add_option("run", *source, "A run folder (runs/<name>) or a checkpoint folder");
+  cmd->add_option("--hf", *hf,
+                  "Write a Hugging Face folder instead of ONNX (llama, gpt2 language models: "
+                  "config.json, model.safetensors, generation_config.json, tokenizer files)");
   cmd->add_option("-o,--output", *output, "The .onnx file (default: <run>/model.onnx)");
   cmd->add_option("--opset", *opset, "ONNX opset (17)");
   cmd->add_option("--dynamic", *dynamic,
@@ -301,6 +306,13 @@ void add_export(CLI::App& app, int& exit_code) {
   cmd->callback([=, &exit_code] {
     if (*list_ops) {
       for (const auto& op : onnx::supported_operations()) fmt::print("{}\n", op);
+      exit_code = kOk;
+      return;
+    }
+    if (!hf->empty()) {
+      LATHE_CHECK(!source->empty(), ConfigError, "lathe export: give a run folder");
+      const run::HfExport r = run::export_hf(*source, *hf, *weights);
+      log::info("wrote {}: {}", r.folder.string(), fmt::join(r.files, ", "));
       exit_code = kOk;
       return;
     }

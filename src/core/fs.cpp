@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "lathe/core/error.h"
 
@@ -67,6 +69,15 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view text)
   AtomicFile f(path);
   f.write(text);
   f.commit();
+}
+
+void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::ifstream in(from, std::ios::binary);
+  LATHE_CHECK(in.good(), IoError, "{}: cannot read it to copy it to {}", from.string(),
+              to.string());
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  write_file_atomic(to, bytes.str());
 }
 
 }  // namespace lathe

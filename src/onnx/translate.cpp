@@ -848,16 +848,33 @@ void reduce(T& t, jit::Node* n, const std::string& op) {
 }
 
 /// scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
-/// softmax(q·kᵀ·scale + mask)·v, a boolean mask meaning "may attend".
+/// softmax(q·kᵀ·scale + mask)·v, a boolean mask meaning "may attend"; with enable_gqa the key
+/// and value heads are repeated over the query heads.
 void sdpa(T& t, jit::Node* n) {
   const DType dt = t.dtype(n->input(0));
-  const std::string q = t.in(n->input(0)), k = t.in(n->input(1)), v = t.in(n->input(2));
+  const std::string q = t.in(n->input(0));
   const int64_t rank = t.rank(n->input(1));
   const int64_t head = t.size(n->input(0), -1);
   double scale = 1.0 / std::sqrt(static_cast<double>(head));
   if (n->inputs().size() > 6 && !t.is_none(n->input(6))) scale = t.double_arg(n->input(6));
-  LATHE_CHECK(n->inputs().size() < 8 || !t.bool_arg(n->input(7)), ExportError,
-              "cannot export {}: grouped-query attention (enable_gqa)", t.where());
+  std::string k = t.in(n->input(1)), v = t.in(n->input(2));
+  if (n->inputs().size() > 7 && t.bool_arg(n->input(7))) {
+    // grouped-query attention: each key/value head serves H / KV query heads, in order
+    LATHE_CHECK(rank == 4, ExportError, "cannot export {}: enable_gqa on rank {} inputs",
+                t.where(), rank);
+    const int64_t H = t.size(n->input(0), 1), KV = t.size(n->input(1), 1);
+    LATHE_CHECK(H % KV == 0, ExportError, "cannot export {}: {} query heads over {} key heads",
+                t.where(), H, KV);
+    const auto repeat = [&](const std::string& x) {  // (B, KV, S, D) → (B, H, S, D)
+      const std::string wide = t.emit("Unsqueeze", {x, t.const_i64({2})});  // (B, KV, 1, S, D)
+      const std::string grown = t.emit("Expand", {wide, t.const_i64({1, 1, H / KV, 1, 1})});
+      return t.emit("Reshape", {grown, t.const_i64({0, H, -1, head})});
+    };
+    if (H != KV) {
+      k = repeat(k);
+      v = repeat(v);
+    }
+  }
   std::vector<int64_t> perm;
   for (int64_t i = 0; i < rank; ++i) perm.push_back(i);
   std::swap(perm[static_cast<size_t>(rank - 1)], perm[static_cast<size_t>(rank - 2)]);
@@ -1036,6 +1053,8 @@ const std::map<std::string, Handler>& handlers() {
     h["aten::sigmoid"] = un("Sigmoid");
     h["aten::tanh"] = un("Tanh");
     h["aten::exp"] = un("Exp");
+    h["aten::cos"] = un("Cos");
+    h["aten::sin"] = un("Sin");
     h["aten::log"] = un("Log");
     h["aten::sqrt"] = un("Sqrt");
     h["aten::abs"] = un("Abs");

@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "lathe/config/config.h"
@@ -23,6 +24,7 @@
 #include "src/run/finished_run.h"
 #include "models/rnn/rnn.h"
 #include "models/transformer/gpt2.h"
+#include "models/transformer/llama.h"
 
 namespace lathe::run {
 namespace {
@@ -39,6 +41,14 @@ Stepper make_stepper(torch::nn::AnyModule& model, bool use_cache) {
       auto cache = std::make_shared<models::GPT2Cache>();
       return [gpt2, cache](const at::Tensor& ids) {
         auto [logits, next] = gpt2->forward_cached(ids, std::move(*cache));
+        *cache = std::move(next);
+        return logits;
+      };
+    }
+    if (auto* llama = dynamic_cast<models::LlamaImpl*>(model.ptr().get())) {
+      auto cache = std::make_shared<models::LlamaCache>();
+      return [llama, cache](const at::Tensor& ids) {
+        auto [logits, next] = llama->forward_cached(ids, std::move(*cache));
         *cache = std::move(next);
         return logits;
       };
@@ -89,6 +99,24 @@ std::vector<int64_t> stop_ids_of(const fs::path& tokenizer, const data::Tokenize
 }
 
 }  // namespace
+
+std::vector<int64_t> run_eos_ids(const fs::path& run_dir) {
+  const fs::path file = run_dir / "generation_config.json";
+  if (!fs::exists(file)) return {};
+  std::ifstream in(file, std::ios::binary);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  LATHE_CHECK(j.is_object(), ConfigError, "{}: not a JSON object (the file is damaged)",
+              file.string());
+  std::vector<int64_t> ids;
+  if (!j.contains("eos_token_id") || j["eos_token_id"].is_null()) return ids;
+  const auto& eos = j["eos_token_id"];
+  for (const auto& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+    LATHE_CHECK(id.is_number_integer(), ConfigError,
+                "{}: eos_token_id holds {}, expected token ids", file.string(), id.dump());
+    ids.push_back(id.get<int64_t>());
+  }
+  return ids;
+}
 
 int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Generator& generator) {
   at::Tensor scores = logits.to(at::kFloat).cpu().reshape({1, -1});  // (1, V)
@@ -150,8 +178,8 @@ Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
   if (!o.device.empty()) overrides.push_back("run.device=" + o.device);
   const config::RunConfig cfg = detail::load_finished_config(run_dir, overrides);
   LATHE_CHECK(cfg.task.kind == "lm", ConfigError,
-              "{}: a {} run, not a language model (task lm: gpt2, lstm_lm, gru_lm on text); "
-              "answer it with: lathe predict {} INPUT...",
+              "{}: a {} run, not a language model (task lm: gpt2, llama, lstm_lm, gru_lm on "
+              "text); answer it with: lathe predict {} INPUT...",
               config_file.string(), cfg.task.kind, run_dir.string());
   const int64_t vocab = cfg.model.params.get_int("vocab_size", 0);
   Generation g;
@@ -180,13 +208,26 @@ Generation generate(const fs::path& run_dir, const GenerateOptions& o) {
     LATHE_CHECK(id >= 0 && (vocab == 0 || id < vocab), ConfigError,
                 "prompt token {} is outside the model's vocabulary of {} ids (0..{})", id, vocab,
                 vocab - 1);
-  const int64_t limit = cfg.model.name == "gpt2" ? cfg.model.params.get_int("n_positions", 1024) : 0;
+  // The context the model has: gpt2's position table, llama's trained context.
+  std::string limit_key;
+  int64_t limit = 0;
+  if (cfg.model.name == "gpt2") {
+    limit_key = "n_positions";
+    limit = cfg.model.params.get_int(limit_key, 1024);
+  } else if (cfg.model.name == "llama") {
+    limit_key = "max_position_embeddings";
+    limit = cfg.model.params.get_int(limit_key, 2048);
+  }
   LATHE_CHECK(limit == 0 || static_cast<int64_t>(g.prompt_ids.size()) + o.max_new_tokens <= limit,
               ConfigError,
               "a prompt of {} tokens and --max-new-tokens {} make {} positions, more than the "
-              "model's n_positions {}; lower --max-new-tokens or shorten the prompt",
+              "model's {} {}; lower --max-new-tokens or shorten the prompt",
               g.prompt_ids.size(), o.max_new_tokens, g.prompt_ids.size() + o.max_new_tokens,
-              limit);
+              limit_key, limit);
+  // The run's generation_config.json (kept from the Hugging Face folder it was fine-tuned from)
+  // says the eos ids; else the tokenizer's, as above.
+  if (const auto run_eos = run_eos_ids(run_dir); !run_eos.empty()) g.stop_ids = run_eos;
+  if (!o.stop_at_eos) g.stop_ids.clear();
 
   setup_threads(cfg.run.threads);
   const c10::Device device = select_device(cfg.run.device);

@@ -33,6 +33,7 @@
 #include "lathe/run/runs.h"
 #include "lathe/train/ema.h"
 #include "lathe/train/profiler.h"
+#include "models/hf_config.h"
 #include "models/layers.h"
 #include "models/lora.h"
 #include "models/registry.h"
@@ -80,6 +81,8 @@ std::vector<std::string> resolve_from_data(config::RunConfig& cfg, const RunLoad
     cfg.data.std = data.std;
   }
   std::vector<std::string> lines{fmt::format("data says: {}", info.describe())};
+  for (const auto& line : models::apply_hf_config(cfg.model))  // a Hugging Face folder's sizes
+    lines.push_back(fmt::format("model.{}", line));
   for (const auto& line : models::resolve_sizes(cfg.model, info))
     lines.push_back(fmt::format("model.{}", line));
   return lines;
@@ -207,6 +210,11 @@ RunResult train_from_config(config::RunConfig cfg, const std::string& resume,
                       fmt::format("{}\n", fmt::join(data.info.classes, "\n")));
   const std::string config_yaml = config::to_yaml(cfg);
   if (main_rank) write_file_atomic(result.run_dir / "config.yaml", config_yaml);
+  // A Hugging Face folder's generation settings (its eos ids) stay with the run: generate and
+  // export --hf read them there.
+  if (const std::filesystem::path hf = cfg.model.pretrained;
+      main_rank && models::is_hf_folder(hf) && std::filesystem::exists(hf / "generation_config.json"))
+    copy_file_atomic(hf / "generation_config.json", result.run_dir / "generation_config.json");
   const std::filesystem::path resume_from =
       resume.empty() ? std::filesystem::path() : ckpt::resolve_resume(resume, result.run_dir);
   if (main_rank) record_run_start(result.run_dir, resume_from.string());

@@ -236,7 +236,7 @@ TEST(LayerDecay, AModelWithoutLayersIsAnErrorNamingIt) {
   auto resnet = zoo_model("resnet18", {"num_classes=3"});
   expect_error<ConfigError>(
       [&] { lathe::models::transformer_layers("resnet18", *resnet.ptr()); },
-      {"model 'resnet18' has no transformer layer structure", "gpt2, bert, bert_classifier, vit"});
+      {"model 'resnet18' has no transformer layer structure", "gpt2, llama, bert, bert_classifier, vit"});
   config::OptimSection o;
   o.layer_decay = 0.9;
   expect_error<ConfigError>([&] { lathe::optim::make_optimizer(o, *resnet.ptr()); },

@@ -949,6 +949,11 @@ std::vector<RegistryCase> registry_cases() {
        {"vocab_size=20", "n_positions=8", "n_embd=16", "n_layer=1", "n_head=2"},
        ids,
        {2, 6, 20}},
+      {"llama",
+       {"vocab_size=20", "hidden_size=16", "intermediate_size=24", "num_hidden_layers=1",
+        "num_attention_heads=4", "num_key_value_heads=2", "sliding_window=4"},
+       ids,
+       {2, 6, 20}},
       {"bert_classifier",
        {"vocab_size=20", "hidden_size=16", "num_hidden_layers=1", "num_attention_heads=2",
         "intermediate_size=32", "num_labels=3"},
@@ -1102,7 +1107,7 @@ TEST(GradientCheckpointing, TheKeyIsAnErrorNamingModelsWithoutIt) {
                                        {"model.gradient_checkpointing",
                                         fmt::format("model '{}' has no activation checkpointing",
                                                     c.name),
-                                        "gpt2, bert_classifier, bert, vit"});
+                                        "gpt2, llama, bert_classifier, bert, vit"});
       continue;
     }
     taking.push_back(c.name);
@@ -1114,8 +1119,8 @@ TEST(GradientCheckpointing, TheKeyIsAnErrorNamingModelsWithoutIt) {
     EXPECT_GT(zoo::checkpointed_calls(), before);  // it really recomputes
   }
   EXPECT_EQ(taking, (std::vector<std::string>{"resnet18", "resnet34", "resnet50", "resnet101",
-                                              "resnet152", "gpt2", "bert_classifier", "bert",
-                                              "vit"}));
+                                              "resnet152", "gpt2", "llama", "bert_classifier",
+                                              "bert", "vit"}));
 }
 
 // ---- weights files ---------------------------------------------------------------------------

@@ -58,6 +58,11 @@ std::vector<ZooCase> zoo_cases() {
       {"lstm_lm", {"vocab_size=30", "embedding_dim=8", "hidden_size=8", "tie_weights=true"}},
       {"gru_lm", {"vocab_size=30", "embedding_dim=8", "hidden_size=12", "num_layers=2"}},
       {"gpt2", {"vocab_size=40", "n_positions=32", "n_embd=16", "n_layer=2", "n_head=2"}},
+      // grouped keys/values, Qwen2's biases, a window on the second layer (a band mask), tied
+      {"llama",
+       {"vocab_size=40", "hidden_size=16", "intermediate_size=24", "num_hidden_layers=2",
+        "num_attention_heads=4", "num_key_value_heads=2", "qkv_bias=true", "sliding_window=3",
+        "max_window_layers=1", "tie_word_embeddings=true"}},
       {"bert_classifier", bert_cls},
       {"bert", bert_plain},
       {"vit",

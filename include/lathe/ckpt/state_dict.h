@@ -40,8 +40,15 @@ LoadReport load_state_dict(torch::nn::Module& module, const NamedTensors& tensor
 void save_weights(const torch::nn::Module& module, const std::filesystem::path& file,
                   std::map<std::string, std::string> metadata = {});
 
+/// The weights of a Hugging Face folder: model.safetensors, or the shards that
+/// model.safetensors.index.json maps each tensor to (every shard a .safetensors file in the
+/// folder; a tensor the index names that its shard lacks is a CheckpointError), or
+/// pytorch_model.bin.
+NamedTensors load_hf_weights(const std::filesystem::path& folder);
+
 /// Reads a state dict from a weights file, chosen by extension: .safetensors, or .pt / .pth /
-/// .bin written by torch.save(model.state_dict()) (see load_torch_state_dict).
+/// .bin written by torch.save(model.state_dict()) (see load_torch_state_dict); a folder is read
+/// by load_hf_weights.
 NamedTensors load_state_dict_file(const std::filesystem::path& file);
 
 /// Loads a safetensors weights file into the module (see load_state_dict).

@@ -37,6 +37,9 @@ class AtomicFile {
 /// Writes `text` to `path` atomically.
 void write_file_atomic(const std::filesystem::path& path, std::string_view text);
 
+/// Copies the file `from` to `to` atomically (an unreadable `from` is an IoError naming both).
+void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to);
+
 }  // namespace lathe
 
 namespace lathe {

@@ -52,4 +52,23 @@ struct RunExportOptions {
 onnx::ExportReport export_run(const std::filesystem::path& run_or_checkpoint,
                               const RunExportOptions& options);
 
+/// What export_hf wrote.
+struct HfExport {
+  std::filesystem::path folder;
+  std::vector<std::string> files;  ///< the file names written, in order
+};
+
+/// Writes a finished language-model run (llama or gpt2; a LoRA run's merged weights) as a Hugging
+/// Face folder that transformers' AutoModelForCausalLM.from_pretrained loads: config.json (the
+/// run's model options over the config.json it was fine-tuned from, if any), model.safetensors
+/// (transformers' names; a tied lm_head left out, as save_pretrained does), generation_config.json
+/// (the run's, else the pretrained folder's, else one from config.json's token ids) and the
+/// tokenizer files the run or its pretrained folder has (tokenizer.json, tokenizer_config.json,
+/// special_tokens_map.json, vocab.json, merges.txt, tokenizer.model, vocab.txt,
+/// chat_template.jinja). `weights`: instead of RUN/model.safetensors.
+///
+///   lathe::run::export_hf("runs/smol_lora", "export/smol_lora");
+HfExport export_hf(const std::filesystem::path& run_dir, const std::filesystem::path& folder,
+                   const std::filesystem::path& weights = {});
+
 }  // namespace lathe::run

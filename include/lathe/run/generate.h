@@ -1,5 +1,5 @@
-// lathe generate: text (or token ids) sampled from a finished language-model run — gpt2 with a
-// key/value cache, lstm_lm / gru_lm carrying their recurrent state — as Hugging Face samples.
+// lathe generate: text (or token ids) sampled from a finished language-model run — gpt2 and llama
+// with a key/value cache, lstm_lm / gru_lm carrying their recurrent state — as Hugging Face samples.
 #pragma once
 
 #include <cstdint>
@@ -30,8 +30,9 @@ int64_t next_token(const at::Tensor& logits, const SamplingOptions& o, at::Gener
 /// `max_new_tokens` tokens after `prompt` from a language model (ids (B, T) → logits (B, T, V)):
 /// the prompt is read once, then one token per step — through GPT2's key/value cache, through
 /// RNNLanguageModel's carried state, or (other models, or `use_cache` false) by running the
-/// whole sequence again each step. Returns the new tokens only; generation ends early after a
-/// token of `stop_ids` (which is kept, as transformers' generate keeps its eos).
+/// whole sequence again each step; Llama's key/value cache too. Returns the new tokens only;
+/// generation ends early after a token of `stop_ids` (which is kept, as transformers' generate
+/// keeps its eos).
 ///
 ///   auto ids = lathe::run::generate_tokens(model, {72, 105}, 50, {.greedy = true}, device);
 std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
@@ -39,6 +40,10 @@ std::vector<int64_t> generate_tokens(torch::nn::AnyModule& model,
                                      const SamplingOptions& sampling, c10::Device device,
                                      bool use_cache = true,
                                      const std::vector<int64_t>& stop_ids = {});
+
+/// The end-of-sequence ids of a run: RUN/generation_config.json's eos_token_id (an id or a
+/// list; a run fine-tuned from a Hugging Face folder keeps the folder's file), or none.
+std::vector<int64_t> run_eos_ids(const std::filesystem::path& run_dir);
 
 /// What `lathe generate` is asked.
 struct GenerateOptions {
@@ -49,6 +54,7 @@ struct GenerateOptions {
   std::filesystem::path weights;  ///< default: RUN/model.safetensors
   std::string device;             ///< empty = the run's run.device
   bool use_cache = true;
+  bool stop_at_eos = true;  ///< stop at the eos ids (run_eos_ids, else the tokenizer's)
 };
 
 /// What it gave.
@@ -61,10 +67,11 @@ struct Generation {
   double seconds = 0;  ///< generation time (prompt and new tokens), without loading
 };
 
-/// Generates from the language-model run in `run_dir` (task lm: gpt2, lstm_lm, gru_lm). With
+/// Generates from the language-model run in `run_dir` (task lm: gpt2, llama, lstm_lm,
+/// gru_lm). With
 /// data.tokenizer the prompt is encoded by it (its special tokens added, as transformers'
 /// tokenizer(prompt)), generation stops at generation_config.json's eos_token_id (an id or a
-/// list; the file in the tokenizer's folder) or else the tokenizer's eos, and `text` is decoded
+/// list; the file in the tokenizer's folder) or else the tokenizer's eos (RUN/generation_config.json wins), and `text` is decoded
 /// without special tokens. A prompt
 /// token outside the model's vocabulary, an empty prompt or a sequence longer than gpt2's
 /// n_positions is a ConfigError saying what to change.
