@@ -149,7 +149,7 @@ void LlamaImpl::reset() {
               "llama: num_attention_heads {} is not a multiple of num_key_value_heads {}",
               o.num_attention_heads(), o.kv_heads());
   LATHE_CHECK(o.head_dim() > 0 || o.hidden_size() % o.num_attention_heads() == 0, ModelError,
-              "llama: hidden_size {} is not divisible by num_attention_heads {}; set head_dim",
+              "llama: hidden_size {} is not divisible by num_attention_heads {}; set model.head_dim",
               o.hidden_size(), o.num_attention_heads());
   LATHE_CHECK(o.head_size() % 2 == 0, ModelError,
               "llama: the head size {} must be even for rotary embeddings", o.head_size());

@@ -183,7 +183,7 @@ TEST(Llama, NamesAreTransformersAndBadOptionsAreModelErrors) {
       {"num_attention_heads 4 is not a multiple of num_key_value_heads 3"});
   expect_error<lathe::ModelError>(
       [&] { zoo::Llama(small().num_attention_heads(3)); },
-      {"hidden_size 8 is not divisible by num_attention_heads 3", "set head_dim"});
+      {"hidden_size 8 is not divisible by num_attention_heads 3", "set model.head_dim"});
   expect_error<lathe::ModelError>(
       [&] { zoo::Llama(small().num_attention_heads(2).rope_scaling("yarn")); },
       {"rope_scaling 'yarn'", "none, linear, llama3"});

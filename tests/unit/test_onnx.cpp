@@ -1,5 +1,6 @@
 // ONNX export: every zoo model against onnxruntime at two input sizes, user modules, errors,
 // metadata, Triton layout and the CLI.
+#include <algorithm>
 #include <fstream>
 
 #include <ATen/ATen.h>
@@ -176,7 +177,11 @@ void export_with_cases(const std::string& name, torch::nn::AnyModule& model,
 
 TEST(OnnxExport, EveryZooModelMatchesOnnxruntimeAtTwoSizes) {
   const auto cases = zoo_cases();
-  ASSERT_EQ(cases.size(), zoo::model_specs().size()) << "a zoo model has no export case";
+  // Every torch-module entry of the table (estimators such as xgboost are not torch modules).
+  const auto& specs = zoo::model_specs();
+  const auto torch_models = std::count_if(specs.begin(), specs.end(),
+                                          [](const auto& s) { return !s.estimator; });
+  ASSERT_EQ(static_cast<std::ptrdiff_t>(cases.size()), torch_models) << "a zoo model has no export case";
   TempDir dir;
   nlohmann::json manifest{{"models", nlohmann::json::array()}};
   at::manual_seed(0);
